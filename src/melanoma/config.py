@@ -1,0 +1,237 @@
+"""One typed config for every stage, loaded from YAML with `key.path=value` overrides.
+
+Unknown keys and values of the wrong type are errors, so a typo never silently falls back to a default.
+Every output folder gets the resolved config (`config.yaml`) and a `run.json` with the package version and
+the seed, so a run can be reproduced from its own outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import platform
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from melanoma import __version__
+from melanoma.errors import ConfigError
+from melanoma.files import write_json, write_text
+
+
+@dataclass
+class PathsConfig:
+    """Where the stages of `melanoma run` read and write (each stage command also takes them as flags)."""
+
+    data: str = "data/demo"  # competition layout: train.csv, test.csv, jpeg/train, jpeg/test
+    tfrecords: str = "tfrecords/demo"
+    runs: str = "runs/demo"  # folds.csv, image/ and tabular/ run folders go here
+    submission: str = "submissions/submission.csv"
+    sample_submission: str | None = None  # default: DATA/sample_submission.csv when it exists
+    test_labels: str | None = None  # optional image_name,target file to report a held-out test AUC
+
+
+@dataclass
+class PrepareConfig:
+    size: int = 256  # stored image side in pixels
+    resize: str = "crop"  # crop: center-crop to square; pad: pad to square; stretch: ignore aspect ratio
+    quality: int = 95  # JPEG quality of the stored images
+    shard_mb: float = 150.0  # target shard size; TPU input wants about 100-200 MB
+    workers: int = 1  # processes writing shards in parallel (0 = one per core)
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = True  # random left-right and up-down flips
+    rotate: float = 180.0  # random rotation, uniform in [-rotate, rotate] degrees
+    brightness: float = 0.1  # random brightness delta, as a fraction of 255
+    saturation: float = 0.2  # random saturation factor in [1 - s, 1 + s]
+
+
+@dataclass
+class TrainConfig:
+    model: str = "efficientnet_b0"
+    size: int = 256  # model input side; records of another size are resized on the fly
+    epochs: int = 12
+    batch_size: int = 32  # per replica; the global batch is this times the replica count
+    folds: list[int] | None = None  # folds to train (None = all)
+    weights: str = "imagenet"  # none | imagenet | path to a weights file
+    dropout: float = 0.2
+    # warm-up then exponential decay, per step; lr_max = lr_max_per_image * global batch (public TPU recipe)
+    lr_start: float = 5e-6
+    lr_max_per_image: float = 1.25e-6
+    lr_min: float = 1e-6
+    warmup_epochs: float = 5.0
+    sustain_epochs: float = 0.0
+    decay: float = 0.8  # lr multiplier per epoch after warm-up
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.05
+    oversample: float = 1.0  # malignant images are drawn this many times as often (1 = natural rate)
+    class_weight: str = "none"  # none | balanced | sqrt: loss weights computed from the training folds
+    tta: int = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
+    steps_per_execution: int = 1
+    shuffle_buffer: int = 2048
+    verbose: int = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
+
+
+@dataclass
+class TabularConfig:
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.2
+    epochs: int = 40
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    smote: bool = True
+    smote_k: int = 5  # SMOTE k_neighbors (lowered automatically for tiny minority classes)
+    smote_ratio: float = 0.5  # minority / majority after SMOTE (imblearn sampling_strategy)
+
+
+@dataclass
+class BlendConfig:
+    step: float = 0.05  # grid step of the weight search on the OOF predictions
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    n_folds: int = 5
+    stages: list[str] = field(default_factory=lambda: ["folds", "prepare", "train", "tabular", "blend"])
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+
+
+STAGES = ("folds", "prepare", "train", "tabular", "blend")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then `key.path=value` overrides, all type-checked."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+    return _build(Config, raw, "")
+
+
+def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
+    """Return a copy of cfg with dotted keys set (None values are skipped): how CLI flags reach the config."""
+    raw = to_dict(cfg)
+    for key, value in values.items():
+        if value is not None:
+            _set_path(raw, key.split("."), value)
+    return _build(Config, raw, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str, Any] | None = None) -> None:
+    """Write the resolved config, the package version and the seed into an output folder."""
+    out_dir = Path(out_dir)
+    write_text(out_dir / "config.yaml", dump_config(cfg))
+    info = {
+        "stage": stage,
+        "package": "melanoma",
+        "version": __version__,
+        "seed": cfg.seed,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "python": platform.python_version(),
+    }
+    if "tensorflow" in sys.modules:
+        info["tensorflow"] = sys.modules["tensorflow"].__version__
+    info.update(extra or {})
+    write_json(out_dir / "run.json", info)
+
+
+def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys)}: {k} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]} (known keys{' in ' + prefix if prefix else ''}: "
+            f"{', '.join(sorted(names))})"
+        )
+    kwargs = {name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name) for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):  # "0,1,2" from the command line
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")

@@ -1,0 +1,30 @@
+"""Errors a user can fix. The CLI prints them as one line and exits non-zero, without a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MelanomaError(Exception):
+    """Base class for errors caused by input or configuration rather than by a bug."""
+
+
+class ConfigError(MelanomaError):
+    """A bad config file, key, value or command-line override."""
+
+
+class InputError(MelanomaError):
+    """Bad input data: a missing column, file or image, a duplicate id, an unreadable JPEG."""
+
+
+class SubmissionError(MelanomaError):
+    """A submission that does not match the sample submission."""
+
+
+def input_error(path: str | Path, message: str, line: int | None = None) -> InputError:
+    """Build an InputError that names the file and, when known, the line (header = line 1).
+
+    The message is formatted up front so the exception pickles cleanly across worker processes.
+    """
+    where = f"{path}" if line is None else f"{path}, line {line}"
+    return InputError(f"{where}: {message}")
