@@ -1,0 +1,378 @@
+"""Blend the runs of the model stages into one submission, with weights fitted on their OOF predictions.
+
+Every run folder (see melanoma.results) holds `oof.csv` and `test_pred.csv`. The runs are joined by
+image_name, never by row order: the OOF frames on the ids common to all runs (inner join), the test
+predictions on the test ids, which must be the same set in every run.
+
+Each run's predictions are first turned into ranks scaled to [0, 1] (the OOF ranks within the OOF rows,
+the test ranks within the test rows), and the blend is a weighted mean of those ranks. The weights are
+non-negative, sum to 1 and maximise the AUC of the blended OOF ranks (`fit_weights`). The blended
+submission is therefore a score in [0, 1] that ranks the test images; it is not a probability, which the
+competition metric (ROC AUC) does not need.
+
+`run_blend` writes the submission CSV (image_name,target, in the sample submission's order when one is
+given, checked against it by `validate_submission`), `blend.json` (the report) and the run info beside it.
+Nothing is written when a check fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from melanoma.config import Config, save_run_info
+from melanoma.data import ID, TARGET, csv_line
+from melanoma.errors import ConfigError, InputError, SubmissionError, input_error
+from melanoma.files import write_csv, write_json
+from melanoma.results import auc, fmt_auc, read_run
+
+log = logging.getLogger(__name__)
+
+SUBMISSION_COLUMNS = [ID, TARGET]
+METHOD = "rank-weighted mean"
+_AUC_TOL = 1e-12  # AUC differences below this are ties (float noise of summing ranks)
+_MAX_ITER = 100_000  # safety cap of the coordinate search; every accepted move strictly improves the AUC
+
+
+# --------------------------------------------------------------------------------------------------------
+# submission checks
+
+
+def _example(values: pd.Series | pd.Index) -> str:
+    first = values.iloc[0] if isinstance(values, pd.Series) else values[0]
+    return repr(str(first))
+
+
+def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "submission") -> None:
+    """Raise SubmissionError (one line) unless `sub` has exactly the sample's ids and valid targets.
+
+    Checks: columns exactly image_name,target; no missing or duplicated image_name; no id of the sample
+    missing; no id outside the sample; every target a finite number in [0, 1]. Row order is not checked
+    (Kaggle joins by image_name).
+    """
+    cols = [str(c) for c in sub.columns]
+    if cols != SUBMISSION_COLUMNS:
+        raise SubmissionError(
+            f"{name}: columns must be exactly {','.join(SUBMISSION_COLUMNS)}, got {','.join(cols) or '(none)'}"
+        )
+    if ID not in sample.columns:
+        raise SubmissionError(f"{name}: the sample submission has no '{ID}' column")
+    no_id = sub[ID].isna()
+    if no_id.any():
+        raise SubmissionError(f"{name}: {int(no_id.sum())} row(s) have no image_name")
+    ids = sub[ID].astype(str)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise SubmissionError(
+            f"{name}: {len(dup)} duplicate image_name value(s), e.g. {_example(dup)}"
+        )
+    sample_ids = sample[ID].dropna().astype(str)
+    missing = sample_ids[~sample_ids.isin(ids)]
+    if len(missing):
+        raise SubmissionError(
+            f"{name}: {len(missing)} of the {len(sample_ids)} ids of the sample submission are missing, "
+            f"e.g. {_example(missing)}"
+        )
+    extra = ids[~ids.isin(sample_ids)]
+    if len(extra):
+        raise SubmissionError(
+            f"{name}: {len(extra)} image_name value(s) are not in the sample submission, e.g. {_example(extra)}"
+        )
+    raw = sub[TARGET]
+    values = pd.to_numeric(raw, errors="coerce")
+    not_number = values.isna() & raw.notna()
+    if not_number.any():
+        i = int(np.flatnonzero(not_number.to_numpy())[0])
+        raise SubmissionError(
+            f"{name}: {int(not_number.sum())} target(s) are not numbers, "
+            f"e.g. {raw.iloc[i]!r} for {ids.iloc[i]!r}"
+        )
+    v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    nan = np.isnan(v)
+    if nan.any():
+        i = int(np.flatnonzero(nan)[0])
+        raise SubmissionError(f"{name}: {int(nan.sum())} target(s) are NaN/missing, e.g. for {ids.iloc[i]!r}")
+    inf = np.isinf(v)
+    if inf.any():
+        i = int(np.flatnonzero(inf)[0])
+        raise SubmissionError(f"{name}: {int(inf.sum())} target(s) are infinite, e.g. for {ids.iloc[i]!r}")
+    out = (v < 0.0) | (v > 1.0)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise SubmissionError(
+            f"{name}: {int(out.sum())} target(s) are outside [0, 1], e.g. {v[i]!r} for {ids.iloc[i]!r}"
+        )
+
+
+def read_sample_submission(path: str | Path) -> pd.DataFrame:
+    """Read the competition's sample_submission.csv (image_name,target): the ids and order to submit."""
+    path = Path(path)
+    if not path.is_file():
+        raise input_error(path, "sample submission not found")
+    try:
+        df = pd.read_csv(path, dtype={ID: "string"})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise input_error(path, f"not a readable CSV: {e}") from None
+    for col in SUBMISSION_COLUMNS:
+        if col not in df.columns:
+            raise input_error(path, f"missing column '{col}' (expected {','.join(SUBMISSION_COLUMNS)})", 1)
+    if len(df) == 0:
+        raise input_error(path, "no rows: the sample submission lists the test ids to predict")
+    empty = df[ID].isna() | (df[ID].str.strip() == "")
+    if empty.any():
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise input_error(path, "empty image_name", csv_line(i))
+    dup = df[ID].duplicated().to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((df[ID] == df[ID].iloc[i]).to_numpy())[0])
+        raise input_error(
+            path, f"duplicate image_name '{df[ID].iloc[i]}' (first seen on line {csv_line(first)})", csv_line(i)
+        )
+    return df[SUBMISSION_COLUMNS].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# weights
+
+
+def to_ranks(pred: pd.Series) -> pd.Series:
+    """Predictions as ranks scaled to (0, 1] (average rank for ties): the only transform applied before mixing."""
+    return pd.Series(pred, dtype="float64").rank(pct=True)
+
+
+def _fast_auc(y: np.ndarray, score: np.ndarray, n_pos: int, n_neg: int) -> float:
+    # Mann-Whitney form of the ROC AUC with average ranks for ties: equals sklearn's roc_auc_score,
+    # without its sorting overhead (the search evaluates many candidate blends).
+    r = rankdata(score)
+    return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _units(step: float) -> int:
+    """Number of grid steps in a weight of 1 (the step is rounded to 1 / that integer)."""
+    if not (isinstance(step, (int, float)) and 0.0 < float(step) <= 1.0):
+        raise ConfigError(f"blend.step must be in (0, 1], got {step!r}")
+    return max(1, int(round(1.0 / float(step))))
+
+
+def fit_weights(oofs: list[pd.Series], y: Any, step: float) -> np.ndarray:
+    """Non-negative weights summing to 1 that maximise the AUC of the weighted mean of the OOF ranks.
+
+    `oofs` are the runs' OOF predictions, aligned on the same index (same rows, same order); `y` the
+    0/1 targets of those rows. The weight grid is {0, step, ..., 1}, with step rounded to 1/n.
+
+    - 1 input: [1.0].
+    - 2 inputs: exhaustive search over w in {0, step, ..., 1} for the first input, 1 - w for the second.
+    - more: coordinate search on the simplex: start from equal weights; at each iteration try every move of
+      `step` of weight (or all that is left, when less) from one input to another, and take the best move
+      if it improves the AUC; stop when no move does. Steepest ascent with a fixed tie order, so the
+      result is deterministic (a local optimum).
+    Ties in AUC (within 1e-12) go to the more equal weights (smaller sum of squares), then to the
+    candidate found first (more weight on earlier inputs for 2 inputs; earlier pairs for more).
+    """
+    k = len(oofs)
+    if k == 0:
+        raise ValueError("fit_weights: no predictions given")
+    index = oofs[0].index
+    for s in oofs[1:]:
+        if not s.index.equals(index):
+            raise ValueError("fit_weights: the OOF predictions must be aligned on the same index")
+    if isinstance(y, pd.Series) and not y.index.equals(index):
+        raise ValueError("fit_weights: y must be aligned on the index of the OOF predictions")
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (len(index),):
+        raise ValueError(f"fit_weights: y has shape {y.shape}, expected ({len(index)},)")
+    n = _units(step)
+    if k == 1:
+        return np.array([1.0])
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("fit_weights: y must be 0/1")
+    pos = y == 1.0
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("fit_weights: y has only one class, so no AUC to maximise")
+
+    # Mix ranks, not raw predictions: runs differ in calibration (a sigmoid output, a tabular model trained
+    # on SMOTE-balanced data, label smoothing), and a weighted mean of raw scores would let the run with the
+    # widest spread dominate. Ranks scaled to [0, 1] put every run on the same scale and leave each run's
+    # AUC unchanged; the test predictions get the same transform (`to_ranks`) in `blend_runs`.
+    R = np.column_stack([to_ranks(s).to_numpy() for s in oofs])
+    if not np.isfinite(R).all():
+        raise ValueError("fit_weights: the OOF predictions contain NaN or infinity")
+
+    def score(units: np.ndarray) -> float:
+        return _fast_auc(pos, R @ units.astype(np.float64), n_pos, n_neg)  # scale-free: no need to normalise
+
+    if k == 2:
+        best_key, best = None, None
+        for a in range(n, -1, -1):  # more weight on the first input first: the tie order
+            units = np.array([a, n - a])
+            key = (score(units), -int((units * units).sum()))
+            if best_key is None or key[0] > best_key[0] + _AUC_TOL or (
+                abs(key[0] - best_key[0]) <= _AUC_TOL and key[1] > best_key[1]
+            ):
+                best_key, best = key, units
+        return best / n
+
+    # In units of 1/(k n): equal weights are n units each, a step of weight is k units. Integer units keep
+    # the search exact (no drift from adding 0.05 many times) and the result reproducible.
+    units = np.full(k, n, dtype=np.int64)
+    current = score(units)
+    for _ in range(_MAX_ITER):
+        best_move, best_auc, best_sq = None, current, None
+        for i in range(k):
+            if units[i] == 0:
+                continue
+            for j in range(k):
+                if j == i:
+                    continue
+                cand = units.copy()
+                moved = min(k, int(cand[i]))
+                cand[i] -= moved
+                cand[j] += moved
+                a = score(cand)
+                if a <= current + _AUC_TOL:
+                    continue
+                sq = int((cand * cand).sum())
+                if best_move is None or a > best_auc + _AUC_TOL or (abs(a - best_auc) <= _AUC_TOL and sq < best_sq):
+                    best_move, best_auc, best_sq = cand, a, sq
+        if best_move is None:
+            break
+        units, current = best_move, best_auc
+    return units / units.sum()
+
+
+# --------------------------------------------------------------------------------------------------------
+# blending
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
+    """The column as finite floats, or an InputError naming the file and line of the first bad value."""
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    bad = ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise input_error(path, f"{col} must be a finite number, got {raw.iloc[i]!r}", csv_line(i))
+    return values
+
+
+def _read(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    oof, test = read_run(run_dir)
+    oof_path, test_path = run_dir / "oof.csv", run_dir / "test_pred.csv"
+    y = _numeric(oof, TARGET, oof_path)
+    not01 = ~y.isin((0.0, 1.0)).to_numpy()
+    if not01.any():
+        i = int(np.flatnonzero(not01)[0])
+        raise input_error(oof_path, f"target must be 0 or 1, got {oof[TARGET].iloc[i]!r}", csv_line(i))
+    oof = pd.DataFrame({ID: oof[ID].astype("string"), TARGET: y.astype("int64"), "pred": _numeric(oof, "pred", oof_path)})
+    test = pd.DataFrame({ID: test[ID].astype("string"), "pred": _numeric(test, TARGET, test_path)})
+    return oof, test
+
+
+def blend_runs(
+    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Fit blend weights on the runs' common OOF ids and blend their test predictions.
+
+    Returns the submission (image_name,target: the weighted mean of the test ranks, in [0, 1]; in the
+    sample's order when `sample` is given and checked against it, else sorted by image_name) and a report:
+    runs (path, oof_auc on the common ids, weight, n_oof), blended_oof_auc, n_common_oof, n_test, method.
+    """
+    run_dirs = [Path(p) for p in run_dirs]
+    if not run_dirs:
+        raise InputError("blend: no run folders given")
+    _units(step)  # check the step before reading anything
+    runs = [_read(d) for d in run_dirs]
+    names = [str(d) for d in run_dirs]
+
+    # OOF: inner join on image_name; the targets of a shared id must agree between runs.
+    joined = runs[0][0].rename(columns={"pred": "pred_0"})
+    for r, (oof, _) in enumerate(runs[1:], start=1):
+        joined = joined.merge(oof.rename(columns={TARGET: "target_r", "pred": f"pred_{r}"}), on=ID, how="inner")
+        differ = (joined[TARGET] != joined["target_r"]).to_numpy()
+        if differ.any():
+            i = int(np.flatnonzero(differ)[0])
+            raise InputError(
+                f"blend: runs {names[0]} and {names[r]} disagree on the target of {int(differ.sum())} "
+                f"image(s), e.g. {joined[ID].iloc[i]!r} ({joined[TARGET].iloc[i]} vs {joined['target_r'].iloc[i]}): "
+                "were they trained on the same train.csv?"
+            )
+        joined = joined.drop(columns="target_r")
+    joined = joined.sort_values(ID).reset_index(drop=True)
+    n_common = len(joined)
+    n_oof = [len(oof) for oof, _ in runs]
+    if n_common == 0:
+        raise InputError(f"blend: the runs have no OOF image_name in common ({', '.join(names)})")
+    if any(n > n_common for n in n_oof):
+        log.warning(
+            "blend: only %d OOF ids are common to all runs (rows per run: %s); fitting the weights on those",
+            n_common, ", ".join(f"{name}={n}" for name, n in zip(names, n_oof)),
+        )
+    y = joined[TARGET]
+    if len(run_dirs) > 1 and y.nunique() < 2:
+        raise InputError(f"blend: the {n_common} common OOF ids have only one class, so no weights can be fitted")
+    oof_preds = [joined[f"pred_{r}"] for r in range(len(runs))]
+    weights = fit_weights(oof_preds, y, step)
+    blended_oof = sum(w * to_ranks(p) for w, p in zip(weights, oof_preds))
+
+    # Test: the same ids in every run, joined by image_name, each run ranked within the test set.
+    test0 = runs[0][1]
+    ids0 = pd.Index(test0[ID])
+    test = test0.rename(columns={"pred": "pred_0"})
+    for r, (_, t) in enumerate(runs[1:], start=1):
+        ids = pd.Index(t[ID])
+        missing, extra = ids0.difference(ids, sort=True), ids.difference(ids0, sort=True)
+        if len(missing) or len(extra):
+            what = (f"lacks {len(missing)} test id(s) of {names[0]}, e.g. {_example(missing)}" if len(missing)
+                    else f"has {len(extra)} test id(s) not in {names[0]}, e.g. {_example(extra)}")
+            raise SubmissionError(f"blend: run {names[r]} {what}: every run must predict the same test ids")
+        test = test.merge(t.rename(columns={"pred": f"pred_{r}"}), on=ID, how="inner")
+    test = test.sort_values(ID).reset_index(drop=True)
+    blended = sum(w * to_ranks(test[f"pred_{r}"]) for r, w in enumerate(weights))
+    sub = pd.DataFrame({ID: test[ID], TARGET: np.clip(blended.to_numpy(dtype=np.float64), 0.0, 1.0)})
+
+    if sample is not None:
+        validate_submission(sub, sample)  # exact messages for missing / extra ids before reordering
+        order = sample[ID].astype("string")
+        sub = sub.set_index(ID).reindex(pd.Index(order, name=ID)).reset_index()
+        validate_submission(sub, sample)
+
+    report = {
+        "runs": [
+            {"path": name, "oof_auc": auc(y, p), "weight": float(w), "n_oof": int(n)}
+            for name, p, w, n in zip(names, oof_preds, weights, n_oof)
+        ],
+        "blended_oof_auc": auc(y, blended_oof),
+        "n_common_oof": int(n_common),
+        "n_test": int(len(sub)),
+        "method": METHOD,
+        "step": 1.0 / _units(step),
+    }
+    return sub, report
+
+
+def run_blend(
+    cfg: Config, run_dirs: list[str | Path], out: str | Path, sample_submission: str | Path | None
+) -> dict[str, Any]:
+    """Blend the runs, write the submission to `out` and blend.json, config.yaml, run.json beside it."""
+    out = Path(out)
+    sample = read_sample_submission(sample_submission) if sample_submission is not None else None
+    sub, report = blend_runs(run_dirs, sample, cfg.blend.step)
+    for run in report["runs"]:
+        log.info("blend: %s OOF AUC %s, weight %.3f", run["path"], fmt_auc(run["oof_auc"]), run["weight"])
+    log.info(
+        "blend: blended OOF AUC %s on %d common ids; %d test predictions -> %s",
+        fmt_auc(report["blended_oof_auc"]), report["n_common_oof"], report["n_test"], out,
+    )
+    report["submission"] = str(out)
+    report["sample_submission"] = None if sample_submission is None else str(sample_submission)
+    write_csv(out, sub[SUBMISSION_COLUMNS])
+    write_json(out.parent / "blend.json", report)
+    save_run_info(out.parent, cfg, "blend")
+    return report

@@ -1,0 +1,168 @@
+"""The `melanoma` command: a thin layer that turns flags into config values and calls one stage.
+
+Every command takes `--config FILE` and repeatable `--set key.path=value`; its own flags are shortcuts for
+config keys and win over both. Errors in input or config print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from melanoma import __version__
+from melanoma.errors import MelanomaError
+
+log = logging.getLogger("melanoma")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config file (defaults apply to keys it does not set)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="melanoma", description="SIIM-ISIC melanoma pipeline: "
+                                     "folds -> prepare -> train -> tabular -> blend")
+    parser.add_argument("--version", action="version", version=f"melanoma {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("folds", help="patient-level stratified folds: train.csv -> folds.csv")
+    _common(p)
+    p.add_argument("--data", type=Path, help="folder with train.csv (competition layout)")
+    p.add_argument("--out", type=Path, help="folds.csv to write")
+    p.add_argument("--folds", type=int, dest="n_folds", help="number of folds (default 5)")
+    p.add_argument("--seed", type=int)
+
+    p = sub.add_parser("prepare", help="competition layout -> sharded TFRecords, folds.csv, manifest.json")
+    _common(p)
+    p.add_argument("--data", type=Path, help="folder with train.csv, test.csv, jpeg/train, jpeg/test")
+    p.add_argument("--out", type=Path, help="output folder for the shards")
+    p.add_argument("--size", type=int, help="stored image side in pixels")
+    p.add_argument("--folds", type=int, dest="n_folds", help="number of folds (ignored with --folds-file)")
+    p.add_argument("--folds-file", type=Path, help="use this folds.csv instead of computing folds")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resize", choices=["crop", "pad", "stretch"], help="how to make images square")
+    p.add_argument("--quality", type=int, help="JPEG quality of the stored images")
+    p.add_argument("--workers", type=int, help="parallel shard writers (0 = one per core)")
+
+    p = sub.add_parser("train", help="image model, fold by fold: OOF and test predictions")
+    _common(p)
+    p.add_argument("--tfrecords", type=Path, help="folder written by `prepare`, or the public Kaggle TFRecords")
+    p.add_argument("--out", type=Path, help="run folder to write")
+    p.add_argument("--model", help="e.g. efficientnet_b0 ... b7, efficientnet_v2_s, inception_resnet_v2 "
+                                   "(`melanoma models` lists them)")
+    p.add_argument("--size", type=int, help="model input side in pixels")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per replica")
+    p.add_argument("--folds", help="folds to train, e.g. 0,1,2 (default: all)")
+    p.add_argument("--weights", help="none | imagenet | path to a weights file")
+    p.add_argument("--tta", type=int, help="augmented prediction passes")
+    p.add_argument("--oversample", type=float, help="draw malignant images this many times as often")
+    p.add_argument("--class-weight", choices=["none", "balanced", "sqrt"])
+    p.add_argument("--seed", type=int)
+
+    p = sub.add_parser("tabular", help="metadata model (SMOTE + MLP) on the same folds")
+    _common(p)
+    p.add_argument("--data", type=Path, help="folder with train.csv and test.csv")
+    p.add_argument("--folds", type=Path, dest="folds_file", help="folds.csv")
+    p.add_argument("--out", type=Path, help="run folder to write")
+    p.add_argument("--seed", type=int)
+
+    p = sub.add_parser("blend", help="blend run folders on OOF AUC and write submission.csv")
+    _common(p)
+    p.add_argument("--runs", type=Path, nargs="+", help="run folders (each with oof.csv and test_pred.csv)")
+    p.add_argument("--out", type=Path, help="submission.csv to write")
+    p.add_argument("--sample-submission", type=Path, help="the competition's sample_submission.csv")
+
+    p = sub.add_parser("run", help="chain the stages from one config")
+    _common(p)
+
+    sub.add_parser("models", help="list the model names")
+    return parser
+
+
+def _load(args: argparse.Namespace, values: dict):
+    from melanoma.config import apply_overrides, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    return apply_overrides(cfg, values)
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from melanoma.run import format_summary, resolve_paths, run_pipeline
+
+    cmd = args.command
+    if cmd == "models":
+        from melanoma.models import MODELS
+
+        print("\n".join(MODELS))
+        return
+    seed = getattr(args, "seed", None)
+    if cmd == "folds":
+        from melanoma.folds import make_folds
+
+        cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data})
+        paths = resolve_paths(cfg)
+        make_folds(paths.data, args.out or paths.folds, cfg.n_folds, cfg.seed)
+    elif cmd == "prepare":
+        from melanoma.prepare import prepare
+
+        cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data,
+                           "paths.tfrecords": args.out, "prepare.size": args.size, "prepare.resize": args.resize,
+                           "prepare.quality": args.quality, "prepare.workers": args.workers})
+        paths = resolve_paths(cfg)
+        prepare(cfg, paths.data, paths.tfrecords, args.folds_file)
+    elif cmd == "train":
+        from melanoma.train import train
+
+        cfg = _load(args, {"seed": seed, "paths.tfrecords": args.tfrecords, "train.model": args.model,
+                           "train.size": args.size, "train.epochs": args.epochs,
+                           "train.batch_size": args.batch_size, "train.folds": args.folds,
+                           "train.weights": args.weights, "train.tta": args.tta,
+                           "train.oversample": args.oversample, "train.class_weight": args.class_weight})
+        paths = resolve_paths(cfg)
+        train(cfg, paths.tfrecords, args.out or paths.image_run)
+    elif cmd == "tabular":
+        from melanoma.tabular import run_tabular
+
+        cfg = _load(args, {"seed": seed, "paths.data": args.data})
+        paths = resolve_paths(cfg)
+        run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run)
+    elif cmd == "blend":
+        from melanoma.blend import run_blend
+
+        cfg = _load(args, {"paths.submission": args.out, "paths.sample_submission": args.sample_submission})
+        paths = resolve_paths(cfg)
+        run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission,
+                  paths.sample_submission)
+    elif cmd == "run":
+        cfg = _load(args, {})
+        print(format_summary(run_pipeline(cfg)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Quiet TensorFlow's C++ start-up logging and Keras' dataset notices before either is imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    try:
+        _dispatch(args)
+    except MelanomaError as e:
+        print(f"melanoma: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("melanoma: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Image models: a registry of keras.applications backbones with a pooled sigmoid head.
+
+Every model takes float images in [0, 255] and does its own input scaling inside the graph, so the input
+pipeline is the same for all of them: EfficientNet (V1 and V2, with include_preprocessing) rescale
+internally; InceptionResNetV2 expects [-1, 1], which a Rescaling layer provides.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from melanoma.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    constructor: Callable[..., keras.Model]
+    scale: float | None  # None: the backbone rescales 0-255 itself; else x * scale + offset first
+    offset: float = 0.0
+    min_size: int = 32
+    kwargs: tuple[tuple[str, object], ...] = ()
+
+
+def _registry() -> dict[str, ModelSpec]:
+    apps = keras.applications
+    reg = {}
+    for i in range(8):
+        name = f"efficientnet_b{i}"
+        reg[name] = ModelSpec(name, getattr(apps, f"EfficientNetB{i}"), None)
+    for suffix in ("B0", "B1", "B2", "B3", "S", "M", "L"):
+        name = f"efficientnet_v2_{suffix.lower()}"
+        reg[name] = ModelSpec(name, getattr(apps, f"EfficientNetV2{suffix}"), None,
+                              kwargs=(("include_preprocessing", True),))
+    reg["inception_resnet_v2"] = ModelSpec("inception_resnet_v2", apps.InceptionResNetV2, 1 / 127.5, -1.0,
+                                           min_size=75)
+    return reg
+
+
+MODELS: dict[str, ModelSpec] = _registry()
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """'none' -> None, 'imagenet' -> 'imagenet', anything else must be an existing file."""
+    if weights is None or str(weights).lower() in ("none", "null", ""):
+        return None
+    if str(weights).lower() == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} not found (use none, imagenet or a path to a .h5 file)")
+    return str(path)
+
+
+def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2) -> keras.Model:
+    """A backbone from keras.applications with global average pooling, dropout and one sigmoid unit.
+
+    `weights` is None, 'imagenet', or a file: either backbone weights (for example a Kaggle dataset of
+    'notop' .h5 files) or the weights of a whole model saved by this package (`model.save_weights`).
+    """
+    spec = get_spec(name)
+    if size < spec.min_size:
+        raise ConfigError(f"{name} needs images of at least {spec.min_size}px, got {size}")
+    weights = resolve_weights(weights)
+    backbone_weights = weights
+    full_model_weights = None
+    if weights not in (None, "imagenet"):
+        backbone_weights, full_model_weights = None, weights
+        if _is_backbone_file(spec, size, weights):
+            backbone_weights, full_model_weights = weights, None
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = inputs
+    if spec.scale is not None:
+        x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
+    backbone = spec.constructor(include_top=False, weights=backbone_weights, input_shape=(size, size, 3),
+                                pooling="avg", **dict(spec.kwargs))
+    x = backbone(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pred")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if full_model_weights is not None:
+        try:
+            model.load_weights(full_model_weights)
+        except (ValueError, KeyError, OSError) as e:
+            raise ConfigError(f"weights file {full_model_weights} fits neither the {name} backbone nor a "
+                              f"{name} model at {size}px: {e}") from None
+        log.info("loaded model weights from %s", full_model_weights)
+    return model
+
+
+def _is_backbone_file(spec: ModelSpec, size: int, path: str) -> bool:
+    """True when `path` holds backbone-only weights (loadable by the keras.applications constructor)."""
+    try:
+        spec.constructor(include_top=False, weights=path, input_shape=(size, size, 3), pooling="avg",
+                         **dict(spec.kwargs))
+    except (ValueError, KeyError, OSError):
+        return False
+    return True
+
+
+def prediction_model(model: keras.Model) -> keras.Model:
+    """Wrap a model so it returns its prediction beside an `idx` input it passes through unchanged."""
+    image = keras.Input(model.input_shape[1:], name="image")
+    idx = keras.Input((), dtype="int32", name="idx")
+    return keras.Model({"image": image, "idx": idx}, {"pred": model(image), "idx": keras.layers.Identity()(idx)})

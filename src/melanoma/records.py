@@ -1,0 +1,135 @@
+"""The TFRecord schema, shared by the writer (`prepare`) and the reader (`train`).
+
+It is the schema of the widely shared Kaggle SIIM-ISIC TFRecords, so those datasets work unchanged:
+training records hold `image` (JPEG bytes), `image_name` (bytes) and int64 `patient_id`, `sex`, `age_approx`,
+`anatom_site_general_challenge`, `diagnosis`, `target`; test records the same less `diagnosis` and `target`.
+Categorical fields are integer codes (-1 = missing) whose vocabularies our own `manifest.json` records.
+We add the optional `width` and `height` of the original image; readers default them to -1, so records
+without them (the public datasets) still parse. Shards are named `train07-2182.tfrec`: index, then count.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from melanoma.data import AGE, DIAGNOSIS, ID, PATIENT, SEX, SITE, TARGET
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str  # "bytes" or "int64"
+    splits: tuple[str, ...] = SPLITS
+    required: bool = True  # optional features get `default` when a record lacks them
+    default: Any = None
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("image", "bytes"),
+    Feature(ID, "bytes"),
+    Feature(PATIENT, "int64"),
+    Feature(SEX, "int64"),
+    Feature(AGE, "int64"),
+    Feature(SITE, "int64"),
+    Feature(DIAGNOSIS, "int64", ("train",)),
+    Feature(TARGET, "int64", ("train",)),
+    Feature("width", "int64", required=False, default=-1),
+    Feature("height", "int64", required=False, default=-1),
+)
+
+# Known values first, so codes are stable across datasets; values not listed are appended, sorted.
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    SEX: ("male", "female"),
+    SITE: ("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital"),
+    DIAGNOSIS: ("unknown", "nevus", "melanoma", "seborrheic keratosis", "lentigo nos", "lichenoid keratosis",
+                "solar lentigo", "cafe-au-lait macule", "atypical melanocytic proliferation"),
+}
+
+SHARD_RE = re.compile(r"^(train|test)(\d+)-(\d+)\.tfrec$")
+
+
+def features_for(split: str) -> tuple[Feature, ...]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return tuple(f for f in FEATURES if split in f.splits)
+
+
+def schema(split: str) -> dict[str, str]:
+    return {f.name: f.dtype for f in features_for(split)}
+
+
+def feature_description(split: str, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The `tf.io.parse_single_example` description of a split (optionally only some fields)."""
+    import tensorflow as tf
+
+    wanted = set(names) if names is not None else None
+    desc = {}
+    for f in features_for(split):
+        if wanted is not None and f.name not in wanted:
+            continue
+        dtype = tf.string if f.dtype == "bytes" else tf.int64
+        desc[f.name] = tf.io.FixedLenFeature([], dtype, default_value=None if f.required else f.default)
+    return desc
+
+
+def serialize_example(values: Mapping[str, Any], split: str) -> bytes:
+    """One record as bytes; every required feature of the split must be present."""
+    import tensorflow as tf
+
+    feats = {}
+    for f in features_for(split):
+        value = values.get(f.name, None if f.required else f.default)
+        if value is None:
+            raise KeyError(f"record for split {split!r} lacks feature {f.name!r}")
+        if f.dtype == "bytes":
+            value = value.encode() if isinstance(value, str) else bytes(value)
+            feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        else:
+            feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def build_vocabularies(*frames: pd.DataFrame) -> dict[str, list[str]]:
+    vocab = {}
+    for col, known in VOCABULARIES.items():
+        seen = set()
+        for df in frames:
+            if col in df.columns:
+                seen.update(v for v in df[col].dropna().unique())
+        vocab[col] = list(known) + sorted(seen - set(known))
+    return vocab
+
+
+def encode_metadata(df: pd.DataFrame, vocab: Mapping[str, list[str]], patient_codes: Mapping[str, int]
+                    ) -> pd.DataFrame:
+    """Integer codes for the record fields (-1 = missing), one row per image, same index as df."""
+    out = pd.DataFrame(index=df.index)
+    for col, values in vocab.items():
+        if col not in df.columns:
+            continue
+        lookup = {v: i for i, v in enumerate(values)}
+        out[col] = np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in df[col]], dtype=np.int64)
+    out[AGE] = df[AGE].round().fillna(-1).astype(np.int64)
+    out[PATIENT] = df[PATIENT].map(patient_codes).astype(np.int64)
+    if TARGET in df.columns:
+        out[TARGET] = df[TARGET].astype(np.int64)
+    return out
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}{index:02d}-{count}.tfrec"
+
+
+def parse_shard_name(path: str | Path) -> tuple[str, int, int] | None:
+    """(split, index, count) from a shard file name, or None when it does not follow the convention."""
+    m = SHARD_RE.match(Path(str(path)).name)
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None

@@ -1,0 +1,114 @@
+"""`melanoma run`: folds -> prepare -> train -> tabular -> blend from one config.
+
+Outputs land in the config's paths: PATHS.runs/folds.csv, PATHS.tfrecords/, PATHS.runs/image/,
+PATHS.runs/tabular/ and PATHS.submission (with blend.json beside it). Every stage reads the same folds.csv.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from melanoma.config import STAGES, Config
+from melanoma.data import ID, TARGET
+from melanoma.errors import ConfigError, input_error
+from melanoma.results import auc, fmt_auc, read_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    data: Path
+    tfrecords: Path
+    folds: Path
+    image_run: Path
+    tabular_run: Path
+    submission: Path
+    sample_submission: Path | None
+    test_labels: Path | None
+
+
+def resolve_paths(cfg: Config) -> RunPaths:
+    p = cfg.paths
+    data, runs = Path(p.data), Path(p.runs)
+    sample = Path(p.sample_submission) if p.sample_submission else data / "sample_submission.csv"
+    return RunPaths(data=data, tfrecords=Path(p.tfrecords), folds=runs / "folds.csv", image_run=runs / "image",
+                    tabular_run=runs / "tabular", submission=Path(p.submission),
+                    sample_submission=sample if sample.is_file() or p.sample_submission else None,
+                    test_labels=Path(p.test_labels) if p.test_labels else None)
+
+
+def test_auc(submission: Path, labels: Path) -> float | None:
+    """AUC of a submission against held-out labels (image_name,target), joined by image_name."""
+    if not labels.is_file():
+        raise input_error(labels, "test labels file not found")
+    sub = pd.read_csv(submission, dtype={ID: "string"})
+    truth = pd.read_csv(labels, dtype={ID: "string"})
+    joined = truth.merge(sub, on=ID, suffixes=("_true", "_pred"), validate="one_to_one")
+    if len(joined) != len(truth):
+        raise input_error(labels, f"only {len(joined)} of its {len(truth)} ids are in {submission}")
+    return auc(joined[f"{TARGET}_true"], joined[f"{TARGET}_pred"])
+
+
+def run_pipeline(cfg: Config) -> dict:
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+    paths = resolve_paths(cfg)
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        if stage not in cfg.stages:
+            log.info("== %s: skipped (not in stages)", stage)
+            return None
+        log.info("== %s", stage)
+        start = time.perf_counter()
+        result = fn(*args)
+        timings[stage] = round(time.perf_counter() - start, 1)
+        log.info("== %s done in %.0f s", stage, timings[stage])
+        return result
+
+    # Imported here so `melanoma run` with only some stages never pays for TensorFlow's import needlessly.
+    from melanoma.blend import run_blend
+    from melanoma.folds import make_folds
+    from melanoma.prepare import prepare
+    from melanoma.tabular import run_tabular
+
+    def train_stage(*args):
+        from melanoma.train import train
+
+        return train(*args)
+
+    timed("folds", make_folds, paths.data, paths.folds, cfg.n_folds, cfg.seed)
+    timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
+    timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
+    timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run)
+    runs = [r for r, s in ((paths.image_run, "train"), (paths.tabular_run, "tabular")) if s in cfg.stages]
+    blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
+
+    summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
+    for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
+        summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
+    if blend:
+        summary["blend_oof_auc"] = blend.get("blended_oof_auc")
+        if paths.test_labels is not None:
+            summary["test_auc"] = test_auc(paths.submission, paths.test_labels)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = ["", "Summary"]
+    for key, label in (("image_oof_auc", "image model OOF AUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
+                       ("blend_oof_auc", "blended OOF AUC"), ("test_auc", "held-out test AUC")):
+        if key in summary:
+            lines.append(f"  {label:<24} {fmt_auc(summary[key])}")
+    if summary.get("submission"):
+        lines.append(f"  {'submission':<24} {summary['submission']}")
+    total = sum(summary.get("seconds", {}).values())
+    lines.append(f"  {'time':<24} {total / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in summary['seconds'].items())})")
+    return "\n".join(lines)

@@ -1,0 +1,281 @@
+"""Blending runs: join by image_name, weight fitting, submission checks, and the files run_blend writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoma.blend import blend_runs, fit_weights, read_sample_submission, run_blend, validate_submission
+from melanoma.config import Config
+from melanoma.errors import InputError, SubmissionError
+from melanoma.results import auc
+
+REAL = Path("/work/shared/data/siim2020_format")
+
+
+def ids(prefix: str, n: int, start: int = 0) -> list[str]:
+    return [f"{prefix}_{i:06d}" for i in range(start, start + n)]
+
+
+def write_run(path: Path, oof_ids, y, pred, test_ids, test_pred, shuffle_seed: int | None = None) -> Path:
+    """A run folder as the model stages write it (rows optionally shuffled)."""
+    path.mkdir(parents=True, exist_ok=True)
+    oof = pd.DataFrame({"image_name": list(oof_ids), "target": np.asarray(y, dtype=int),
+                        "pred": np.asarray(pred, dtype=float), "fold": np.arange(len(oof_ids)) % 5})
+    test = pd.DataFrame({"image_name": list(test_ids), "target": np.asarray(test_pred, dtype=float)})
+    if shuffle_seed is not None:
+        oof = oof.sample(frac=1.0, random_state=shuffle_seed)
+        test = test.sample(frac=1.0, random_state=shuffle_seed + 1)
+    oof.to_csv(path / "oof.csv", index=False)
+    test.to_csv(path / "test_pred.csv", index=False)
+    return path
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    """y ~ Bernoulli(sigmoid(2a + 2b - 1)); A sees a, B sees b, C is noise."""
+    rng = np.random.default_rng(0)
+    n, m = 4000, 500
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    y = (rng.random(n) < sigmoid(2 * a + 2 * b - 1)).astype(int)
+    ta, tb = rng.normal(size=m), rng.normal(size=m)
+    return {
+        "oof_ids": ids("TRAIN", n), "test_ids": ids("TEST", m), "y": y,
+        "A": (sigmoid(a), sigmoid(ta)),          # calibrated-looking
+        "B": (5.0 * b + 3.0, 5.0 * tb + 3.0),    # different scale: ranks make it comparable
+        "C": (rng.random(n), rng.random(m)),     # pure noise
+    }
+
+
+def make_runs(tmp_path: Path, mix, names=("A", "B", "C"), shuffle: dict | None = None) -> list[Path]:
+    shuffle = shuffle or {}
+    return [
+        write_run(tmp_path / name, mix["oof_ids"], mix["y"], mix[name][0], mix["test_ids"], mix[name][1],
+                  shuffle_seed=shuffle.get(name))
+        for name in names
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------
+# fit_weights
+
+
+def test_fit_weights_recovers_known_mixture(mixture):
+    y = pd.Series(mixture["y"])
+    oofs = [pd.Series(mixture[k][0]) for k in "ABC"]
+    w = fit_weights(oofs, y, 0.05)
+    assert w.shape == (3,) and np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+    assert w[2] <= 0.05, w  # noise gets ~0 weight
+    assert w[0] >= 0.3 and w[1] >= 0.3, w
+    ranks = [s.rank(pct=True) for s in oofs]
+    blended = sum(wi * r for wi, r in zip(w, ranks))
+    assert auc(y, blended) > max(auc(y, s) for s in oofs) + 0.02
+
+
+def test_fit_weights_two_runs_prefers_the_better(mixture):
+    y = pd.Series(mixture["y"])
+    good = pd.Series(mixture["A"][0]) * pd.Series(np.exp(mixture["B"][0] / 5.0))  # monotone in a + b
+    noise = pd.Series(mixture["C"][0])
+    w = fit_weights([noise, good], y, 0.05)
+    assert w[1] >= 0.9 and w.sum() == pytest.approx(1.0), w
+
+
+def test_fit_weights_single_ties_and_calibration():
+    rng = np.random.default_rng(1)
+    y = pd.Series((rng.random(300) < 0.3).astype(int))
+    p = pd.Series(rng.random(300) + 0.5 * y)
+    assert fit_weights([p], y, 0.05).tolist() == [1.0]
+    # identical inputs: every weighting ties, so the most equal weights win (deterministic)
+    assert fit_weights([p, p], y, 0.05).tolist() == [0.5, 0.5]
+    np.testing.assert_allclose(fit_weights([p, p, p], y, 0.05), [1 / 3] * 3)
+    # ranks first: a monotone transform of one input (other calibration) does not change the weights
+    q = pd.Series(rng.random(300) + 0.3 * y)
+    np.testing.assert_array_equal(fit_weights([p, q], y, 0.1), fit_weights([np.exp(5 * p), q / 100], y, 0.1))
+    with pytest.raises(ValueError, match="aligned"):
+        fit_weights([p, q.set_axis(q.index + 1)], y, 0.1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# blend_runs
+
+
+def test_blend_joins_by_image_name_not_row_order(tmp_path, mixture):
+    plain = make_runs(tmp_path / "plain", mixture)
+    shuffled = make_runs(tmp_path / "shuffled", mixture, shuffle={"B": 7, "C": 11})
+    sub1, rep1 = blend_runs(plain, None, 0.05)
+    sub2, rep2 = blend_runs(shuffled, None, 0.05)
+    pd.testing.assert_frame_equal(sub1, sub2)
+    assert [r["weight"] for r in rep1["runs"]] == [r["weight"] for r in rep2["runs"]]
+    assert rep1["blended_oof_auc"] == rep2["blended_oof_auc"]
+    assert sub1["image_name"].tolist() == sorted(mixture["test_ids"])
+    # the blend beats every single run and the report has what it promises
+    assert rep1["blended_oof_auc"] > max(r["oof_auc"] for r in rep1["runs"])
+    assert rep1["runs"][2]["weight"] <= 0.05
+    assert rep1["n_common_oof"] == 4000 and rep1["n_test"] == 500 and rep1["method"] == "rank-weighted mean"
+    assert [r["n_oof"] for r in rep1["runs"]] == [4000] * 3
+    assert sub1["target"].between(0, 1).all()
+
+
+def test_partial_oof_overlap_uses_common_ids(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    y = (rng.random(400) < 0.3).astype(int)
+    all_ids = ids("TRAIN", 400)
+    test_ids = ids("TEST", 50)
+    a = write_run(tmp_path / "a", all_ids[:300], y[:300], rng.random(300) + y[:300], test_ids, rng.random(50))
+    b = write_run(tmp_path / "b", all_ids[100:], y[100:], rng.random(300) + y[100:], test_ids, rng.random(50))
+    with caplog.at_level(logging.WARNING, logger="melanoma.blend"):
+        sub, rep = blend_runs([a, b], None, 0.1)
+    assert rep["n_common_oof"] == 200
+    assert [r["n_oof"] for r in rep["runs"]] == [300, 300]
+    assert "200" in caplog.text and "300" in caplog.text
+    assert len(sub) == 50
+
+
+def test_disagreeing_targets_raise(tmp_path):
+    rng = np.random.default_rng(3)
+    y = (rng.random(100) < 0.3).astype(int)
+    oof_ids, test_ids = ids("TRAIN", 100), ids("TEST", 20)
+    a = write_run(tmp_path / "run_a", oof_ids, y, rng.random(100), test_ids, rng.random(20))
+    y2 = y.copy()
+    y2[5] = 1 - y2[5]
+    b = write_run(tmp_path / "run_b", oof_ids, y2, rng.random(100), test_ids, rng.random(20))
+    with pytest.raises(InputError, match="disagree on the target") as e:
+        blend_runs([a, b], None, 0.1)
+    assert "run_a" in str(e.value) and "run_b" in str(e.value) and "TRAIN_000005" in str(e.value)
+
+
+def test_differing_test_ids_raise(tmp_path):
+    rng = np.random.default_rng(4)
+    y = (rng.random(100) < 0.3).astype(int)
+    oof_ids = ids("TRAIN", 100)
+    a = write_run(tmp_path / "run_a", oof_ids, y, rng.random(100), ids("TEST", 20), rng.random(20))
+    b = write_run(tmp_path / "run_b", oof_ids, y, rng.random(100), ids("TEST", 20, start=1), rng.random(20))
+    with pytest.raises(SubmissionError, match="run_b") as e:
+        blend_runs([a, b], None, 0.1)
+    assert "TEST_000000" in str(e.value)
+    c = write_run(tmp_path / "run_c", oof_ids, y, rng.random(100), ids("TEST", 21), rng.random(21))
+    with pytest.raises(SubmissionError, match=r"run_c has 1 test id\(s\) not in .*TEST_000020"):
+        blend_runs([a, c], None, 0.1)
+
+
+def test_nan_prediction_in_a_run_is_an_input_error(tmp_path):
+    y = np.array([0, 1] * 10)
+    pred = np.linspace(0, 1, 20)
+    pred[3] = np.nan
+    a = write_run(tmp_path / "a", ids("TRAIN", 20), y, pred, ids("TEST", 5), np.ones(5))
+    with pytest.raises(InputError, match=r"oof.csv, line 5: pred must be a finite number"):
+        blend_runs([a], None, 0.1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# submission checks
+
+
+@pytest.fixture
+def sample():
+    return pd.DataFrame({"image_name": ids("TEST", 5), "target": 0})
+
+
+def good_sub():
+    return pd.DataFrame({"image_name": ids("TEST", 5)[::-1], "target": [0.1, 0.0, 1.0, 0.5, 0.9]})
+
+
+def test_validate_accepts_a_correct_submission(sample):
+    validate_submission(good_sub(), sample)  # any row order
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.iloc[1:], r"1 of the 5 ids of the sample submission are missing, e.g. 'TEST_00000"),
+    (lambda s: pd.concat([s, pd.DataFrame({"image_name": ["OTHER"], "target": [0.5]})]),
+     r"1 image_name value\(s\) are not in the sample submission, e.g. 'OTHER'"),
+    (lambda s: s.assign(target=[0.1, np.nan, 1.0, 0.5, 0.9]), r"1 target\(s\) are NaN"),
+    (lambda s: s.assign(target=[0.1, "abc", 1.0, 0.5, 0.9]), r"not numbers, e.g. 'abc'"),
+    (lambda s: s.assign(target=[0.1, np.inf, 1.0, 0.5, 0.9]), r"infinite"),
+    (lambda s: pd.concat([s, s.iloc[:1]]), r"1 duplicate image_name value\(s\), e.g. 'TEST_000004'"),
+    (lambda s: s.assign(target=[0.1, 1.5, 1.0, -0.2, 0.9]), r"2 target\(s\) are outside \[0, 1\]"),
+    (lambda s: s.rename(columns={"target": "pred"}), r"columns must be exactly image_name,target, got image_name,pred"),
+    (lambda s: s.assign(extra=1), r"columns must be exactly"),
+    (lambda s: s[["target", "image_name"]], r"columns must be exactly"),
+])
+def test_validate_rejects(sample, change, message):
+    with pytest.raises(SubmissionError, match=message) as e:
+        validate_submission(change(good_sub()), sample, name="sub.csv")
+    assert str(e.value).startswith("sub.csv: ") and "\n" not in str(e.value)
+
+
+def test_read_sample_submission_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_sample_submission(tmp_path / "nope.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_name,prediction\nA,0\n")
+    with pytest.raises(InputError, match=r"line 1: missing column 'target'"):
+        read_sample_submission(bad)
+    bad.write_text("image_name,target\nA,0\nB,0\nA,0\n")
+    with pytest.raises(InputError, match=r"line 4: duplicate image_name 'A' \(first seen on line 2\)"):
+        read_sample_submission(bad)
+    bad.write_text("")
+    with pytest.raises(InputError, match="not a readable CSV"):
+        read_sample_submission(bad)
+
+
+def test_real_competition_sample_submission_validates(tmp_path):
+    if not (REAL / "sample_submission.csv").is_file() or not (REAL / "test.csv").is_file():
+        pytest.skip(f"{REAL} is not available")
+    sample = read_sample_submission(REAL / "sample_submission.csv")
+    assert len(sample) == 10982
+    test_ids = pd.read_csv(REAL / "test.csv", dtype={"image_name": "string"})["image_name"].tolist()
+    rng = np.random.default_rng(5)
+    order = rng.permutation(len(test_ids))
+    shuffled = [test_ids[i] for i in order]
+    y = (rng.random(300) < 0.2).astype(int)
+    oof_ids = ids("ISIC_TRAIN", 300)
+    a = write_run(tmp_path / "a", oof_ids, y, rng.random(300) + y, shuffled, rng.random(len(test_ids)))
+    b = write_run(tmp_path / "b", oof_ids, y, rng.random(300), test_ids, rng.normal(size=len(test_ids)))
+    sub, rep = blend_runs([a, b], sample, 0.05)
+    assert sub.columns.tolist() == ["image_name", "target"]
+    assert sub["image_name"].tolist() == sample["image_name"].tolist()
+    assert sub["target"].notna().all() and sub["target"].between(0, 1).all()
+    assert rep["n_test"] == 10982
+    validate_submission(sub, sample)
+
+
+# --------------------------------------------------------------------------------------------------------
+# run_blend
+
+
+def test_run_blend_writes_submission_and_report(tmp_path, mixture, caplog):
+    runs = make_runs(tmp_path / "runs", mixture)
+    sample_path = tmp_path / "sample_submission.csv"
+    sample_ids = list(np.random.default_rng(6).permutation(mixture["test_ids"]))
+    pd.DataFrame({"image_name": sample_ids, "target": 0}).to_csv(sample_path, index=False)
+    out = tmp_path / "sub" / "submission.csv"
+    with caplog.at_level(logging.INFO, logger="melanoma.blend"):
+        report = run_blend(Config(), runs, out, sample_path)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["blend.json", "config.yaml", "run.json", "submission.csv"]
+    sub = pd.read_csv(out)
+    assert sub.columns.tolist() == ["image_name", "target"]
+    assert sub["image_name"].tolist() == sample_ids
+    on_disk = json.loads((out.parent / "blend.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert on_disk["n_common_oof"] == 4000 and len(on_disk["runs"]) == 3
+    assert json.loads((out.parent / "run.json").read_text())["stage"] == "blend"
+    assert "blended OOF AUC" in caplog.text and "weight" in caplog.text
+
+
+def test_run_blend_writes_nothing_when_validation_fails(tmp_path, mixture):
+    runs = make_runs(tmp_path / "runs", mixture)
+    sample_path = tmp_path / "sample_submission.csv"
+    pd.DataFrame({"image_name": mixture["test_ids"] + ["TEST_EXTRA"], "target": 0}).to_csv(sample_path, index=False)
+    out = tmp_path / "sub" / "submission.csv"
+    with pytest.raises(SubmissionError, match="1 of the 501 ids of the sample submission are missing, e.g. 'TEST_EXTRA'"):
+        run_blend(Config(), runs, out, sample_path)
+    assert not out.parent.exists()
