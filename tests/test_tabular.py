@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
+import logging  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -90,15 +91,26 @@ def signal_run(tmp_path_factory):
         smote_inputs.append((np.array(X, copy=True), np.array(y, copy=True)))
         return real_resample(self, X, y, **params)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tabular, "build_pipeline", spy_build)
-        mp.setattr(tabular.RecordingSMOTE, "fit_resample", spy_resample)
-        metrics = tabular.run_tabular(small_cfg(), root / "data", folds_path, root / "out")
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = logging.getLogger("melanoma.tabular")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tabular, "build_pipeline", spy_build)
+            mp.setattr(tabular.RecordingSMOTE, "fit_resample", spy_resample)
+            metrics = tabular.run_tabular(small_cfg(), root / "data", folds_path, root / "out")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
     train = read_train(root / "data")
     folds = pd.read_csv(folds_path, dtype={ID: "string"})
     df = train.merge(folds[[ID, "fold"]], on=ID)
     return dict(root=root, out=root / "out", df=df, test=read_test(root / "data"), metrics=metrics,
-                pipes=pipes, smote_inputs=smote_inputs)
+                pipes=pipes, smote_inputs=smote_inputs, log=[r.getMessage() for r in records])
 
 
 def test_smote_sees_only_training_rows(signal_run):
@@ -187,6 +199,10 @@ def test_run_outputs_and_learnable_signal(signal_run):
     assert run["stage"] == "tabular" and run["seed"] == 7
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
+    fold_lines = [m for m in signal_run["log"] if m.startswith("tabular fold") and "AUC" in m]
+    assert len(fold_lines) == N_FOLDS
+    assert sum("OOF AUC" in m for m in signal_run["log"]) == 1
+
 
 def test_entirely_missing_site_column_end_to_end(tmp_path):
     folds_path = make_data(tmp_path / "data", n=90, n_test=12, seed=3, site=False)
@@ -261,3 +277,23 @@ def test_sklearn_api_clone_and_fit():
         clf.predict_proba(X[:, :2])  # wrong number of features
     # same seed, same data -> same model
     np.testing.assert_allclose(clone(clf).fit(X, y).predict_proba(X), proba, rtol=1e-5, atol=1e-6)
+
+
+def test_failure_leaves_no_half_written_run(tmp_path, monkeypatch):
+    from imblearn.pipeline import Pipeline
+    from sklearn.dummy import DummyClassifier
+
+    import melanoma.config
+
+    folds_path = make_data(tmp_path / "data", n=60, n_test=6, seed=1)
+    # a fast stand-in model: this test is about the writing, not the MLP
+    monkeypatch.setattr(tabular, "build_pipeline", lambda tcfg, seed, y=None: Pipeline(
+        [("features", tabular.make_features()), ("clf", DummyClassifier(strategy="prior"))]))
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(melanoma.config, "save_run_info", boom)
+    with pytest.raises(OSError, match="disk full"):
+        tabular.run_tabular(small_cfg(smote=False), tmp_path / "data", folds_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -32,6 +32,7 @@ from melanoma import results
 from melanoma.config import Config, TabularConfig
 from melanoma.data import AGE, ID, SEX, SITE, TARGET, read_test, read_train
 from melanoma.errors import ConfigError, input_error
+from melanoma.files import staged_dir
 from melanoma.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -285,8 +286,10 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
         "n_test": int(len(test)),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    metrics = results.write_run(out_dir, oof, test_pred, extra)
-    config_mod.save_run_info(out_dir, cfg, "tabular")
+    # Everything is computed; write the run into a staging folder and move it in only when all files exist.
+    with staged_dir(out_dir) as stage:
+        metrics = results.write_run(stage, oof, test_pred, extra)
+        config_mod.save_run_info(stage, cfg, "tabular")
     log.info("tabular: OOF AUC %s over %d images, %d folds -> %s", results.fmt_auc(metrics["oof_auc"]),
              len(oof), len(fold_ids), out_dir)
     return metrics

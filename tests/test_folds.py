@@ -1,0 +1,52 @@
+import pandas as pd
+import pytest
+
+from conftest import SHARED, synthetic_meta
+from melanoma.folds import assign_folds, make_folds, read_folds
+from melanoma.data import read_train
+from melanoma.errors import InputError
+
+
+def check_folds(train: pd.DataFrame, folds: pd.DataFrame, n_folds: int, tol: float) -> None:
+    assert list(folds.columns) == ["image_name", "patient_id", "target", "fold"]
+    assert sorted(folds.image_name) == sorted(train.image_name)
+    assert set(folds.fold) == set(range(n_folds))
+    # No patient in two folds.
+    assert folds.groupby("patient_id").fold.nunique().max() == 1
+    rates = folds.groupby("fold").target.mean()
+    assert (rates - folds.target.mean()).abs().max() <= tol, rates
+
+
+def test_folds_are_patient_disjoint_and_stratified():
+    train = synthetic_meta(400, seed=1, pos_rate=0.08)
+    folds = assign_folds(train, 5, seed=42)
+    check_folds(train, folds, 5, tol=0.02)
+    # Reproducible from the seed, different with another seed.
+    assert assign_folds(train, 5, seed=42).equals(folds)
+    assert not assign_folds(train, 5, seed=3).fold.equals(folds.fold)
+
+
+@pytest.mark.skipif(not (SHARED / "siim2020_format" / "train_head500.csv").exists(), reason="shared data absent")
+def test_folds_on_real_competition_rows(tmp_path):
+    src = SHARED / "siim2020_format" / "train_head500.csv"
+    (tmp_path / "train.csv").write_bytes(src.read_bytes())
+    folds = make_folds(tmp_path, tmp_path / "folds.csv", 5, 42)
+    train = read_train(tmp_path)
+    check_folds(train, folds, 5, tol=0.03)
+    assert read_folds(tmp_path / "folds.csv", train).equals(folds)
+
+
+def test_missing_patient_id_means_one_patient_per_image(tmp_path):
+    train = synthetic_meta(50, seed=2, pos_rate=0.3).drop(columns="patient_id")
+    train.to_csv(tmp_path / "train.csv", index=False)
+    folds = make_folds(tmp_path, tmp_path / "folds.csv", 3, 0)
+    assert folds.patient_id.nunique() == len(folds)
+
+
+def test_folds_file_must_match_train(tmp_path):
+    train = synthetic_meta(30, seed=3, pos_rate=0.3)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    folds = make_folds(tmp_path, tmp_path / "folds.csv", 3, 0)
+    folds.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(InputError, match="training images have no fold"):
+        read_folds(tmp_path / "short.csv", read_train(tmp_path))

@@ -1,0 +1,69 @@
+"""Every registered model builds with weights none and predicts (batch, 1) probabilities."""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from melanoma.errors import ConfigError
+from melanoma.models import MODELS, build_model, get_spec, prediction_model
+
+REQUIRED = [f"efficientnet_b{i}" for i in range(8)] + [f"efficientnet_v2_{s}" for s in
+                                                        ("b0", "b1", "b2", "b3", "s", "m", "l")] + [
+    "inception_resnet_v2"]
+
+
+def test_registry_covers_the_required_names():
+    assert set(REQUIRED) <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_model_builds_and_predicts_probabilities(name):
+    size = max(32, get_spec(name).min_size)
+    model = build_model(name, size, weights="none")
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    y = np.asarray(model(x, training=False))  # eager call: no tf.function tracing, much faster to test
+    assert y.shape == (2, 1) and np.isfinite(y).all() and (0 <= y).all() and (y <= 1).all()
+    keras.backend.clear_session()
+
+
+def test_input_scaling_is_inside_the_model():
+    # InceptionResNetV2 wants [-1, 1]: the model rescales the 0-255 input itself.
+    model = build_model("inception_resnet_v2", 75, "none")
+    scale = model.get_layer("scale")
+    out = scale(np.array([[0.0, 127.5, 255.0]], dtype="float32"))
+    np.testing.assert_allclose(np.asarray(out), [[-1.0, 0.0, 1.0]], atol=1e-6)
+    # EfficientNets rescale 0-255 internally (keras.applications), so no extra layer is added.
+    assert "scale" not in [l.name for l in build_model("efficientnet_b0", 32, "none").layers]
+
+
+def test_weights_from_a_path_round_trip(tmp_path):
+    a = build_model("efficientnet_b0", 32, "none")
+    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    # Move the head away from its initial values so a load is observable.
+    a.get_layer("pred").set_weights([w + 0.3 for w in a.get_layer("pred").get_weights()])
+    path = tmp_path / "model.weights.h5"
+    a.save_weights(path)
+    b = build_model("efficientnet_b0", 32, str(path))
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), atol=1e-6)
+    with pytest.raises(ConfigError, match="not found"):
+        build_model("efficientnet_b0", 32, str(tmp_path / "missing.h5"))
+    with pytest.raises(ConfigError, match="fits neither"):
+        build_model("efficientnet_b1", 32, str(path))
+
+
+def test_unknown_model_and_too_small_input():
+    with pytest.raises(ConfigError, match="unknown model"):
+        build_model("resnet9000", 32, "none")
+    with pytest.raises(ConfigError, match="at least 75px"):
+        build_model("inception_resnet_v2", 64, "none")
+
+
+def test_prediction_model_passes_ids_through():
+    model = build_model("efficientnet_b0", 32, "none")
+    pm = prediction_model(model)
+    x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    out = pm.predict({"image": x, "idx": np.array([7, 3, 9, 1], dtype="int32")}, verbose=0)
+    assert out["idx"].tolist() == [7, 3, 9, 1]
+    np.testing.assert_allclose(out["pred"], model.predict(x, verbose=0), atol=1e-6)

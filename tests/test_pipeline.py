@@ -1,0 +1,116 @@
+"""Input pipeline: augmentation geometry, oversampling rate, imbalance arithmetic, LR schedule, id alignment."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from melanoma.config import AugmentConfig, Config, apply_overrides
+from melanoma.pipeline import Shard, predict_dataset, rotation_matrices, train_dataset, transform
+from melanoma.records import serialize_example, shard_name
+from melanoma.train import Imbalance, class_weights, imbalance, make_schedule, read_index
+
+
+def test_identity_transform_leaves_image_unchanged():
+    img = tf.random.uniform([2, 17, 17, 3], 0, 255)
+    out = transform(img, rotation_matrices(tf.zeros([2]), 17))
+    np.testing.assert_allclose(out.numpy(), img.numpy(), atol=1e-3)
+
+
+def test_quarter_turn_matches_rot90():
+    img = tf.random.uniform([1, 16, 16, 3], 0, 255)
+    out = transform(img, rotation_matrices(tf.constant([math.pi / 2]), 16))
+    candidates = [tf.image.rot90(img, k).numpy() for k in (1, 3)]
+    assert min(np.abs(out.numpy() - c).max() for c in candidates) < 1e-2
+
+
+def test_class_weights_and_oversampling_arithmetic():
+    # 100 positives, 900 negatives.
+    assert class_weights(100, 900, "none") == {0: 1.0, 1: 1.0}
+    w = class_weights(100, 900, "balanced")
+    assert w[1] == pytest.approx(1000 / 200) and w[0] == pytest.approx(1000 / 1800)
+    assert w[1] * 100 == pytest.approx(w[0] * 900)  # balanced: equal total weight per class
+    s = class_weights(100, 900, "sqrt")
+    assert s[1] == pytest.approx(math.sqrt(5.0))
+
+    natural = Imbalance(100, 900, 1.0, class_weights(100, 900, "none"))
+    assert natural.sampled_share == pytest.approx(0.1) and natural.loss_share == pytest.approx(0.1)
+    assert natural.epoch_images == 1000
+    over = Imbalance(100, 900, 9.0, class_weights(100, 900, "none"))
+    assert over.sampled_share == pytest.approx(0.5) and over.epoch_images == 1800
+    weighted = Imbalance(100, 900, 1.0, class_weights(100, 900, "balanced"))
+    assert weighted.loss_share == pytest.approx(0.5)
+    stacked = Imbalance(100, 900, 9.0, class_weights(100, 900, "balanced"))
+    assert stacked.loss_share == pytest.approx(0.9)  # both at once: 90% of the loss is malignant
+    assert "0.9" in f"{stacked.loss_share:.1f}" and "malignant share of the loss 90.00%" in stacked.describe()
+
+
+def test_imbalance_rejects_bad_settings():
+    from melanoma.errors import ConfigError
+
+    cfg = apply_overrides(Config(), {"train.oversample": 0.5})
+    with pytest.raises(ConfigError, match="oversample"):
+        imbalance(10, 90, cfg.train)
+    with pytest.raises(ConfigError, match="both are needed"):
+        imbalance(0, 90, Config().train)
+    with pytest.raises(ConfigError, match="class_weight"):
+        class_weights(1, 9, "square")
+
+
+def write_shards(root, n_files=4, per_file=50, pos_every=10, split="train", size=8):
+    """Tiny records whose pixel value encodes the record number, so ids can be checked against images."""
+    shards = []
+    k = 0
+    for f in range(n_files):
+        path = root / shard_name(split, f, per_file)
+        with tf.io.TFRecordWriter(str(path)) as w:
+            for _ in range(per_file):
+                fields = {"image": tf.io.encode_jpeg(tf.fill([size, size, 3], tf.constant(k % 250, tf.uint8)),
+                                                     quality=100).numpy(),
+                          "image_name": f"IMG_{k:05d}", "patient_id": k, "sex": 0, "age_approx": 40,
+                          "anatom_site_general_challenge": 0, "diagnosis": 0, "target": int(k % pos_every == 0)}
+                w.write(serialize_example(fields, split))
+                k += 1
+        shards.append(Shard(str(path), split, f, per_file))
+    return shards
+
+
+def test_oversampling_gives_the_configured_positive_share(tmp_path):
+    shards = write_shards(tmp_path)  # 10% positives
+    n_pos, n_neg = 20, 180
+    target_share = Imbalance(n_pos, n_neg, 4.0, {0: 1.0, 1: 1.0}).sampled_share  # 80 / 260 = 30.8%
+    ds = train_dataset(shards, 8, 8, 64, AugmentConfig(), target_share, shuffle_buffer=256, seed=1)
+    ys = np.concatenate([y.numpy().ravel() for _, y in ds.take(40)])
+    assert abs(ys.mean() - target_share) < 0.02, ys.mean()
+    natural = train_dataset(shards, 8, 8, 64, AugmentConfig(), None, shuffle_buffer=256, seed=1)
+    ys = np.concatenate([y.numpy().ravel() for _, y in natural.take(40)])
+    assert abs(ys.mean() - 0.1) < 0.02, ys.mean()
+    x, y = next(iter(ds))
+    assert x.shape == (64, 8, 8, 3) and y.shape == (64, 1)  # static batch for TPUs
+
+
+def test_predictions_carry_their_own_ids(tmp_path):
+    shards = write_shards(tmp_path, n_files=3, per_file=20)
+    index = read_index(shards)
+    names = index["image_name"].sample(frac=1.0, random_state=0).to_numpy()  # any order of names works
+    seen = {}
+    for batch in predict_dataset(shards, names, 8, 8, 7, None):
+        for idx, img in zip(batch["idx"].numpy(), batch["image"].numpy()):
+            seen[names[idx]] = img[0, 0, 0]
+    assert len(seen) == 60
+    for name, pixel in seen.items():
+        assert abs(pixel - int(name[4:]) % 250) <= 2  # the image really is the named record
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = apply_overrides(Config(), {"train.lr_start": 1e-5, "train.lr_max_per_image": 1e-5, "train.lr_min": 1e-6,
+                                     "train.warmup_epochs": 2, "train.decay": 0.5})
+    sched = make_schedule(cfg.train, steps_per_epoch=10, global_batch=10)  # peak 1e-4
+    lr = [float(sched(s)) for s in range(0, 60)]
+    assert lr[0] == pytest.approx(1e-5)
+    assert lr[10] == pytest.approx(1e-5 + (1e-4 - 1e-5) / 2)
+    assert lr[20] == pytest.approx(1e-4)
+    assert lr[30] == pytest.approx((1e-4 - 1e-6) * 0.5 + 1e-6)
+    assert all(a <= b + 1e-12 for a, b in zip(lr[:20], lr[1:21]))
+    assert all(a >= b - 1e-12 for a, b in zip(lr[20:], lr[21:])) and lr[-1] > 1e-6

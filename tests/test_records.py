@@ -1,0 +1,137 @@
+"""Writer -> reader round trips through the one shared FEATURES description."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import SHARED, make_layout, solid_image
+from melanoma.config import apply_overrides, Config
+from melanoma.pipeline import decode_image, find_shards, parse_fn
+from melanoma.prepare import encode_image, prepare
+from melanoma.records import VOCABULARIES, parse_shard_name, serialize_example, shard_name
+
+
+def small_cfg(**values):
+    return apply_overrides(Config(), {"prepare.size": 32, "n_folds": 2, **values})
+
+
+def read_all(path, split):
+    parse = parse_fn(split, None)
+    return [{k: v.numpy() for k, v in parse(r).items()} for r in tf.data.TFRecordDataset(str(path))]
+
+
+def test_prepare_round_trip_every_field(tmp_path):
+    train = pd.DataFrame({
+        "image_name": [f"ISIC_{i:07d}" for i in range(8)],
+        "patient_id": ["IP_1", "IP_1", "IP_2", "IP_3", "IP_3", "IP_4", "IP_5", "IP_6"],
+        "sex": ["male", "male", "female", None, None, "female", "male", "female"],
+        "age_approx": [45.0, 45.0, None, 30.0, 30.0, 60.0, 70.0, 25.0],
+        "anatom_site_general_challenge": ["torso", "head/neck", None, "lower extremity", "torso", "oral/genital",
+                                          "anterior torso", "palms/soles"],
+        "diagnosis": ["unknown", "melanoma", "nevus", "unknown", "unknown", "melanoma", "unknown", "nevus"],
+        "target": [0, 1, 0, 0, 0, 1, 0, 0],
+    })
+    test = pd.DataFrame({"image_name": ["ISIC_9000000", "ISIC_9000001"], "patient_id": ["IP_9", "IP_2"],
+                         "sex": ["female", None], "age_approx": [50.0, None],
+                         "anatom_site_general_challenge": [None, "torso"]})
+    sizes = {}
+
+    def image_for(split, row):
+        w, h = 40 + len(sizes) * 3, 30 + len(sizes)
+        sizes[row["image_name"]] = (w, h)
+        return solid_image((len(sizes) * 20, 100, 200), (w, h))
+
+    data = make_layout(tmp_path / "data", train, test, image_for)
+    out = tmp_path / "tfrec"
+    manifest = prepare(small_cfg(), data, out)
+
+    assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
+    assert manifest["counts"] == {"train": 8, "test": 2}
+    vocab = manifest["vocab"]
+    assert vocab["anatom_site_general_challenge"][:6] == list(VOCABULARIES["anatom_site_general_challenge"])
+    assert "anterior torso" in vocab["anatom_site_general_challenge"]  # unknown values are appended, not lost
+    folds = pd.read_csv(out / "folds.csv")
+    patients = sorted(set(train.patient_id) | set(test.patient_id))
+
+    seen = {}
+    for shard in manifest["shards"]:
+        split, _, count = parse_shard_name(shard["file"])
+        records = read_all(out / shard["file"], split)
+        assert len(records) == count == shard["count"]
+        if split == "train":  # each training shard holds one fold only
+            names = {r["image_name"].decode() for r in records}
+            assert set(folds[folds.image_name.isin(names)].fold) == {shard["fold"]}
+        for r in records:
+            seen[r["image_name"].decode()] = (split, r)
+    assert len(seen) == 10
+
+    for split, df in (("train", train), ("test", test)):
+        for _, row in df.iterrows():
+            rsplit, r = seen[row.image_name]
+            assert rsplit == split
+            assert r["patient_id"] == patients.index(row.patient_id)
+            assert r["sex"] == (vocab["sex"].index(row.sex) if isinstance(row.sex, str) else -1)
+            site = row.anatom_site_general_challenge
+            assert r["anatom_site_general_challenge"] == (
+                vocab["anatom_site_general_challenge"].index(site) if isinstance(site, str) else -1)
+            assert r["age_approx"] == (int(row.age_approx) if row.age_approx == row.age_approx else -1)
+            assert (r["width"], r["height"]) == sizes[row.image_name]
+            if split == "train":
+                assert r["target"] == row.target
+                assert r["diagnosis"] == vocab["diagnosis"].index(row.diagnosis)
+            else:
+                assert "target" not in r and "diagnosis" not in r
+            img = decode_image(r["image"], 32, 32).numpy()
+            assert img.shape == (32, 32, 3) and img.dtype == np.float32 and 0 <= img.min() <= img.max() <= 255
+            img48 = decode_image(r["image"], 48, 32).numpy()  # records of another size are resized on read
+            assert img48.shape == (48, 48, 3)
+
+
+def test_public_kaggle_layout_is_read_without_manifest(tmp_path):
+    """15 training files named trainNN-COUNT.tfrec give 5 folds of 3 consecutive files (no manifest)."""
+    jpeg = encode_image_bytes()
+    for i in range(15):
+        with tf.io.TFRecordWriter(str(tmp_path / shard_name("train", i, 2))) as w:
+            for j in range(2):
+                w.write(serialize_example({"image": jpeg, "image_name": f"ISIC_{i}_{j}", "patient_id": i,
+                                           "sex": 0, "age_approx": 40, "anatom_site_general_challenge": 1,
+                                           "diagnosis": 0, "target": j}, "train"))
+    with tf.io.TFRecordWriter(str(tmp_path / shard_name("test", 0, 1))) as w:
+        w.write(serialize_example({"image": jpeg, "image_name": "ISIC_T", "patient_id": 99, "sex": 1,
+                                   "age_approx": 50, "anatom_site_general_challenge": -1}, "test"))
+    shards = find_shards(str(tmp_path), 5)
+    assert shards.image_size is None and shards.n_folds == 5
+    assert [s.fold for s in shards.train()] == [i // 3 for i in range(15)]
+    assert [s.count for s in shards.test()] == [1]
+    # Public records lack our optional width/height: the reader fills -1.
+    rec = read_all(shards.train()[0].path, "train")[0]
+    assert rec["width"] == -1 and rec["height"] == -1
+
+
+def encode_image_bytes():
+    import io
+    buf = io.BytesIO()
+    solid_image((10, 20, 30), (16, 16)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["crop", "pad", "stretch"])
+def test_resize_modes_give_square_rgb(tmp_path, mode):
+    path = tmp_path / "a.jpg"
+    Image.new("L", (90, 40), 128).save(path)  # grayscale, not square
+    data, w, h = encode_image(path, 24, mode, 90)
+    img = tf.io.decode_jpeg(data).numpy()
+    assert img.shape == (24, 24, 3) and (w, h) == (90, 40)
+
+
+@pytest.mark.skipif(not (SHARED / "siim2020_samples").exists(), reason="shared samples absent")
+def test_real_competition_jpegs(tmp_path):
+    labels = pd.read_csv(SHARED / "siim2020_samples" / "labels.csv")
+    for _, row in labels.iterrows():
+        data, w, h = encode_image(SHARED / "siim2020_samples" / f"{row.image_name}.jpg", 64, "crop", 95)
+        assert (w, h) == (row.w, row.h)
+        assert tf.io.decode_jpeg(data).shape == (64, 64, 3)
