@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, apply_overrides
-from melanoma.pipeline import Shard, predict_dataset, rotation_matrices, train_dataset, transform
+from melanoma.pipeline import Shard, predict_dataset, read_index, rotation_matrices, train_dataset, transform
 from melanoma.records import serialize_example, shard_name
-from melanoma.train import Imbalance, class_weights, imbalance, make_schedule, read_index
+from melanoma.train import Imbalance, class_weights, imbalance, make_schedule
 
 
 def test_identity_transform_leaves_image_unchanged():

@@ -135,3 +135,14 @@ def test_real_competition_jpegs(tmp_path):
         data, w, h = encode_image(SHARED / "siim2020_samples" / f"{row.image_name}.jpg", 64, "crop", 95)
         assert (w, h) == (row.w, row.h)
         assert tf.io.decode_jpeg(data).shape == (64, 64, 3)
+
+
+def test_parallel_workers_write_the_same_shards(demo_subset, tmp_path):
+    serial = prepare(small_cfg(**{"prepare.workers": 1}), demo_subset, tmp_path / "one")
+    parallel = prepare(small_cfg(**{"prepare.workers": 2, "prepare.shard_mb": 0.01}), demo_subset, tmp_path / "two")
+    assert len(parallel["shards"]) > len(serial["shards"])  # small shards: several per fold, written by 2 processes
+    for manifest, out in ((serial, tmp_path / "one"), (parallel, tmp_path / "two")):
+        assert sum(s["count"] for s in manifest["shards"]) == 50
+        assert not list(out.glob(".*"))  # no temporary or staging files left
+    names = lambda out: sorted(r["image_name"] for p in out.glob("train*.tfrec") for r in read_all(p, "train"))
+    assert names(tmp_path / "one") == names(tmp_path / "two")

@@ -62,6 +62,7 @@ class TrainConfig:
     folds: list[int] | None = None  # folds to train (None = all)
     weights: str = "imagenet"  # none | imagenet | path to a weights file
     dropout: float = 0.2
+    bn_momentum: float | None = None  # override the backbone's BatchNorm momentum (e.g. 0.9 from scratch)
     # warm-up then exponential decay, per step; lr_max = lr_max_per_image * global batch (public TPU recipe)
     lr_start: float = 5e-6
     lr_max_per_image: float = 1.25e-6
@@ -77,6 +78,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
     steps_per_execution: int = 1
+    jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)
     shuffle_buffer: int = 2048
     verbose: int = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
 

@@ -65,7 +65,8 @@ def resolve_weights(weights: str | None) -> str | None:
     return str(path)
 
 
-def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2) -> keras.Model:
+def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2,
+                bn_momentum: float | None = None) -> keras.Model:
     """A backbone from keras.applications with global average pooling, dropout and one sigmoid unit.
 
     `weights` is None, 'imagenet', or a file: either backbone weights (for example a Kaggle dataset of
@@ -88,6 +89,12 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
         x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
     backbone = spec.constructor(include_top=False, weights=backbone_weights, input_shape=(size, size, 3),
                                 pooling="avg", **dict(spec.kwargs))
+    if bn_momentum is not None:
+        # Short runs from scratch: with the default 0.99 the moving statistics still hold much of their
+        # initial values after a few hundred steps, and inference-mode predictions come out nearly constant.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
     x = backbone(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.

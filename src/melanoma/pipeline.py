@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from melanoma.config import AugmentConfig
@@ -183,12 +184,37 @@ def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch
     return ds.prefetch(AUTOTUNE)
 
 
-def read_names(shards: list[Shard]) -> np.ndarray:
-    """Every image_name in the shards (parsed without decoding images)."""
-    parse = parse_fn(shards[0].split, (ID,))
-    ds = _records([s.path for s in shards], deterministic=True).map(lambda e: parse(e)[ID],
-                                                                     num_parallel_calls=AUTOTUNE)
-    return np.array([n.decode() for n in ds.batch(4096).as_numpy_iterator() for n in n], dtype=object)
+def with_batches(ds: tf.data.Dataset, shards: list[Shard], batch: int) -> tf.data.Dataset:
+    """Declare the batch count known from the shard counts (interleave hides it), so Keras never guesses."""
+    return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(sum(s.count for s in shards) / batch)))
+
+
+def read_index(shards: list[Shard]) -> pd.DataFrame:
+    """image_name (and target, fold for training shards) of every record, parsed without decoding images."""
+    frames = []
+    for s in shards:
+        fields = (ID, TARGET) if s.split == "train" else (ID,)
+        ds = tf.data.TFRecordDataset(s.path).map(parse_fn(s.split, fields), num_parallel_calls=AUTOTUNE)
+        parts = list(ds.batch(8192).as_numpy_iterator())
+        df = pd.DataFrame({ID: [n.decode() for p in parts for n in p[ID]]})
+        if s.split == "train":
+            df[TARGET] = np.concatenate([p[TARGET] for p in parts]).astype(np.int64) if parts else []
+            df["fold"] = s.fold
+        frames.append(df)
+    index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({ID: []})
+    dup = index[ID].duplicated()
+    if dup.any():
+        raise input_error(shards[0].path, f"image_name {index[ID][dup].iloc[0]!r} appears in two records")
+    return index
+
+
+def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int) -> tf.data.Dataset:
+    """Batches of (image, target) for Keras' validation during fit."""
+    parse = parse_fn("train", ("image", TARGET))
+    ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda ex: (decode_image(ex["image"], size, stored_size), tf.cast(ex[TARGET], tf.float32)[None]),
+                num_parallel_calls=AUTOTUNE)
+    return with_batches(ds.batch(batch), shards, batch).prefetch(AUTOTUNE)
 
 
 def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_size: int | None, batch: int,
@@ -206,7 +232,7 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
     ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda ex: {"image": decode_image(ex["image"], size, stored_size), "idx": table.lookup(ex[ID])},
                 num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch)
+    ds = with_batches(ds.batch(batch), shards, batch)
     if acfg is not None:
         ds = ds.map(lambda d: {"image": augment_batch(d["image"], acfg, size), "idx": d["idx"]},
                     num_parallel_calls=AUTOTUNE)

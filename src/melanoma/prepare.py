@@ -13,6 +13,7 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -206,9 +207,14 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
              "%d worker(s)", len(train_tasks), len(test_tasks), len(tasks), per_shard, est / 1e3, pcfg.size,
              workers)
 
+    import tensorflow  # noqa: F401  (imported before the clock and the bar start: it takes seconds)
+
     start = time.perf_counter()
     total = len(train_tasks) + len(test_tasks)
-    with staged_dir(out_dir) as stage, tqdm(total=total, unit="img", desc="prepare", dynamic_ncols=True) as bar:
+    # In a log file rather than a terminal, redraw the bar every few seconds, not ten times a second.
+    bar = tqdm(total=total, unit="img", desc="prepare", dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 5.0)
+    with staged_dir(out_dir) as stage, bar:
         args = [(t, str(stage), pcfg.size, pcfg.resize, pcfg.quality) for t in tasks]
         if workers <= 1:
             shards = [write_shard(*a, progress=bar.update) for a in args]

@@ -23,8 +23,8 @@ from melanoma.data import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import staged_dir, write_csv
 from melanoma.models import build_model, prediction_model
-from melanoma.pipeline import (AUTOTUNE, Shard, ShardSet, decode_image, find_shards, parse_fn,
-                               predict_dataset, sampled_positive_share, train_dataset, _records)
+from melanoma.pipeline import (Shard, ShardSet, find_shards, predict_dataset, read_index, sampled_positive_share,
+                               train_dataset, validation_dataset)
 from melanoma.results import auc, fmt_auc, write_run
 from melanoma.strategy import get_strategy
 
@@ -122,37 +122,27 @@ def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int) ->
 
 # ---------------------------------------------------------------- data helpers
 
-def read_index(shards: list[Shard]) -> pd.DataFrame:
-    """image_name (and target, fold for training shards) of every record, parsed without decoding images."""
-    frames = []
-    for s in shards:
-        fields = (ID, TARGET) if s.split == "train" else (ID,)
-        parse = parse_fn(s.split, fields)
-        ds = tf.data.TFRecordDataset(s.path).map(parse, num_parallel_calls=AUTOTUNE).batch(8192)
-        parts = list(ds.as_numpy_iterator())
-        df = pd.DataFrame({ID: [n.decode() for p in parts for n in p[ID]]})
-        if s.split == "train":
-            df[TARGET] = np.concatenate([p[TARGET] for p in parts]).astype(np.int64) if parts else []
-            df["fold"] = s.fold
-        frames.append(df)
-    index = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({ID: []})
-    if index[ID].duplicated().any():
-        raise ConfigError(f"image_name {index[ID][index[ID].duplicated()].iloc[0]!r} appears in two records")
-    return index
+def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
+    """Back to the initial weights with a fresh optimizer state (moments and step count zeroed)."""
+    model.set_weights(weights)
+    for var in model.optimizer.variables:
+        var.assign(keras.ops.zeros(var.shape, var.dtype))
 
 
-def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int) -> tf.data.Dataset:
-    parse = parse_fn("train", ("image", TARGET))
-    ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda ex: (decode_image(ex["image"], size, stored_size), tf.cast(ex[TARGET], tf.float32)[None]),
-                num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch).prefetch(AUTOTUNE)
+def jit_compile(setting: bool | None, strategy: tf.distribute.Strategy) -> bool | str:
+    """XLA helps on GPUs and TPUs but makes EfficientNet training steps about 10x slower on a CPU."""
+    if setting is not None:
+        return setting
+    accelerated = isinstance(strategy, tf.distribute.TPUStrategy) or bool(tf.config.list_logical_devices("GPU"))
+    return "auto" if accelerated else False
 
 
-def predict(model: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: TrainConfig,
+def predict(pm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: TrainConfig,
             stored_size: int | None, batch: int) -> np.ndarray:
-    """Mean prediction per name over the plain pass and `tta` augmented passes, aligned through idx."""
-    pm = prediction_model(model)
+    """Mean prediction per name over the plain pass and `tta` augmented passes, aligned through idx.
+
+    `pm` is the prediction_model wrapper: it returns each prediction beside the idx of its own record.
+    """
     passes = []
     for i in range(1 + tcfg.tta):
         ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, tcfg.augment if i else None)
@@ -187,32 +177,44 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     index = read_index(shardset.train())
     test_shards = shardset.test()
     test_names = read_index(test_shards)[ID].to_numpy() if test_shards else np.array([], dtype=object)
+    plans = {}
+    for fold in folds:
+        rest = index[index["fold"] != fold]
+        plans[fold] = imbalance(int(rest[TARGET].sum()), int((rest[TARGET] == 0).sum()), tcfg)
+    # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
+    steps = max(1, math.ceil(max(p.epoch_images for p in plans.values()) / global_batch))
+
+    # Build and compile once; each fold restarts from the same initial weights and a zeroed optimizer.
+    # Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters.
+    with strategy.scope():
+        model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(make_schedule(tcfg, steps, global_batch),
+                                             weight_decay=tcfg.weight_decay),
+            loss=keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing),
+            metrics=[keras.metrics.AUC(name="auc")],
+            steps_per_execution=tcfg.steps_per_execution,
+            jit_compile=jit_compile(tcfg.jit_compile, strategy),
+        )
+        predictor = prediction_model(model)
+    initial_weights = model.get_weights()
+
     oof_parts, test_preds, fold_info = [], [], {}
     with staged_dir(out_dir) as stage:
         for fold in folds:
             start = time.perf_counter()
-            train_idx = index[index["fold"] != fold]
             val = index[index["fold"] == fold].reset_index(drop=True)
-            imb = imbalance(int(train_idx[TARGET].sum()), int((train_idx[TARGET] == 0).sum()), tcfg)
+            imb = plans[fold]
             log.info("fold %d: %s", fold, imb.describe())
             if imb.loss_share > 0.5 + 1e-9:
                 log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
                             "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
-            steps = max(1, math.ceil(imb.epoch_images / global_batch))
             ds = train_dataset(shardset.train(exclude=[fold]), tcfg.size, shardset.image_size, global_batch,
                                tcfg.augment, imb.sampled_share if tcfg.oversample != 1 else None,
                                tcfg.shuffle_buffer, cfg.seed + fold)
             val_ds = validation_dataset(shardset.train(folds=[fold]), tcfg.size, shardset.image_size,
                                         global_batch)
-            with strategy.scope():
-                model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout)
-                model.compile(
-                    optimizer=keras.optimizers.AdamW(make_schedule(tcfg, steps, global_batch),
-                                                     weight_decay=tcfg.weight_decay),
-                    loss=keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing),
-                    metrics=[keras.metrics.AUC(name="auc")],
-                    steps_per_execution=tcfg.steps_per_execution,
-                )
+            reset(model, initial_weights)
             fold_dir = stage / f"fold{fold}"
             fold_dir.mkdir(parents=True, exist_ok=True)
             history = model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
@@ -221,11 +223,11 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
             write_csv(fold_dir / "history.csv", pd.DataFrame(history.history).rename_axis("epoch").reset_index())
             model.save_weights(fold_dir / "model.weights.h5")
 
-            val_pred = predict(model, shardset.train(folds=[fold]), val[ID].to_numpy(), tcfg, shardset.image_size,
-                               global_batch)
+            val_pred = predict(predictor, shardset.train(folds=[fold]), val[ID].to_numpy(), tcfg,
+                               shardset.image_size, global_batch)
             oof_parts.append(val.assign(pred=val_pred, fold=fold))
             if len(test_names):
-                fold_test = predict(model, test_shards, test_names, tcfg, shardset.image_size, global_batch)
+                fold_test = predict(predictor, test_shards, test_names, tcfg, shardset.image_size, global_batch)
                 test_preds.append(fold_test)
                 write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: test_names, TARGET: fold_test}))
             fold_auc = auc(val[TARGET], val_pred)
@@ -234,7 +236,6 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
                                     "loss_positive_share": imb.loss_share}
             log.info("fold %d: OOF AUC %s (%d images, %.0f s)", fold, fmt_auc(fold_auc), len(val),
                      time.perf_counter() - start)
-            keras.backend.clear_session()
 
         oof = pd.concat(oof_parts, ignore_index=True)
         test_pred = pd.DataFrame({ID: test_names, TARGET: np.mean(test_preds, axis=0) if test_preds else []})

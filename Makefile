@@ -1,0 +1,30 @@
+# make demo: install into .venv (if needed) and run every stage on the shipped demo images.
+# make test: install the same way and run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+# cpu by default (a local tensorflow-cpu wheel); `make demo TF_EXTRA=gpu` installs tensorflow[and-cuda].
+TF_EXTRA ?= cpu
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(TF_EXTRA)
+
+.PHONY: install demo test test-all clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
+	touch $@
+
+demo: install
+	$(BIN)/melanoma run --config configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf runs/demo tfrecords/demo submissions/submission.csv submissions/blend.json
