@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 import platform
 import sys
 import types
@@ -239,6 +240,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except ValueError:
                 pass
     elif tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
+            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
