@@ -1,11 +1,9 @@
 """The command-line contract: the stage commands, the `run` chain, and one-line errors on bad input."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from melanoma.cli import main
 

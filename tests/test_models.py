@@ -1,6 +1,5 @@
 """Every registered model builds with weights none and predicts (batch, 1) probabilities."""
 
-import time
 
 import keras
 import numpy as np

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from melanoma.config import Config, save_run_info
-from melanoma.data import ID, TARGET, csv_line
+from melanoma.data import ID, TARGET, check_unique_ids, csv_line
 from melanoma.errors import ConfigError, InputError, SubmissionError, input_error
 from melanoma.files import write_csv, write_json
 from melanoma.results import auc, fmt_auc, read_run
@@ -127,13 +127,7 @@ def read_sample_submission(path: str | Path) -> pd.DataFrame:
     if empty.any():
         i = int(np.flatnonzero(empty.to_numpy())[0])
         raise input_error(path, "empty image_name", csv_line(i))
-    dup = df[ID].duplicated().to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        first = int(np.flatnonzero((df[ID] == df[ID].iloc[i]).to_numpy())[0])
-        raise input_error(
-            path, f"duplicate image_name '{df[ID].iloc[i]}' (first seen on line {csv_line(first)})", csv_line(i)
-        )
+    check_unique_ids(df, path)
     return df[SUBMISSION_COLUMNS].reset_index(drop=True)
 
 

@@ -139,8 +139,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args, {"paths.submission": args.out, "paths.sample_submission": args.sample_submission})
         paths = resolve_paths(cfg)
-        run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission,
-                  paths.sample_submission)
+        # With explicit --runs, validate only against an explicitly named sample submission, never the one
+        # the default data folder happens to hold.
+        sample = paths.sample_submission if not args.runs else cfg.paths.sample_submission
+        run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission, sample)
     elif cmd == "run":
         cfg = _load(args, {})
         print(format_summary(run_pipeline(cfg)))

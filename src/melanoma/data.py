@@ -33,6 +33,17 @@ def csv_line(index: int) -> int:
     return int(index) + 2
 
 
+def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
+    """An InputError at the first repeated image_name of a CSV read with a default RangeIndex."""
+    dup = df[ID].duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((df[ID] == df[ID].iloc[i]).to_numpy())[0])
+        raise input_error(
+            path, f"duplicate image_name '{df[ID].iloc[i]}' (first seen on line {csv_line(first)})", csv_line(i)
+        )
+
+
 def read_table(path: str | Path, split: str) -> pd.DataFrame:
     """Read and validate train.csv (split='train') or test.csv (split='test')."""
     path = Path(path)
@@ -51,13 +62,7 @@ def read_table(path: str | Path, split: str) -> pd.DataFrame:
     for i in np.flatnonzero(names.isna().to_numpy() | (names == "").fillna(True).to_numpy()):
         raise input_error(path, "empty image_name", csv_line(i))
     df[ID] = names
-    dup = df[ID].duplicated(keep="first").to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        first = int(np.flatnonzero((df[ID] == df[ID].iloc[i]).to_numpy())[0])
-        raise input_error(
-            path, f"duplicate image_name '{df[ID].iloc[i]}' (first seen on line {csv_line(first)})", csv_line(i)
-        )
+    check_unique_ids(df, path)
 
     if split == "train":
         target = pd.to_numeric(df[TARGET], errors="coerce")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from melanoma.data import ID, PATIENT, TARGET, read_train
+from melanoma.data import ID, PATIENT, TARGET, check_unique_ids, read_train
 from melanoma.errors import input_error
 from melanoma.files import write_csv
 
@@ -66,9 +66,7 @@ def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFr
     for col in FOLD_COLUMNS:
         if col not in folds.columns:
             raise input_error(path, f"missing column '{col}'", 1)
-    if folds[ID].duplicated().any():
-        i = int(np.flatnonzero(folds[ID].duplicated().to_numpy())[0])
-        raise input_error(path, f"duplicate image_name '{folds[ID].iloc[i]}'", i + 2)
+    check_unique_ids(folds, path)
     if train is not None:
         extra = sorted(set(folds[ID]) - set(train[ID]))
         missing = sorted(set(train[ID]) - set(folds[ID]))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from melanoma.data import ID, TARGET
+from melanoma.data import ID, TARGET, check_unique_ids
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
 
@@ -71,9 +71,7 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         for col in cols:
             if col not in df.columns:
                 raise input_error(path, f"missing column '{col}'", 1)
-        if df[ID].duplicated().any():
-            i = int(np.flatnonzero(df[ID].duplicated().to_numpy())[0])
-            raise input_error(path, f"duplicate image_name '{df[ID].iloc[i]}'", i + 2)
+        check_unique_ids(df, path)
         frames.append(df)
     return frames[0], frames[1]
 
