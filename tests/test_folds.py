@@ -1,7 +1,10 @@
+import json
+
 import pandas as pd
 import pytest
 
 from conftest import SHARED, synthetic_meta
+from melanoma.config import Config, apply_overrides
 from melanoma.folds import assign_folds, make_folds, read_folds
 from melanoma.data import read_train
 from melanoma.errors import InputError
@@ -30,8 +33,10 @@ def test_folds_are_patient_disjoint_and_stratified():
 def test_folds_on_real_competition_rows(tmp_path):
     src = SHARED / "siim2020_format" / "train_head500.csv"
     (tmp_path / "train.csv").write_bytes(src.read_bytes())
-    folds = make_folds(tmp_path, tmp_path / "folds.csv", 5, 42)
+    folds = make_folds(Config(), tmp_path, tmp_path / "folds.csv")
     train = read_train(tmp_path)
+    assert json.loads((tmp_path / "folds.run.json").read_text())["seed"] == 42
+    assert (tmp_path / "folds.config.yaml").is_file()
     check_folds(train, folds, 5, tol=0.03)
     assert read_folds(tmp_path / "folds.csv", train).equals(folds)
 
@@ -39,14 +44,14 @@ def test_folds_on_real_competition_rows(tmp_path):
 def test_missing_patient_id_means_one_patient_per_image(tmp_path):
     train = synthetic_meta(50, seed=2, pos_rate=0.3).drop(columns="patient_id")
     train.to_csv(tmp_path / "train.csv", index=False)
-    folds = make_folds(tmp_path, tmp_path / "folds.csv", 3, 0)
+    folds = make_folds(apply_overrides(Config(), {"n_folds": 3, "seed": 0}), tmp_path, tmp_path / "folds.csv")
     assert folds.patient_id.nunique() == len(folds)
 
 
 def test_folds_file_must_match_train(tmp_path):
     train = synthetic_meta(30, seed=3, pos_rate=0.3)
     train.to_csv(tmp_path / "train.csv", index=False)
-    folds = make_folds(tmp_path, tmp_path / "folds.csv", 3, 0)
+    folds = make_folds(apply_overrides(Config(), {"n_folds": 3, "seed": 0}), tmp_path, tmp_path / "folds.csv")
     folds.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(InputError, match="training images have no fold"):
         read_folds(tmp_path / "short.csv", read_train(tmp_path))

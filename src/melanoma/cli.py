@@ -109,7 +109,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data})
         paths = resolve_paths(cfg)
-        make_folds(paths.data, args.out or paths.folds, cfg.n_folds, cfg.seed)
+        make_folds(cfg, paths.data, args.out or paths.folds)
     elif cmd == "prepare":
         from melanoma.prepare import prepare
 

@@ -154,10 +154,14 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str, Any] | None = None) -> None:
-    """Write the resolved config, the package version and the seed into an output folder."""
+def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str, Any] | None = None,
+                  prefix: str = "") -> None:
+    """Write the resolved config (`config.yaml`), the package version and the seed (`run.json`) into a folder.
+
+    `prefix` names them for a stage that writes a single file into a folder it does not own (folds.csv).
+    """
     out_dir = Path(out_dir)
-    write_text(out_dir / "config.yaml", dump_config(cfg))
+    write_text(out_dir / f"{prefix}config.yaml", dump_config(cfg))
     info = {
         "stage": stage,
         "package": "melanoma",
@@ -170,7 +174,7 @@ def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str,
     if "tensorflow" in sys.modules:
         info["tensorflow"] = sys.modules["tensorflow"].__version__
     info.update(extra or {})
-    write_json(out_dir / "run.json", info)
+    write_json(out_dir / f"{prefix}run.json", info)
 
 
 def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from melanoma.data import ID, PATIENT, TARGET, check_unique_ids, read_train
+from melanoma.config import Config, save_run_info
 from melanoma.errors import input_error
 from melanoma.files import write_csv
 
@@ -48,10 +49,12 @@ def fold_summary(folds: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def make_folds(data_dir: str | Path, out: str | Path, n_folds: int = 5, seed: int = 42) -> pd.DataFrame:
-    """The `folds` stage: DATA/train.csv -> folds.csv."""
-    folds = assign_folds(read_train(data_dir), n_folds, seed)
+def make_folds(cfg: Config, data_dir: str | Path, out: str | Path) -> pd.DataFrame:
+    """The `folds` stage: DATA/train.csv -> folds.csv (cfg.n_folds folds, cfg.seed)."""
+    folds = assign_folds(read_train(data_dir), cfg.n_folds, cfg.seed)
+    out = Path(out)
     write_csv(out, folds)
+    save_run_info(out.parent, cfg, "folds", prefix=f"{out.stem}.")
     log.info("folds: %d images, %d patients -> %s\n%s", len(folds), folds[PATIENT].nunique(), out,
              fold_summary(folds).to_string())
     return folds

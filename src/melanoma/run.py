@@ -84,7 +84,7 @@ def run_pipeline(cfg: Config) -> dict:
 
         return train(*args)
 
-    timed("folds", make_folds, paths.data, paths.folds, cfg.n_folds, cfg.seed)
+    timed("folds", make_folds, cfg, paths.data, paths.folds)
     timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
     timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
     timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run)
