@@ -48,8 +48,19 @@ def test_weights_from_a_path_round_trip(tmp_path):
     np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), atol=1e-6)
     with pytest.raises(ConfigError, match="not found"):
         build_model("efficientnet_b0", 32, str(tmp_path / "missing.h5"))
-    with pytest.raises(ConfigError, match="fits neither"):
+    with pytest.raises(ConfigError, match="does not fit a efficientnet_b1 model"):
         build_model("efficientnet_b1", 32, str(path))
+    # Backbone-only weights (as Kaggle datasets of keras.applications 'notop' files ship them) load too.
+    backbone = a.get_layer("efficientnetb0")
+    backbone.save_weights(tmp_path / "notop.weights.h5")
+    c = build_model("efficientnet_b0", 32, str(tmp_path / "notop.weights.h5"))
+    for w_a, w_c in zip(backbone.get_weights(), c.get_layer("efficientnetb0").get_weights()):
+        np.testing.assert_array_equal(w_a, w_c)
+    with pytest.raises(ConfigError, match="does not fit the efficientnet_b1 backbone"):
+        build_model("efficientnet_b1", 32, str(tmp_path / "notop.weights.h5"))
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ConfigError, match="not an HDF5 weights file"):
+        build_model("efficientnet_b0", 32, str(tmp_path / "junk.h5"))
 
 
 def test_unknown_model_and_too_small_input():

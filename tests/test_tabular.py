@@ -35,6 +35,8 @@ def make_data(root, n=150, n_test=30, seed=0, site=True):
     Every training age is distinct (so a row's features identify it among training rows); test ages lie far
     above the training range and every test row has a site no training row has (so its one-hot site block
     is all zeros, which no training row has: training rows without a site get the 'missing' category).
+    Test patients have three images each and reuse the ids of training patients (who have two), so a test
+    patient's context built from anything but test rows would show.
     """
     rng = np.random.default_rng(seed)
     age = np.round(rng.permutation(np.linspace(20.0, 90.0, n)), 3)
@@ -53,7 +55,7 @@ def make_data(root, n=150, n_test=30, seed=0, site=True):
     })
     test = pd.DataFrame({
         ID: [f"ISIC_{9000000 + i:07d}" for i in range(n_test)],
-        "patient_id": [f"IP_T{i:04d}" for i in range(n_test)],
+        "patient_id": [f"IP_{i // 3:05d}" for i in range(n_test)],  # ids training patients also have
         SEX: ["male", "female", ""] * (n_test // 3) + ["male"] * (n_test % 3),
         AGE: 150.0 + np.arange(n_test),  # far outside the training range
         SITE: [TEST_ONLY_SITES[i % len(TEST_ONLY_SITES)] for i in range(n_test)],
@@ -78,9 +80,10 @@ def signal_run(tmp_path_factory):
     """One run_tabular on the signal data, with spies on the pipelines built and on what SMOTE receives."""
     root = tmp_path_factory.mktemp("tabular_signal")
     folds_path = make_data(root / "data")
-    pipes, smote_inputs = [], []
+    pipes, smote_inputs, context_inputs = [], [], []
     real_build = tabular.build_pipeline
     real_resample = tabular.RecordingSMOTE.fit_resample
+    real_context = tabular.patient_context
 
     def spy_build(*args, **kwargs):
         pipe = real_build(*args, **kwargs)
@@ -90,6 +93,10 @@ def signal_run(tmp_path_factory):
     def spy_resample(self, X, y, **params):
         smote_inputs.append((np.array(X, copy=True), np.array(y, copy=True)))
         return real_resample(self, X, y, **params)
+
+    def spy_context(X):
+        context_inputs.append(X.copy())
+        return real_context(X)
 
     records = []
     handler = logging.Handler(logging.INFO)
@@ -102,6 +109,7 @@ def signal_run(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(tabular, "build_pipeline", spy_build)
             mp.setattr(tabular.RecordingSMOTE, "fit_resample", spy_resample)
+            mp.setattr(tabular, "patient_context", spy_context)
             metrics = tabular.run_tabular(small_cfg(), root / "data", folds_path, root / "out")
     finally:
         logger.removeHandler(handler)
@@ -110,7 +118,8 @@ def signal_run(tmp_path_factory):
     folds = pd.read_csv(folds_path, dtype={ID: "string"})
     df = train.merge(folds[[ID, "fold"]], on=ID)
     return dict(root=root, out=root / "out", df=df, test=read_test(root / "data"), metrics=metrics,
-                pipes=pipes, smote_inputs=smote_inputs, log=[r.getMessage() for r in records])
+                pipes=pipes, smote_inputs=smote_inputs, context_inputs=context_inputs,
+                log=[r.getMessage() for r in records])
 
 
 def test_smote_sees_only_training_rows(signal_run):
@@ -297,3 +306,230 @@ def test_failure_leaves_no_half_written_run(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         tabular.run_tabular(small_cfg(smote=False), tmp_path / "data", folds_path, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# --------------------------------------------------------------------------------------------- issue 5:
+# several models, patient-context features
+
+
+def test_patient_context_of_test_rows_comes_from_test_rows_only(signal_run):
+    df, test, pipes = signal_run["df"], signal_run["test"], signal_run["pipes"]
+    assert set(test["patient_id"]) <= set(df["patient_id"])  # test patients reuse training patients' ids
+    # every frame the context was computed on is all training rows or all test rows, never a mix
+    calls = signal_run["context_inputs"]
+    assert calls
+    for X in calls:
+        is_test = X[AGE].to_numpy() >= 150.0
+        assert is_test.all() or not is_test.any()
+    # a test patient has 3 test images (2 training images under the same id would make 5)
+    feats = pd.read_csv(signal_run["out"] / "features.csv", dtype={ID: "string", "fold": "string"})
+    feats_test = feats[feats["fold"] == "test"].set_index(ID).loc[test[ID]]
+    np.testing.assert_array_equal(feats_test["patient_n_images"], [3] * len(test))
+    expected = tabular.patient_context(test)
+    for col in tabular.CONTEXT:
+        np.testing.assert_allclose(feats_test[col].to_numpy(), expected[col].to_numpy())
+    for k, pipe in enumerate(pipes):
+        trn = df[df["fold"] != k]
+        branch = pipe.named_steps["features"].named_transformers_["context"]
+        ctx_trn = tabular.patient_context(trn[tabular.FEATURES]).to_numpy()
+        np.testing.assert_allclose(branch.named_steps["impute"].statistics_, np.nanmedian(ctx_trn, axis=0))
+        np.testing.assert_allclose(branch.named_steps["scale"].data_max_, np.nanmax(ctx_trn, axis=0))
+        np.testing.assert_allclose(branch.named_steps["scale"].data_min_, np.nanmin(ctx_trn, axis=0))
+        # the fitted branch turns the test rows' own context into the model's inputs
+        names = list(pipe.named_steps["features"].get_feature_names_out())
+        cols = [names.index(f"context__{c}") for c in tabular.CONTEXT]
+        X_test = pipe.named_steps["features"].transform(test[tabular.FEATURES])
+        np.testing.assert_allclose(X_test[:, cols], branch.named_steps["scale"].transform(
+            branch.named_steps["impute"].transform(expected.to_numpy())))
+
+
+def test_patient_context_hand_made_example():
+    X = pd.DataFrame({
+        "patient_id": pd.array(["P1", "P2", "P1", "P1", "P1", pd.NA], dtype="string"),
+        AGE: [40.0, 30.0, 50.0, np.nan, 60.0, 70.0],
+        SITE: pd.array(["torso", pd.NA, "torso", "torso", "head/neck", "torso"], dtype="string"),
+    }, index=[10, 3, 7, 1, 0, 99])  # any index, any order: rows are grouped by id, not by position
+    ctx = tabular.patient_context(X)
+    assert list(ctx.columns) == tabular.CONTEXT and len(ctx) == 6
+    nan = np.nan
+    expected = {
+        #                        P1 40  P2 30  P1 50  P1 NaN  P1 60  own 70 (no id: its own patient)
+        "patient_n_images": [4, 1, 4, 4, 4, 1],
+        "patient_age_min": [40, 30, 40, 40, 40, 70],
+        "patient_age_max": [60, 30, 60, 60, 60, 70],
+        "patient_age_rank": [1 / 3, 1, 2 / 3, nan, 1, 1],
+        "age_minus_patient_mean": [-10, 0, 0, nan, 10, 0],
+        "patient_site_share": [3 / 4, 1, 3 / 4, 3 / 4, 1 / 4, 1],
+    }
+    for col, values in expected.items():
+        np.testing.assert_allclose(ctx[col].to_numpy(), values, err_msg=col)
+    # the same rows in another order give the same features per row
+    perm = [5, 2, 0, 4, 1, 3]
+    np.testing.assert_allclose(tabular.patient_context(X.iloc[perm]).to_numpy(), ctx.to_numpy()[perm])
+    # no patient_id column at all (and read_train's one patient per image) both mean one-image patients
+    for Y in (X.drop(columns=["patient_id"]), X.assign(patient_id=[f"IMG_{i}" for i in range(6)])):
+        one = tabular.patient_context(Y)
+        np.testing.assert_array_equal(one["patient_n_images"], 1)
+        np.testing.assert_array_equal(one["patient_site_share"], 1)
+        np.testing.assert_array_equal(one["age_minus_patient_mean"], [0, 0, 0, nan, 0, 0])
+    table = tabular.feature_table(X)
+    assert list(table.columns) == [AGE, SITE, *tabular.CONTEXT]  # the columns X has, then the context
+    np.testing.assert_allclose(table[tabular.CONTEXT].to_numpy(), ctx.to_numpy())
+
+
+def frames(root, **kw):
+    """train (with fold), test as read by melanoma.data, from make_data."""
+    folds_path = make_data(root, **kw)
+    train, test = read_train(root), read_test(root)
+    folds = pd.read_csv(folds_path, dtype={ID: "string"})
+    return train.merge(folds[[ID, "fold"]], on=ID), test
+
+
+def test_every_model_is_a_sklearn_estimator_and_handles_unseen_categories(tmp_path):
+    from sklearn.utils.validation import check_is_fitted
+
+    df, test = frames(tmp_path, n=60, n_test=9, seed=2)
+    df[SEX] = df[SEX].astype(object).where(df[SEX] != "female", pd.NA).astype("string")  # no 'female' in train
+    # image size columns are used when both tables have them, skipped otherwise
+    assert tabular.input_columns(df.assign(width=1), test) == tabular.FEATURES
+    df["width"], test["width"] = np.where(np.arange(len(df)) % 2, 6000.0, np.nan), 1024.0
+    df["height"], test["height"] = 4000.0, 768.0
+    inputs = tabular.input_columns(df, test)
+    assert inputs == tabular.FEATURES + tabular.SIZE
+    X, y = df[inputs], df[TARGET].to_numpy()
+    tcfg = TabularConfig(hidden=[8], epochs=2, batch_size=16, gbm_max_iter=20, gbm_min_samples_leaf=5)
+    for name in tabular.MODELS:
+        est = tabular.build_model(name, tcfg, seed=1, y=y)
+        twin = clone(est)
+        assert twin is not est and is_classifier(twin)
+        assert [n for n, _ in twin.steps] == [n for n, _ in est.steps]
+        assert twin.steps[-1][1].get_params() == est.steps[-1][1].get_params()
+        assert est.fit(X, y) is est, name
+        check_is_fitted(est)
+        clf = est.steps[-1][1]
+        assert list(clf.classes_) == [0, 1]
+        learned = [a for a in vars(clf) if a.endswith("_") and not a.startswith("_")]
+        assert learned, name
+        assert not hasattr(clone(est).steps[-1][1], "classes_")  # a clone of a fitted model is unfitted
+        # test: sites and a sex ('female') never seen in training
+        proba = est.predict_proba(test[inputs])
+        assert proba.shape == (len(test), 2) and np.isfinite(proba).all(), name
+        assert np.allclose(proba.sum(axis=1), 1.0)
+        names = list(est.named_steps["features"].get_feature_names_out())
+        codes = est.named_steps["features"].transform(test[inputs])
+        if name == "gbm":  # unseen categories reach the booster as missing; sizes stay raw
+            assert names[:2] == [SEX, SITE] and {"width", "height"} <= set(names)
+            assert np.isnan(codes[:, 1]).all()
+            assert np.isnan(codes[test[SEX].to_numpy(dtype=object, na_value="") == "female", 0]).all()
+            assert (codes[:, names.index("width")] == 1024).all()
+        else:  # one-hot: all zeros; sizes imputed and scaled by the training range
+            site_cols = [i for i, n in enumerate(names) if n.startswith(f"cat__{SITE}_")]
+            assert (codes[:, site_cols] == 0).all()
+            assert (codes[:, names.index("size__width")] == 0).all()  # 1024 < the training 6000: clipped
+    with pytest.raises(tabular.ConfigError, match="tabular.model"):
+        tabular.build_model("xgboost", tcfg, seed=1)
+
+
+@pytest.mark.parametrize("model", ["logreg", "gbm"])
+def test_entirely_missing_site_column_other_models(tmp_path, model):
+    # (mlp_smote: test_entirely_missing_site_column_end_to_end)
+    folds_path = make_data(tmp_path / "data", n=90, n_test=12, seed=3, site=False)
+    cfg = small_cfg(model=model, gbm_min_samples_leaf=5)
+    metrics = tabular.run_tabular(cfg, tmp_path / "data", folds_path, tmp_path / "out")
+    assert metrics["model"] == model and np.isfinite(metrics["oof_auc"])
+    pred = pd.read_csv(tmp_path / "out" / "test_pred.csv")
+    assert len(pred) == 12 and pred[TARGET].between(0, 1).all()
+    feats = pd.read_csv(tmp_path / "out" / "features.csv")
+    assert feats[SITE].isna().all() and (feats["patient_site_share"] == 1).all()
+
+
+@pytest.fixture(scope="module")
+def all_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tabular_all")
+    folds_path = make_data(root / "data")
+    cfg = small_cfg(model="all", epochs=6, gbm_min_samples_leaf=10, gbm_max_iter=100)
+    metrics = tabular.run_tabular(cfg, root / "data", folds_path, root / "out")
+    return dict(root=root, out=root / "out", folds_path=folds_path, metrics=metrics,
+                train=read_train(root / "data"), test=read_test(root / "data"))
+
+
+def test_all_writes_every_model_and_the_best_on_oof(all_run):
+    out, metrics, train, test = all_run["out"], all_run["metrics"], all_run["train"], all_run["test"]
+    models = metrics["models"]
+    assert list(models) == list(tabular.MODELS)
+    # the learnable signal is found by the linear model and the booster (mlp_smote: test_run_outputs_...)
+    assert models["logreg"] > 0.8 and models["gbm"] > 0.8, models
+    best = max(models, key=models.get)
+    assert metrics["model"] == best and metrics["oof_auc"] == pytest.approx(models[best])
+    assert "OOF" in metrics["selection"] and best in metrics["selection"]
+    for name in tabular.MODELS:
+        sub = out / name
+        for f in ("oof.csv", "test_pred.csv", "metrics.json", "config.yaml", "run.json"):
+            assert (sub / f).is_file(), (name, f)
+        m = json.loads((sub / "metrics.json").read_text())
+        assert m["model"] == name and m["oof_auc"] == pytest.approx(models[name])
+        assert f"model: {name}" in (sub / "config.yaml").read_text()
+        pred = pd.read_csv(sub / "test_pred.csv", dtype={ID: "string"})
+        assert sorted(pred[ID]) == sorted(test[ID]) and pred[TARGET].between(0, 1).all()  # unseen sites
+    top = json.loads((out / "metrics.json").read_text())
+    assert top["models"] == pytest.approx(models) and top["model"] == best
+    pd.testing.assert_frame_equal(pd.read_csv(out / "oof.csv"), pd.read_csv(out / best / "oof.csv"))
+    assert "model: all" in (out / "config.yaml").read_text()
+
+    feats = pd.read_csv(out / "features.csv", dtype={ID: "string", "fold": "string"})
+    assert list(feats.columns) == [ID, "fold", SEX, AGE, SITE, *tabular.CONTEXT]
+    assert len(feats) == len(train) + len(test) and not feats[ID].duplicated().any()
+    assert set(feats["fold"]) == {"0", "1", "2", "test"}
+    np.testing.assert_array_equal(feats.set_index(ID).loc[train[ID], AGE], train[AGE])  # before scaling
+    np.testing.assert_array_equal(feats.set_index(ID).loc[train[ID], "patient_n_images"], 2)
+
+    imp = json.loads((out / "gbm" / "metrics.json").read_text())["importances"]
+    assert set(imp) == {SEX, SITE, AGE, *tabular.CONTEXT}
+    assert all(np.isfinite(v) for v in imp.values())
+    assert max(imp, key=imp.get) in (AGE, "patient_age_max", "patient_age_min")  # the signal is the age
+
+
+def test_single_model_run_replaces_an_all_run_and_cli_model_flag(all_run, tmp_path):
+    import shutil
+
+    from melanoma import cli
+
+    out = tmp_path / "run"
+    shutil.copytree(all_run["out"], out)
+    data = all_run["root"] / "data"
+    code = cli.main(["-q", "tabular", "--data", str(data), "--folds", str(all_run["folds_path"]),
+                     "--out", str(out), "--model", "logreg"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "logreg" and list(metrics["models"]) == ["logreg"] and "selection" not in metrics
+    assert not [m for m in tabular.MODELS if (out / m).exists()]  # the earlier run's model folders are gone
+    assert "model: logreg" in (out / "config.yaml").read_text()
+    assert cli.main(["-q", "tabular", "--data", str(data), "--out", str(out), "--set", "tabular.model=svm"]) == 2
+
+
+def test_context_features_carry_an_ugly_duckling_signal(tmp_path):
+    """Risk depends only on how an image differs from its patient's others: gbm needs the context to see it."""
+    rng = np.random.default_rng(5)
+    n_pat, per = 60, 6
+    pid = np.repeat([f"IP_{p:04d}" for p in range(n_pat)], per)
+    base = np.repeat(rng.choice(np.arange(30, 75, 5), n_pat), per).astype(float)
+    age = base + rng.choice([0, 5, 10], size=n_pat * per)
+    main = rng.choice(SITES, n_pat)
+    site = np.array([main[i // per] if rng.random() < 0.8 else rng.choice(SITES) for i in range(n_pat * per)])
+    share = pd.Series(site).groupby([pid, site]).transform("size").to_numpy() / per
+    target = ((share <= 1 / 3) & (rng.random(n_pat * per) < 0.7)).astype(int)
+    target[rng.random(n_pat * per) < 0.03] = 1
+    train = pd.DataFrame({ID: [f"ISIC_{i:07d}" for i in range(n_pat * per)], "patient_id": pid,
+                          SEX: "male", AGE: age, SITE: site, TARGET: target})
+    test = train.drop(columns=[TARGET]).head(12).assign(**{ID: [f"ISIC_T{i:06d}" for i in range(12)]})
+    root = tmp_path / "data"
+    root.mkdir()
+    train.to_csv(root / "train.csv", index=False)
+    test.to_csv(root / "test.csv", index=False)
+    write_csv(root / "folds.csv", assign_folds(read_train(root), N_FOLDS, 0))
+    auc = {}
+    for context in (True, False):
+        cfg = small_cfg(model="gbm", context=context, gbm_min_samples_leaf=5, gbm_max_iter=60,
+                        gbm_importance_repeats=0)
+        auc[context] = tabular.run_tabular(cfg, root, root / "folds.csv", tmp_path / f"out{context}")["oof_auc"]
+    assert auc[True] > 0.8 and auc[True] > auc[False] + 0.1, auc

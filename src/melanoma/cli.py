@@ -67,11 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", choices=["none", "balanced", "sqrt"])
     p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("tabular", help="metadata model (SMOTE + MLP) on the same folds")
+    p = sub.add_parser("tabular", help="metadata model (SMOTE + MLP, logistic regression, boosting) on the "
+                                       "same folds")
     _common(p)
     p.add_argument("--data", type=Path, help="folder with train.csv and test.csv")
     p.add_argument("--folds", type=Path, dest="folds_file", help="folds.csv")
     p.add_argument("--out", type=Path, help="run folder to write")
+    p.add_argument("--model", choices=["mlp_smote", "logreg", "gbm", "all"],
+                   help="metadata model (all: every one, the best OOF AUC at the top of the run folder)")
     p.add_argument("--seed", type=int)
 
     p = sub.add_parser("blend", help="blend run folders on OOF AUC and write submission.csv")
@@ -131,7 +134,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif cmd == "tabular":
         from melanoma.tabular import run_tabular
 
-        cfg = _load(args, {"seed": seed, "paths.data": args.data})
+        cfg = _load(args, {"seed": seed, "paths.data": args.data, "tabular.model": args.model})
         paths = resolve_paths(cfg)
         run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run)
     elif cmd == "blend":

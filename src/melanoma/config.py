@@ -94,6 +94,16 @@ class TabularConfig:
     smote: bool = True
     smote_k: int = 5  # SMOTE k_neighbors (lowered automatically for tiny minority classes)
     smote_ratio: float = 0.5  # minority / majority after SMOTE (imblearn sampling_strategy)
+    # mlp_smote | logreg | gbm | all (all: each model in RUN/<model>/, the best OOF AUC at RUN/ itself)
+    model: str = "mlp_smote"
+    context: bool = True  # patient-context features (images per patient, age rank, site share, ...)
+    logreg_C: float = 1.0  # inverse L2 strength of the logistic regression
+    gbm_max_iter: int = 300  # boosting rounds (an upper bound with early stopping)
+    gbm_learning_rate: float = 0.05
+    gbm_max_leaf_nodes: int = 15  # leaves per tree
+    gbm_min_samples_leaf: int = 40  # rows per leaf at least: guards against fitting the few positives
+    gbm_early_stopping: bool = True  # stop on the log-loss of a seeded 10% of the training fold
+    gbm_importance_repeats: int = 3  # permutation-importance shuffles per feature and fold (0: none)
 
 
 @dataclass

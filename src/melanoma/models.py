@@ -76,19 +76,20 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     if size < spec.min_size:
         raise ConfigError(f"{name} needs images of at least {spec.min_size}px, got {size}")
     weights = resolve_weights(weights)
-    backbone_weights = weights
-    full_model_weights = None
-    if weights not in (None, "imagenet"):
-        backbone_weights, full_model_weights = None, weights
-        if _is_backbone_file(spec, size, weights):
-            backbone_weights, full_model_weights = weights, None
+    full_model_weights = weights if weights not in (None, "imagenet") and _is_full_model_file(weights) else None
+    backbone_weights = None if full_model_weights else weights
 
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
-    backbone = spec.constructor(include_top=False, weights=backbone_weights, input_shape=(size, size, 3),
-                                pooling="avg", **dict(spec.kwargs))
+    try:
+        backbone = spec.constructor(include_top=False, weights=backbone_weights, input_shape=(size, size, 3),
+                                    pooling="avg", **dict(spec.kwargs))
+    except (ValueError, KeyError, OSError) as e:
+        if backbone_weights in (None, "imagenet"):
+            raise
+        raise ConfigError(f"weights file {backbone_weights} does not fit the {name} backbone: {e}") from None
     if bn_momentum is not None:
         # Short runs from scratch: with the default 0.99 the moving statistics still hold much of their
         # initial values after a few hundred steps, and inference-mode predictions come out nearly constant.
@@ -104,20 +105,26 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
         try:
             model.load_weights(full_model_weights)
         except (ValueError, KeyError, OSError) as e:
-            raise ConfigError(f"weights file {full_model_weights} fits neither the {name} backbone nor a "
-                              f"{name} model at {size}px: {e}") from None
+            raise ConfigError(f"weights file {full_model_weights} does not fit a {name} model at {size}px: "
+                              f"{e}") from None
         log.info("loaded model weights from %s", full_model_weights)
     return model
 
 
-def _is_backbone_file(spec: ModelSpec, size: int, path: str) -> bool:
-    """True when `path` holds backbone-only weights (loadable by the keras.applications constructor)."""
+def _is_full_model_file(path: str) -> bool:
+    """True for weights saved from a whole model of this package, False for backbone-only weights.
+
+    Keras 3 files of our models nest the backbone (stored as 'functional'); backbone files (keras.applications
+    'notop' weights, Keras 2 .h5) hold the backbone's layers at the top.
+    """
+    import h5py
+
     try:
-        spec.constructor(include_top=False, weights=path, input_shape=(size, size, 3), pooling="avg",
-                         **dict(spec.kwargs))
-    except (ValueError, KeyError, OSError):
-        return False
-    return True
+        with h5py.File(path, "r") as f:
+            layers = f.get("layers")
+            return layers is not None and "functional" in layers
+    except OSError as e:
+        raise ConfigError(f"weights file {path} is not an HDF5 weights file: {e}") from None
 
 
 def prediction_model(model: keras.Model) -> keras.Model:
