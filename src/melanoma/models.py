@@ -86,8 +86,11 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     try:
         backbone = spec.constructor(include_top=False, weights=backbone_weights, input_shape=(size, size, 3),
                                     pooling="avg", **dict(spec.kwargs))
-    except (ValueError, KeyError, OSError) as e:
-        if backbone_weights in (None, "imagenet"):
+    except Exception as e:  # keras' get_file raises a bare Exception when the download fails
+        if backbone_weights == "imagenet" and "fetch failure" in str(e):
+            raise ConfigError(f"could not download the ImageNet weights of {name} (no internet?): use "
+                              "--weights none, or --weights PATH with a local file (e.g. a Kaggle dataset)") from None
+        if backbone_weights in (None, "imagenet") or not isinstance(e, (ValueError, KeyError, OSError)):
             raise
         raise ConfigError(f"weights file {backbone_weights} does not fit the {name} backbone: {e}") from None
     if bn_momentum is not None:
