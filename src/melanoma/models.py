@@ -8,6 +8,7 @@ internally; InceptionResNetV2 expects [-1, 1], which a Rescaling layer provides.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +84,23 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     x = inputs
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
-    try:
-        backbone = spec.constructor(include_top=False, weights=backbone_weights, input_shape=(size, size, 3),
-                                    pooling="avg", **dict(spec.kwargs))
-    except Exception as e:  # keras' get_file raises a bare Exception when the download fails
-        if backbone_weights == "imagenet" and "fetch failure" in str(e):
-            raise ConfigError(f"could not download the ImageNet weights of {name} (no internet?): use "
-                              "--weights none, or --weights PATH with a local file (e.g. a Kaggle dataset)") from None
-        if backbone_weights in (None, "imagenet") or not isinstance(e, (ValueError, KeyError, OSError)):
+
+    def make_backbone(weights_arg):
+        return spec.constructor(include_top=False, weights=weights_arg, input_shape=(size, size, 3),
+                                pooling="avg", **dict(spec.kwargs))
+
+    if backbone_weights in (None, "imagenet"):
+        try:
+            backbone = make_backbone(backbone_weights)
+        except Exception as e:  # keras' get_file raises a bare Exception when the download fails
+            if backbone_weights == "imagenet" and "fetch failure" in str(e):
+                raise ConfigError(f"could not download the ImageNet weights of {name} (no internet?): use "
+                                  "--weights none, or --weights PATH with a local file (e.g. a Kaggle dataset)"
+                                  ) from None
             raise
-        raise ConfigError(f"weights file {backbone_weights} does not fit the {name} backbone: {e}") from None
+    else:
+        backbone = _checked_load(lambda: make_backbone(backbone_weights), backbone_weights,
+                                 f"the {name} backbone")
     if bn_momentum is not None:
         # Short runs from scratch: with the default 0.99 the moving statistics still hold much of their
         # initial values after a few hundred steps, and inference-mode predictions come out nearly constant.
@@ -105,13 +113,28 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pred")(x)
     model = keras.Model(inputs, outputs, name=name)
     if full_model_weights is not None:
-        try:
-            model.load_weights(full_model_weights)
-        except (ValueError, KeyError, OSError) as e:
-            raise ConfigError(f"weights file {full_model_weights} does not fit a {name} model at {size}px: "
-                              f"{e}") from None
+        _checked_load(lambda: model.load_weights(full_model_weights), full_model_weights,
+                      f"a {name} model at {size}px")
         log.info("loaded model weights from %s", full_model_weights)
     return model
+
+
+def _checked_load(load, path: str, what: str):
+    """Run a weights load; a load error or any part Keras skipped (it warns and keeps fresh weights) is an error.
+
+    A partial load must not pass silently, so Keras' per-part warnings are collected rather than printed.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = load()
+        except (ValueError, KeyError, OSError) as e:
+            raise ConfigError(f"weights file {path} does not fit {what}: {e}") from None
+    skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+    if skipped:
+        raise ConfigError(f"weights file {path} does not fit {what}: {len(skipped)} parts did not match, "
+                          f"e.g. {skipped[0][:120]}")
+    return result
 
 
 def _is_full_model_file(path: str) -> bool:
