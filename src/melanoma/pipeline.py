@@ -32,7 +32,6 @@ class Shard:
     split: str
     fold: int  # -1 for test shards
     count: int
-    positives: int | None = None  # known from our manifest, not from public file names
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,8 @@ def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
     if tf.io.gfile.exists(manifest_path):
         with tf.io.gfile.GFile(manifest_path) as f:
             manifest = json.load(f)
-        shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]),
-                             s.get("positives")) for s in manifest["shards"])
+        shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]))
+                       for s in manifest["shards"])
         missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
         if missing:
             raise input_error(manifest_path, f"lists {missing[0]}, which does not exist; re-run `melanoma prepare`")
