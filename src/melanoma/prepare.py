@@ -151,8 +151,7 @@ def plan_shards(train_items: dict[int, list[ImageTask]], test_items: list[ImageT
     return tasks
 
 
-def _image_tasks(df: pd.DataFrame, codes: pd.DataFrame, paths: list[Path], csv: Path, split: str
-                 ) -> list[ImageTask]:
+def _image_tasks(df: pd.DataFrame, codes: pd.DataFrame, paths: list[Path], csv: Path) -> list[ImageTask]:
     fields = codes.to_dict("records")
     tasks = []
     for (idx, name), path, f in zip(df[ID].items(), paths, fields):
@@ -187,9 +186,9 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     patients = sorted(set(train[PATIENT]) | set(test[PATIENT]))
     patient_codes = {p: i for i, p in enumerate(patients)}
     train_tasks = _image_tasks(train, encode_metadata(train, vocab, patient_codes), train_paths,
-                               data_dir / "train.csv", "train")
+                               data_dir / "train.csv")
     test_tasks = _image_tasks(test, encode_metadata(test, vocab, patient_codes), test_paths,
-                              data_dir / "test.csv", "test")
+                              data_dir / "test.csv")
 
     # Shuffle within each fold so a shard is not one contiguous block of ids.
     fold_of = dict(zip(folds[ID], folds["fold"]))
