@@ -30,8 +30,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 class Shard:
     path: str
     split: str
-    fold: int  # -1 for test shards
+    fold: int  # -1 for test shards and for external training data (in every fold's training set)
     count: int
+    train_only: bool = False  # external data or upsampled copies: never validated, never in the OOF
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,14 @@ class ShardSet:
     image_size: int | None  # stored side length when known (our manifest); None = resize always
     n_folds: int
 
-    def train(self, folds: list[int] | None = None, exclude: list[int] | None = None) -> list[Shard]:
-        return [s for s in self.shards if s.split == "train"
-                and (folds is None or s.fold in folds) and (exclude is None or s.fold not in exclude)]
+    def train(self, exclude: list[int] | None = None) -> list[Shard]:
+        """The training pool when the folds in `exclude` are held out (train-only shards included)."""
+        return [s for s in self.shards if s.split == "train" and (exclude is None or s.fold not in exclude)]
+
+    def validation(self, folds: list[int] | None = None) -> list[Shard]:
+        """Shards of the competition's own training images in `folds` (all folds by default): what OOF covers."""
+        return [s for s in self.shards if s.split == "train" and not s.train_only and s.fold >= 0
+                and (folds is None or s.fold in folds)]
 
     def test(self) -> list[Shard]:
         return [s for s in self.shards if s.split == "test"]
@@ -55,8 +61,8 @@ def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
     if tf.io.gfile.exists(manifest_path):
         with tf.io.gfile.GFile(manifest_path) as f:
             manifest = json.load(f)
-        shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]))
-                       for s in manifest["shards"])
+        shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]),
+                             bool(s.get("train_only", False))) for s in manifest["shards"])
         missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
         if missing:
             raise input_error(manifest_path, f"lists {missing[0]}, which does not exist; re-run `melanoma prepare`")

@@ -174,7 +174,7 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     log.info("train: %s at %dpx, %d epochs, batch %d x %d replicas = %d, folds %s", tcfg.model, tcfg.size,
              tcfg.epochs, tcfg.batch_size, replicas, global_batch, folds)
 
-    index = read_index(shardset.train())
+    index = read_index(shardset.validation())
     test_shards = shardset.test()
     test_names = read_index(test_shards)[ID].to_numpy() if test_shards else np.array([], dtype=object)
     plans = {}
@@ -212,7 +212,7 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
             ds = train_dataset(shardset.train(exclude=[fold]), tcfg.size, shardset.image_size, global_batch,
                                tcfg.augment, imb.sampled_share if tcfg.oversample != 1 else None,
                                tcfg.shuffle_buffer, cfg.seed + fold)
-            val_ds = validation_dataset(shardset.train(folds=[fold]), tcfg.size, shardset.image_size,
+            val_ds = validation_dataset(shardset.validation([fold]), tcfg.size, shardset.image_size,
                                         global_batch)
             reset(model, initial_weights)
             fold_dir = stage / f"fold{fold}"
@@ -223,7 +223,7 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
             write_csv(fold_dir / "history.csv", pd.DataFrame(history.history).rename_axis("epoch").reset_index())
             model.save_weights(fold_dir / "model.weights.h5")
 
-            val_pred = predict(predictor, shardset.train(folds=[fold]), val[ID].to_numpy(), tcfg,
+            val_pred = predict(predictor, shardset.validation([fold]), val[ID].to_numpy(), tcfg,
                                shardset.image_size, global_batch)
             oof_parts.append(val.assign(pred=val_pred, fold=fold))
             if len(test_names):
