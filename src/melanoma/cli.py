@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="submission.csv to write")
     p.add_argument("--sample-submission", type=Path, help="the competition's sample_submission.csv")
 
+    p = sub.add_parser("augment-preview", help="PNG grid of training images and augmented copies of each")
+    _common(p)
+    p.add_argument("--tfrecords", type=Path, help="folder written by `prepare`, or the public Kaggle TFRecords")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--n", type=int, default=8, help="images (rows), default 8")
+    p.add_argument("--copies", type=int, default=4, help="augmented copies per image (columns), default 4")
+    p.add_argument("--size", type=int, help="image side in pixels (default: train.size)")
+    p.add_argument("--seed", type=int)
+
     p = sub.add_parser("run", help="chain the stages from one config")
     _common(p)
 
@@ -146,6 +155,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         # the default data folder happens to hold.
         sample = paths.sample_submission if not args.runs else cfg.paths.sample_submission
         run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission, sample)
+    elif cmd == "augment-preview":
+        from melanoma.preview import augment_preview
+
+        cfg = _load(args, {"seed": seed, "paths.tfrecords": args.tfrecords, "train.size": args.size})
+        print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd == "run":
         cfg = _load(args, {})
         print(format_summary(run_pipeline(cfg)))
