@@ -120,7 +120,7 @@ def test_blend_joins_by_image_name_not_row_order(tmp_path, mixture):
     # the blend beats every single run and the report has what it promises
     assert rep1["blended_oof_auc"] > max(r["oof_auc"] for r in rep1["runs"])
     assert rep1["runs"][2]["weight"] <= 0.05
-    assert rep1["n_common_oof"] == 4000 and rep1["n_test"] == 500 and rep1["method"] == "rank-weighted mean"
+    assert rep1["n_common_oof"] == 4000 and rep1["n_test"] == 500 and rep1["method"] == "weighted"
     assert [r["n_oof"] for r in rep1["runs"]] == [4000] * 3
     assert sub1["target"].between(0, 1).all()
 

@@ -5,10 +5,16 @@ image_name, never by row order: the OOF frames on the ids common to all runs (in
 predictions on the test ids, which must be the same set in every run.
 
 Each run's predictions are first turned into ranks scaled to [0, 1] (the OOF ranks within the OOF rows,
-the test ranks within the test rows), and the blend is a weighted mean of those ranks. The weights are
-non-negative, sum to 1 and maximise the AUC of the blended OOF ranks (`fit_weights`). The blended
-submission is therefore a score in [0, 1] that ranks the test images; it is not a probability, which the
-competition metric (ROC AUC) does not need.
+the test ranks within the test rows), then mixed by one of three methods (`blend.method`):
+- weighted (default): a weighted mean of the ranks; the weights are non-negative, sum to 1 and maximise the
+  AUC of the blended OOF ranks (`fit_weights`);
+- rank: the plain mean of the ranks (equal weights);
+- power: the power mean of the ranks, (sum_i w_i r_i^p)^(1/p) with p = `blend.power` and equal weights.
+Any number of runs can be blended: folds, seeds, image sizes and backbones are simply more run folders.
+Runs whose run.json says stage "tabular" are metadata runs: the share of weight they get is reported
+(`tabular_weight.found`), and `blend.tabular_weight` fixes it (the image runs share the rest; within each
+group the method sets the weights). The blended submission is a score in [0, 1] that ranks the test images;
+it is not a probability, which the competition metric (ROC AUC) does not need.
 
 `run_blend` writes the submission CSV (image_name,target, in the sample submission's order when one is
 given, checked against it by `validate_submission`), `blend.json` (the report) and the run info beside it.
@@ -25,16 +31,17 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from melanoma.config import Config, save_run_info
+from melanoma.config import BlendConfig, Config, save_run_info
 from melanoma.data import ID, TARGET, check_unique_ids, csv_line
 from melanoma.errors import ConfigError, InputError, SubmissionError, input_error
-from melanoma.files import write_csv, write_json
+from melanoma.files import read_json, write_csv, write_json
 from melanoma.results import auc, fmt_auc, read_run
 
 log = logging.getLogger(__name__)
 
 SUBMISSION_COLUMNS = [ID, TARGET]
-METHOD = "rank-weighted mean"
+METHODS = {"weighted": "rank mean, weights fitted on OOF AUC", "rank": "rank average",
+           "power": "power mean of ranks"}
 _AUC_TOL = 1e-12  # AUC differences below this are ties (float noise of summing ranks)
 _MAX_ITER = 100_000  # safety cap of the coordinate search; every accepted move strictly improves the AUC
 
@@ -269,21 +276,95 @@ def _read(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return oof, test
 
 
-def blend_runs(
-    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fit blend weights on the runs' common OOF ids and blend their test predictions.
+def check_blend_config(blend: BlendConfig) -> None:
+    """Raise ConfigError for a bad method, exponent or fixed tabular weight (before anything is read)."""
+    _units(blend.step)
+    if blend.method not in METHODS:
+        raise ConfigError(f"blend.method must be one of {', '.join(METHODS)}, got {blend.method!r}")
+    if not np.isfinite(blend.power):
+        raise ConfigError(f"blend.power must be a finite number, got {blend.power!r}")
+    t = blend.tabular_weight
+    if t is not None and not 0.0 <= t <= 1.0:
+        raise ConfigError(f"blend.tabular_weight must be in [0, 1] (or null to fit it), got {t!r}")
 
-    Returns the submission (image_name,target: the weighted mean of the test ranks, in [0, 1]; in the
-    sample's order when `sample` is given and checked against it, else sorted by image_name) and a report:
-    runs (path, oof_auc on the common ids, weight, n_oof), blended_oof_auc, n_common_oof, n_test, method.
+
+def combine(ranks: list[pd.Series] | list[np.ndarray], weights: np.ndarray, method: str, power: float) -> np.ndarray:
+    """Mix rank vectors (values in (0, 1]) with weights summing to 1: a weighted mean, or a power mean."""
+    R = np.column_stack([np.asarray(r, dtype=np.float64) for r in ranks])
+    w = np.asarray(weights, dtype=np.float64)
+    if method != "power":
+        return R @ w
+    if power == 0.0:  # the limit of the power mean: the geometric mean (ranks are > 0, so log is finite)
+        return np.exp(np.log(R) @ w)
+    return (R**power @ w) ** (1.0 / power)
+
+
+def _method_weights(oofs: list[pd.Series], y: pd.Series, blend: BlendConfig) -> np.ndarray:
+    if blend.method == "weighted":
+        return fit_weights(oofs, y, blend.step)
+    return np.full(len(oofs), 1.0 / len(oofs))
+
+
+def blend_weights(
+    oofs: list[pd.Series], y: pd.Series, tabular: list[bool], blend: BlendConfig
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The weights of the runs, and the image/metadata split: as found, and as fixed by the config.
+
+    Without `blend.tabular_weight` the method's weights are used as they are. With it, the method sets the
+    weights within the image runs and within the tabular runs separately, and the tabular runs together get
+    exactly that weight. Returns (weights, report); the report is None when there is no tabular run.
     """
+    free = _method_weights(oofs, y, blend)
+    tab = np.asarray(tabular, dtype=bool)
+    if not tab.any():
+        if blend.tabular_weight is not None:
+            log.warning("blend: blend.tabular_weight is set but no run is a tabular run (run.json stage); ignored")
+        return free, None
+    found = float(free[tab].sum())
+    report = {"found": found, "fixed": blend.tabular_weight, "used": found}
+    if blend.tabular_weight is None:
+        return free, report
+    if tab.all():
+        log.warning("blend: blend.tabular_weight is set but every run is a tabular run; ignored")
+        return free, report
+    t = float(blend.tabular_weight)
+    weights = np.zeros(len(oofs))
+    for group, share in ((tab, t), (~tab, 1.0 - t)):
+        idx = np.flatnonzero(group)
+        weights[idx] = share * _method_weights([oofs[i] for i in idx], y, blend)
+    report["used"] = float(weights[tab].sum())
+    return weights, report
+
+
+def _stage(run_dir: Path) -> str | None:
+    """The stage that wrote the run (run.json), or None when the folder has no readable run.json."""
+    path = run_dir / "run.json"
+    try:
+        info = read_json(path) if path.is_file() else {}
+    except ValueError:  # a damaged run.json only loses the image/metadata split, never the blend
+        log.warning("blend: %s is not valid JSON; the run is treated as an image run", path)
+        return None
+    return info.get("stage") if isinstance(info, dict) else None
+
+
+def blend_runs(
+    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float | BlendConfig = 0.05
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Blend the runs on their common OOF ids and blend their test predictions.
+
+    `step` is the weight grid step, or a whole BlendConfig (method, power, tabular_weight). Returns the
+    submission (image_name,target in [0, 1]; in the sample's order when `sample` is given and checked
+    against it, else sorted by image_name) and a report: runs (path, stage, oof_auc on the common ids,
+    weight, n_oof, n_dropped), blended_oof_auc, n_common_oof, n_test, method, tabular_weight.
+    """
+    blend = step if isinstance(step, BlendConfig) else BlendConfig(step=step)
     run_dirs = [Path(p) for p in run_dirs]
     if not run_dirs:
         raise InputError("blend: no run folders given")
-    _units(step)  # check the step before reading anything
+    check_blend_config(blend)  # before reading anything
     runs = [_read(d) for d in run_dirs]
     names = [str(d) for d in run_dirs]
+    stages = [_stage(d) for d in run_dirs]
 
     # OOF: inner join on image_name; the targets of a shared id must agree between runs.
     joined = runs[0][0].rename(columns={"pred": "pred_0"})
@@ -304,16 +385,17 @@ def blend_runs(
     if n_common == 0:
         raise InputError(f"blend: the runs have no OOF image_name in common ({', '.join(names)})")
     if any(n > n_common for n in n_oof):
+        # External data or a different fold set: rows only some runs predicted cannot be scored for a blend.
         log.warning(
-            "blend: only %d OOF ids are common to all runs (rows per run: %s); fitting the weights on those",
-            n_common, ", ".join(f"{name}={n}" for name, n in zip(names, n_oof)),
+            "blend: only %d OOF ids are common to all runs; fitting the weights on those (dropped per run: %s)",
+            n_common, ", ".join(f"{name} {n - n_common} of {n}" for name, n in zip(names, n_oof)),
         )
     y = joined[TARGET]
     if len(run_dirs) > 1 and y.nunique() < 2:
         raise InputError(f"blend: the {n_common} common OOF ids have only one class, so no weights can be fitted")
     oof_preds = [joined[f"pred_{r}"] for r in range(len(runs))]
-    weights = fit_weights(oof_preds, y, step)
-    blended_oof = sum(w * to_ranks(p) for w, p in zip(weights, oof_preds))
+    weights, tab_report = blend_weights(oof_preds, y, [s == "tabular" for s in stages], blend)
+    blended_oof = combine([to_ranks(p) for p in oof_preds], weights, blend.method, blend.power)
 
     # Test: the same ids in every run, joined by image_name, each run ranked within the test set.
     test0 = runs[0][1]
@@ -328,8 +410,8 @@ def blend_runs(
             raise SubmissionError(f"blend: run {names[r]} {what}: every run must predict the same test ids")
         test = test.merge(t.rename(columns={"pred": f"pred_{r}"}), on=ID, how="inner")
     test = test.sort_values(ID).reset_index(drop=True)
-    blended = sum(w * to_ranks(test[f"pred_{r}"]) for r, w in enumerate(weights))
-    sub = pd.DataFrame({ID: test[ID], TARGET: np.clip(blended.to_numpy(dtype=np.float64), 0.0, 1.0)})
+    blended = combine([to_ranks(test[f"pred_{r}"]) for r in range(len(runs))], weights, blend.method, blend.power)
+    sub = pd.DataFrame({ID: test[ID], TARGET: np.clip(blended, 0.0, 1.0)})
 
     if sample is not None:
         validate_submission(sub, sample)  # exact messages for missing / extra ids before reordering
@@ -339,14 +421,18 @@ def blend_runs(
 
     report = {
         "runs": [
-            {"path": name, "oof_auc": auc(y, p), "weight": float(w), "n_oof": int(n)}
-            for name, p, w, n in zip(names, oof_preds, weights, n_oof)
+            {"path": name, "stage": stage, "oof_auc": auc(y, p), "weight": float(w), "n_oof": int(n),
+             "n_dropped": int(n - n_common)}
+            for name, stage, p, w, n in zip(names, stages, oof_preds, weights, n_oof)
         ],
         "blended_oof_auc": auc(y, blended_oof),
         "n_common_oof": int(n_common),
         "n_test": int(len(sub)),
-        "method": METHOD,
-        "step": 1.0 / _units(step),
+        "method": blend.method,
+        "method_description": METHODS[blend.method],
+        "power": blend.power if blend.method == "power" else None,
+        "step": 1.0 / _units(blend.step),
+        "tabular_weight": tab_report,
     }
     return sub, report
 
@@ -356,12 +442,18 @@ def run_blend(
 ) -> dict[str, Any]:
     """Blend the runs, write the submission to `out` and blend.json, config.yaml, run.json beside it."""
     out = Path(out)
+    check_blend_config(cfg.blend)
     sample = read_sample_submission(sample_submission) if sample_submission is not None else None
-    sub, report = blend_runs(run_dirs, sample, cfg.blend.step)
+    sub, report = blend_runs(run_dirs, sample, cfg.blend)
     for run in report["runs"]:
-        log.info("blend: %s OOF AUC %s, weight %.3f", run["path"], fmt_auc(run["oof_auc"]), run["weight"])
+        log.info("blend: %s (%s) OOF AUC %s, weight %.3f", run["path"], run["stage"] or "stage unknown",
+                 fmt_auc(run["oof_auc"]), run["weight"])
+    tab = report["tabular_weight"]
+    if tab is not None:
+        log.info("blend: image/metadata weight as found %.3f/%.3f%s", 1 - tab["found"], tab["found"],
+                 "" if tab["fixed"] is None else f", fixed by blend.tabular_weight to {1 - tab['used']:.3f}/{tab['used']:.3f}")
     log.info(
-        "blend: blended OOF AUC %s on %d common ids; %d test predictions -> %s",
+        "blend: %s; blended OOF AUC %s on %d common ids; %d test predictions -> %s", METHODS[report["method"]],
         fmt_auc(report["blended_oof_auc"]), report["n_common_oof"], report["n_test"], out,
     )
     report["submission"] = str(out)

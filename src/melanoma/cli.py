@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, nargs="+", help="run folders (each with oof.csv and test_pred.csv)")
     p.add_argument("--out", type=Path, help="submission.csv to write")
     p.add_argument("--sample-submission", type=Path, help="the competition's sample_submission.csv")
+    p.add_argument("--method", choices=["weighted", "rank", "power"],
+                   help="weighted: weights fitted on OOF AUC (default); rank: rank average; power: power mean")
+    p.add_argument("--power", type=float, help="exponent of --method power (default 2)")
+    p.add_argument("--tabular-weight", type=float,
+                   help="fix the total weight of the metadata (tabular) runs, e.g. 0.25 (default: as found)")
+    p.add_argument("--step", type=float, help="grid step of the weight search (default 0.05)")
+
+    _add_kaggle(sub)
 
     p = sub.add_parser("augment-preview", help="PNG grid of training images and augmented copies of each")
     _common(p)
@@ -97,6 +105,110 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the model names")
     return parser
+
+
+def _add_kaggle(sub) -> None:
+    """`melanoma kaggle download|push|status|output|notebook` and `melanoma submit`."""
+    k = sub.add_parser("kaggle", help="download data, push the notebook, fetch its status and output")
+    ksub = k.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")
+    p = ksub.add_parser("download", help="competition files and public TFRecords, unzipped, resumable")
+    _common(p)
+    p.add_argument("--csv-only", action="store_true", help="only train.csv, test.csv, sample_submission.csv")
+    p.add_argument("--tfrecords", type=int, metavar="SIZE",
+                   help="also the public TFRecords at this image side (128, 192, 256, 384, 512, 768)")
+    p.add_argument("--no-competition", action="store_true", help="only the TFRecords")
+    p.add_argument("--out", type=Path, default=Path("data"),
+                   help="folder for <competition>/ and melanoma-SxS/ (default: data)")
+    p = ksub.add_parser("push", help="write kernel-metadata.json + the notebook and push them to Kaggle")
+    _common(p)
+    p.add_argument("--accelerator", choices=["tpu", "gpu", "none"], help="default: kaggle.accelerator (tpu)")
+    p.add_argument("--dry-run", action="store_true", help="write the push folder, do not push")
+    p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"), help="the push folder")
+    p.add_argument("--kernels", type=Path, default=Path("kernels"), help="folder with notebook.ipy")
+    for name, help_ in (("status", "the status of the pushed notebook's latest run"),
+                        ("output", "download the pushed notebook's output files")):
+        p = ksub.add_parser(name, help=help_)
+        _common(p)
+        p.add_argument("kernel", nargs="?", help="USER/SLUG (default: kaggle.username/kaggle.slug)")
+        if name == "output":
+            p.add_argument("--out", type=Path, help="folder to download into (default: runs/kaggle/SLUG)")
+    p = ksub.add_parser("notebook", help="regenerate kernels/*.ipynb from kernels/notebook.ipy")
+    p.add_argument("--check", action="store_true", help="only check that they are up to date")
+    p.add_argument("--kernels", type=Path, default=Path("kernels"))
+
+    p = sub.add_parser("submit", help="validate a submission against the sample submission, then submit it")
+    _common(p)
+    p.add_argument("file", type=Path, help="submission.csv")
+    p.add_argument("--message", "-m", required=True, help="the submission's description")
+    p.add_argument("--sample-submission", type=Path,
+                   help="the competition's sample_submission.csv (default: in paths.data)")
+    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the score (default 120)")
+
+
+def _kaggle(args: argparse.Namespace) -> None:
+    """The commands that talk to Kaggle; the only place the CLI reaches melanoma.kaggle."""
+    from melanoma import kaggle
+
+    action = args.kaggle_command if args.command == "kaggle" else "submit"
+    if action == "notebook":
+        stale = kaggle.build_notebooks(args.kernels, check=args.check)
+        if args.check and stale:
+            raise kaggle.KaggleError(f"{', '.join(map(str, stale))} out of date: run `melanoma kaggle notebook`")
+        print("\n".join(f"wrote {p}" for p in stale) if stale and not args.check else "notebooks up to date")
+        return
+    cfg = _load(args, {})
+    k = cfg.kaggle
+    api = creds = None
+    if action == "push" and args.dry_run:  # no client needed; credentials only to name the kernel's owner
+        creds = None if k.username else kaggle.check_credentials()
+    else:
+        api, creds = kaggle.connect()  # credentials first: one clear line before anything else runs
+    if action == "download":
+        files = kaggle.download(api, args.out, k.competition, args.csv_only, args.tfrecords, args.no_competition)
+        print(f"{len(files)} file(s) downloaded into {args.out}")
+    elif action == "push":
+        src = args.kernels / kaggle.NOTEBOOK_SOURCE
+        if not src.is_file():
+            raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
+        kid = kaggle.kernel_id(k, creds)
+        folder = kaggle.write_push_folder(cfg, args.out, kid, args.accelerator or k.accelerator, src.read_text())
+        if args.dry_run:
+            print(f"wrote {folder}/kernel-metadata.json and {kaggle.NOTEBOOKS['kaggle']} (not pushed)")
+            return
+        result = kaggle.push(api, folder)
+        print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
+    elif action in ("status", "output"):
+        kid = args.kernel or kaggle.kernel_id(k, creds)
+        if action == "status":
+            st = kaggle.status(api, kid)
+            print(f"{kid}: {st['status']}" + (f" ({st['failure_message']})" if st["failure_message"] else ""))
+        else:
+            out = args.out or Path("runs") / "kaggle" / kid.split("/")[-1]
+            files = kaggle.output(api, kid, out)
+            print(f"{len(files)} file(s) of {kid} in {out}")
+    else:
+        _submit(args, cfg, api, kaggle)
+
+
+def _submit(args: argparse.Namespace, cfg, api, kaggle) -> None:
+    import pandas as pd
+
+    from melanoma.blend import read_sample_submission, validate_submission
+    from melanoma.data import ID
+    from melanoma.run import resolve_paths
+
+    sample_path = args.sample_submission or resolve_paths(cfg).sample_submission
+    if sample_path is None:
+        raise kaggle.KaggleError("no sample submission to validate against: pass --sample-submission PATH")
+    sample = read_sample_submission(sample_path)
+    if not args.file.is_file():
+        raise kaggle.KaggleError(f"{args.file}: not found")
+    validate_submission(pd.read_csv(args.file, dtype={ID: "string"}), sample, name=str(args.file))
+    log.info("submit: %s matches %s (%d ids)", args.file, sample_path, len(sample))
+    r = kaggle.submit(api, args.file, args.message, cfg.kaggle.competition, wait=args.wait)
+    scores = ", ".join(f"{n} {r[n]}" for n in ("public_score", "private_score") if r[n] is not None)
+    print(f"submitted {args.file}: status {r['status'] or 'unknown'}" + (f", {scores}" if scores else "")
+          + (f", error: {r['error']}" if r["error"] else ""))
 
 
 def _load(args: argparse.Namespace, values: dict):
@@ -149,7 +261,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif cmd == "blend":
         from melanoma.blend import run_blend
 
-        cfg = _load(args, {"paths.submission": args.out, "paths.sample_submission": args.sample_submission})
+        cfg = _load(args, {"paths.submission": args.out, "paths.sample_submission": args.sample_submission,
+                           "blend.method": args.method, "blend.power": args.power,
+                           "blend.tabular_weight": args.tabular_weight, "blend.step": args.step})
         paths = resolve_paths(cfg)
         # With explicit --runs, validate only against an explicitly named sample submission, never the one
         # the default data folder happens to hold.
@@ -160,6 +274,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args, {"seed": seed, "paths.tfrecords": args.tfrecords, "train.size": args.size})
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
+    elif cmd in ("kaggle", "submit"):
+        _kaggle(args)
     elif cmd == "run":
         cfg = _load(args, {})
         print(format_summary(run_pipeline(cfg)))

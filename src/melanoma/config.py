@@ -109,6 +109,31 @@ class TabularConfig:
 @dataclass
 class BlendConfig:
     step: float = 0.05  # grid step of the weight search on the OOF predictions
+    # weighted: rank mean, weights fitted on OOF AUC | rank: plain rank average | power: power mean of ranks
+    method: str = "weighted"
+    power: float = 2.0  # exponent of method: power (0 = geometric mean; higher favours confident runs)
+    # Total weight of the metadata runs (run.json stage "tabular"), e.g. 0.25; None: as found by the method.
+    tabular_weight: float | None = None
+
+
+@dataclass
+class KaggleConfig:
+    """Kaggle and Colab settings: `melanoma kaggle ...`, `melanoma submit` and the auto-detected paths.
+
+    Credentials are never config keys: they stay in ~/.kaggle or the environment (see melanoma.kaggle).
+    """
+
+    competition: str = "siim-isic-melanoma-classification"
+    username: str | None = None  # kernel owner; default: the username of the credentials
+    slug: str = "melanoma-tpu"  # kernel id is USERNAME/SLUG; the title must slugify to it
+    title: str = "Melanoma TPU"
+    accelerator: str = "tpu"  # tpu (TPU v5e-8) | gpu (T4 x2) | none
+    private: bool = True
+    internet: bool = True  # the notebook pip-installs the package's dependencies
+    # Where the notebook gets this repository: a git URL (needs internet) or /kaggle/input/<dataset>
+    source: str = "https://github.com/YOUR-GITHUB-NAME/melanoma.git"
+    colab_root: str = "/content/drive/MyDrive/melanoma"  # in Colab: data, runs, submission under this folder
+    colab_tfrecords: str | None = None  # in Colab: TFRecords folder, e.g. gs://BUCKET/melanoma-384x384
 
 
 @dataclass
@@ -121,6 +146,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
+    kaggle: KaggleConfig = field(default_factory=KaggleConfig)
 
 
 STAGES = ("folds", "prepare", "train", "tabular", "blend")

@@ -21,6 +21,10 @@ class SubmissionError(MelanomaError):
     """A submission that does not match the sample submission."""
 
 
+class KaggleError(MelanomaError):
+    """Missing or malformed Kaggle credentials, a missing client, or a Kaggle API call that failed."""
+
+
 def input_error(path: str | Path, message: str, line: int | None = None) -> InputError:
     """Build an InputError that names the file and, when known, the line (header = line 1).
 

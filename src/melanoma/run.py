@@ -15,6 +15,7 @@ import pandas as pd
 
 from melanoma.config import STAGES, Config
 from melanoma.data import ID, TARGET
+from melanoma.environment import Place, auto_paths
 from melanoma.errors import ConfigError, input_error
 from melanoma.results import auc, fmt_auc, read_metrics
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RunPaths:
     data: Path
-    tfrecords: Path
+    tfrecords: Path | str  # a str for gs:// URLs
     folds: Path
     image_run: Path
     tabular_run: Path
@@ -33,11 +34,15 @@ class RunPaths:
     test_labels: Path | None
 
 
-def resolve_paths(cfg: Config) -> RunPaths:
-    p = cfg.paths
+def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:
+    """The config's paths; on Kaggle or Colab, the keys left at their defaults come from the place
+    (melanoma.environment; `place` fakes one in tests)."""
+    p = auto_paths(cfg, place)
     data, runs = Path(p.data), Path(p.runs)
     sample = Path(p.sample_submission) if p.sample_submission else data / "sample_submission.csv"
-    return RunPaths(data=data, tfrecords=Path(p.tfrecords), folds=runs / "folds.csv", image_run=runs / "image",
+    # A gs:// URL stays a string: Path would fold its "//" (the TFRecord reader goes through tf.io.gfile).
+    tfrecords = p.tfrecords if "://" in p.tfrecords else Path(p.tfrecords)
+    return RunPaths(data=data, tfrecords=tfrecords, folds=runs / "folds.csv", image_run=runs / "image",
                     tabular_run=runs / "tabular", submission=Path(p.submission),
                     sample_submission=sample if sample.is_file() or p.sample_submission else None,
                     test_labels=Path(p.test_labels) if p.test_labels else None)
