@@ -65,3 +65,45 @@ def synthetic_meta(n_patients: int, seed: int = 0, max_images: int = 6, pos_rate
 
 def solid_image(color, size=(64, 48)) -> Image.Image:
     return Image.new("RGB", size, tuple(int(c) for c in color))
+
+
+def competition_like_train(seed: int = 0, n_rows: int = 33126, n_patients: int = 2056, n_pos: int = 584,
+                           n_pos_patients: int = 428) -> pd.DataFrame:
+    """Synthetic train.csv rows shaped like the real competition's: 33,126 images of 2,056 patients,
+    heavy-tailed images per patient (median about 12, max 115), 584 malignant images concentrated in 428
+    patients; sex, age and site drawn from the shipped first 500 real rows when present."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(np.round(rng.lognormal(np.log(12), 0.77, n_patients)), 2, 115).astype(int)
+    while counts.sum() != n_rows:  # nudge random patients until the total matches exactly
+        i = rng.integers(n_patients)
+        step = 1 if counts.sum() < n_rows else -1
+        if 2 <= counts[i] + step <= 115:
+            counts[i] += step
+    pos = np.zeros(n_patients, dtype=int)
+    chosen = rng.choice(n_patients, n_pos_patients, replace=False, p=counts / counts.sum())
+    pos[chosen] = 1
+    while pos.sum() < n_pos:  # extra melanomas go to already-positive patients, a few get several
+        i = chosen[min(int(rng.geometric(0.02)) - 1, n_pos_patients - 1)]
+        if pos[i] < counts[i]:
+            pos[i] += 1
+    head = SHARED / "siim2020_format" / "train_head500.csv"
+    real = pd.read_csv(head) if head.exists() else synthetic_meta(100, seed=seed)
+    sexes = real["sex"].dropna().to_numpy()
+    ages = real["age_approx"].dropna().to_numpy()
+    sites = real["anatom_site_general_challenge"].to_numpy(dtype=object)
+    rows = {"image_name": [], "patient_id": [], "sex": [], "age_approx": [], "anatom_site_general_challenge": [],
+            "diagnosis": [], "target": []}
+    for p in range(n_patients):
+        targets = np.zeros(counts[p], dtype=int)
+        targets[rng.choice(counts[p], pos[p], replace=False)] = 1
+        sex, age = rng.choice(sexes), float(rng.choice(ages))
+        for t in targets:
+            rows["image_name"].append(f"ISIC_{len(rows['image_name']):07d}")
+            rows["patient_id"].append(f"IP_{p:07d}")
+            rows["sex"].append(sex)
+            rows["age_approx"].append(age)
+            rows["anatom_site_general_challenge"].append(rng.choice(sites))
+            rows["diagnosis"].append("melanoma" if t else "unknown")
+            rows["target"].append(int(t))
+    df = pd.DataFrame(rows)
+    return df.iloc[rng.permutation(len(df))].reset_index(drop=True)

@@ -42,14 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="competition layout -> sharded TFRecords, folds.csv, manifest.json")
     _common(p)
     p.add_argument("--data", type=Path, help="folder with train.csv, test.csv, jpeg/train, jpeg/test")
-    p.add_argument("--out", type=Path, help="output folder for the shards")
+    p.add_argument("--out", help="output folder for the shards (a gs:// path works)")
     p.add_argument("--size", type=int, help="stored image side in pixels")
     p.add_argument("--folds", type=int, dest="n_folds", help="number of folds (ignored with --folds-file)")
     p.add_argument("--folds-file", type=Path, help="use this folds.csv instead of computing folds")
     p.add_argument("--seed", type=int)
     p.add_argument("--resize", choices=["crop", "pad", "stretch"], help="how to make images square")
     p.add_argument("--quality", type=int, help="JPEG quality of the stored images")
-    p.add_argument("--workers", type=int, help="parallel shard writers (0 = one per core)")
+    p.add_argument("--workers", type=int, help="parallel image decoders (default 0 = one per core)")
+    p.add_argument("--on-bad-image", choices=["fail", "skip"],
+                   help="an unreadable image: fail (default, one line naming file and row) or skip (logged, "
+                        "listed in manifest.json)")
+    p.add_argument("--external", action="append", metavar="DIR",
+                   help="extra training data (ISIC 2019 or competition layout), train-only (repeatable)")
+    p.add_argument("--duplicates", help="duplicates CSV (image_name_1,image_name_2), added to those found by hash")
+    p.add_argument("--drop-duplicates", action="store_true", default=None,
+                   help="keep one image per duplicate group (default: duplicates share a fold)")
+    p.add_argument("--upsample-malignant", type=int, metavar="K",
+                   help="K copies of each malignant training image, in train-only shards (default 1)")
+
+    p = sub.add_parser("check", help="leakage report: patients in train and test, duplicate images by content")
+    _common(p)
+    p.add_argument("--data", type=Path, help="folder with train.csv, test.csv, jpeg/train, jpeg/test")
+    p.add_argument("--duplicates", help="duplicates CSV (image_name_1,image_name_2), added to those found by hash")
+    p.add_argument("--out", type=Path, help="report.json to write (and REPORT.duplicates.csv beside it)")
+    p.add_argument("--max-distance", type=int, help="near-duplicate dHash distance in bits (default 4)")
+    p.add_argument("--workers", type=int, help="parallel image decoders (default 0 = one per core)")
 
     p = sub.add_parser("train", help="image model, fold by fold: OOF and test predictions")
     _common(p)
@@ -239,9 +257,20 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data,
                            "paths.tfrecords": args.out, "prepare.size": args.size, "prepare.resize": args.resize,
-                           "prepare.quality": args.quality, "prepare.workers": args.workers})
+                           "prepare.quality": args.quality, "prepare.workers": args.workers,
+                           "prepare.on_bad_image": args.on_bad_image, "prepare.external": args.external,
+                           "prepare.duplicates": args.duplicates, "prepare.drop_duplicates": args.drop_duplicates,
+                           "prepare.upsample_malignant": args.upsample_malignant})
         paths = resolve_paths(cfg)
-        prepare(cfg, paths.data, paths.tfrecords, args.folds_file)
+        # --out as given (a str): a Path would fold gs://bucket into gs:/bucket.
+        prepare(cfg, paths.data, args.out or paths.tfrecords, args.folds_file)
+    elif cmd == "check":
+        from melanoma.check import run_check
+
+        cfg = _load(args, {"paths.data": args.data, "prepare.duplicates": args.duplicates,
+                           "prepare.dup_max_distance": args.max_distance, "prepare.workers": args.workers})
+        paths = resolve_paths(cfg)
+        run_check(cfg, paths.data, cfg.prepare.duplicates, args.out)
     elif cmd == "train":
         from melanoma.train import train
 

@@ -43,7 +43,14 @@ class PrepareConfig:
     resize: str = "crop"  # crop: center-crop to square; pad: pad to square; stretch: ignore aspect ratio
     quality: int = 95  # JPEG quality of the stored images
     shard_mb: float = 150.0  # target shard size; TPU input wants about 100-200 MB
-    workers: int = 1  # processes writing shards in parallel (0 = one per core)
+    workers: int = 0  # processes decoding images in parallel (0 = one per core)
+    on_bad_image: str = "fail"  # fail: stop naming the file and CSV row; skip: log, list in the manifest, leave out
+    max_pixels: int = 200_000_000  # larger images are bad images (PIL's bomb limit, made a setting)
+    dup_max_distance: int = 4  # near-duplicates: dHash (64 bits) within this many bits
+    duplicates: str | None = None  # optional duplicates CSV (image_name_1, image_name_2), as the competition ships
+    drop_duplicates: bool = False  # keep one image per duplicate group (else: duplicates share a fold)
+    external: list[str] = field(default_factory=list)  # extra training data folders (ISIC 2019 or competition)
+    upsample_malignant: int = 1  # extra copies of malignant training images (train-only shards; 1 = none)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Patient-level folds: no patient in two folds, target rate balanced across folds.
+"""Patient-level folds: no patient in two folds; malignant rate and images per patient balanced across folds.
 
 Folds are computed once, saved as `folds.csv` (image_name, patient_id, target, fold) and read by every later
 stage, so all models are validated on the same split and their OOF predictions can be blended.
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from melanoma.data import ID, PATIENT, TARGET, check_unique_ids, read_train
 from melanoma.config import Config, save_run_info
@@ -23,30 +22,78 @@ log = logging.getLogger(__name__)
 FOLD_COLUMNS = [ID, PATIENT, TARGET, "fold"]
 
 
-def assign_folds(train: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
-    """Return image_name, patient_id, target, fold for every training row, grouped by patient."""
-    n_patients = train[PATIENT].nunique()
+def assign_folds(train: pd.DataFrame, n_folds: int, seed: int, groups: np.ndarray | pd.Series | None = None
+                 ) -> pd.DataFrame:
+    """Return image_name, patient_id, target, fold for every training row: triple-stratified folds.
+
+    1. Patient-disjoint: a group (a patient, or with `groups` a union of patients linked by duplicate images)
+       is in one fold only.
+    2. Malignant rate balanced: groups with malignant images are dealt first, most positives first.
+    3. Images per patient balanced: groups are dealt in blocks of n_folds of similar size (largest first), one
+       group of each block per fold, the larger going to the fold that is behind in positives or images.
+
+    Dealing blocks this way gives every fold the same distribution of patient sizes (its quantiles match to
+    within one block) and near-equal image and positive counts; the seed shuffles ties, so folds are
+    reproducible from it and differ between seeds. (The approach of the top public solutions' triple
+    stratified folds, with a greedy deal instead of StratifiedKFold over coarse bins.)
+    """
     if n_folds < 2:
         raise ValueError(f"n_folds must be at least 2, got {n_folds}")
-    if n_patients < n_folds:
-        raise ValueError(f"{n_patients} patients cannot fill {n_folds} folds")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    fold = np.full(len(train), -1, dtype=np.int64)
-    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(train)), train[TARGET], train[PATIENT])):
-        fold[val_idx] = k
+    keys = pd.Series(np.asarray(groups) if groups is not None else train[PATIENT].to_numpy(), index=train.index)
+    stats = pd.DataFrame({"n": keys.groupby(keys).size(), "pos": train[TARGET].groupby(keys).sum()})
+    if len(stats) < n_folds:
+        raise ValueError(f"{len(stats)} patients cannot fill {n_folds} folds")
+    rng = np.random.default_rng(seed)
+    stats = stats.iloc[rng.permutation(len(stats))]  # ties broken by the seed
+    fold_pos = np.zeros(n_folds)
+    fold_img = np.zeros(n_folds)
+    assigned: dict = {}
+    positive = stats[stats.pos > 0].sort_values(["pos", "n"], ascending=False, kind="stable")
+    negative = stats[stats.pos == 0].sort_values("n", ascending=False, kind="stable")
+    for part, by_pos in ((positive, True), (negative, False)):
+        names, n, pos = part.index.to_numpy(), part.n.to_numpy(), part.pos.to_numpy()
+        for start in range(0, len(part), n_folds):
+            block = slice(start, start + n_folds)
+            # Folds furthest behind first (positives, then images), random among equals.
+            tie = rng.random(n_folds)
+            order = np.lexsort((tie, fold_img, fold_pos)) if by_pos else np.lexsort((tie, fold_img))
+            for name, size, p, k in zip(names[block], n[block], pos[block], order):
+                assigned[name] = int(k)
+                fold_pos[k] += p
+                fold_img[k] += size
     out = train[[ID, PATIENT, TARGET]].copy()
-    out["fold"] = fold
+    out["fold"] = keys.map(assigned).astype(np.int64).to_numpy()
     return out.reset_index(drop=True)
 
 
+SUMMARY_COLUMNS = ("images", "patients", "positives", "positive_rate", "ipp_q1", "ipp_median", "ipp_q3", "ipp_max")
+
+
 def fold_summary(folds: pd.DataFrame) -> pd.DataFrame:
+    """Per fold: images, patients, positives, positive rate and the quartiles of images per patient (ipp)."""
     g = folds.groupby("fold")
+    per_patient = folds.groupby(["fold", PATIENT]).size().groupby(level="fold")
     return pd.DataFrame({
         "images": g.size(),
         "patients": g[PATIENT].nunique(),
         "positives": g[TARGET].sum(),
         "positive_rate": g[TARGET].mean().round(4),
+        "ipp_q1": per_patient.quantile(0.25),
+        "ipp_median": per_patient.median(),
+        "ipp_q3": per_patient.quantile(0.75),
+        "ipp_max": per_patient.max(),
     })
+
+
+def fold_balance(summary: pd.DataFrame) -> dict[str, float]:
+    """The largest deviation of any fold from the mean of the folds, per column of fold_summary."""
+    return {c: round(float((summary[c] - summary[c].mean()).abs().max()), 6) for c in summary.columns}
+
+
+def format_fold_table(summary: pd.DataFrame) -> str:
+    balance = fold_balance(summary)
+    dev = pd.DataFrame([balance], index=["max |dev|"])
+    return pd.concat([summary.astype("float64"), dev]).to_string(float_format=lambda v: f"{v:g}")
 
 
 def make_folds(cfg: Config, data_dir: str | Path, out: str | Path) -> pd.DataFrame:
@@ -56,7 +103,7 @@ def make_folds(cfg: Config, data_dir: str | Path, out: str | Path) -> pd.DataFra
     write_csv(out, folds)
     save_run_info(out.parent, cfg, "folds", prefix=f"{out.stem}.")
     log.info("folds: %d images, %d patients -> %s\n%s", len(folds), folds[PATIENT].nunique(), out,
-             fold_summary(folds).to_string())
+             format_fold_table(fold_summary(folds)))
     return folds
 
 

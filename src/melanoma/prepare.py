@@ -1,257 +1,571 @@
-"""The `prepare` stage: competition layout -> resized, sharded TFRecords with patient-level folds.
+"""The `prepare` stage: competition layout (+ external data) -> resized, sharded TFRecords with patient folds.
 
-Each training shard holds one fold only, so a fold is a set of files. Shards are planned up front (a list of
-images per file, sized to a target in MB), then each is written independently, to a temporary name that is
-renamed when complete; `workers > 1` writes shards in parallel processes. Images are read one at a time, so
-memory stays flat however many there are. The manifest is written last: a folder with a manifest is complete.
+Two phases, both resumable:
+
+1. Decode (parallel, `prepare.workers` spawned processes without TensorFlow). The images are cut into fixed
+   chunks of 64; each chunk is decoded once (JPEG `draft` scaling: a 6000x4000 original is decoded at a
+   fraction of the cost), hashed (dHash, for duplicates) and resized and encoded into a spool file in a
+   work folder, with an index (offsets, original sizes, hashes, errors) written last as the chunk's
+   completion mark. A worker holds one image at a time.
+2. Folds and shards. With the hashes known, duplicates are found (and a duplicates CSV added); patients and
+   duplicate images are merged into groups and dealt into triple-stratified folds (`folds.assign_folds`).
+   Each training shard holds one fold; external images and upsampled malignant copies go to train-only
+   shards. Shards are sized from the actual encoded sizes and written by this process from the spool
+   (no second decode) through tf.io.TFRecordWriter and tf.io.gfile, so `--out gs://...` works: each to a
+   temporary name, renamed when complete, its size and sha256 recorded in the work folder's plan.json.
+
+An interrupted run (Ctrl-C, kill, crash) keeps its completed chunks and shards; re-running the same command
+verifies them against the plan (key of the inputs and settings, size, sha256) and redoes the rest. A bad
+input stops the run with one line naming the file and CSV row (`--on-bad-image fail`, the default) and leaves
+nothing of this run behind; `--on-bad-image skip` logs each bad image and lists it in the manifest. The
+manifest is written last and the work folder removed: a folder with a manifest.json is complete.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
+import importlib
+import json
 import logging
 import math
-import multiprocessing
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from melanoma import __version__
+from melanoma.check import find_duplicates, format_report, leakage_report, read_duplicates_csv, union_groups
 from melanoma.config import Config, save_run_info
-from melanoma.data import ID, PATIENT, TARGET, check_images_exist, csv_line, read_test, read_train
-from melanoma.errors import ConfigError, input_error
-from melanoma.files import staged_dir, write_csv, write_json
-from melanoma.folds import assign_folds, fold_summary, read_folds
+from melanoma.data import ID, PATIENT, TARGET, check_images_exist, csv_line, image_path, read_test, read_train
+from melanoma.errors import ConfigError, InputError, input_error
+from melanoma.external import read_external
+from melanoma.files import write_json
+from melanoma.folds import assign_folds, fold_balance, fold_summary, format_fold_table, read_folds
+from melanoma.images import RESIZE_MODES, BadImage, ImageSettings, chunk_key, load_rgb, map_chunks, square, \
+    to_jpeg
 from melanoma.records import build_vocabularies, encode_metadata, parse_shard_name, schema, serialize_example, \
     shard_name
 
 log = logging.getLogger(__name__)
 
-RESIZE_MODES = ("crop", "pad", "stretch")
-_EXIF_ORIENTATION = 0x0112
+CHUNK_IMAGES = 64  # images per decode job: fixed, so the work (and a resumed run) never depends on --workers
+WORK_DIR = ".prepare-work"
+# Test hooks: kill this process (SIGKILL, like an OOM kill or a pre-empted VM) after N chunks or N shards.
+KILL_AFTER_CHUNKS = "MELANOMA_PREPARE_KILL_AFTER_CHUNKS"
+KILL_AFTER_SHARDS = "MELANOMA_PREPARE_KILL_AFTER_SHARDS"
 
 
-@dataclass
-class ImageTask:
-    """One image to write: where it is, where it was listed (for errors) and its record fields."""
-
-    path: str
-    csv: str
-    line: int
-    fields: dict[str, Any]
-
-
-@dataclass
-class ShardTask:
-    split: str
-    index: int
-    fold: int  # -1 for test shards
-    images: list[ImageTask]
-
-
-# ---------------------------------------------------------------- images
-
-def load_rgb(path: str | Path, size: int, csv: str | Path = "", line: int | None = None
-             ) -> tuple[Image.Image, int, int]:
-    """Decode an image to RGB, upright per its EXIF orientation; return it with the original width, height.
-
-    `draft` lets libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale, never below `size`: a 6000x4000
-    competition image is then decoded at a fraction of the cost.
-    """
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                width, height = height, width
-            img.draft("RGB", (size, size))
-            img = ImageOps.exif_transpose(img)
-            img = img.convert("RGB")  # grayscale, RGBA, CMYK, palette -> RGB; also forces the full decode
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise input_error(csv or path, f"cannot read image {path}: {e}", line) from None
-    return img, width, height
-
-
-def square(img: Image.Image, size: int, mode: str) -> Image.Image:
-    if mode == "crop":
-        return ImageOps.fit(img, (size, size), method=Image.Resampling.LANCZOS)
-    if mode == "pad":
-        return ImageOps.pad(img, (size, size), method=Image.Resampling.LANCZOS, color=(0, 0, 0))
-    if mode == "stretch":
-        return img.resize((size, size), Image.Resampling.LANCZOS)
-    raise ConfigError(f"prepare.resize must be one of {RESIZE_MODES}, got {mode!r}")
-
+# ---------------------------------------------------------------- one image (kept for callers and tests)
 
 def encode_image(path: str | Path, size: int, mode: str, quality: int, csv: str | Path = "",
-                 line: int | None = None) -> tuple[bytes, int, int]:
-    img, width, height = load_rgb(path, size, csv, line)
-    buf = io.BytesIO()
-    square(img, size, mode).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue(), width, height
+                 line: int | None = None, max_pixels: int = 200_000_000) -> tuple[bytes, int, int]:
+    """JPEG bytes of one image made square and resized, with its original width and height."""
+    try:
+        img, width, height = load_rgb(path, size, max_pixels)
+    except (BadImage, OSError) as e:
+        raise input_error(csv or path, f"cannot read image {path}: {e}", line) from None
+    return to_jpeg(square(img, size, mode), quality), width, height
 
 
-# ---------------------------------------------------------------- shards
+# ---------------------------------------------------------------- output through tf.io.gfile
 
-def write_shard(task: ShardTask, out_dir: str, size: int, mode: str, quality: int, progress=None) -> dict:
-    """Write one shard to a temporary name and rename it to `split{index}-{count}.tfrec` when complete."""
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if _remote(folder) else str(Path(folder) / name)
+
+
+def _write_output(out: str, name: str, data: bytes) -> None:
+    """Atomically write OUT/name, locally or on a gfile filesystem (gs://)."""
     import tensorflow as tf
 
-    final = Path(out_dir) / shard_name(task.split, task.index, len(task.images))
-    tmp = final.with_name(f".{final.name}.tmp")
+    final = _join(out, name)
+    tmp = _join(out, f".{name}.tmp")
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, final, overwrite=True)
+
+
+def _sha256(path: str) -> str:
+    import tensorflow as tf
+
+    h = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _work_dir(out: str) -> Path:
+    """Local scratch for the spool and plan: inside OUT when local, else in the temp folder (keyed by OUT)."""
+    if not _remote(out):
+        return Path(out) / WORK_DIR
+    return Path(tempfile.gettempdir()) / f"melanoma-prepare-{hashlib.sha256(out.encode()).hexdigest()[:16]}"
+
+
+def _kill_hook(var: str, done: int) -> None:
+    limit = os.environ.get(var)
+    if limit is not None and done >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- inputs
+
+def _read_inputs(pcfg, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list]:
+    """train, test and one table of every image to decode (split, source, path, csv, line, metadata)."""
+    train, test = read_train(data_dir), read_test(data_dir)
+    parts = []
+    for split, df in (("train", train), ("test", test)):
+        if pcfg.on_bad_image == "fail":  # a missing file is an error up front, before any work
+            check_images_exist(data_dir, split, df)
+        part = df.copy()
+        part["split"], part["source"] = split, ""
+        part["path"] = [str(image_path(data_dir, split, n)) for n in df[ID]]
+        part["csv"] = str(data_dir / f"{split}.csv")
+        part["line"] = [csv_line(i) for i in df.index]
+        parts.append(part)
+    externals = []
+    known = {n: str(data_dir / "train.csv") for n in train[ID]} | {n: str(data_dir / "test.csv") for n in test[ID]}
+    for folder in pcfg.external:
+        ext = read_external(folder)
+        rows = ext.rows
+        for name, line in zip(rows[ID], rows["line"]):
+            if name in known:
+                raise input_error(ext.csv, f"image_name '{name}' is also in {known[name]}", line)
+            known[name] = str(ext.csv)
+        if pcfg.on_bad_image == "fail":
+            for p, line in zip(rows["path"], rows["line"]):
+                if not os.path.isfile(p):
+                    raise input_error(ext.csv, f"image {p} is listed but does not exist", line)
+        part = rows.drop(columns=["line", "path"]).copy()
+        part["split"], part["source"] = "train", ext.source
+        part["path"], part["csv"], part["line"] = rows["path"].to_numpy(), str(ext.csv), rows["line"].to_numpy()
+        parts.append(part)
+        externals.append({"folder": str(folder), "source": ext.source, "images": len(rows),
+                          "malignant": int(rows[TARGET].sum()), "groups": int(rows[PATIENT].nunique())})
+    items = pd.concat(parts, ignore_index=True)
+    return train, test, items, externals
+
+
+# ---------------------------------------------------------------- phase 1: decode, hash, encode
+
+def _decode_all(items: pd.DataFrame, settings: ImageSettings, work: Path, workers: int) -> pd.DataFrame:
+    """Per image: chunk, offset, length, w, h, dhash, error (chunks already complete are reused)."""
+    chunks_dir = work / "chunks"
+    chunks_dir.mkdir(parents=True, exist_ok=True)
+    paths = items["path"].tolist()
+    n_chunks = math.ceil(len(paths) / CHUNK_IMAGES)
+    results: list[list[dict] | None] = [None] * n_chunks
+    jobs, job_chunk = [], []
+    for c in range(n_chunks):
+        chunk_paths = paths[c * CHUNK_IMAGES:(c + 1) * CHUNK_IMAGES]
+        key = chunk_key(settings, chunk_paths)
+        spool = chunks_dir / f"c{c:05d}.bin"
+        index = _completed_chunk(spool, key)
+        if index is not None:
+            results[c] = index
+        else:
+            jobs.append((chunk_paths, settings, str(spool), key))
+            job_chunk.append(c)
+    reused = n_chunks - len(jobs)
+    if reused:
+        log.info("prepare: resuming: %d of %d decode chunks already complete", reused, n_chunks)
+
+    total = sum(len(j[0]) for j in jobs)
+    workers = max(1, min(workers, len(jobs)))
+    # In a log file rather than a terminal, redraw the bar every few seconds, not ten times a second.
+    bar = tqdm(total=total, unit="img", desc="prepare: decode", dynamic_ncols=True,
+               mininterval=0.2 if sys.stderr.isatty() else 5.0, disable=total == 0)
+    done_count = [0]
+
+    def on_done(j: int, index: dict) -> None:
+        results[job_chunk[j]] = index["images"]
+        bar.update(len(index["images"]))
+        done_count[0] += 1
+        _kill_hook(KILL_AFTER_CHUNKS, done_count[0])
+
+    with bar:
+        map_chunks(jobs, workers, on_done)
+    rows = []
+    for c, index in enumerate(results):
+        for entry in index:
+            rows.append({"chunk": c, "offset": entry.get("offset", -1), "length": entry.get("length", -1),
+                         "w": entry.get("w", -1), "h": entry.get("h", -1), "dhash": entry.get("dhash"),
+                         "error": entry.get("error")})
+    out = pd.DataFrame(rows, index=items.index)
+    out["dhash"] = out["dhash"].astype("object")
+    out["error"] = out["error"].astype("object")
+    return out
+
+
+def _completed_chunk(spool: Path, key: str) -> list[dict] | None:
+    meta = spool.with_name(spool.name + ".json")
+    if not (spool.is_file() and meta.is_file()):
+        return None
     try:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for item in task.images:
-                data, width, height = encode_image(item.path, size, mode, quality, item.csv, item.line)
-                writer.write(serialize_example({**item.fields, "image": data, "width": width, "height": height},
-                                               task.split))
-                if progress is not None:
-                    progress(1)
-        os.replace(tmp, final)
+        index = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if index.get("key") != key:
+        return None
+    expected = sum(e.get("length", 0) for e in index["images"])
+    return index["images"] if spool.stat().st_size == expected else None
+
+
+# ---------------------------------------------------------------- phase 2: plan and write shards
+
+def _drop_duplicates(train_idx: np.ndarray, items: pd.DataFrame, pairs: list[tuple[int, int]]) -> dict[int, int]:
+    """{dropped item: kept item}: one image per duplicate group, a malignant one if any, else the first."""
+    pos = {int(i): k for k, i in enumerate(train_idx)}
+    linked = [(pos[a], pos[b]) for a, b in pairs]
+    labels = union_groups([str(k) for k in range(len(train_idx))], linked)
+    dropped = {}
+    targets = items[TARGET].to_numpy()
+    for label in np.unique(labels[np.isin(np.arange(len(train_idx)), np.array(linked).ravel())]) if linked else []:
+        members = train_idx[labels == label]
+        keep = max(members, key=lambda i: (targets[i], -i))
+        dropped.update({int(m): int(keep) for m in members if m != keep})
+    return dropped
+
+
+def _split(idx: list[int], per_shard: int) -> list[list[int]]:
+    if not idx:
+        return []
+    return [list(c) for c in np.array_split(np.array(idx), max(1, math.ceil(len(idx) / per_shard)))]
+
+
+def _plan(items, decoded, fold_of_item, keep, n_folds, per_shard, upsample, seed, chunk_keys) -> list[dict]:
+    """Every shard to write: split, index, fold, train_only, item indices, key (identity of its content)."""
+    rng = np.random.default_rng(seed)
+    groups: list[tuple[str, int, bool, list[int]]] = []
+    is_train = (items["split"] == "train").to_numpy()
+    external = (items["source"] != "").to_numpy()
+    targets = items[TARGET].fillna(0).to_numpy()
+    order = rng.permutation(len(items))  # shuffled within each fold: a shard is not a block of ids
+    by_fold = {k: [int(i) for i in order if keep[i] and is_train[i] and not external[i] and fold_of_item[i] == k]
+               for k in range(n_folds)}
+    for k in range(n_folds):
+        groups.append(("train", k, False, by_fold[k]))
+    if upsample > 1:  # copies of malignant images, tagged with their fold: trained on by every other fold
+        for k in range(n_folds):
+            pos = [i for i in by_fold[k] if targets[i] == 1]
+            groups.append(("train", k, True, [i for i in pos for _ in range(upsample - 1)]))
+    ext = [int(i) for i in order if keep[i] and external[i]]
+    ext += [i for i in ext if targets[i] == 1 for _ in range(upsample - 1)]
+    groups.append(("train", -1, True, ext))
+    test = [int(i) for i in np.flatnonzero(keep & ~is_train)]  # test shards keep test.csv order
+    groups.append(("test", -1, False, test))
+
+    shards, index = [], {"train": 0, "test": 0}
+    for split, fold, train_only, idx in groups:
+        for part in _split(idx, per_shard):
+            h = hashlib.sha256(json.dumps([split, fold, train_only]).encode())
+            for i in part:
+                h.update(json.dumps([chunk_keys[decoded.at[i, "chunk"]], int(decoded.at[i, "offset"]),
+                                     items.at[i, "fields"]], sort_keys=True).encode())
+            shards.append({"file": shard_name(split, index[split], len(part)), "split": split, "fold": fold,
+                           "count": len(part), "positives": int(targets[part].sum()) if split == "train" else 0,
+                           "train_only": train_only, "key": h.hexdigest()[:32], "items": part})
+            index[split] += 1
+    return shards
+
+
+def _write_shard(shard: dict, out: str, items: pd.DataFrame, decoded: pd.DataFrame, chunks_dir: Path,
+                 progress, kill_at: int) -> dict:
+    import tensorflow as tf
+
+    final = _join(out, shard["file"])
+    tmp = _join(out, f".{shard['file']}.tmp")
+    chunk, offset, length = (decoded[c].to_numpy().astype(np.int64) for c in ("chunk", "offset", "length"))
+    width, height, fields_of = decoded["w"].to_numpy(), decoded["h"].to_numpy(), items["fields"].to_numpy()
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for n, i in enumerate(shard["items"]):
+                with open(chunks_dir / f"c{chunk[i]:05d}.bin", "rb") as f:
+                    f.seek(offset[i])
+                    data = f.read(length[i])
+                fields = dict(fields_of[i], image=data, width=int(width[i]), height=int(height[i]))
+                writer.write(serialize_example(fields, shard["split"]))
+                progress(1)
+                if n == 0:
+                    _kill_hook(KILL_AFTER_SHARDS, kill_at)  # mid-shard: leaves a temporary file, as a kill would
+        tf.io.gfile.rename(tmp, final, overwrite=True)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    positives = sum(int(i.fields.get(TARGET, 0)) for i in task.images)
-    return {"file": final.name, "split": task.split, "fold": task.fold, "count": len(task.images),
-            "positives": positives, "bytes": final.stat().st_size}
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+    return {"bytes": int(tf.io.gfile.stat(final).length), "sha256": _sha256(final)}
 
 
-def _write_shard_in_worker(args: tuple) -> dict:
-    # Runs in a spawned process: quiet TensorFlow before it is imported there.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return write_shard(*args)
+def _verified(shard: dict, record: dict | None, out: str) -> bool:
+    import tensorflow as tf
+
+    if not record or record.get("key") != shard["key"] or record.get("file") != shard["file"]:
+        return False
+    path = _join(out, shard["file"])
+    return (tf.io.gfile.exists(path) and tf.io.gfile.stat(path).length == record.get("bytes")
+            and _sha256(path) == record.get("sha256"))
 
 
-def estimate_image_bytes(paths: list[str], size: int, mode: str, quality: int, sample: int = 8) -> float:
-    """Mean encoded size of a few images, to turn the shard target in MB into images per shard."""
-    picks = paths[:: max(1, len(paths) // sample)][:sample]
-    return float(np.mean([len(encode_image(p, size, mode, quality)[0]) for p in picks])) if picks else 1.0
+def _previous_records(out: str, work: Path) -> dict[str, dict]:
+    """Shards recorded as complete by an interrupted run (plan.json) or a finished one (manifest.json)."""
+    import tensorflow as tf
 
-
-def plan_shards(train_items: dict[int, list[ImageTask]], test_items: list[ImageTask], per_shard: int
-                ) -> list[ShardTask]:
-    """Split each fold (and the test set) into near-equal shards; train shards are numbered fold by fold."""
-    tasks: list[ShardTask] = []
-    index = 0
-    for fold in sorted(train_items):
-        items = train_items[fold]
-        for chunk in np.array_split(np.arange(len(items)), max(1, math.ceil(len(items) / per_shard))):
-            tasks.append(ShardTask("train", index, fold, [items[i] for i in chunk]))
-            index += 1
-    n_test = max(1, math.ceil(len(test_items) / per_shard)) if test_items else 0
-    for index, chunk in enumerate(np.array_split(np.arange(len(test_items)), n_test) if n_test else []):
-        tasks.append(ShardTask("test", index, -1, [test_items[i] for i in chunk]))
-    return tasks
-
-
-def _image_tasks(df: pd.DataFrame, codes: pd.DataFrame, paths: list[Path], csv: Path) -> list[ImageTask]:
-    fields = codes.to_dict("records")
-    tasks = []
-    for (idx, name), path, f in zip(df[ID].items(), paths, fields):
-        tasks.append(ImageTask(str(path), str(csv), csv_line(idx), {ID: name, **f}))
-    return tasks
+    records: dict[str, dict] = {}
+    for path in (_join(out, "manifest.json"), str(work / "plan.json")):
+        if tf.io.gfile.exists(path):
+            try:
+                with tf.io.gfile.GFile(path) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                continue
+            for s in doc.get("shards", []):
+                if "sha256" in s:
+                    records[s["file"]] = s
+    return records
 
 
 # ---------------------------------------------------------------- stage
 
-def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: str | Path | None = None
-            ) -> dict:
-    """The `prepare` stage. Returns the manifest it wrote to OUT/manifest.json."""
+def _settings(cfg: Config) -> ImageSettings:
     pcfg = cfg.prepare
     if pcfg.resize not in RESIZE_MODES:
         raise ConfigError(f"prepare.resize must be one of {RESIZE_MODES}, got {pcfg.resize!r}")
     if not 16 <= pcfg.size <= 4096:
         raise ConfigError(f"prepare.size must be between 16 and 4096, got {pcfg.size}")
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    train, test = read_train(data_dir), read_test(data_dir)
-    if folds_path is not None:
-        folds = read_folds(folds_path, train)
-    else:
-        folds = assign_folds(train, cfg.n_folds, cfg.seed)
-    n_folds = int(folds["fold"].max()) + 1
-    leaked = sorted(set(train[PATIENT]) & set(test[PATIENT]))
-    if leaked:
-        log.warning("%d patients appear in both train and test (e.g. %s)", len(leaked), leaked[0])
+    if pcfg.on_bad_image not in ("fail", "skip"):
+        raise ConfigError(f"prepare.on_bad_image must be fail or skip, got {pcfg.on_bad_image!r}")
+    if pcfg.upsample_malignant < 1:
+        raise ConfigError(f"prepare.upsample_malignant must be at least 1, got {pcfg.upsample_malignant}")
+    if not 0 <= pcfg.dup_max_distance <= 15:
+        raise ConfigError(f"prepare.dup_max_distance must be between 0 and 15, got {pcfg.dup_max_distance}")
+    if not 1 <= pcfg.quality <= 100:
+        raise ConfigError(f"prepare.quality must be between 1 and 100, got {pcfg.quality}")
+    return ImageSettings(pcfg.size, pcfg.resize, pcfg.quality, pcfg.max_pixels)
 
-    train_paths = check_images_exist(data_dir, "train", train)
-    test_paths = check_images_exist(data_dir, "test", test)
-    vocab = build_vocabularies(train, test)
-    patients = sorted(set(train[PATIENT]) | set(test[PATIENT]))
-    patient_codes = {p: i for i, p in enumerate(patients)}
-    train_tasks = _image_tasks(train, encode_metadata(train, vocab, patient_codes), train_paths,
-                               data_dir / "train.csv")
-    test_tasks = _image_tasks(test, encode_metadata(test, vocab, patient_codes), test_paths,
-                              data_dir / "test.csv")
 
-    # Shuffle within each fold so a shard is not one contiguous block of ids.
-    fold_of = dict(zip(folds[ID], folds["fold"]))
-    rng = np.random.default_rng(cfg.seed)
-    by_fold: dict[int, list[ImageTask]] = {k: [] for k in range(n_folds)}
-    for i in rng.permutation(len(train_tasks)):
-        by_fold[int(fold_of[train_tasks[i].fields[ID]])].append(train_tasks[i])
+def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: str | Path | None = None
+            ) -> dict:
+    """The `prepare` stage. Returns the manifest it wrote to OUT/manifest.json."""
+    pcfg = cfg.prepare
+    settings = _settings(cfg)
+    data_dir = Path(data_dir)
+    out = str(out_dir).rstrip("/") or "/"
+    train, test, items, externals = _read_inputs(pcfg, data_dir)
+    folds_given = read_folds(folds_path, train) if folds_path is not None else None
+    csv_pairs = read_duplicates_csv(pcfg.duplicates) if pcfg.duplicates else None
 
-    est = estimate_image_bytes([t.path for t in train_tasks], pcfg.size, pcfg.resize, pcfg.quality)
-    per_shard = max(1, int(pcfg.shard_mb * 1e6 // est))
-    tasks = plan_shards(by_fold, test_tasks, per_shard)
+    vocab = build_vocabularies(train, test, items)
+    patient_codes = {p: i for i, p in enumerate(sorted(set(items[PATIENT])))}
+    # Test rows have no target; the filled 0 is never written (test records carry neither target nor diagnosis).
+    codes = encode_metadata(items.assign(**{TARGET: items[TARGET].fillna(0)}), vocab, patient_codes)
+    is_train = (items["split"] == "train").to_numpy()
+    train_only_fields = ("diagnosis", TARGET)
+    items["fields"] = [{ID: n, **({"source": s} if t else {}),
+                        **{k: int(v) for k, v in row.items() if t or k not in train_only_fields}}
+                       for n, s, t, row in zip(items[ID], items["source"], is_train, codes.to_dict("records"))]
+
+    if not _remote(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+    work = _work_dir(out)
+    fresh_work = not work.exists()
     workers = pcfg.workers if pcfg.workers > 0 else (os.cpu_count() or 1)
-    workers = min(workers, len(tasks))
-    log.info("prepare: %d train + %d test images -> %d shards of <= %d images (~%.0f KB each at %dpx), "
-             "%d worker(s)", len(train_tasks), len(test_tasks), len(tasks), per_shard, est / 1e3, pcfg.size,
-             workers)
-
-    import tensorflow  # noqa: F401  (imported before the clock and the bar start: it takes seconds)
+    importlib.import_module("tensorflow")  # before the clock starts: importing it takes seconds
 
     start = time.perf_counter()
-    total = len(train_tasks) + len(test_tasks)
-    # In a log file rather than a terminal, redraw the bar every few seconds, not ten times a second.
-    bar = tqdm(total=total, unit="img", desc="prepare", dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 5.0)
-    with staged_dir(out_dir) as stage, bar:
-        args = [(t, str(stage), pcfg.size, pcfg.resize, pcfg.quality) for t in tasks]
-        if workers <= 1:
-            shards = [write_shard(*a, progress=bar.update) for a in args]
-        else:
-            shards = []
-            # spawn, not fork: TensorFlow is not fork-safe once initialised.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_write_shard_in_worker, a): a[0] for a in args}
-                for fut in as_completed(futures):
-                    shards.append(fut.result())
-                    bar.update(len(futures[fut].images))
-        shards.sort(key=lambda s: (s["split"] != "train", s["file"]))
-        seconds = time.perf_counter() - start
+    try:
+        decoded = _decode_all(items, settings, work, workers)
+        skipped = _bad_images(items, decoded, pcfg.on_bad_image)
+    except InputError:
+        if fresh_work:  # nothing of this run is left behind; a resumed run's earlier work is kept
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    decode_seconds = time.perf_counter() - start
+    ok = decoded["error"].isna().to_numpy()
 
-        summary = fold_summary(folds)
-        manifest = {
-            "format": "melanoma-tfrecords",
-            "version": __version__,
-            "image_size": pcfg.size,
-            "resize": pcfg.resize,
-            "quality": pcfg.quality,
-            "n_folds": n_folds,
-            "seed": cfg.seed,
-            "counts": {"train": len(train_tasks), "test": len(test_tasks)},
-            "folds": {str(k): {c: row[c] for c in summary.columns} for k, row in summary.iterrows()},
-            "shards": shards,
-            "schema": {"train": schema("train"), "test": schema("test")},
-            "vocab": vocab,
-            "seconds": round(seconds, 1),
-        }
-        write_csv(stage / "folds.csv", folds)
-        save_run_info(stage, cfg, "prepare")
-        write_json(stage / "manifest.json", manifest)
-        # The folder now belongs to this run: drop shards of an earlier run so readers never mix them.
-        for old in Path(out_dir).glob("*.tfrec"):
-            if parse_shard_name(old):
-                old.unlink()
-    log.info("prepare: wrote %d shards to %s in %.1f s (%.1f img/s)\n%s", len(shards), out_dir, seconds,
-             total / max(seconds, 1e-9), summary.to_string())
-    return manifest
+    # ---- duplicates (content hashes from the decode pass, plus an optional CSV) and leakage
+    images = pd.DataFrame({ID: items[ID], "split": np.where(items["source"] != "", "external", items["split"]),
+                           "dhash": decoded["dhash"]})
+    dups = find_duplicates(images, pcfg.dup_max_distance, csv_pairs)
+    report = leakage_report(train, test, dups, pcfg.dup_max_distance)
+    log.info("prepare: leakage report\n%s", format_report(report))
+    pos_of = {n: i for i, n in enumerate(items[ID])}
+    pair_idx = [(pos_of[a], pos_of[b]) for a, b in zip(dups["image_name_1"], dups["image_name_2"])]
+    splits = images["split"].to_numpy()
+    train_pairs = [(a, b) for a, b in pair_idx if splits[a] == "train" and splits[b] == "train"]
+    # An external copy of a competition training image would be trained on while its twin is validated.
+    ext_dup = {b if splits[b] == "external" else a for a, b in pair_idx
+               if {splits[a], splits[b]} == {"train", "external"}}
+    keep = ok.copy()
+    keep[list(ext_dup)] = False
+    if ext_dup:
+        log.warning("prepare: %d external images duplicate competition training images: left out", len(ext_dup))
+
+    # ---- folds: patients and duplicate images grouped, triple-stratified
+    comp_train = np.flatnonzero(is_train & (items["source"] == "").to_numpy())
+    if folds_given is not None:
+        folds = folds_given
+        fold_by_name = dict(zip(folds[ID], folds["fold"]))
+        split_pairs = sum(fold_by_name[items.at[a, ID]] != fold_by_name[items.at[b, ID]] for a, b in train_pairs)
+        if split_pairs:
+            log.warning("prepare: %d duplicate pairs are in different folds of %s (their validation leaks; "
+                        "let prepare compute the folds to keep them together)", split_pairs, folds_path)
+    else:
+        local = {int(i): k for k, i in enumerate(comp_train)}
+        groups = union_groups(items[PATIENT].to_numpy()[comp_train].tolist(),
+                              [(local[a], local[b]) for a, b in train_pairs])
+        folds = assign_folds(train, cfg.n_folds, cfg.seed, groups)
+        fold_by_name = dict(zip(folds[ID], folds["fold"]))
+    n_folds = int(folds["fold"].max()) + 1
+    fold_of_item = np.array([fold_by_name.get(n, -1) for n in items[ID]])
+
+    dropped = _drop_duplicates(comp_train[ok[comp_train]], items,
+                               [(a, b) for a, b in train_pairs if ok[a] and ok[b]]) if pcfg.drop_duplicates else {}
+    keep[list(dropped)] = False
+
+    in_shards = folds[folds[ID].isin(set(items[ID][keep]))]
+    summary = fold_summary(in_shards)
+    log.info("prepare: folds of the images in the shards\n%s", format_fold_table(summary))
+
+    # ---- plan: shard sizes from the actual encoded sizes
+    mean_bytes = float(decoded["length"][keep].mean()) if keep.any() else 1.0
+    per_shard = max(1, int(pcfg.shard_mb * 1e6 // (mean_bytes + 100)))  # + the record's metadata
+    chunk_keys = [chunk_key(settings, items["path"].tolist()[c * CHUNK_IMAGES:(c + 1) * CHUNK_IMAGES])
+                  for c in range(math.ceil(len(items) / CHUNK_IMAGES))]
+    plan = _plan(items, decoded, fold_of_item, keep, n_folds, per_shard, pcfg.upsample_malignant, cfg.seed,
+                 chunk_keys)
+    shards = _write_shards(plan, out, work, items, decoded)
+    seconds = time.perf_counter() - start
+
+    # ---- outputs, manifest last
+    counts = {"train": int(sum(s["count"] for s in shards if s["split"] == "train" and not s["train_only"])),
+              "test": int(sum(s["count"] for s in shards if s["split"] == "test"))}
+    if externals or pcfg.upsample_malignant > 1:
+        counts["train_only"] = int(sum(s["count"] for s in shards if s["train_only"]))
+    manifest = {
+        "format": "melanoma-tfrecords",
+        "version": __version__,
+        "image_size": pcfg.size,
+        "resize": pcfg.resize,
+        "quality": pcfg.quality,
+        "n_folds": n_folds,
+        "seed": cfg.seed,
+        "counts": counts,
+        "folds": {str(k): {c: _plain(row[c]) for c in summary.columns} for k, row in summary.iterrows()},
+        "fold_balance": fold_balance(summary),
+        "folds_from": str(folds_path) if folds_path is not None else "computed (triple-stratified)",
+        "upsample_malignant": pcfg.upsample_malignant,
+        "external": externals,
+        "leakage": report,
+        "skipped": skipped,
+        "dropped_duplicates": [{"image_name": items.at[d, ID], "kept": items.at[k, ID]}
+                               for d, k in sorted(dropped.items())],
+        "external_duplicates_dropped": sorted(items.at[i, ID] for i in ext_dup),
+        "shards": shards,
+        "schema": {"train": schema("train"), "test": schema("test")},
+        "vocab": vocab,
+        "seconds": round(seconds, 1),
+        "decode_seconds": round(decode_seconds, 1),
+    }
+    _write_output(out, "folds.csv", folds.to_csv(index=False).encode())
+    _write_output(out, "duplicates.csv", dups.to_csv(index=False).encode())
+    _save_run_info(out, cfg)
+    _write_output(out, "manifest.json", (json.dumps(manifest, indent=2, default=_plain) + "\n").encode())
+    _remove_stale(out, {s["file"] for s in shards})
+    shutil.rmtree(work, ignore_errors=True)
+    n = len(items)
+    log.info("prepare: wrote %d shards to %s in %.1f s (%.1f img/s)", len(shards), out, seconds,
+             n / max(seconds, 1e-9))
+    return json.loads(json.dumps(manifest, default=_plain))
+
+
+def _bad_images(items: pd.DataFrame, decoded: pd.DataFrame, mode: str) -> list[dict]:
+    bad = np.flatnonzero(decoded["error"].notna().to_numpy())
+    if len(bad) and mode == "fail":
+        i = int(bad[0])
+        raise input_error(items.at[i, "csv"], f"cannot read image {items.at[i, 'path']}: {decoded.at[i, 'error']} "
+                                              "(--on-bad-image skip leaves such images out)", int(items.at[i, "line"]))
+    skipped = []
+    for i in bad:
+        entry = {"image_name": items.at[i, ID], "split": items.at[i, "split"], "csv": items.at[i, "csv"],
+                 "line": int(items.at[i, "line"]), "reason": decoded.at[i, "error"]}
+        log.warning("prepare: skipped %s, line %d: %s: %s", entry["csv"], entry["line"], items.at[i, "path"],
+                    entry["reason"])
+        skipped.append(entry)
+    if skipped:
+        n_test = sum(e["split"] == "test" for e in skipped)
+        log.warning("prepare: %d bad images skipped (listed in manifest.json)%s", len(skipped),
+                    f"; {n_test} are test images, which will have no prediction" if n_test else "")
+    return skipped
+
+
+def _write_shards(plan: list[dict], out: str, work: Path, items: pd.DataFrame, decoded: pd.DataFrame
+                  ) -> list[dict]:
+    import tensorflow as tf
+
+    previous = _previous_records(out, work)
+    manifest_path = _join(out, "manifest.json")
+    if tf.io.gfile.exists(manifest_path):  # the folder is changing: it is incomplete until the new manifest
+        tf.io.gfile.remove(manifest_path)
+    for stale in tf.io.gfile.glob(_join(out, ".*.tfrec.tmp")):  # left by a killed run
+        tf.io.gfile.remove(stale)
+    done: dict[str, dict] = {}
+    todo = []
+    for s in plan:
+        if _verified(s, previous.get(s["file"]), out):
+            done[s["file"]] = previous[s["file"]]
+        else:
+            todo.append(s)
+    if len(done):
+        log.info("prepare: resuming: %d of %d shards already complete and verified", len(done), len(plan))
+
+    def save_plan() -> None:
+        write_json(work / "plan.json", {"shards": [
+            {k: v for k, v in s.items() if k != "items"} | done.get(s["file"], {}) for s in plan]})
+
+    save_plan()
+    bar = tqdm(total=sum(s["count"] for s in todo), unit="img", desc="prepare: write", dynamic_ncols=True,
+               mininterval=0.2 if sys.stderr.isatty() else 5.0, disable=not todo)
+    with bar:
+        for n, s in enumerate(todo):
+            info = _write_shard(s, out, items, decoded, work / "chunks", bar.update, n)
+            done[s["file"]] = {"file": s["file"], "key": s["key"], **info}
+            save_plan()
+    return [{k: v for k, v in s.items() if k != "items"} | done[s["file"]] for s in plan]
+
+
+def _remove_stale(out: str, keep: set[str]) -> None:
+    """Drop shards of an earlier run that this run's manifest does not list, so readers never mix runs."""
+    import tensorflow as tf
+
+    for path in tf.io.gfile.glob(_join(out, "*.tfrec")):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if parse_shard_name(name) and name not in keep:
+            tf.io.gfile.remove(path)
+
+
+def _save_run_info(out: str, cfg: Config) -> None:
+    if not _remote(out):
+        save_run_info(out, cfg, "prepare")
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # save_run_info writes locally: copy its files up
+        save_run_info(tmp, cfg, "prepare")
+        for f in Path(tmp).iterdir():
+            _write_output(out, f.name, f.read_bytes())
+
+
+def _plain(v):
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+

@@ -4,8 +4,9 @@ It is the schema of the widely shared Kaggle SIIM-ISIC TFRecords, so those datas
 training records hold `image` (JPEG bytes), `image_name` (bytes) and int64 `patient_id`, `sex`, `age_approx`,
 `anatom_site_general_challenge`, `diagnosis`, `target`; test records the same less `diagnosis` and `target`.
 Categorical fields are integer codes (-1 = missing) whose vocabularies our own `manifest.json` records.
-We add the optional `width` and `height` of the original image; readers default them to -1, so records
-without them (the public datasets) still parse. Shards are named `train07-2182.tfrec`: index, then count.
+We add the optional `width` and `height` of the original image (readers default them to -1) and, on training
+records, `source` (default ""), so records without them (the public datasets) still parse. Shards are named
+`train07-2182.tfrec`: index, then count.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature(TARGET, "int64", ("train",)),
     Feature("width", "int64", required=False, default=-1),
     Feature("height", "int64", required=False, default=-1),
+    # Where a training record comes from: "" for the competition's own images (and the public datasets, which
+    # lack the field), else the external data set's name (e.g. "isic2019"). External records are train-only.
+    Feature("source", "bytes", ("train",), required=False, default=""),
 )
 
 # Known values first, so codes are stable across datasets; values not listed are appended, sorted.
