@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.blend import blend_runs, fit_weights, read_sample_submission, run_blend, validate_submission
-from melanoma.config import Config
-from melanoma.errors import InputError, SubmissionError
+from melanoma.blend import (blend_runs, combine, fit_weights, read_sample_submission, run_blend, to_ranks,
+                            validate_submission)
+from melanoma.cli import main
+from melanoma.config import BlendConfig, Config
+from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.results import auc
 
 REAL = Path("/work/shared/data/siim2020_format")
@@ -279,3 +281,164 @@ def test_run_blend_writes_nothing_when_validation_fails(tmp_path, mixture):
     with pytest.raises(SubmissionError, match="1 of the 501 ids of the sample submission are missing, e.g. 'TEST_EXTRA'"):
         run_blend(Config(), runs, out, sample_path)
     assert not out.parent.exists()
+
+
+# --------------------------------------------------------------------------------------------------------
+# blend depth: a known mixture, methods, many runs, the image/metadata weight, partial overlap
+
+
+@pytest.fixture(scope="module")
+def known_mixture():
+    """target = top 20% of 0.7 a + 0.3 b + noise; run A predicts a, B predicts b, C is noise."""
+    rng = np.random.default_rng(10)
+    n, m = 4000, 300
+    a, b = rng.random(n), rng.random(n)
+    z = 0.7 * a + 0.3 * b + rng.normal(scale=0.05, size=n)
+    y = (z > np.quantile(z, 0.8)).astype(int)
+    return {"oof_ids": ids("TRAIN", n), "test_ids": ids("TEST", m), "y": y,
+            "A": (a, rng.random(m)), "B": (b, rng.random(m)), "C": (rng.random(n), rng.random(m))}
+
+
+def test_weights_recover_a_known_mixture(tmp_path, known_mixture):
+    mix = known_mixture
+    two = make_runs(tmp_path / "two", mix, names=("A", "B"))
+    _, rep = blend_runs(two, None, BlendConfig(method="weighted", step=0.05))
+    assert [r["weight"] for r in rep["runs"]] == pytest.approx([0.7, 0.3], abs=0.051)
+    assert rep["blended_oof_auc"] >= max(r["oof_auc"] for r in rep["runs"])
+    three = make_runs(tmp_path / "three", mix)
+    _, rep = blend_runs(three, None, BlendConfig(method="weighted", step=0.05))
+    w = [r["weight"] for r in rep["runs"]]
+    assert w[0] == pytest.approx(0.7, abs=0.05) and w[1] == pytest.approx(0.3, abs=0.05) and w[2] <= 0.02, w
+    assert rep["blended_oof_auc"] >= max(r["oof_auc"] for r in rep["runs"]) + 0.02
+
+
+def test_rank_and_power_blends(tmp_path, known_mixture):
+    runs = make_runs(tmp_path, known_mixture)
+    y = known_mixture["y"]
+    ranks = [to_ranks(pd.Series(known_mixture[k][0])) for k in "ABC"]
+    test_ranks = [to_ranks(pd.Series(known_mixture[k][1])) for k in "ABC"]
+    sub, rep = blend_runs(runs, None, BlendConfig(method="rank"))
+    assert rep["method"] == "rank" and [r["weight"] for r in rep["runs"]] == pytest.approx([1 / 3] * 3)
+    assert rep["blended_oof_auc"] == pytest.approx(auc(y, sum(ranks) / 3))
+    np.testing.assert_allclose(sub["target"], sum(test_ranks) / 3)  # test ids are sorted like the fixture's
+    sub_p, rep_p = blend_runs(runs, None, BlendConfig(method="power", power=4.0))
+    expected = (sum(r**4 for r in test_ranks) / 3) ** 0.25
+    np.testing.assert_allclose(sub_p["target"], expected)
+    assert rep_p["power"] == 4.0 and rep_p["blended_oof_auc"] == pytest.approx(auc(y, (sum(r**4 for r in ranks) / 3) ** 0.25))
+    assert sub_p["target"].between(0, 1).all()
+    # p = 1 is the rank average; p = 0 the geometric mean
+    sub_1, _ = blend_runs(runs, None, BlendConfig(method="power", power=1.0))
+    np.testing.assert_allclose(sub_1["target"], sub["target"])
+    geo = combine(test_ranks, np.full(3, 1 / 3), "power", 0.0)
+    np.testing.assert_allclose(geo, np.prod(np.column_stack(test_ranks), axis=1) ** (1 / 3))
+
+
+def test_many_runs_and_bad_settings(tmp_path, known_mixture):
+    rng = np.random.default_rng(11)
+    mix = dict(known_mixture)
+    for k in "DEF":  # more "seeds" of A: a plus noise
+        mix[k] = (mix["A"][0] + rng.normal(scale=0.3, size=len(mix["y"])), rng.random(len(mix["test_ids"])))
+    _, rep = blend_runs(make_runs(tmp_path, mix, names=tuple("ABCDEF")), None, 0.05)
+    assert len(rep["runs"]) == 6 and sum(r["weight"] for r in rep["runs"]) == pytest.approx(1.0)
+    assert rep["blended_oof_auc"] >= max(r["oof_auc"] for r in rep["runs"])
+    runs = make_runs(tmp_path / "x", known_mixture, names=("A", "B"))
+    for bad, msg in ((BlendConfig(method="median"), "blend.method must be one of weighted, rank, power"),
+                     (BlendConfig(tabular_weight=1.5), r"blend.tabular_weight must be in \[0, 1\]"),
+                     (BlendConfig(step=0.0), r"blend.step must be in \(0, 1\]")):
+        with pytest.raises(ConfigError, match=msg):
+            blend_runs(runs, None, bad)
+
+
+def mark_stage(run_dir: Path, stage: str) -> Path:
+    (run_dir / "run.json").write_text(json.dumps({"stage": stage}))
+    return run_dir
+
+
+def test_tabular_weight_found_and_fixed(tmp_path, known_mixture, caplog):
+    a, b, c = make_runs(tmp_path, known_mixture)
+    mark_stage(a, "train"), mark_stage(b, "tabular"), mark_stage(c, "train")
+    _, found = blend_runs([a, b, c], None, BlendConfig())
+    tab = found["tabular_weight"]
+    assert [r["stage"] for r in found["runs"]] == ["train", "tabular", "train"]
+    assert tab["fixed"] is None and tab["found"] == pytest.approx(found["runs"][1]["weight"]) == tab["used"]
+    assert tab["found"] == pytest.approx(0.3, abs=0.05)
+    _, fixed = blend_runs([a, b, c], None, BlendConfig(tabular_weight=0.5))
+    w = [r["weight"] for r in fixed["runs"]]
+    assert w[1] == pytest.approx(0.5) and w[0] + w[2] == pytest.approx(0.5) and w[0] > w[2]
+    assert fixed["tabular_weight"] == {"found": pytest.approx(tab["found"]), "fixed": 0.5, "used": pytest.approx(0.5)}
+    # rank average: equal weights within each group
+    _, fixed_rank = blend_runs([a, b, c], None, BlendConfig(method="rank", tabular_weight=0.25))
+    assert [r["weight"] for r in fixed_rank["runs"]] == pytest.approx([0.375, 0.25, 0.375])
+    assert fixed_rank["tabular_weight"]["found"] == pytest.approx(1 / 3)
+    # no tabular run: the fixed weight cannot apply, said in the log
+    for d in (a, b, c):
+        (d / "run.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="melanoma.blend"):
+        _, none = blend_runs([a, b, c], None, BlendConfig(tabular_weight=0.25))
+    assert none["tabular_weight"] is None and "no run is a tabular run" in caplog.text
+
+
+def test_partial_overlap_records_drops_per_run(tmp_path, caplog):
+    rng = np.random.default_rng(12)
+    y = (rng.random(500) < 0.3).astype(int)
+    all_ids, test_ids = ids("TRAIN", 500), ids("TEST", 40)
+    # a: all 500 (external data), b: 400, c: 350 of them (another fold set)
+    a = write_run(tmp_path / "a", all_ids, y, rng.random(500) + y, test_ids, rng.random(40))
+    b = write_run(tmp_path / "b", all_ids[100:], y[100:], rng.random(400) + y[100:], test_ids, rng.random(40))
+    c = write_run(tmp_path / "c", all_ids[:350], y[:350], rng.random(350) + y[:350], test_ids, rng.random(40))
+    with caplog.at_level(logging.WARNING, logger="melanoma.blend"):
+        _, rep = blend_runs([a, b, c], None, BlendConfig(method="rank"))
+    assert rep["n_common_oof"] == 250
+    assert [(r["n_oof"], r["n_dropped"]) for r in rep["runs"]] == [(500, 250), (400, 150), (350, 100)]
+    assert "only 250 OOF ids are common" in caplog.text and "250 of 500" in caplog.text and "100 of 350" in caplog.text
+
+
+def test_cli_blend_methods_and_report(tmp_path, known_mixture, capsys):
+    a, b, c = make_runs(tmp_path / "runs", known_mixture)
+    mark_stage(b, "tabular")
+    out = tmp_path / "sub" / "submission.csv"
+    code = main(["blend", "--runs", str(a), str(b), str(c), "--out", str(out), "--method", "power",
+                 "--power", "3", "--tabular-weight", "0.25"])
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads((out.parent / "blend.json").read_text())
+    assert rep["method"] == "power" and rep["power"] == 3.0 and rep["tabular_weight"]["used"] == pytest.approx(0.25)
+    assert all({"oof_auc", "weight", "n_oof", "n_dropped", "stage"} <= set(r) for r in rep["runs"])
+    assert rep["blended_oof_auc"] is not None and len(pd.read_csv(out)) == 300
+    code = main(["blend", "--runs", str(a), "--out", str(out), "--tabular-weight", "2"])
+    assert code == 2 and "blend.tabular_weight must be in [0, 1]" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------
+# submission checks against the real competition test set (10,982 ids)
+
+
+@pytest.fixture(scope="module")
+def real_sample():
+    if not (REAL / "sample_submission.csv").is_file() or not (REAL / "test.csv").is_file():
+        pytest.skip(f"{REAL} is not available")
+    sample = read_sample_submission(REAL / "sample_submission.csv")
+    test_ids = pd.read_csv(REAL / "test.csv", dtype={"image_name": "string"})["image_name"]
+    assert len(sample) == 10982 and set(sample["image_name"]) == set(test_ids)
+    return sample
+
+
+def real_sub(sample):
+    rng = np.random.default_rng(13)
+    return pd.DataFrame({"image_name": sample["image_name"].astype(str), "target": rng.random(len(sample))})
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.drop(index=17), r"1 of the 10982 ids of the sample submission are missing, e.g. 'ISIC_"),
+    (lambda s: pd.concat([s, s.iloc[[5]]]), r"1 duplicate image_name value\(s\), e.g. 'ISIC_"),
+    (lambda s: s.assign(target=s["target"].where(s.index != 3)), r"1 target\(s\) are NaN/missing, e.g. for 'ISIC_"),
+    (lambda s: s.assign(target=s["target"].where(s.index != 8, 1.2)), r"1 target\(s\) are outside \[0, 1\], e.g. 1.2"),
+    (lambda s: s.assign(target=s["target"].where(s.index != 8, -0.1)), r"outside \[0, 1\]"),
+    (lambda s: s.assign(fold=0), r"columns must be exactly image_name,target, got image_name,target,fold"),
+    (lambda s: pd.concat([s, pd.DataFrame({"image_name": ["ISIC_9999999"], "target": [0.5]})]),
+     r"1 image_name value\(s\) are not in the sample submission, e.g. 'ISIC_9999999'"),
+])
+def test_real_test_set_submission_checks(real_sample, change, message):
+    validate_submission(real_sub(real_sample), real_sample)  # the unchanged file passes
+    with pytest.raises(SubmissionError, match=message) as e:
+        validate_submission(change(real_sub(real_sample)), real_sample, name="submission.csv")
+    assert "\n" not in str(e.value) and str(e.value).startswith("submission.csv: ")

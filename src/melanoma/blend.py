@@ -112,7 +112,7 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "su
     if out.any():
         i = int(np.flatnonzero(out)[0])
         raise SubmissionError(
-            f"{name}: {int(out.sum())} target(s) are outside [0, 1], e.g. {v[i]!r} for {ids.iloc[i]!r}"
+            f"{name}: {int(out.sum())} target(s) are outside [0, 1], e.g. {float(v[i])!r} for {ids.iloc[i]!r}"
         )
 
 
