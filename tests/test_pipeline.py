@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, apply_overrides
-from melanoma.pipeline import Shard, predict_dataset, read_index, rotation_matrices, train_dataset, transform
+from melanoma.augment import rotation_matrices, transform
+from melanoma.pipeline import Shard, predict_dataset, read_index, train_dataset
 from melanoma.records import serialize_example, shard_name
 from melanoma.train import Imbalance, class_weights, imbalance, make_schedule
 

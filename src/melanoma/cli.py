@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, help="augmented prediction passes")
     p.add_argument("--oversample", type=float, help="draw malignant images this many times as often")
     p.add_argument("--class-weight", choices=["none", "balanced", "sqrt"])
+    p.add_argument("--positive-share", type=float, help="draw malignant images at this share (sets the oversampling)")
+    p.add_argument("--loss", choices=["bce", "focal"])
+    p.add_argument("--tta-flips", action="store_true", default=None, help="also average three flipped passes")
+    p.add_argument("--metadata", action="store_true", default=None, help="site, sex and age into the network")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    p.add_argument("--restart", action="store_true", help="start the run folder over instead of resuming it")
     p.add_argument("--seed", type=int)
 
     p = sub.add_parser("tabular", help="metadata model (SMOTE + MLP, logistic regression, boosting) on the "
@@ -278,7 +284,10 @@ def _dispatch(args: argparse.Namespace) -> None:
                            "train.size": args.size, "train.epochs": args.epochs,
                            "train.batch_size": args.batch_size, "train.folds": args.folds,
                            "train.weights": args.weights, "train.tta": args.tta,
-                           "train.oversample": args.oversample, "train.class_weight": args.class_weight})
+                           "train.oversample": args.oversample, "train.class_weight": args.class_weight,
+                           "train.positive_share": args.positive_share, "train.loss": args.loss,
+                           "train.tta_flips": args.tta_flips, "train.metadata": args.metadata,
+                           "train.precision": args.precision, "train.resume": False if args.restart else None})
         paths = resolve_paths(cfg)
         train(cfg, paths.tfrecords, args.out or paths.image_run)
     elif cmd == "tabular":

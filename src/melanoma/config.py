@@ -55,10 +55,23 @@ class PrepareConfig:
 
 @dataclass
 class AugmentConfig:
+    """Random augmentation, drawn per image. Lesions have no up or orientation, so flips and any rotation are safe;
+    colour is diagnostic, so hue stays small. Set a value to 0 (or false) to turn that part off."""
+
+    where: str = "auto"  # data: in tf.data on the host CPU; model: a layer on the accelerator; auto: model on GPU/TPU
     flip: bool = True  # random left-right and up-down flips
-    rotate: float = 180.0  # random rotation, uniform in [-rotate, rotate] degrees
-    brightness: float = 0.1  # random brightness delta, as a fraction of 255
-    saturation: float = 0.2  # random saturation factor in [1 - s, 1 + s]
+    transpose: bool = True  # random transpose (with the flips: all 8 right-angle orientations)
+    rotate: float = 180.0  # rotation, uniform in [-rotate, rotate] degrees
+    shear: float = 5.0  # shear, uniform in [-shear, shear] degrees
+    zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
+    shift: float = 0.05  # shift, uniform in [-shift, shift] x image side, on each axis
+    hue: float = 0.01  # hue delta in [-hue, hue] (a full turn is 1)
+    saturation: float = 0.2  # saturation factor in [1 - s, 1 + s]
+    contrast: float = 0.2  # contrast factor in [1 - c, 1 + c]
+    brightness: float = 0.1  # brightness delta, as a fraction of 255
+    cutout: int = 0  # coarse dropout: holes per image (0 = off)
+    cutout_size: float = 0.15  # hole side, as a fraction of the image side
+    cutout_prob: float = 0.5  # share of images that get the holes
 
 
 @dataclass
@@ -79,15 +92,28 @@ class TrainConfig:
     sustain_epochs: float = 0.0
     decay: float = 0.8  # lr multiplier per epoch after warm-up
     weight_decay: float = 1e-5
+    schedule: str = "exponential"  # exponential: ramp, sustain, decay per epoch | cosine: ramp, then cosine to lr_min
     label_smoothing: float = 0.05
+    loss: str = "bce"  # bce | focal (keras BinaryFocalCrossentropy)
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None  # focal class balancing: weight of the malignant class (None = off)
     oversample: float = 1.0  # malignant images are drawn this many times as often (1 = natural rate)
+    positive_share: float | None = None  # or: draw malignant images at this share (overrides oversample)
     class_weight: str = "none"  # none | balanced | sqrt: loss weights computed from the training folds
+    metadata: bool = False  # join one-hot site and sex and scaled age to the image features before the head
     tta: int = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
+    tta_flips: bool = False  # also average the left-right, up-down and both flips (3 deterministic passes)
+    checkpoint: str = "best"  # predict with the weights of the best epoch by validation AUC, or the last
+    resume: bool = True  # re-running into the same folder continues it: finished folds are kept
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
-    steps_per_execution: int = 1
+    cpu_replicas: int = 1  # > 1: split the CPU into this many devices under MirroredStrategy (tests multi-replica)
+    precision: str = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
+    steps_per_execution: int = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
     jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)
+    cache: bool = False  # keep the encoded training records in memory after the first epoch
     shuffle_buffer: int = 2048
+    tensorboard: bool = True  # TensorBoard logs per fold (foldK/tensorboard)
     verbose: int = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
 
 

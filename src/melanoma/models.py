@@ -42,7 +42,27 @@ def _registry() -> dict[str, ModelSpec]:
                               kwargs=(("include_preprocessing", True),))
     reg["inception_resnet_v2"] = ModelSpec("inception_resnet_v2", apps.InceptionResNetV2, 1 / 127.5, -1.0,
                                            min_size=75)
+    reg["simple_cnn"] = ModelSpec("simple_cnn", simple_cnn, 1 / 255.0, min_size=8)
     return reg
+
+
+def simple_cnn(include_top: bool = False, weights: str | None = None, input_shape=(64, 64, 3), pooling="avg",
+               width: int = 16) -> keras.Model:
+    """A three-block CNN with the keras.applications signature: smoke runs and fast tests of the training
+    machinery (strategies, resume, TTA). Not a competition model, and it has no ImageNet weights."""
+    if weights == "imagenet":
+        raise ConfigError("simple_cnn has no ImageNet weights: use --weights none or a file")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i in range(3):
+        x = keras.layers.Conv2D(width * 2 ** i, 3, strides=2, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, x, name="simple_cnn")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
 
 
 MODELS: dict[str, ModelSpec] = _registry()
@@ -67,11 +87,14 @@ def resolve_weights(weights: str | None) -> str | None:
 
 
 def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2,
-                bn_momentum: float | None = None) -> keras.Model:
+                bn_momentum: float | None = None, meta_dim: int = 0, augment: dict | None = None) -> keras.Model:
     """A backbone from keras.applications with global average pooling, dropout and one sigmoid unit.
 
     `weights` is None, 'imagenet', or a file: either backbone weights (for example a Kaggle dataset of
     'notop' .h5 files) or the weights of a whole model saved by this package (`model.save_weights`).
+    `meta_dim` > 0 adds a "meta" input (one-hot site and sex, scaled age) joined to the image features before
+    the head; the inputs are then {"image", "meta"}. `augment` (AugmentConfig fields) puts the training-time
+    augmentation inside the model, so it runs on the accelerator.
     """
     spec = get_spec(name)
     if size < spec.min_size:
@@ -80,8 +103,12 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     full_model_weights = weights if weights not in (None, "imagenet") and _is_full_model_file(weights) else None
     backbone_weights = None if full_model_weights else weights
 
-    inputs = keras.Input((size, size, 3), name="image")
-    x = inputs
+    image = keras.Input((size, size, 3), name="image")
+    x = image
+    if augment is not None:
+        from melanoma.augment import Augment
+
+        x = Augment(augment, size, name="augment")(x)
     if spec.scale is not None:
         x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
 
@@ -108,6 +135,12 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = bn_momentum
     x = backbone(x)
+    inputs = image
+    if meta_dim:
+        meta = keras.Input((meta_dim,), name="meta")
+        m = keras.layers.Dense(32, activation="relu", name="meta_dense")(meta)
+        x = keras.layers.Concatenate(name="image_and_meta")([x, m])
+        inputs = {"image": image, "meta": meta}
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pred")(x)
@@ -155,6 +188,7 @@ def _is_full_model_file(path: str) -> bool:
 
 def prediction_model(model: keras.Model) -> keras.Model:
     """Wrap a model so it returns its prediction beside an `idx` input it passes through unchanged."""
-    image = keras.Input(model.input_shape[1:], name="image")
+    ins = {t.name: keras.Input(t.shape[1:], dtype=t.dtype, name=t.name) for t in model.inputs}
     idx = keras.Input((), dtype="int32", name="idx")
-    return keras.Model({"image": image, "idx": idx}, {"pred": model(image), "idx": keras.layers.Identity()(idx)})
+    pred = model(ins if len(ins) > 1 else ins["image"])
+    return keras.Model({**ins, "idx": idx}, {"pred": pred, "idx": keras.layers.Identity()(idx)})

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from melanoma.augment import augment_batch
 from melanoma.config import AugmentConfig
-from melanoma.data import ID, TARGET
+from melanoma.data import AGE, ID, SEX, SITE, TARGET
 from melanoma.errors import input_error
 from melanoma.records import feature_description, parse_shard_name
 
@@ -107,52 +109,6 @@ def parse_fn(split: str, names: tuple[str, ...]):
     return lambda serialized: tf.io.parse_single_example(serialized, desc)
 
 
-# ---------------------------------------------------------------- augmentation
-
-def rotation_matrices(angles: tf.Tensor, size: int) -> tf.Tensor:
-    """Projective transforms (batch, 8) that rotate images of side `size` by `angles` radians about the centre.
-
-    The 8 numbers map output pixel (x, y) to input pixel, as ImageProjectiveTransformV3 expects.
-    """
-    c = (tf.cast(size, tf.float32) - 1.0) / 2.0
-    cos, sin = tf.cos(angles), tf.sin(angles)
-    zeros = tf.zeros_like(angles)
-    x_offset = c - (cos * c - sin * c)
-    y_offset = c - (sin * c + cos * c)
-    return tf.stack([cos, -sin, x_offset, sin, cos, y_offset, zeros, zeros], axis=1)
-
-
-def transform(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
-    size = tf.shape(images)[1:3]
-    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=size,
-                                                 interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
-
-
-def augment_batch(images: tf.Tensor, acfg: AugmentConfig, size: int) -> tf.Tensor:
-    """Random flips, rotation, brightness and saturation on a batch (batch, size, size, 3) in [0, 255].
-
-    Whole batches at once: one op per augmentation instead of one per image (much faster on CPU hosts).
-    """
-    batch = tf.shape(images)[0]
-    uniform = tf.random.uniform
-    if acfg.flip:
-        lr = uniform([batch, 1, 1, 1]) < 0.5
-        images = tf.where(lr, tf.reverse(images, axis=[2]), images)
-        ud = uniform([batch, 1, 1, 1]) < 0.5
-        images = tf.where(ud, tf.reverse(images, axis=[1]), images)
-    if acfg.rotate > 0:
-        max_rad = acfg.rotate * math.pi / 180.0
-        angles = uniform([batch], -max_rad, max_rad)
-        images = transform(images, rotation_matrices(angles, size))
-    if acfg.saturation > 0:
-        factor = uniform([batch, 1, 1, 1], 1.0 - acfg.saturation, 1.0 + acfg.saturation)
-        gray = tf.reduce_mean(images, axis=-1, keepdims=True)
-        images = gray + (images - gray) * factor
-    if acfg.brightness > 0:
-        images = images + uniform([batch, 1, 1, 1], -acfg.brightness, acfg.brightness) * 255.0
-    return tf.clip_by_value(images, 0.0, 255.0)
-
-
 # ---------------------------------------------------------------- datasets
 
 def sampled_positive_share(n_pos: int, n_neg: int, oversample: float) -> float:
@@ -160,20 +116,56 @@ def sampled_positive_share(n_pos: int, n_neg: int, oversample: float) -> float:
     return oversample * n_pos / (oversample * n_pos + n_neg)
 
 
-def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int, acfg: AugmentConfig,
-                  pos_share: float | None, shuffle_buffer: int, seed: int) -> tf.data.Dataset:
+META_FIELDS = (SEX, AGE, SITE)
+N_SEX, N_SITE = 2, 6  # codes of the public schema; any other code (-1 = missing) sets the "other" column
+META_DIM = (N_SEX + 1) + (N_SITE + 1) + 2
+
+
+def meta_vector(ex: dict) -> tf.Tensor:
+    """Metadata as the network sees it: one-hot sex and site (each with an other/missing column), age / 100
+    and an age-missing flag. Built from the record codes, so the public Kaggle TFRecords work too."""
+
+    def one_hot(code, n):
+        code = tf.cast(code, tf.int32)
+        known = tf.logical_and(code >= 0, code < n)
+        return tf.one_hot(tf.where(known, code, n), n + 1)
+
+    age = tf.cast(ex[AGE], tf.float32)
+    present = tf.cast(age >= 0, tf.float32)
+    return tf.concat([one_hot(ex[SEX], N_SEX), one_hot(ex[SITE], N_SITE),
+                      tf.stack([age * present / 100.0, 1.0 - present])], axis=0)
+
+
+def _inputs(ex: dict, size: int, stored_size: int | None, meta: bool):
+    image = decode_image(ex["image"], size, stored_size)
+    return {"image": image, "meta": meta_vector(ex)} if meta else image
+
+
+def _augment_inputs(x, acfg: AugmentConfig, size: int):
+    if isinstance(x, dict):
+        return {**x, "image": augment_batch(x["image"], acfg, size)}
+    return augment_batch(x, acfg, size)
+
+
+def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int, acfg: AugmentConfig | None,
+                  pos_share: float | None, shuffle_buffer: int, seed: int, meta: bool = False,
+                  cache: bool = False) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
     With `pos_share`, positives and negatives are read as two streams and drawn at that rate (oversampling);
-    with None they come at their natural rate.
+    with None they come at their natural rate. `acfg` None: no augmentation here (it runs inside the model).
+    With `meta` the inputs are {"image", "meta"}. `cache` keeps the encoded records in memory after the
+    first pass (small datasets, or repeated epochs from slow storage).
     """
     paths = [s.path for s in shards]
-    parse = parse_fn("train", ("image", TARGET))
+    parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
 
     def stream(keep=None):
-        ds = _records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE)
+        ds = _records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
         if keep is not None:
             ds = ds.filter(lambda ex: tf.equal(ex[TARGET], keep))
+        if cache:
+            ds = ds.cache()
         return ds.repeat().shuffle(shuffle_buffer, seed=seed)
 
     if pos_share is None:
@@ -181,11 +173,14 @@ def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch
     else:
         ds = tf.data.Dataset.sample_from_datasets([stream(0), stream(1)], weights=[1.0 - pos_share, pos_share],
                                                   seed=seed)
-    ds = ds.map(lambda ex: (decode_image(ex["image"], size, stored_size), tf.cast(ex[TARGET], tf.float32)),
+    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.map(lambda x, y: (augment_batch(x, acfg, size), y[:, None]), num_parallel_calls=AUTOTUNE,
-                deterministic=False)
+    if acfg is not None:
+        ds = ds.map(lambda x, y: (_augment_inputs(x, acfg, size), y[:, None]), num_parallel_calls=AUTOTUNE,
+                    deterministic=False)
+    else:
+        ds = ds.map(lambda x, y: (x, y[:, None]), num_parallel_calls=AUTOTUNE, deterministic=False)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -213,18 +208,37 @@ def read_index(shards: list[Shard]) -> pd.DataFrame:
     return index
 
 
-def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int) -> tf.data.Dataset:
+def count_targets(shards: list[Shard]) -> tuple[int, int]:
+    """(malignant, benign) records in training shards, reading only the target field."""
+    if not shards:
+        return 0, 0
+    ds = _records([s.path for s in shards], deterministic=True).map(parse_fn("train", (TARGET,)),
+                                                                     num_parallel_calls=AUTOTUNE)
+    pos = total = 0
+    for part in ds.batch(8192).as_numpy_iterator():
+        pos += int(part[TARGET].sum())
+        total += len(part[TARGET])
+    return pos, total - pos
+
+
+def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int,
+                       meta: bool = False) -> tf.data.Dataset:
     """Batches of (image, target) for Keras' validation during fit."""
-    parse = parse_fn("train", ("image", TARGET))
+    parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
     ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda ex: (decode_image(ex["image"], size, stored_size), tf.cast(ex[TARGET], tf.float32)[None]),
+    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)[None]),
                 num_parallel_calls=AUTOTUNE)
     return with_batches(ds.batch(batch), shards, batch).prefetch(AUTOTUNE)
 
 
+View = Callable[[tf.Tensor], tf.Tensor]
+
+
 def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_size: int | None, batch: int,
-                    acfg: AugmentConfig | None) -> tf.data.Dataset:
-    """Batches of {"image", "idx"}: idx is the row of the image's name in `names`, looked up per record.
+                    view: AugmentConfig | View | None, meta: bool = False) -> tf.data.Dataset:
+    """Batches of {"image", "idx"} (and "meta"): idx is the row of the image's name in `names`, looked up per
+    record. `view` is None (plain), an AugmentConfig (a random TTA pass) or a function of the image batch
+    (a deterministic TTA view such as a flip).
 
     The prediction model passes idx through beside its output, so each prediction carries its own id: the
     alignment holds whatever order the records are read in (no reliance on an order-preserving predict).
@@ -233,12 +247,15 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(list(names), tf.string),
                                             tf.range(len(names), dtype=tf.int32)), default_value=-1)
-    parse = parse_fn(split, ("image", ID))
+    parse = parse_fn(split, ("image", ID) + (META_FIELDS if meta else ()))
     ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda ex: {"image": decode_image(ex["image"], size, stored_size), "idx": table.lookup(ex[ID])},
-                num_parallel_calls=AUTOTUNE)
-    ds = with_batches(ds.batch(batch), shards, batch)
-    if acfg is not None:
-        ds = ds.map(lambda d: {"image": augment_batch(d["image"], acfg, size), "idx": d["idx"]},
-                    num_parallel_calls=AUTOTUNE)
+
+    def features(ex):
+        x = _inputs(ex, size, stored_size, meta)
+        return {**(x if meta else {"image": x}), "idx": table.lookup(ex[ID])}
+
+    ds = with_batches(ds.map(features, num_parallel_calls=AUTOTUNE).batch(batch), shards, batch)
+    if view is not None:
+        fn = (lambda x: augment_batch(x, view, size)) if isinstance(view, AugmentConfig) else view
+        ds = ds.map(lambda d: {**d, "image": fn(d["image"])}, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -23,6 +23,7 @@ from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
 
 OOF_COLUMNS = [ID, TARGET, "pred", "fold"]
+OPTIONAL_OOF_COLUMNS = ["pred_plain"]  # the image model's prediction without TTA
 TEST_COLUMNS = [ID, TARGET]
 
 
@@ -43,7 +44,8 @@ def write_run(out_dir: str | Path, oof: pd.DataFrame, test_pred: pd.DataFrame,
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate and write oof.csv, test_pred.csv and metrics.json; return the metrics."""
     out_dir = Path(out_dir)
-    oof = oof[OOF_COLUMNS].sort_values(ID).reset_index(drop=True)
+    oof = oof[OOF_COLUMNS + [c for c in OPTIONAL_OOF_COLUMNS if c in oof.columns]]
+    oof = oof.sort_values(ID).reset_index(drop=True)
     test_pred = test_pred[TEST_COLUMNS].sort_values(ID).reset_index(drop=True)
     for name, df, col in (("oof", oof, "pred"), ("test_pred", test_pred, TARGET)):
         values = df[col].to_numpy(dtype=np.float64)

@@ -7,8 +7,13 @@ the log states what they add up to, so they are never stacked by accident.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +21,17 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from melanoma.config import Config, TrainConfig, save_run_info
+from melanoma.augment import FLIP_VIEWS, check_augment
+from melanoma.config import Config, TrainConfig, save_run_info, to_dict
 from melanoma.data import ID, TARGET
 from melanoma.errors import ConfigError
-from melanoma.files import staged_dir, write_csv
+from melanoma.files import read_json, write_csv, write_json
 from melanoma.models import build_model, prediction_model
-from melanoma.pipeline import (Shard, ShardSet, find_shards, predict_dataset, read_index, sampled_positive_share,
-                               train_dataset, validation_dataset)
+from melanoma.pipeline import (META_DIM, Shard, ShardSet, count_targets, find_shards, predict_dataset, read_index,
+                               sampled_positive_share, train_dataset, validation_dataset)
 from melanoma.results import auc, fmt_auc, write_run
-from melanoma.strategy import get_strategy
+from melanoma.strategy import accelerated, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +85,22 @@ def class_weights(n_pos: int, n_neg: int, mode: str) -> dict[int, float]:
 
 
 def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig) -> Imbalance:
+    """Sampling and loss weights from the training-fold counts; `positive_share` sets the oversampling factor."""
     if n_pos == 0 or n_neg == 0:
         raise ConfigError(f"the training folds have {n_pos} malignant and {n_neg} benign images: both are needed")
-    if tcfg.oversample < 1:
-        raise ConfigError(f"train.oversample must be >= 1, got {tcfg.oversample}")
-    return Imbalance(n_pos, n_neg, tcfg.oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
+    oversample = tcfg.oversample
+    if tcfg.positive_share is not None:
+        share, natural = tcfg.positive_share, n_pos / (n_pos + n_neg)
+        if not natural <= share < 1:
+            raise ConfigError(f"train.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
+                              f"training folds up to all-malignant), got {share}")
+        oversample = share / (1 - share) * n_neg / n_pos
+    elif oversample < 1:
+        raise ConfigError(f"train.oversample must be >= 1, got {oversample}")
+    return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
 
 
-# ---------------------------------------------------------------- schedule
+# ---------------------------------------------------------------- schedule and loss
 
 @keras.saving.register_keras_serializable(package="melanoma")
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -114,13 +127,193 @@ class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "sustain_steps": self.sustain_steps, "decay": self.decay, "steps_per_epoch": self.steps_per_epoch}
 
 
-def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int) -> WarmupExponentialDecay:
-    return WarmupExponentialDecay(tcfg.lr_start, tcfg.lr_max_per_image * global_batch, tcfg.lr_min,
-                                  tcfg.warmup_epochs * steps_per_epoch, tcfg.sustain_epochs * steps_per_epoch,
-                                  tcfg.decay, steps_per_epoch)
+@keras.saving.register_keras_serializable(package="melanoma")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear ramp from `start` to `peak`, optional sustain, then a half cosine from `peak` to `minimum` at the
+    last step."""
+
+    def __init__(self, start, peak, minimum, warmup_steps, sustain_steps, total_steps):
+        self.start, self.peak, self.minimum = float(start), float(peak), float(minimum)
+        self.warmup_steps, self.sustain_steps = float(warmup_steps), float(sustain_steps)
+        self.total_steps = float(total_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        ramp = self.start + (self.peak - self.start) * step / max(self.warmup_steps, 1.0)
+        begin = self.warmup_steps + self.sustain_steps
+        progress = keras.ops.clip((step - begin) / max(self.total_steps - begin, 1.0), 0.0, 1.0)
+        cosine = self.minimum + (self.peak - self.minimum) * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        after_warmup = keras.ops.where(step < begin, self.peak, cosine)
+        return keras.ops.where(step < self.warmup_steps, ramp, after_warmup)
+
+    def get_config(self):
+        return {"start": self.start, "peak": self.peak, "minimum": self.minimum, "warmup_steps": self.warmup_steps,
+                "sustain_steps": self.sustain_steps, "total_steps": self.total_steps}
 
 
-# ---------------------------------------------------------------- data helpers
+SCHEDULES = ("exponential", "cosine")
+LOSSES = ("bce", "focal")
+
+
+def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int):
+    """The learning rate per step; its peak scales with the global batch (lr_max_per_image x batch)."""
+    peak = tcfg.lr_max_per_image * global_batch
+    warmup, sustain = tcfg.warmup_epochs * steps_per_epoch, tcfg.sustain_epochs * steps_per_epoch
+    if tcfg.schedule == "exponential":
+        return WarmupExponentialDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.decay, steps_per_epoch)
+    if tcfg.schedule == "cosine":
+        return WarmupCosineDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
+    raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {tcfg.schedule!r}")
+
+
+def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
+    if tcfg.loss == "bce":
+        return keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing)
+    if tcfg.loss == "focal":
+        balanced = tcfg.focal_alpha is not None
+        return keras.losses.BinaryFocalCrossentropy(
+            apply_class_balancing=balanced, alpha=tcfg.focal_alpha if balanced else 0.25, gamma=tcfg.focal_gamma,
+            label_smoothing=tcfg.label_smoothing)
+    raise ConfigError(f"train.loss must be one of {LOSSES}, got {tcfg.loss!r}")
+
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def resolve_precision(setting: str, device: str) -> str:
+    """bfloat16 on TPUs (native), float16 on GPUs (tensor cores, with loss scaling), float32 on CPUs."""
+    if setting not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "float32")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers take the global dtype policy when built: set it for the build, then put the old one back."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# ---------------------------------------------------------------- fold state (checkpoints, resume)
+
+class FoldLog(keras.callbacks.Callback):
+    """After each epoch: rewrite history.csv (atomically) and save the weights when validation AUC improves.
+
+    Listed before BackupAndRestore, so an epoch is in the history and the best weights before the backup
+    says it is done; a resumed epoch replaces its own row.
+    """
+
+    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int):
+        super().__init__()
+        self.fold_dir, self.schedule, self.steps = fold_dir, schedule, steps_per_epoch
+        self.history = read_history(fold_dir)
+        self.best = best_auc(self.history)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
+               "learning_rate": float(self.schedule((epoch + 1) * self.steps - 1))}
+        self.history = pd.concat([self.history[self.history["epoch"] < epoch], pd.DataFrame([row])],
+                                 ignore_index=True) if len(self.history) else pd.DataFrame([row])
+        write_csv(self.fold_dir / "history.csv", self.history)
+        current = row.get("val_auc")
+        if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
+            self.best = current
+            save_weights_atomic(self.model, self.fold_dir / BEST)
+
+
+BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
+
+
+def read_history(fold_dir: Path) -> pd.DataFrame:
+    path = fold_dir / "history.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame({"epoch": []})
+
+
+def best_auc(history: pd.DataFrame) -> float | None:
+    if "val_auc" not in history.columns or history["val_auc"].isna().all():
+        return None
+    return float(history["val_auc"].max())
+
+
+def save_weights_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")  # Keras wants the .weights.h5 suffix
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def fingerprint(cfg: Config, shardset: ShardSet) -> str:
+    """What a resumed run must share with the folds already in its folder: the training settings and data."""
+    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard")}
+    data = [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
+    blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def open_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet) -> None:
+    """Resume: a folder written with the same settings keeps its finished folds and epoch backups.
+    Otherwise (or with train.resume false) the folder's fold outputs are cleared first."""
+    state_path = out_dir / "resume.json"
+    fp = fingerprint(cfg, shardset)
+    if cfg.train.resume and state_path.is_file():
+        previous = read_json(state_path).get("fingerprint")
+        if previous != fp:
+            raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
+                              "or --restart (train.resume=false) to start it over")
+        done = sorted(p.parent.name for p in out_dir.glob(f"fold*/{DONE}"))
+        if done or list(out_dir.glob("fold*/backup")):
+            log.info("train: resuming %s (finished: %s)", out_dir, ", ".join(done) or "none")
+        return
+    for path in list(out_dir.glob("fold*")) + [out_dir / n for n in ("oof.csv", "test_pred.csv", "metrics.json")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(state_path, {"fingerprint": fp})
+
+
+# ---------------------------------------------------------------- prediction
+
+def prediction_views(tcfg: TrainConfig) -> list[tuple[str, object]]:
+    """The passes averaged at prediction time: plain, the deterministic flips, then `tta` random augmentations."""
+    views: list[tuple[str, object]] = [("plain", None)]
+    if tcfg.tta_flips:
+        views += list(FLIP_VIEWS.items())
+    views += [(f"tta{i + 1}", tcfg.augment) for i in range(tcfg.tta)]
+    return views
+
+
+def predict(pm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: TrainConfig,
+            stored_size: int | None, batch: int) -> dict[str, np.ndarray]:
+    """Prediction per name for each view (see prediction_views), aligned through idx.
+
+    `pm` is the prediction_model wrapper: it returns each prediction beside the idx of its own record.
+    """
+    out = {}
+    for name, view in prediction_views(tcfg):
+        ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, view, meta=tcfg.metadata)
+        res = pm.predict(ds, verbose=0)
+        idx, pred = np.asarray(res["idx"]).reshape(-1), np.asarray(res["pred"], dtype=np.float64).reshape(-1)
+        if (idx < 0).any() or len(idx) != len(names) or len(np.unique(idx)) != len(names):
+            raise RuntimeError(f"prediction ids do not match the {len(names)} records: "
+                               f"{len(idx)} predictions, {len(np.unique(idx))} distinct ids")
+        aligned = np.empty(len(names))
+        aligned[idx] = pred
+        out[name] = aligned
+    return out
+
+
+def mean_views(views: dict[str, np.ndarray]) -> np.ndarray:
+    return np.mean(list(views.values()), axis=0)
+
+
+# ---------------------------------------------------------------- stage
 
 def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
     """Back to the initial weights with a fresh optimizer state (moments and step count zeroed)."""
@@ -129,118 +322,179 @@ def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
         var.assign(keras.ops.zeros(var.shape, var.dtype))
 
 
-def jit_compile(setting: bool | None, strategy: tf.distribute.Strategy) -> bool | str:
+def jit_compile(setting: bool | None, device: str) -> bool | str:
     """XLA helps on GPUs and TPUs but makes EfficientNet training steps about 10x slower on a CPU."""
     if setting is not None:
         return setting
-    accelerated = isinstance(strategy, tf.distribute.TPUStrategy) or bool(tf.config.list_logical_devices("GPU"))
-    return "auto" if accelerated else False
+    return "auto" if device != "cpu" else False
 
 
-def predict(pm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: TrainConfig,
-            stored_size: int | None, batch: int) -> np.ndarray:
-    """Mean prediction per name over the plain pass and `tta` augmented passes, aligned through idx.
-
-    `pm` is the prediction_model wrapper: it returns each prediction beside the idx of its own record.
-    """
-    passes = []
-    for i in range(1 + tcfg.tta):
-        ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, tcfg.augment if i else None)
-        out = pm.predict(ds, verbose=0)
-        idx, pred = np.asarray(out["idx"]).reshape(-1), np.asarray(out["pred"], dtype=np.float64).reshape(-1)
-        if (idx < 0).any() or len(idx) != len(names) or len(np.unique(idx)) != len(names):
-            raise RuntimeError(f"prediction ids do not match the {len(names)} records: "
-                               f"{len(idx)} predictions, {len(np.unique(idx))} distinct ids")
-        aligned = np.empty(len(names))
-        aligned[idx] = pred
-        passes.append(aligned)
-    return np.mean(passes, axis=0)
+def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
+    check_augment(tcfg.augment)
+    return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
 
 
-# ---------------------------------------------------------------- stage
+def training_counts(shardset: ShardSet, index: pd.DataFrame, fold: int, extra: dict[Shard, tuple[int, int]]
+                    ) -> tuple[int, int]:
+    """(malignant, benign) images in fold's training pool: the other folds plus train-only shards (external
+    data, upsampled copies) not tagged with this fold."""
+    rest = index[index["fold"] != fold]
+    pos, neg = int(rest[TARGET].sum()), int((rest[TARGET] == 0).sum())
+    for shard, (p, n) in extra.items():
+        if shard.fold != fold:
+            pos, neg = pos + p, neg + n
+    return pos, neg
+
 
 def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
-    """The `train` stage. Returns the metrics written to OUT/metrics.json."""
-    tcfg = cfg.train
+    """The `train` stage. Returns the metrics written to OUT/metrics.json.
+
+    Re-running the same command into the same folder resumes it: finished folds are kept, and the current
+    fold continues from its last completed epoch (model and optimizer state restored).
+    """
+    tcfg, out_dir = cfg.train, Path(out_dir)
     keras.utils.set_random_seed(cfg.seed)
     shardset: ShardSet = find_shards(str(tfrec_dir), cfg.n_folds)
     folds = tcfg.folds if tcfg.folds is not None else list(range(shardset.n_folds))
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    strategy = get_strategy(tcfg.tpu)
+    if tcfg.checkpoint not in ("best", "last"):
+        raise ConfigError(f"train.checkpoint must be best or last, got {tcfg.checkpoint!r}")
+    strategy = get_strategy(tcfg.tpu, tcfg.cpu_replicas)
+    device = accelerated(strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = tcfg.batch_size * replicas
-    log.info("train: %s at %dpx, %d epochs, batch %d x %d replicas = %d, folds %s", tcfg.model, tcfg.size,
-             tcfg.epochs, tcfg.batch_size, replicas, global_batch, folds)
+    precision = resolve_precision(tcfg.precision, device)
+    in_model = augment_in_model(tcfg, device)
+    log.info("train: %s at %dpx, %d epochs, batch %d x %d replicas = %d, %s, augmentation in %s, folds %s",
+             tcfg.model, tcfg.size, tcfg.epochs, tcfg.batch_size, replicas, global_batch, precision,
+             "the model" if in_model else "tf.data", folds)
 
     index = read_index(shardset.validation())
+    extra = {s: count_targets([s]) for s in shardset.train() if s.train_only}
     test_shards = shardset.test()
     test_names = read_index(test_shards)[ID].to_numpy() if test_shards else np.array([], dtype=object)
-    plans = {}
-    for fold in folds:
-        rest = index[index["fold"] != fold]
-        plans[fold] = imbalance(int(rest[TARGET].sum()), int((rest[TARGET] == 0).sum()), tcfg)
+    plans = {fold: imbalance(*training_counts(shardset, index, fold, extra), tcfg) for fold in folds}
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
     steps = max(1, math.ceil(max(p.epoch_images for p in plans.values()) / global_batch))
+    open_run_folder(out_dir, cfg, shardset)
+    save_run_info(out_dir, cfg, "train", {"strategy": type(strategy).__name__, "replicas": replicas,
+                                          "precision": precision})
+
+    if all((out_dir / f"fold{k}" / DONE).is_file() for k in folds):
+        log.info("train: folds %s already finished in %s", folds, out_dir)
+        return collect(out_dir, cfg, replicas, precision)
 
     # Build and compile once; each fold restarts from the same initial weights and a zeroed optimizer.
     # Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters.
-    with strategy.scope():
-        model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum)
+    schedule = make_schedule(tcfg, steps, global_batch)
+    with strategy.scope(), dtype_policy(precision):
+        model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
+                            meta_dim=META_DIM if tcfg.metadata else 0,
+                            augment=to_dict(tcfg.augment) if in_model else None)
         model.compile(
-            optimizer=keras.optimizers.AdamW(make_schedule(tcfg, steps, global_batch),
-                                             weight_decay=tcfg.weight_decay),
-            loss=keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing),
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=tcfg.weight_decay),
+            loss=make_loss(tcfg),
             metrics=[keras.metrics.AUC(name="auc")],
             steps_per_execution=tcfg.steps_per_execution,
-            jit_compile=jit_compile(tcfg.jit_compile, strategy),
+            jit_compile=jit_compile(tcfg.jit_compile, device),
         )
         predictor = prediction_model(model)
     initial_weights = model.get_weights()
 
-    oof_parts, test_preds, fold_info = [], [], {}
-    with staged_dir(out_dir) as stage:
-        for fold in folds:
-            start = time.perf_counter()
-            val = index[index["fold"] == fold].reset_index(drop=True)
-            imb = plans[fold]
-            log.info("fold %d: %s", fold, imb.describe())
-            if imb.loss_share > 0.5 + 1e-9:
-                log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
-                            "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
-            ds = train_dataset(shardset.train(exclude=[fold]), tcfg.size, shardset.image_size, global_batch,
-                               tcfg.augment, imb.sampled_share if tcfg.oversample != 1 else None,
-                               tcfg.shuffle_buffer, cfg.seed + fold)
-            val_ds = validation_dataset(shardset.validation([fold]), tcfg.size, shardset.image_size,
-                                        global_batch)
-            reset(model, initial_weights)
-            fold_dir = stage / f"fold{fold}"
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            history = model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                                class_weight=imb.weights if tcfg.class_weight != "none" else None,
-                                verbose=tcfg.verbose)
-            write_csv(fold_dir / "history.csv", pd.DataFrame(history.history).rename_axis("epoch").reset_index())
-            model.save_weights(fold_dir / "model.weights.h5")
+    for fold in folds:
+        fold_dir = out_dir / f"fold{fold}"
+        if (fold_dir / DONE).is_file():
+            log.info("fold %d: finished in an earlier run, kept", fold)
+            continue
+        start = time.perf_counter()
+        val = index[index["fold"] == fold].reset_index(drop=True)
+        imb = plans[fold]
+        log.info("fold %d: %s", fold, imb.describe())
+        if imb.loss_share > 0.5 + 1e-9:
+            log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
+                        "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
+        ds = train_dataset(shardset.train(exclude=[fold]), tcfg.size, shardset.image_size, global_batch,
+                           None if in_model else tcfg.augment,
+                           imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None,
+                           tcfg.shuffle_buffer, cfg.seed + fold, meta=tcfg.metadata, cache=tcfg.cache)
+        val_shards = shardset.validation([fold])
+        val_ds = validation_dataset(val_shards, tcfg.size, shardset.image_size, global_batch, meta=tcfg.metadata)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        reset(model, initial_weights)
+        callbacks = [FoldLog(fold_dir, schedule, steps),
+                     # Model and optimizer state at each epoch end: a re-run continues from there.
+                     keras.callbacks.BackupAndRestore(str(fold_dir / "backup"), double_checkpoint=True,
+                                                      delete_checkpoint=False)]
+        if tcfg.tensorboard and tensorboard_available():
+            callbacks.append(keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False))
+        model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+                  class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
+        history = read_history(fold_dir)
+        weights_file = fold_dir / BEST
+        if tcfg.checkpoint == "last" or not weights_file.is_file():
+            weights_file = fold_dir / LAST
+            save_weights_atomic(model, weights_file)
+        else:
+            model.load_weights(weights_file)
+        curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
 
-            val_pred = predict(predictor, shardset.validation([fold]), val[ID].to_numpy(), tcfg,
-                               shardset.image_size, global_batch)
-            oof_parts.append(val.assign(pred=val_pred, fold=fold))
-            if len(test_names):
-                fold_test = predict(predictor, test_shards, test_names, tcfg, shardset.image_size, global_batch)
-                test_preds.append(fold_test)
-                write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: test_names, TARGET: fold_test}))
-            fold_auc = auc(val[TARGET], val_pred)
-            fold_info[str(fold)] = {"images": len(val), "seconds": round(time.perf_counter() - start, 1),
-                                    "sampled_positive_share": imb.sampled_share,
-                                    "loss_positive_share": imb.loss_share}
-            log.info("fold %d: OOF AUC %s (%d images, %.0f s)", fold, fmt_auc(fold_auc), len(val),
-                     time.perf_counter() - start)
+        val_views = predict(predictor, val_shards, val[ID].to_numpy(), tcfg, shardset.image_size, global_batch)
+        oof = val.assign(pred=mean_views(val_views), pred_plain=val_views["plain"], fold=fold)
+        write_csv(fold_dir / "oof.csv", oof)
+        if len(test_names):
+            test_views = predict(predictor, test_shards, test_names, tcfg, shardset.image_size, global_batch)
+            write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: test_names, TARGET: mean_views(test_views)}))
+        best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
+        info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
+                "best_epoch": best_epoch, "best_val_auc": best_auc(history),
+                "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
+                "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share}
+        write_json(fold_dir / DONE, info)
+        shutil.rmtree(fold_dir / "backup", ignore_errors=True)
+        log.info("fold %d: OOF AUC %s (no TTA %s), %d images, %.0f s", fold, fmt_auc(info["oof_auc"]),
+                 fmt_auc(info["oof_auc_no_tta"]), len(val), time.perf_counter() - start)
+    return collect(out_dir, cfg, replicas, precision)
 
-        oof = pd.concat(oof_parts, ignore_index=True)
-        test_pred = pd.DataFrame({ID: test_names, TARGET: np.mean(test_preds, axis=0) if test_preds else []})
-        metrics = write_run(stage, oof, test_pred, {"model": tcfg.model, "size": tcfg.size, "tta": tcfg.tta,
-                                                    "replicas": replicas, "folds": fold_info})
-        save_run_info(stage, cfg, "train", {"strategy": type(strategy).__name__, "replicas": replicas})
-    log.info("train: OOF AUC %s over folds %s -> %s", fmt_auc(metrics["oof_auc"]), folds, out_dir)
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        log.warning("train: TensorBoard is not installed, so no TensorBoard logs (pip install tensorboard)")
+        return False
+    return True
+
+
+def curves(history: pd.DataFrame, fold_dir: Path, title: str) -> None:
+    """The training-curve PNG; a plotting problem must not cost a trained fold, so it only warns."""
+    try:
+        from melanoma.plots import training_curves
+
+        training_curves(history, fold_dir / "curves.png", title)
+    except (ImportError, ValueError, KeyError, OSError) as e:
+        log.warning("%s: no training-curve PNG (%s)", fold_dir, e)
+
+
+def collect(out_dir: Path, cfg: Config, replicas: int, precision: str) -> dict:
+    """Run-level oof.csv, test_pred.csv and metrics.json from every finished fold in the folder (so folds
+    trained in different sessions, e.g. Kaggle's 9-hour limit, add up)."""
+    tcfg = cfg.train
+    done = sorted(int(p.parent.name[4:]) for p in out_dir.glob(f"fold*/{DONE}"))
+    if not done:
+        raise ConfigError(f"{out_dir}: no finished fold to collect")
+    oof = pd.concat([pd.read_csv(out_dir / f"fold{k}" / "oof.csv", dtype={ID: "string"}) for k in done],
+                    ignore_index=True)
+    tests = [pd.read_csv(out_dir / f"fold{k}" / "test_pred.csv", dtype={ID: "string"}).set_index(ID)[TARGET]
+             for k in done if (out_dir / f"fold{k}" / "test_pred.csv").is_file()]
+    test_pred = (pd.concat(tests, axis=1).mean(axis=1).rename(TARGET).rename_axis(ID).reset_index() if tests
+                 else pd.DataFrame({ID: [], TARGET: []}))
+    info = {str(k): read_json(out_dir / f"fold{k}" / DONE) for k in done}
+    metrics = write_run(out_dir, oof, test_pred, {
+        "model": tcfg.model, "size": tcfg.size, "tta_views": [n for n, _ in prediction_views(tcfg)],
+        "oof_auc_no_tta": auc(oof[TARGET], oof["pred_plain"]), "replicas": replicas, "precision": precision,
+        "folds": info})
+    log.info("train: OOF AUC %s (no TTA %s) over folds %s -> %s", fmt_auc(metrics["oof_auc"]),
+             fmt_auc(metrics["oof_auc_no_tta"]), done, out_dir)
     return metrics

@@ -1,0 +1,211 @@
+"""The train stage on tiny learnable records: TTA views, resume after a kill, multi-replica, precision, losses.
+
+The records are 32px images whose malignant ones carry a bright square, in the public Kaggle layout
+(3 training files = 3 folds, 1 test file), and the model is `simple_cnn`, so a whole run takes seconds.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from melanoma.config import Config, apply_overrides
+from melanoma.errors import ConfigError
+from melanoma.records import serialize_example, shard_name
+from melanoma.results import auc
+from melanoma.train import (dtype_policy, imbalance, make_loss, make_schedule, prediction_views,
+                            resolve_precision)
+
+N_FOLDS = 3
+
+
+def write_learnable_records(root: Path, per_file: int = 40, size: int = 32, seed: int = 0) -> tuple[list, list]:
+    """Training files train00..02 and one test file; every 4th image is malignant and has a bright square."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = {"train": [], "test": []}
+    k = 0
+    for split, n_files in (("train", N_FOLDS), ("test", 1)):
+        for f in range(n_files):
+            with tf.io.TFRecordWriter(str(root / shard_name(split, f, per_file))) as w:
+                for _ in range(per_file):
+                    pos = int(k % 4 == 0)
+                    img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+                    if pos:
+                        y, x = rng.integers(2, size - 12, 2)
+                        img[y:y + 10, x:x + 10] = 230
+                    w.write(serialize_example({
+                        "image": tf.io.encode_jpeg(img, quality=95).numpy(), "image_name": f"IMG_{k:04d}",
+                        "patient_id": k, "sex": k % 3 - 1, "age_approx": 30 + k % 50,
+                        "anatom_site_general_challenge": k % 8 - 1, "diagnosis": 0, "target": pos}, split))
+                    names[split].append((f"IMG_{k:04d}", pos))
+                    k += 1
+    return names["train"], names["test"]
+
+
+def train_args(rec: Path, out: Path, epochs: int = 3, *extra: str) -> list[str]:
+    return ["train", "--tfrecords", str(rec), "--out", str(out), "--model", "simple_cnn", "--size", "32",
+            "--epochs", str(epochs), "--batch-size", "8", "--weights", "none", "--set", f"n_folds={N_FOLDS}",
+            "--set", "train.lr_max_per_image=1e-3", "--set", "train.warmup_epochs=0",
+            "--set", "train.tensorboard=false", *extra]
+
+
+def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    return subprocess.run([sys.executable, "-m", "melanoma", *args], capture_output=True, text=True, env=env, **kw)
+
+
+def fold_aucs_above(oof: pd.DataFrame, threshold: float) -> bool:
+    # Per fold: each fold's model has its own calibration, which blurs the pooled AUC of a tiny set.
+    return all(auc(g.target, g.pred) > threshold for _, g in oof.groupby("fold"))
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("records")
+    train_names, test_names = write_learnable_records(root)
+    return root, train_names, test_names
+
+
+def test_train_writes_aligned_tta_predictions_and_metadata_model(records, tmp_path):
+    rec, train_names, test_names = records
+    out = tmp_path / "run"
+    res = run_cli(train_args(rec, out, 3, "--tta", "1", "--tta-flips", "--metadata"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    oof = pd.read_csv(out / "oof.csv")
+    truth = dict(train_names)
+    assert sorted(oof.image_name) == sorted(truth)  # every training image once, out of fold
+    assert (oof.target == oof.image_name.map(truth)).all()
+    assert fold_aucs_above(oof, 0.8)  # learnable: predictions are attached to the right ids
+    test = pd.read_csv(out / "test_pred.csv")
+    assert sorted(test.image_name) == sorted(n for n, _ in test_names)
+    assert auc([dict(test_names)[n] for n in test.image_name], test.target) > 0.8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tta_views"] == ["plain", "flip_lr", "flip_ud", "flip_lr_ud", "tta1"]
+    assert metrics["oof_auc_no_tta"] == pytest.approx(auc(oof.target, oof.pred_plain))
+    for k in range(N_FOLDS):
+        fold = out / f"fold{k}"
+        history = pd.read_csv(fold / "history.csv")
+        assert list(history.epoch) == [0, 1, 2] and {"val_auc", "learning_rate"} <= set(history.columns)
+        done = json.loads((fold / "done.json").read_text())
+        assert done["weights"] == "best.weights.h5" and done["best_val_auc"] == pytest.approx(history.val_auc.max())
+        assert (fold / "best.weights.h5").is_file() and (fold / "curves.png").is_file()
+        assert not (fold / "backup").exists()
+
+
+def test_killed_run_resumes_to_the_same_outputs(records, tmp_path):
+    rec, train_names, test_names = records
+    killed = tmp_path / "killed"
+    args = train_args(rec, killed, 6, "--set", "train.steps_per_execution=1")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "melanoma", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    # Kill it once fold 1 has finished at least one epoch: fold 0 done, fold 1 mid-way.
+    deadline = time.time() + 240
+    history = killed / "fold1" / "history.csv"
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(pd.read_csv(history)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (killed / "fold0" / "done.json").is_file() and not (killed / "fold1" / "done.json").exists()
+    assert (killed / "fold1" / "backup").is_dir()
+    done_epochs = len(pd.read_csv(history))
+
+    res = run_cli(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "fold 0: finished in an earlier run" in res.stderr
+    resumed = pd.read_csv(killed / "fold1" / "history.csv")
+    assert list(resumed.epoch) == list(range(6))  # each epoch once: continued, not restarted
+    assert done_epochs >= 2
+    fresh = tmp_path / "fresh"
+    assert run_cli(train_args(rec, fresh, 6)).returncode == 0
+    for name in ("oof.csv", "test_pred.csv"):
+        a, b = pd.read_csv(killed / name), pd.read_csv(fresh / name)
+        assert a.shape == b.shape and list(a.image_name) == list(b.image_name)
+    oof = pd.read_csv(killed / "oof.csv")
+    assert (oof.target == oof.image_name.map(dict(train_names))).all() and fold_aucs_above(oof, 0.8)
+    assert not list(killed.rglob(".tmp-*")) and not list(killed.glob("fold*/backup"))
+
+    changed = run_cli(train_args(rec, killed, 7))
+    assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_two_cpu_replicas_split_the_global_batch(records, tmp_path):
+    rec, _, _ = records
+    code = """
+import sys
+from melanoma.strategy import get_strategy
+import tensorflow as tf
+s = get_strategy("none", cpu_replicas=2)
+ds = s.experimental_distribute_dataset(tf.data.Dataset.range(64).batch(16, drop_remainder=True))
+shapes = [v.shape[0] for v in s.experimental_local_results(next(iter(ds)))]
+print(s.num_replicas_in_sync, shapes)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "2 [8, 8]"
+    out = tmp_path / "run"
+    res = run_cli(train_args(rec, out, 1, "--folds", "0", "--set", "train.cpu_replicas=2"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and "batch 8 x 2 replicas = 16" in res.stderr
+    assert metrics["n_oof"] == 40
+
+
+def test_positive_share_sets_the_oversampling_factor():
+    cfg = apply_overrides(Config(), {"train.positive_share": 0.5})
+    imb = imbalance(100, 900, cfg.train)
+    assert imb.oversample == pytest.approx(9.0) and imb.sampled_share == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="positive_share"):
+        imbalance(100, 900, apply_overrides(Config(), {"train.positive_share": 0.05}).train)
+
+
+def test_cosine_schedule_and_focal_loss():
+    cfg = apply_overrides(Config(), {"train.schedule": "cosine", "train.lr_start": 0.0, "train.lr_max_per_image": 1e-4,
+                                     "train.lr_min": 1e-6, "train.warmup_epochs": 1, "train.epochs": 5})
+    sched = make_schedule(cfg.train, steps_per_epoch=10, global_batch=10)  # peak 1e-3
+    lr = [float(sched(s)) for s in range(51)]
+    assert lr[0] == 0.0 and lr[10] == pytest.approx(1e-3)
+    assert lr[30] == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5, rel=1e-4)  # half-way down the cosine
+    assert lr[50] == pytest.approx(1e-6) and all(a >= b for a, b in zip(lr[10:], lr[11:]))
+    focal = make_loss(apply_overrides(Config(), {"train.loss": "focal", "train.focal_alpha": 0.75}).train)
+    assert isinstance(focal, keras.losses.BinaryFocalCrossentropy)
+    y, p = np.array([[1.0], [0.0]]), np.array([[0.9], [0.1]])
+    bce = make_loss(Config().train)
+    assert float(focal(y, p)) < float(bce(y, p))  # easy examples are down-weighted
+    with pytest.raises(ConfigError):
+        make_schedule(apply_overrides(Config(), {"train.schedule": "step"}).train, 10, 10)
+
+
+def test_mixed_precision_keeps_a_float32_output():
+    from melanoma.models import build_model
+
+    assert resolve_precision("auto", "tpu") == "mixed_bfloat16"
+    assert resolve_precision("auto", "gpu") == "mixed_float16"
+    assert resolve_precision("auto", "cpu") == "float32"
+    before = keras.config.dtype_policy().name
+    with dtype_policy("mixed_bfloat16"):
+        model = build_model("simple_cnn", 32)
+    assert keras.config.dtype_policy().name == before
+    assert model.get_layer("pred").compute_dtype == "float32"
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.get_layer("simple_cnn").layers)
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).dtype == "float32"
+
+
+def test_prediction_views():
+    tcfg = apply_overrides(Config(), {"train.tta": 2, "train.tta_flips": True}).train
+    assert [n for n, _ in prediction_views(tcfg)] == ["plain", "flip_lr", "flip_ud", "flip_lr_ud", "tta1", "tta2"]
+    assert [n for n, _ in prediction_views(Config().train)] == ["plain"]
