@@ -115,3 +115,59 @@ def test_schedule_warms_up_then_decays():
     assert lr[30] == pytest.approx((1e-4 - 1e-6) * 0.5 + 1e-6)
     assert all(a <= b + 1e-12 for a, b in zip(lr[:20], lr[1:21]))
     assert all(a >= b - 1e-12 for a, b in zip(lr[20:], lr[21:])) and lr[-1] > 1e-6
+
+
+# ---------------------------------------------------------------- augmentation parts
+
+OFF = dict(flip=False, transpose=False, rotate=0.0, shear=0.0, zoom=0.0, shift=0.0, hue=0.0, saturation=0.0,
+           contrast=0.0, brightness=0.0, cutout=0)
+
+
+def test_augmentation_switched_off_is_the_identity_and_each_part_acts():
+    from melanoma.augment import augment_batch
+
+    img = tf.random.uniform([4, 24, 24, 3], 0, 255)
+    np.testing.assert_array_equal(augment_batch(img, AugmentConfig(**OFF), 24).numpy(), img.numpy())
+    tf.random.set_seed(3)
+    for part in ({"transpose": True}, {"rotate": 30.0}, {"shear": 10.0}, {"zoom": 0.2}, {"shift": 0.1},
+                 {"hue": 0.1}, {"saturation": 0.5}, {"contrast": 0.5}, {"brightness": 0.2}):
+        out = augment_batch(img, AugmentConfig(**{**OFF, **part}), 24).numpy()
+        assert np.abs(out - img.numpy()).max() > 1.0, part
+        assert out.min() >= 0.0 and out.max() <= 255.0
+
+
+def test_integer_shift_moves_the_image_and_cutout_blanks_the_configured_area():
+    from melanoma.augment import affine_matrices, augment_batch, transform
+
+    img = tf.random.uniform([1, 16, 16, 3], 0, 255)
+    zero, one = tf.zeros([1]), tf.ones([1])
+    out = transform(img, affine_matrices(zero, zero, one, one, one * 3, one * 2, 16)).numpy()
+    np.testing.assert_allclose(out[0, 2:, 3:], img.numpy()[0, :-2, :-3], atol=1e-3)  # content moved by (2, 3)
+    white = tf.fill([64, 40, 40, 3], 200.0)
+    holes = augment_batch(white, AugmentConfig(**{**OFF, "cutout": 1, "cutout_size": 0.25, "cutout_prob": 1.0}), 40)
+    blank = (holes.numpy()[..., 0] == 0).mean(axis=(1, 2))
+    assert (blank > 0).all() and blank.max() <= 0.25 ** 2 + 0.01  # one hole of at most 10x10 px per image
+
+
+def test_augment_layer_acts_in_training_only():
+    from melanoma.augment import Augment
+
+    layer = Augment({**OFF, "rotate": 90.0, "brightness": 0.2}, 16)
+    img = tf.random.uniform([2, 16, 16, 3], 0, 255)
+    np.testing.assert_array_equal(layer(img, training=False).numpy(), img.numpy())
+    assert np.abs(layer(img, training=True).numpy() - img.numpy()).max() > 1.0
+
+
+def test_meta_vector_one_hot_codes():
+    from melanoma.pipeline import META_DIM, meta_vector
+
+    v = meta_vector({"sex": tf.constant(1, tf.int64), "age_approx": tf.constant(50, tf.int64),
+                     "anatom_site_general_challenge": tf.constant(-1, tf.int64)}).numpy()
+    assert v.shape == (META_DIM,)
+    np.testing.assert_array_equal(v[:3], [0, 1, 0])  # female
+    np.testing.assert_array_equal(v[3:10], [0, 0, 0, 0, 0, 0, 1])  # site missing -> "other/missing" column
+    np.testing.assert_allclose(v[10:], [0.5, 0.0])
+    missing = meta_vector({"sex": tf.constant(-1, tf.int64), "age_approx": tf.constant(-1, tf.int64),
+                           "anatom_site_general_challenge": tf.constant(3, tf.int64)}).numpy()
+    np.testing.assert_array_equal(missing[:3], [0, 0, 1])
+    assert missing[3 + 3] == 1 and missing[-2:].tolist() == [0.0, 1.0]
