@@ -55,9 +55,11 @@ def test_explicit_paths_win_over_detection(tmp_path, monkeypatch):
     paths = resolve_paths(cfg, detect(cfg, kaggle_root=root))
     assert paths.data == Path("/my/data") and paths.submission == Path("/my/sub.csv")
     assert paths.image_run == root / "working" / "runs" / "image"  # runs was left at its default
-    # the shipped TPU config names every path: detection changes nothing
+    # the shipped TPU config names no path: inside Kaggle they all come from detection
     tpu = load_config(ROOT / "configs" / "kaggle_tpu.yaml")
-    assert resolve_paths(tpu, detect(tpu, kaggle_root=root)) == resolve_paths(tpu, Place("local"))
+    detected = resolve_paths(tpu, detect(tpu, kaggle_root=root))
+    assert detected.data == root / "input" / COMP and detected.submission == root / "working" / "submission.csv"
+    assert resolve_paths(tpu, Place("local")).data == Path(Config().paths.data)
 
 
 def test_detection_from_the_real_environment(monkeypatch):
