@@ -107,3 +107,30 @@ def competition_like_train(seed: int = 0, n_rows: int = 33126, n_patients: int =
             rows["target"].append(int(t))
     df = pd.DataFrame(rows)
     return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+
+
+def textured_image(seed: int, size=(48, 36)) -> Image.Image:
+    """A smooth random image (a coarse random grid, upsampled): distinct images get distinct dHashes."""
+    rng = np.random.default_rng(seed)
+    grid = rng.integers(0, 256, (4, 5, 3)).astype(np.uint8)
+    return Image.fromarray(grid).resize(size, Image.Resampling.BICUBIC)
+
+
+def textured_layout(root: Path, n_train: int = 40, n_test: int = 8, n_patients: int = 12, seed: int = 0,
+                    size=(48, 36)) -> Path:
+    """A competition layout of distinct textured images: n_train images of n_patients, 25% malignant."""
+    rng = np.random.default_rng(seed)
+    train = pd.DataFrame({"image_name": [f"ISIC_{i:07d}" for i in range(n_train)],
+                          "patient_id": [f"IP_{i % n_patients:04d}" for i in range(n_train)],
+                          "sex": rng.choice(["male", "female"], n_train), "age_approx": 50.0,
+                          "anatom_site_general_challenge": "torso", "diagnosis": "unknown",
+                          "target": [int(i % 4 == 0) for i in range(n_train)]})
+    test = pd.DataFrame({"image_name": [f"ISIC_9{i:06d}" for i in range(n_test)],
+                         "patient_id": [f"IPT_{i:04d}" for i in range(n_test)]})
+    seeds = {n: seed * 100000 + i for i, n in enumerate(list(train.image_name) + list(test.image_name))}
+    return make_layout(root, train, test, lambda split, row: textured_image(seeds[row["image_name"]], size))
+
+
+@pytest.fixture
+def textured_data(tmp_path) -> Path:
+    return textured_layout(tmp_path / "data")

@@ -55,3 +55,35 @@ def test_folds_file_must_match_train(tmp_path):
     folds.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(InputError, match="training images have no fold"):
         read_folds(tmp_path / "short.csv", read_train(tmp_path))
+
+
+def test_triple_stratified_folds_at_competition_scale():
+    """Must hold: 33,126 rows / 2,056 patients / 584 malignant like the real train.csv: patient-disjoint,
+    each fold's positive rate within 0.2 points of the overall 1.76%, the same median images per patient."""
+    import time
+
+    from conftest import competition_like_train
+    from melanoma.folds import fold_balance, fold_summary
+
+    train = competition_like_train(seed=0)
+    counts = train.groupby("patient_id").size()
+    assert (len(train), len(counts), train.target.sum()) == (33126, 2056, 584)
+    assert 10 <= counts.median() <= 14 and counts.max() == 115  # heavy-tailed like the real one
+    for seed in (42, 7):
+        start = time.perf_counter()
+        folds = assign_folds(train, 5, seed)
+        assert time.perf_counter() - start < 5
+        check_folds(train, folds, 5, tol=0.002)
+        summary = fold_summary(folds)
+        assert summary.ipp_median.nunique() == 1, summary
+        assert summary.patients.max() - summary.patients.min() <= 2
+        assert fold_balance(summary)["positive_rate"] <= 0.002
+        assert (summary.images - summary.images.mean()).abs().max() / summary.images.mean() < 0.03
+    assert not assign_folds(train, 5, 42).fold.equals(folds.fold)
+
+
+def test_groups_keep_linked_patients_together():
+    train = synthetic_meta(60, seed=4, pos_rate=0.2)
+    groups = train.patient_id.where(~train.patient_id.isin(["IP_00001", "IP_00002"]), "linked")
+    folds = assign_folds(train, 3, seed=0, groups=groups.to_numpy())
+    assert folds[folds.patient_id.isin(["IP_00001", "IP_00002"])].fold.nunique() == 1

@@ -201,7 +201,8 @@ def map_chunks(jobs: list[tuple], workers: int, on_done) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         pending: dict = {}
         next_job = 0
         try:
@@ -216,3 +217,17 @@ def map_chunks(jobs: list[tuple], workers: int, on_done) -> None:
             for fut in pending:
                 fut.cancel()
             raise
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit when the parent dies (killed, OOM, pre-empted), instead of lingering as an orphan
+    that holds its pipes open; the parent's re-run resumes the work."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()

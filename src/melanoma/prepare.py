@@ -237,6 +237,22 @@ def _drop_duplicates(train_idx: np.ndarray, items: pd.DataFrame, pairs: list[tup
     return dropped
 
 
+def _sane_pairs(pairs: list[tuple[int, int]], n: int, max_group: int = 8) -> list[tuple[int, int]]:
+    """Pairs outside implausibly large duplicate groups: the competition's duplicates come in pairs or
+    triples, while a chain of dozens of "near-duplicates" means the hashes cannot tell those images apart
+    (e.g. blank or very similar images); merging them would glue many patients into one fold group."""
+    if not pairs:
+        return pairs
+    labels = union_groups([str(i) for i in range(n)], pairs)
+    sizes = pd.Series(labels).value_counts()
+    big = set(sizes.index[sizes > max_group])
+    if big:
+        log.warning("prepare: %d near-duplicate groups of more than %d images (largest %d) are not merged: "
+                    "their hashes are too alike to trust; consider a lower prepare.dup_max_distance",
+                    len(big), max_group, int(sizes.max()))
+    return [(a, b) for a, b in pairs if labels[a] not in big]
+
+
 def _split(idx: list[int], per_shard: int) -> list[list[int]]:
     if not idx:
         return []
@@ -400,7 +416,8 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     pos_of = {n: i for i, n in enumerate(items[ID])}
     pair_idx = [(pos_of[a], pos_of[b]) for a, b in zip(dups["image_name_1"], dups["image_name_2"])]
     splits = images["split"].to_numpy()
-    train_pairs = [(a, b) for a, b in pair_idx if splits[a] == "train" and splits[b] == "train"]
+    train_pairs = _sane_pairs([(a, b) for a, b in pair_idx if splits[a] == "train" and splits[b] == "train"],
+                              len(items))
     # An external copy of a competition training image would be trained on while its twin is validated.
     ext_dup = {b if splits[b] == "external" else a for a, b in pair_idx
                if {splits[a], splits[b]} == {"train", "external"}}
@@ -422,7 +439,11 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
         local = {int(i): k for k, i in enumerate(comp_train)}
         groups = union_groups(items[PATIENT].to_numpy()[comp_train].tolist(),
                               [(local[a], local[b]) for a, b in train_pairs])
-        folds = assign_folds(train, cfg.n_folds, cfg.seed, groups)
+        try:
+            folds = assign_folds(train, cfg.n_folds, cfg.seed, groups)
+        except ValueError as e:
+            raise input_error(data_dir / "train.csv", f"cannot make folds: {e} (patients linked by duplicate "
+                                                      "images count as one)") from None
         fold_by_name = dict(zip(folds[ID], folds["fold"]))
     n_folds = int(folds["fold"].max()) + 1
     fold_of_item = np.array([fold_by_name.get(n, -1) for n in items[ID]])

@@ -99,7 +99,9 @@ def serialize_example(values: Mapping[str, Any], split: str) -> bytes:
             feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
         else:
             feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    # deterministic: map fields in key order, so a shard's bytes do not depend on the process's hash seed
+    # (a resumed prepare must reproduce an uninterrupted one exactly).
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
 def build_vocabularies(*frames: pd.DataFrame) -> dict[str, list[str]]:
