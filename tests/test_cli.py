@@ -75,7 +75,9 @@ def test_unknown_config_key_is_an_error(tmp_path, capsys):
 def check_run_folder(run: Path, n_oof: int, test_ids: list[str]) -> dict:
     oof = pd.read_csv(run / "oof.csv")
     test = pd.read_csv(run / "test_pred.csv")
-    assert list(oof.columns) == ["image_name", "target", "pred", "fold"] and len(oof) == n_oof
+    # image runs add pred_plain (the prediction without TTA)
+    assert list(oof.columns)[:4] == ["image_name", "target", "pred", "fold"] and len(oof) == n_oof
+    assert set(oof.columns) <= {"image_name", "target", "pred", "fold", "pred_plain"}
     assert list(test.columns) == ["image_name", "target"] and sorted(test.image_name) == sorted(test_ids)
     assert oof.pred.between(0, 1).all() and test.target.between(0, 1).all()
     assert (run / "config.yaml").is_file() and json.loads((run / "run.json").read_text())["seed"] == 42
