@@ -87,3 +87,28 @@ def test_groups_keep_linked_patients_together():
     groups = train.patient_id.where(~train.patient_id.isin(["IP_00001", "IP_00002"]), "linked")
     folds = assign_folds(train, 3, seed=0, groups=groups.to_numpy())
     assert folds[folds.patient_id.isin(["IP_00001", "IP_00002"])].fold.nunique() == 1
+
+
+@pytest.mark.skipif(not (SHARED / "siim2020_format" / "train_head500.csv").exists(), reason="shared data absent")
+def test_folds_follow_the_public_tfrecord_files(tmp_path):
+    """With the public TFRecords' train.csv (a `tfrecord` column), folds are its files in blocks of 3."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_bytes((SHARED / "siim2020_format" / "train_head500.csv").read_bytes())
+    train = read_train(tmp_path / "data")
+    # One file per patient, as the public files are; two images are duplicates in no file (-1).
+    patients = sorted(train.patient_id.unique())
+    file_of = {p: i % 15 for i, p in enumerate(patients)}
+    public = train[["image_name", "patient_id"]].assign(tfrecord=train.patient_id.map(file_of))
+    public.loc[public.index[:2], "tfrecord"] = -1
+    (tmp_path / "tfrec").mkdir()
+    public.to_csv(tmp_path / "tfrec" / "train.csv", index=False)
+    folds = make_folds(Config(), tmp_path / "data", tmp_path / "folds.csv", tmp_path / "tfrec")
+    merged = folds.merge(public, on=["image_name", "patient_id"])
+    in_file = merged[merged.tfrecord >= 0]
+    assert (in_file.fold == in_file.tfrecord // 3).all()  # files 0-2 -> fold 0, as `train` reads them
+    assert folds.groupby("patient_id").fold.nunique().max() == 1  # the -1 images joined their patient
+    assert sorted(folds.image_name) == sorted(train.image_name)
+    # our own shards (a manifest) or no companion csv: folds are computed as usual
+    (tmp_path / "tfrec" / "manifest.json").write_text("{}")
+    computed = make_folds(Config(), tmp_path / "data", tmp_path / "f2.csv", tmp_path / "tfrec")
+    assert computed.equals(assign_folds(train, 5, 42))

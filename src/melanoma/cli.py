@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--data", type=Path, help="folder with train.csv (competition layout)")
     p.add_argument("--out", type=Path, help="folds.csv to write")
+    p.add_argument("--tfrecords", help="public Kaggle TFRecords whose train.csv has a `tfrecord` column: "
+                                       "folds follow their files")
     p.add_argument("--folds", type=int, dest="n_folds", help="number of folds (default 5)")
     p.add_argument("--seed", type=int)
 
@@ -257,7 +259,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data})
         paths = resolve_paths(cfg)
-        make_folds(cfg, paths.data, args.out or paths.folds)
+        make_folds(cfg, paths.data, args.out or paths.folds, args.tfrecords)
     elif cmd == "prepare":
         from melanoma.prepare import prepare
 

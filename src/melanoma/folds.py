@@ -96,9 +96,56 @@ def format_fold_table(summary: pd.DataFrame) -> str:
     return pd.concat([summary.astype("float64"), dev]).to_string(float_format=lambda v: f"{v:g}")
 
 
-def make_folds(cfg: Config, data_dir: str | Path, out: str | Path) -> pd.DataFrame:
-    """The `folds` stage: DATA/train.csv -> folds.csv (cfg.n_folds folds, cfg.seed)."""
-    folds = assign_folds(read_train(data_dir), cfg.n_folds, cfg.seed)
+def folds_from_tfrecord_column(train: pd.DataFrame, public_csv: Path, n_folds: int, seed: int) -> pd.DataFrame:
+    """Folds that match the public Kaggle TFRecords: their companion train.csv names each image's file
+    (`tfrecord`, -1 for the duplicates left out), and contiguous blocks of files are the folds, as `train`
+    reads them. So the metadata model's folds are the image model's, and the blend compares like with like.
+    Images in no file take their patient's fold, or a fold of their own dealt by assign_folds."""
+    public = pd.read_csv(public_csv, dtype={ID: "string"}, usecols=lambda c: c in (ID, "tfrecord"))
+    if ID not in public.columns:
+        raise input_error(public_csv, f"missing column '{ID}'", 1)
+    files = np.sort(public.loc[public["tfrecord"] >= 0, "tfrecord"].unique())
+    if len(files) == 0 or len(files) % n_folds:
+        raise input_error(public_csv, f"{len(files)} TFRecord files cannot be split evenly into {n_folds} folds")
+    file_fold = {f: i // (len(files) // n_folds) for i, f in enumerate(files)}
+    by_name = dict(zip(public[ID], public["tfrecord"].map(file_fold)))
+    out = train[[ID, PATIENT, TARGET]].copy().reset_index(drop=True)
+    out["fold"] = out[ID].map(by_name)
+    patient_fold = out.dropna(subset=["fold"]).groupby(PATIENT)["fold"].agg(lambda f: f.mode().iloc[0])
+    out["fold"] = out["fold"].fillna(out[PATIENT].map(patient_fold))
+    rest = out["fold"].isna()
+    if rest.any():
+        dealt = assign_folds(out[rest], n_folds, seed) if out.loc[rest, PATIENT].nunique() >= n_folds else \
+            out[rest].assign(fold=np.arange(rest.sum()) % n_folds)
+        out.loc[rest, "fold"] = dealt["fold"].to_numpy()
+    out["fold"] = out["fold"].astype(np.int64)
+    log.info("folds: from the `tfrecord` column of %s (%d files, %d per fold); %d images in no file placed "
+             "with their patient or dealt", public_csv, len(files), len(files) // n_folds, int(rest.sum()))
+    return out
+
+
+def public_folds_csv(tfrecords_dir: str | Path | None) -> Path | None:
+    """The companion train.csv of a public TFRecord dataset (no manifest.json, a `tfrecord` column), if any."""
+    if tfrecords_dir is None or str(tfrecords_dir).startswith("gs://"):
+        return None
+    folder = Path(tfrecords_dir)
+    csv = folder / "train.csv"
+    if (folder / "manifest.json").is_file() or not csv.is_file():
+        return None
+    header = csv.open().readline().strip().split(",")
+    return csv if "tfrecord" in header else None
+
+
+def make_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir: str | Path | None = None
+               ) -> pd.DataFrame:
+    """The `folds` stage: DATA/train.csv -> folds.csv (cfg.n_folds folds, cfg.seed).
+
+    When `tfrecords_dir` holds the public Kaggle TFRecords with their train.csv, the folds follow its files.
+    """
+    train = read_train(data_dir)
+    public = public_folds_csv(tfrecords_dir)
+    folds = (folds_from_tfrecord_column(train, public, cfg.n_folds, cfg.seed) if public is not None
+             else assign_folds(train, cfg.n_folds, cfg.seed))
     out = Path(out)
     write_csv(out, folds)
     save_run_info(out.parent, cfg, "folds", prefix=f"{out.stem}.")

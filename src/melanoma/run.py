@@ -89,7 +89,7 @@ def run_pipeline(cfg: Config) -> dict:
 
         return train(*args)
 
-    timed("folds", make_folds, cfg, paths.data, paths.folds)
+    timed("folds", make_folds, cfg, paths.data, paths.folds, paths.tfrecords)
     timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
     timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
     timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run)
