@@ -131,7 +131,7 @@ n_folds: 2
 paths: {{data: {demo_subset}, tfrecords: {out}/tf, runs: {out}/runs, submission: {out}/sub/submission.csv,
         test_labels: {labels}}}
 prepare: {{size: 32}}
-train: {{size: 32, epochs: 1, batch_size: 8, weights: none, verbose: 0}}
+train: {{model: simple_cnn, size: 32, epochs: 1, batch_size: 8, weights: none, verbose: 0}}  # the wiring, fast
 tabular: {{epochs: 2}}
 """)
     code, stdout, err = run_cli(capsys, "run", "--config", config)
