@@ -146,6 +146,8 @@ def test_bad_images_fail_with_file_and_row_or_are_skipped_and_listed(textured_da
         parse = parse_fn("train", ("image_name",))
         names |= {parse(r)["image_name"].numpy().decode() for r in tf.data.TFRecordDataset(s.path)}
     assert names == set(train.image_name) - set(skipped)
+    test_names = set(pd.read_csv(textured_data / "test.csv").image_name)
+    assert set(pd.read_csv(out / "image_sizes.csv").image_name) == (set(train.image_name) | test_names) - set(skipped)
     assert sum(f["images"] for f in m["folds"].values()) == len(train) - 4  # the fold table counts what is in shards
     # folds.csv still covers train.csv (later stages read it with train.csv)
     assert len(pd.read_csv(out / "folds.csv")) == len(train)

@@ -51,6 +51,10 @@ def test_prepare_round_trip_every_field(tmp_path):
 
     assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
     assert manifest["counts"] == {"train": 8, "test": 2}
+    image_sizes = pd.read_csv(out / "image_sizes.csv")  # the original sizes, for the tabular stage
+    assert list(image_sizes.columns) == ["image_name", "split", "width", "height"]
+    assert {r.image_name: (r.width, r.height) for r in image_sizes.itertuples()} == sizes
+    assert image_sizes.split.tolist() == ["train"] * 8 + ["test"] * 2
     vocab = manifest["vocab"]
     assert vocab["anatom_site_general_challenge"][:6] == list(VOCABULARIES["anatom_site_general_challenge"])
     assert "anterior torso" in vocab["anatom_site_general_challenge"]  # unknown values are appended, not lost

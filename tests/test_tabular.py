@@ -533,3 +533,111 @@ def test_context_features_carry_an_ugly_duckling_signal(tmp_path):
                         gbm_importance_repeats=0)
         auc[context] = tabular.run_tabular(cfg, root, root / "folds.csv", tmp_path / f"out{context}")["oof_auc"]
     assert auc[True] > 0.8 and auc[True] > auc[False] + 0.1, auc
+
+
+# --------------------------------------------------------------------------------------------- image sizes
+# width/height from the TFRecords folder: prepare's image_sizes.csv or the public datasets' train.csv/test.csv
+
+CAMERAS = [(640, 480), (1024, 768), (1872, 1053), (6000, 4000)]  # malignancy rises with the width
+
+
+def size_data(root):
+    """make_data's CSVs (no width/height) with a target that depends on the image width only, and the sizes."""
+    make_data(root, n=180, n_test=30, seed=4)
+    train, test = pd.read_csv(root / "train.csv"), pd.read_csv(root / "test.csv")
+    rng = np.random.default_rng(4)
+    cam_train, cam_test = rng.integers(0, len(CAMERAS), len(train)), rng.integers(0, len(CAMERAS), len(test))
+    rate = np.array([0.02, 0.1, 0.5, 0.9])
+    train[TARGET] = (rng.random(len(train)) < rate[cam_train]).astype(int)
+    train.to_csv(root / "train.csv", index=False)
+    write_csv(root / "folds.csv", assign_folds(read_train(root), N_FOLDS, 4))
+    sizes = pd.concat([
+        pd.DataFrame({ID: train[ID], "split": "train", "width": [CAMERAS[c][0] for c in cam_train],
+                      "height": [CAMERAS[c][1] for c in cam_train]}),
+        pd.DataFrame({ID: test[ID], "split": "test", "width": [CAMERAS[c][0] for c in cam_test],
+                      "height": [CAMERAS[c][1] for c in cam_test]}),
+    ], ignore_index=True)
+    return root / "folds.csv", train, test, sizes
+
+
+def size_run(root, folds_path, sizes_dir, out, **kw):
+    cfg = small_cfg(model="logreg", **kw)
+    return tabular.run_tabular(cfg, root, folds_path, out, sizes_dir)
+
+
+@pytest.fixture(scope="module")
+def sized(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tabular_sizes")
+    folds_path, train, test, sizes = size_data(root / "data")
+    tfrec = root / "tfrec"
+    tfrec.mkdir()
+    sizes.sample(frac=1.0, random_state=0).to_csv(tfrec / tabular.SIZES_CSV, index=False)  # any row order
+    return dict(root=root, data=root / "data", folds_path=folds_path, train=train, test=test, sizes=sizes,
+                tfrec=tfrec)
+
+
+def test_image_sizes_csv_is_joined_by_name_and_carries_the_signal(sized, caplog):
+    data, folds_path, tfrec, sizes = sized["data"], sized["folds_path"], sized["tfrec"], sized["sizes"]
+    out = sized["root"] / "auto"
+    with caplog.at_level(logging.INFO, logger="melanoma.tabular"):
+        auc = size_run(data, folds_path, tfrec, out)["oof_auc"]
+    assert any("image width/height from" in m and tabular.SIZES_CSV in m for m in caplog.messages)
+    off = size_run(data, folds_path, tfrec, sized["root"] / "off", image_size="off")["oof_auc"]
+    assert auc > 0.8 and auc > off + 0.2, (auc, off)
+
+    feats = pd.read_csv(out / "features.csv", dtype={ID: "string", "fold": "string"}).set_index(ID)
+    expected = sizes.set_index(ID)
+    for c in tabular.SIZE:  # joined by image_name, whatever the row order of image_sizes.csv
+        np.testing.assert_array_equal(feats.loc[expected.index, c], expected[c])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["features"] == [SEX, AGE, SITE, "width", "height"]
+    assert metrics["image_sizes_from"].endswith(tabular.SIZES_CSV)
+    assert "width" not in pd.read_csv(sized["root"] / "off" / "features.csv").columns
+    assert json.loads((sized["root"] / "off" / "metrics.json").read_text())["image_sizes_from"] is None
+
+
+def test_public_tfrecords_csvs_with_width_and_height_via_cli(sized, tmp_path):
+    from melanoma import cli
+
+    train, test, sizes = sized["train"], sized["test"], sized["sizes"].set_index(ID)
+    public = tmp_path / "public"
+    public.mkdir()
+    # the public datasets' companion CSVs: the metadata plus tfrecord, width, height (rows in another order)
+    train.assign(tfrecord=np.arange(len(train)) % 15, width=sizes.loc[train[ID], "width"].to_numpy(),
+                 height=sizes.loc[train[ID], "height"].to_numpy()).iloc[::-1].to_csv(public / "train.csv",
+                                                                                   index=False)
+    test.assign(width=sizes.loc[test[ID], "width"].to_numpy(),
+                height=sizes.loc[test[ID], "height"].to_numpy()).to_csv(public / "test.csv", index=False)
+    out = tmp_path / "run"
+    code = cli.main(["-q", "tabular", "--data", str(sized["data"]), "--folds", str(sized["folds_path"]),
+                     "--out", str(out), "--model", "logreg", "--tfrecords", str(public)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["oof_auc"] > 0.8 and "train.csv and" in metrics["image_sizes_from"]
+    feats = pd.read_csv(out / "features.csv", dtype={ID: "string"}).set_index(ID)
+    np.testing.assert_array_equal(feats.loc[sizes.index, "width"], sizes["width"])
+
+
+def test_incomplete_image_sizes_warn_and_are_not_used(sized, tmp_path, caplog):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    sizes = sized["sizes"]
+    sizes[~sizes[ID].isin(sized["test"][ID].head(4))].to_csv(partial / tabular.SIZES_CSV, index=False)
+    train, test = read_train(sized["data"]), read_test(sized["data"])
+    with caplog.at_level(logging.INFO, logger="melanoma.tabular"):
+        trn, tst, source = tabular.add_image_sizes(train, test, partial, "auto")
+    assert source is None and "width" not in trn.columns and "width" not in tst.columns
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"0 of {len(train)} training and 4 of {len(test)} test images" in warnings[0]
+    # a bucket is not looked into; a folder without sizes says so; the CSVs' own sizes come first
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="melanoma.tabular"):
+        assert tabular.add_image_sizes(train, test, "gs://bucket/tfrec", "auto")[2] is None
+        assert tabular.add_image_sizes(train, test, tmp_path / "none", "auto")[2] is None
+    assert any("gs://bucket/tfrec" in m for m in caplog.messages) and len(caplog.messages) == 2
+    own = tabular.add_image_sizes(train.assign(width=1.0, height=2.0), test.assign(width=3.0, height=4.0),
+                                  sized["tfrec"], "auto")
+    assert own[2] == "train.csv and test.csv" and (own[1]["width"] == 3.0).all()
+    assert "width" not in tabular.add_image_sizes(train.assign(width=1.0, height=2.0), test, None, "off")[0]
+    with pytest.raises(tabular.ConfigError, match="image_size"):
+        size_run(sized["data"], sized["folds_path"], partial, tmp_path / "bad", image_size="yes")

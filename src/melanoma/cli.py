@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--data", type=Path, help="folder with train.csv and test.csv")
     p.add_argument("--folds", type=Path, dest="folds_file", help="folds.csv")
+    p.add_argument("--tfrecords", help="folder with image_sizes.csv or the public TFRecords' train.csv/test.csv, "
+                                       "for image width/height")
     p.add_argument("--out", type=Path, help="run folder to write")
     p.add_argument("--model", choices=["mlp_smote", "logreg", "gbm", "all"],
                    help="metadata model (all: every one, the best OOF AUC at the top of the run folder)")
@@ -295,9 +297,10 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif cmd == "tabular":
         from melanoma.tabular import run_tabular
 
-        cfg = _load(args, {"seed": seed, "paths.data": args.data, "tabular.model": args.model})
+        cfg = _load(args, {"seed": seed, "paths.data": args.data, "tabular.model": args.model,
+                           "paths.tfrecords": args.tfrecords})
         paths = resolve_paths(cfg)
-        run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run)
+        run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run, paths.tfrecords)
     elif cmd == "blend":
         from melanoma.blend import run_blend
 

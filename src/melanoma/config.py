@@ -137,6 +137,9 @@ class TabularConfig:
     gbm_min_samples_leaf: int = 40  # rows per leaf at least: guards against fitting the few positives
     gbm_early_stopping: bool = True  # stop on the log-loss of a seeded 10% of the training fold
     gbm_importance_repeats: int = 3  # permutation-importance shuffles per feature and fold (0: none)
+    # Original image width/height as features: auto (from train.csv/test.csv, else the TFRecords folder's
+    # image_sizes.csv or the public TFRecords' train.csv/test.csv) | off (never used)
+    image_size: str = "auto"
 
 
 @dataclass

@@ -498,6 +498,10 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     }
     _write_output(out, "folds.csv", folds.to_csv(index=False).encode())
     _write_output(out, "duplicates.csv", dups.to_csv(index=False).encode())
+    # Original sizes for the tabular stage (a strong feature: they tell the camera). Every decoded image, also
+    # a duplicate left out of the shards: tabular needs a size for every row of train.csv and test.csv.
+    sizes = pd.DataFrame({ID: items[ID], "split": images["split"], "width": decoded["w"], "height": decoded["h"]})
+    _write_output(out, "image_sizes.csv", sizes[ok].to_csv(index=False).encode())
     _save_run_info(out, cfg)
     _write_output(out, "manifest.json", (json.dumps(manifest, indent=2, default=_plain) + "\n").encode())
     _remove_stale(out, {s["file"] for s in shards})

@@ -92,7 +92,7 @@ def run_pipeline(cfg: Config) -> dict:
     timed("folds", make_folds, cfg, paths.data, paths.folds, paths.tfrecords)
     timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
     timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
-    timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run)
+    timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
     runs = [r for r, s in ((paths.image_run, "train"), (paths.tabular_run, "tabular")) if s in cfg.stages]
     blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
 

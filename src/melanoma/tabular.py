@@ -58,7 +58,8 @@ CATEGORICAL = [SEX, SITE]
 NUMERIC = [AGE]
 META = [SEX, AGE, SITE]  # the metadata columns, as read by melanoma.data
 FEATURES = [PATIENT, SEX, AGE, SITE]  # the input columns every pipeline reads (patient_id: for the context)
-SIZE = ["width", "height"]  # image size columns, used when train.csv and test.csv both have them
+SIZE = ["width", "height"]  # original image size columns (see add_image_sizes)
+SIZES_CSV = "image_sizes.csv"  # written by `prepare` beside its manifest: image_name, split, width, height
 MISSING = "missing"  # the category that stands for an absent sex or site
 # Patient-context features, computed within each patient on the rows being transformed (see patient_context).
 CONTEXT = [
@@ -384,6 +385,8 @@ def _check_config(tcfg: TabularConfig) -> None:
         raise ConfigError("tabular.gbm_max_iter, gbm_learning_rate and gbm_min_samples_leaf must be positive")
     if tcfg.gbm_max_leaf_nodes < 2:
         raise ConfigError(f"tabular.gbm_max_leaf_nodes: expected at least 2, got {tcfg.gbm_max_leaf_nodes}")
+    if tcfg.image_size not in ("auto", "off"):
+        raise ConfigError(f"tabular.image_size: expected auto or off, got {tcfg.image_size!r}")
     if tcfg.gbm_importance_repeats < 0:
         raise ConfigError(f"tabular.gbm_importance_repeats: expected 0 (off) or more, got "
                           f"{tcfg.gbm_importance_repeats}")
@@ -402,8 +405,73 @@ class ModelRun:
     oof_auc: float | None
 
 
+def _read_sizes(folder: Path) -> tuple[pd.DataFrame, str] | None:
+    """image_name, width, height (one row per name, positive numbers) from FOLDER/image_sizes.csv, else from
+    FOLDER/train.csv + test.csv when both have width and height (the public TFRecords' companion CSVs), and
+    a description of the source; None when the folder has neither."""
+    wanted = {ID, *SIZE}
+    candidates = [[folder / SIZES_CSV], [folder / "train.csv", folder / "test.csv"]]
+    for files in candidates:
+        if not all(f.is_file() for f in files):
+            continue
+        try:
+            parts = [pd.read_csv(f, usecols=lambda c: c in wanted, dtype={ID: "string"}) for f in files]
+        except (OSError, ValueError) as e:
+            log.warning("tabular: cannot read image sizes from %s: %s", ", ".join(map(str, files)), e)
+            continue
+        if not all(wanted <= set(part.columns) for part in parts):
+            continue
+        sizes = pd.concat(parts, ignore_index=True)
+        for c in SIZE:
+            sizes[c] = pd.to_numeric(sizes[c], errors="coerce")
+        # A missing or non-positive size (the records' -1) is no size: that image counts as not covered.
+        sizes = sizes[sizes[ID].notna() & (sizes[SIZE] > 0).all(axis=1)].drop_duplicates(ID)
+        return sizes, " and ".join(str(f) for f in files)
+    return None
+
+
+def add_image_sizes(train: pd.DataFrame, test: pd.DataFrame, sizes_dir: str | Path | None, mode: str
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """train and test with width/height where known, and where they came from (None: not used).
+
+    off: no size columns. auto: train.csv/test.csv's own when both have them; else, joined by image_name,
+    those of SIZES_DIR (see _read_sizes), used only if they cover every training and test image: a partial
+    cover would make the feature mean different things for the two (a warning says how many are missing).
+    """
+    if mode == "auto" and all(c in train.columns and c in test.columns for c in SIZE):
+        log.info("tabular: image width/height from train.csv and test.csv")
+        return train, test, "train.csv and test.csv"
+    # A size column in only one of the two CSVs is no feature (the test rows would all be imputed).
+    train, test = train.drop(columns=SIZE, errors="ignore"), test.drop(columns=SIZE, errors="ignore")
+    if mode == "off":
+        log.info("tabular: image width/height not used (tabular.image_size: off)")
+        return train, test, None
+    if sizes_dir is None:
+        return train, test, None
+    if "://" in str(sizes_dir):  # a bucket: read by TensorFlow only; the metadata stage stays without it
+        log.info("tabular: image width/height not looked up in %s (remote folder)", sizes_dir)
+        return train, test, None
+    found = _read_sizes(Path(sizes_dir))
+    if found is None:
+        log.info("tabular: no image width/height (not in train.csv/test.csv, no %s or public train.csv/"
+                 "test.csv with width and height in %s)", SIZES_CSV, sizes_dir)
+        return train, test, None
+    sizes, source = found
+    known = set(sizes[ID])
+    miss_train, miss_test = int((~train[ID].isin(known)).sum()), int((~test[ID].isin(known)).sum())
+    if miss_train or miss_test:
+        log.warning("tabular: image sizes in %s miss %d of %d training and %d of %d test images: width/height "
+                    "not used", source, miss_train, len(train), miss_test, len(test))
+        return train, test, None
+    by_name = sizes.set_index(ID)
+    train = train.assign(**{c: train[ID].map(by_name[c]).to_numpy(dtype=np.float64) for c in SIZE})
+    test = test.assign(**{c: test[ID].map(by_name[c]).to_numpy(dtype=np.float64) for c in SIZE})
+    log.info("tabular: image width/height from %s (%d training, %d test images)", source, len(train), len(test))
+    return train, test, source
+
+
 def input_columns(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
-    """FEATURES, plus width and height when both train.csv and test.csv have them (else skipped silently)."""
+    """FEATURES, plus width and height when both tables have them (see add_image_sizes)."""
     return FEATURES + [c for c in SIZE if c in train.columns and c in test.columns]
 
 
@@ -539,8 +607,11 @@ def _remove_stale_model_dirs(out_dir: Path, keep: list[str]) -> None:
             log.warning("tabular: %s is from an earlier run and could not be removed", sub)
 
 
-def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
+def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_dir: str | Path,
+                sizes_dir: str | Path | None = None) -> dict[str, Any]:
     """The `tabular` stage: DATA/train.csv, DATA/test.csv, folds.csv -> a run folder; returns the metrics.
+
+    sizes_dir (the TFRecords folder) supplies image width/height when the CSVs lack them (add_image_sizes).
 
     One model: RUN/ holds its oof.csv, test_pred.csv, metrics.json. `all`: each model in RUN/<model>/, and
     RUN/ holds the one with the best OOF AUC (metrics.json says which, and the AUC of every model).
@@ -552,6 +623,7 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
     train = read_train(data_dir)
     test = read_test(data_dir)
     folds = read_folds(folds_path, train)
+    train, test, sizes_from = add_image_sizes(train, test, sizes_dir, tcfg.image_size)
     df = train.merge(folds[[ID, "fold"]], on=ID, how="inner", validate="one_to_one")
     df["fold"] = df["fold"].astype("int64")
     fold_ids = sorted(int(k) for k in df["fold"].unique())
@@ -563,7 +635,7 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
     scores = {name: run.oof_auc for name, run in runs.items()}
     best = max(names, key=lambda n: -np.inf if scores[n] is None else scores[n])  # first of equals wins
     top = runs[best]
-    extra = dict(top.extra, models=scores)
+    extra = dict(top.extra, models=scores, image_sizes_from=sizes_from)
     if len(names) > 1:
         extra["selection"] = (f"{best}: the best out-of-fold AUC of {', '.join(names)}; chosen on the OOF "
                               f"predictions themselves, so its oof_auc is slightly optimistic")
