@@ -123,6 +123,12 @@ def test_stage_commands_end_to_end(demo_subset, tmp_path, capsys):
 
 def test_run_chains_every_stage(demo_subset, tmp_path, capsys):
     out = tmp_path / "run"
+    # Four images copied under other names (other patients): `run` lets prepare deal the folds, so each
+    # duplicate pair must share a fold.
+    names = sorted(p.stem for p in (demo_subset / "jpeg" / "train").glob("*.jpg"))
+    pairs = [(names[i], names[i + 20]) for i in range(0, 8, 2)]
+    for a, b in pairs:
+        (demo_subset / "jpeg" / "train" / f"{b}.jpg").write_bytes((demo_subset / "jpeg" / "train" / f"{a}.jpg").read_bytes())
     labels = demo_subset / "labels.csv"
     pd.read_csv(demo_subset / "test.csv")[["image_name"]].assign(target=[0, 1] * 5).to_csv(labels, index=False)
     config = tmp_path / "tiny.yaml"
@@ -143,3 +149,7 @@ tabular: {{epochs: 2}}
     for folder in (out / "tf", out / "runs" / "image", out / "runs" / "tabular", out / "sub"):
         assert (folder / "config.yaml").is_file() and (folder / "run.json").is_file()
     assert "held-out test AUC" in stdout and "submission" in stdout
+    folds = pd.read_csv(out / "runs" / "folds.csv")
+    assert folds.equals(pd.read_csv(out / "tf" / "folds.csv")) and (out / "runs" / "folds.run.json").is_file()
+    fold_of = dict(zip(folds.image_name, folds.fold))
+    assert all(fold_of[a] == fold_of[b] for a, b in pairs)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.config import STAGES, Config
+from melanoma.config import STAGES, Config, save_run_info
 from melanoma.data import ID, TARGET
 from melanoma.environment import Place, auto_paths
 from melanoma.errors import ConfigError, input_error
+from melanoma.files import write_bytes
 from melanoma.results import auc, fmt_auc, read_metrics
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,23 @@ def run_pipeline(cfg: Config) -> dict:
 
         return train(*args)
 
-    timed("folds", make_folds, cfg, paths.data, paths.folds, paths.tfrecords)
-    timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
+    def prepare_with_folds():
+        # prepare hashes every image, so when it runs it deals the folds itself: duplicate images (linked by
+        # their dHash) then land in one fold. Its folds.csv becomes the one every later stage reads.
+        manifest = prepare(cfg, paths.data, paths.tfrecords, None)
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(f"{str(paths.tfrecords).rstrip('/')}/folds.csv", "rb") as f:
+            write_bytes(paths.folds, f.read())
+        save_run_info(Path(paths.folds).parent, cfg, "folds", prefix=f"{Path(paths.folds).stem}.")
+        return manifest
+
+    if "folds" in cfg.stages and "prepare" in cfg.stages:
+        log.info("== folds: dealt by prepare, which sees duplicate images")
+        timed("prepare", prepare_with_folds)
+    else:
+        timed("folds", make_folds, cfg, paths.data, paths.folds, paths.tfrecords)
+        timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
     timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
     timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
     runs = [r for r, s in ((paths.image_run, "train"), (paths.tabular_run, "tabular")) if s in cfg.stages]
