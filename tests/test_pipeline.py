@@ -197,3 +197,13 @@ def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
     expected = np.array([int(n[4:]) % 250 for n in names], dtype=float)
     for name, pred in views.items():
         np.testing.assert_allclose(pred, expected, atol=2.5, err_msg=name)  # JPEG rounding only
+
+
+def test_count_targets_reads_shards_or_trusts_the_manifest(tmp_path):
+    from dataclasses import replace
+
+    from melanoma.pipeline import count_targets
+
+    shards = write_shards(tmp_path, n_files=2, per_file=50)  # every 10th record malignant
+    assert count_targets(shards) == (10, 90)
+    assert count_targets([replace(s, positives=7) for s in shards]) == (14, 86)  # manifest counts, no read

@@ -207,3 +207,31 @@ def test_prediction_views():
     tcfg = apply_overrides(Config(), {"train.tta": 2, "train.tta_flips": True}).train
     assert [n for n, _ in prediction_views(tcfg)] == ["plain", "flip_lr", "flip_ud", "flip_lr_ud", "tta1", "tta2"]
     assert [n for n, _ in prediction_views(Config().train)] == ["plain"]
+
+
+def test_train_only_shards_are_trained_on_but_never_validated(records, tmp_path):
+    """External data (fold -1, train_only) joins every fold's training pool and stays out of the OOF."""
+    import shutil
+
+    rec, train_names, _ = records
+    folder = tmp_path / "tf"
+    folder.mkdir()
+    shards = []
+    for k in range(N_FOLDS):
+        shutil.copy(rec / shard_name("train", k, 40), folder)
+        shards.append({"file": shard_name("train", k, 40), "split": "train", "fold": k, "count": 40,
+                       "positives": 10})
+    shutil.copy(rec / shard_name("test", 0, 40), folder)
+    shards.append({"file": shard_name("test", 0, 40), "split": "test", "fold": -1, "count": 40})
+    other, _ = write_learnable_records(tmp_path / "other", seed=1)  # fresh images, 1 file used as "external"
+    shutil.copy(tmp_path / "other" / shard_name("train", 0, 40), folder / "external00-40.tfrec")
+    shards.append({"file": "external00-40.tfrec", "split": "train", "fold": -1, "count": 40, "train_only": True})
+    (folder / "manifest.json").write_text(json.dumps({"image_size": 32, "n_folds": N_FOLDS, "shards": shards}))
+
+    out = tmp_path / "run"
+    res = run_cli(train_args(folder, out, 1, "--folds", "0"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    # 80 images of folds 1-2 plus 40 external (their 10 malignant counted by reading the shard)
+    assert "fold 0: 120 training images, 30 malignant" in res.stderr
+    oof = pd.read_csv(out / "oof.csv")
+    assert sorted(oof.image_name) == sorted(n for n, _ in train_names[:40])  # fold 0 only, no external ids

@@ -35,6 +35,7 @@ class Shard:
     fold: int  # -1 for test shards and for external training data (in every fold's training set)
     count: int
     train_only: bool = False  # external data or upsampled copies: never validated, never in the OOF
+    positives: int | None = None  # malignant records, when the manifest says (spares reading the shard)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
         with tf.io.gfile.GFile(manifest_path) as f:
             manifest = json.load(f)
         shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]),
-                             bool(s.get("train_only", False))) for s in manifest["shards"])
+                             bool(s.get("train_only", False)),
+                             int(s["positives"]) if s.get("positives") is not None else None)
+                       for s in manifest["shards"])
         missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
         if missing:
             raise input_error(manifest_path, f"lists {missing[0]}, which does not exist; re-run `melanoma prepare`")
@@ -209,9 +212,13 @@ def read_index(shards: list[Shard]) -> pd.DataFrame:
 
 
 def count_targets(shards: list[Shard]) -> tuple[int, int]:
-    """(malignant, benign) records in training shards, reading only the target field."""
+    """(malignant, benign) records in training shards: from the manifest's counts when every shard has them,
+    else by reading only the target field (external data can be tens of thousands of records on GCS)."""
     if not shards:
         return 0, 0
+    if all(s.positives is not None for s in shards):
+        pos = sum(s.positives for s in shards)
+        return pos, sum(s.count for s in shards) - pos
     ds = _records([s.path for s in shards], deterministic=True).map(parse_fn("train", (TARGET,)),
                                                                      num_parallel_calls=AUTOTUNE)
     pos = total = 0
