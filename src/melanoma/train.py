@@ -250,7 +250,7 @@ def save_weights_atomic(model: keras.Model, path: Path) -> None:
 def fingerprint(cfg: Config, shardset: ShardSet) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
     settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard")}
-    data = [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
+    data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
     blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
