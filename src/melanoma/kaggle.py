@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from melanoma.errors import KaggleError
-from melanoma.files import write_json, write_text
+from melanoma.files import read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         raise KaggleError(f"no Kaggle credentials found (looked for {path}, KAGGLE_USERNAME/KAGGLE_KEY and "
                           f"an access token): {CREDENTIALS_HELP}")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:
         # Say where, never what: the message of a JSON error can quote the key.
         where = f" (line {e.lineno})" if isinstance(e, json.JSONDecodeError) else ""
@@ -189,7 +189,7 @@ def _is_done(out: Path, unit: str) -> bool:
     """A unit is finished when its marker lists files that all exist with their recorded sizes."""
     marker = _done_marker(out, unit)
     try:
-        files = json.loads(marker.read_text())["files"]
+        files = read_json(marker)["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return all((out / f).is_file() and (out / f).stat().st_size == size for f, size in files.items())

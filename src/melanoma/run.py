@@ -98,7 +98,7 @@ def run_pipeline(cfg: Config) -> dict:
 
         with tf.io.gfile.GFile(f"{str(paths.tfrecords).rstrip('/')}/folds.csv", "rb") as f:
             write_bytes(paths.folds, f.read())
-        save_run_info(Path(paths.folds).parent, cfg, "folds", prefix=f"{Path(paths.folds).stem}.")
+        save_run_info(paths.folds.parent, cfg, "folds", prefix=f"{paths.folds.stem}.")
         return manifest
 
     if "folds" in cfg.stages and "prepare" in cfg.stages:
