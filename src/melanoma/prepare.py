@@ -46,7 +46,7 @@ from melanoma.config import Config, save_run_info
 from melanoma.data import ID, PATIENT, TARGET, check_images_exist, csv_line, image_path, read_test, read_train
 from melanoma.errors import ConfigError, InputError, input_error
 from melanoma.external import read_external
-from melanoma.files import write_json
+from melanoma.files import _json_default as _plain, write_json
 from melanoma.folds import assign_folds, fold_balance, fold_summary, format_fold_table, read_folds
 from melanoma.images import RESIZE_MODES, BadImage, ImageSettings, chunk_key, load_rgb, map_chunks, square, \
     to_jpeg
@@ -158,17 +158,21 @@ def _read_inputs(pcfg, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
 
 # ---------------------------------------------------------------- phase 1: decode, hash, encode
 
-def _decode_all(items: pd.DataFrame, settings: ImageSettings, work: Path, workers: int) -> pd.DataFrame:
-    """Per image: chunk, offset, length, w, h, dhash, error (chunks already complete are reused)."""
+def _decode_all(items: pd.DataFrame, settings: ImageSettings, work: Path, workers: int
+                ) -> tuple[pd.DataFrame, list[str]]:
+    """Per image: chunk, offset, length, w, h, dhash, error (chunks already complete are reused); and the
+    key of every chunk."""
     chunks_dir = work / "chunks"
     chunks_dir.mkdir(parents=True, exist_ok=True)
     paths = items["path"].tolist()
     n_chunks = math.ceil(len(paths) / CHUNK_IMAGES)
     results: list[list[dict] | None] = [None] * n_chunks
+    keys: list[str] = []
     jobs, job_chunk = [], []
     for c in range(n_chunks):
         chunk_paths = paths[c * CHUNK_IMAGES:(c + 1) * CHUNK_IMAGES]
         key = chunk_key(settings, chunk_paths)
+        keys.append(key)
         spool = chunks_dir / f"c{c:05d}.bin"
         index = _completed_chunk(spool, key)
         if index is not None:
@@ -204,7 +208,7 @@ def _decode_all(items: pd.DataFrame, settings: ImageSettings, work: Path, worker
     out = pd.DataFrame(rows, index=items.index)
     out["dhash"] = out["dhash"].astype("object")
     out["error"] = out["error"].astype("object")
-    return out
+    return out, keys
 
 
 def _completed_chunk(spool: Path, key: str) -> list[dict] | None:
@@ -398,7 +402,7 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
 
     start = time.perf_counter()
     try:
-        decoded = _decode_all(items, settings, work, workers)
+        decoded, chunk_keys = _decode_all(items, settings, work, workers)
         skipped = _bad_images(items, decoded, pcfg.on_bad_image)
     except InputError:
         if fresh_work:  # nothing of this run is left behind; a resumed run's earlier work is kept
@@ -430,11 +434,6 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     comp_train = np.flatnonzero(is_train & (items["source"] == "").to_numpy())
     if folds_given is not None:
         folds = folds_given
-        fold_by_name = dict(zip(folds[ID], folds["fold"]))
-        split_pairs = sum(fold_by_name[items.at[a, ID]] != fold_by_name[items.at[b, ID]] for a, b in train_pairs)
-        if split_pairs:
-            log.warning("prepare: %d duplicate pairs are in different folds of %s (their validation leaks; "
-                        "let prepare compute the folds to keep them together)", split_pairs, folds_path)
     else:
         local = {int(i): k for k, i in enumerate(comp_train)}
         groups = union_groups(items[PATIENT].to_numpy()[comp_train].tolist(),
@@ -444,7 +443,12 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
         except ValueError as e:
             raise input_error(data_dir / "train.csv", f"cannot make folds: {e} (patients linked by duplicate "
                                                       "images count as one)") from None
-        fold_by_name = dict(zip(folds[ID], folds["fold"]))
+    fold_by_name = dict(zip(folds[ID], folds["fold"]))
+    if folds_given is not None:
+        split_pairs = sum(fold_by_name[items.at[a, ID]] != fold_by_name[items.at[b, ID]] for a, b in train_pairs)
+        if split_pairs:
+            log.warning("prepare: %d duplicate pairs are in different folds of %s (their validation leaks; "
+                        "let prepare compute the folds to keep them together)", split_pairs, folds_path)
     n_folds = int(folds["fold"].max()) + 1
     fold_of_item = np.array([fold_by_name.get(n, -1) for n in items[ID]])
 
@@ -459,8 +463,6 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     # ---- plan: shard sizes from the actual encoded sizes
     mean_bytes = float(decoded["length"][keep].mean()) if keep.any() else 1.0
     per_shard = max(1, int(pcfg.shard_mb * 1e6 // (mean_bytes + 100)))  # + the record's metadata
-    chunk_keys = [chunk_key(settings, items["path"].tolist()[c * CHUNK_IMAGES:(c + 1) * CHUNK_IMAGES])
-                  for c in range(math.ceil(len(items) / CHUNK_IMAGES))]
     plan = _plan(items, decoded, fold_of_item, keep, n_folds, per_shard, pcfg.upsample_malignant, cfg.seed,
                  chunk_keys)
     shards = _write_shards(plan, out, work, items, decoded)
@@ -585,12 +587,3 @@ def _save_run_info(out: str, cfg: Config) -> None:
         save_run_info(tmp, cfg, "prepare")
         for f in Path(tmp).iterdir():
             _write_output(out, f.name, f.read_bytes())
-
-
-def _plain(v):
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
