@@ -214,6 +214,7 @@ def main() -> None:
         data4 = replicate(data, tmp / "data4", 4)
         print(f"generated {args.n} JPEGs at {w}x{h} in {time.perf_counter() - t:.0f} s "
               f"(and {4 * args.n} hard-linked names)", flush=True)
+        (tmp / "ref").mkdir()  # the reference writes its files into an existing folder
         runs = {}
         for label, code in (
             ("ours, 1 worker", OURS.format(size=args.out_size, workers=1, data=str(data), out=str(tmp / "o1"))),
@@ -223,7 +224,6 @@ def main() -> None:
             (f"ours, {args.workers} workers, 4N", OURS.format(size=args.out_size, workers=args.workers,
                                                               data=str(data4), out=str(tmp / "o4"))),
         ):
-            (tmp / "ref").mkdir(exist_ok=True)
             runs[label] = measure(code)
             r = runs[label]
             print(f"{label:28s} {r['images']:6d} img {r['seconds']:7.1f} s {r['img_per_s']:7.1f} img/s "

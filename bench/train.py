@@ -90,7 +90,7 @@ def source_images(folder: Path, n: int, size: int, synthetic: bool, seed: int):
     return out, f"JPEGs from {folder}" if paths else "synthetic"
 
 
-def write_records(out_dir: Path, images, shards: int, seed: int):
+def write_records(out_dir: Path, images, shards: int):
     """Shards in the competition schema through melanoma.records, every 10th image malignant.
 
     Returns the targets and the images exactly as the pipeline decodes them (for the in-memory source).
@@ -135,14 +135,16 @@ def pipeline_rate(ds, batch: int, warmup: int, batches: int) -> float:
 
 
 def compiled_model(name: str, size: int, jit: bool | str):
-    """The model as train.py compiles it: no weights, AdamW, BCE with label smoothing, AUC."""
+    """The model as train.py compiles it with the default config: no weights, AdamW, its loss, AUC."""
     import keras
 
+    from melanoma.config import TrainConfig
     from melanoma.models import build_model
+    from melanoma.train import make_loss
 
-    model = build_model(name, size, weights=None, dropout=0.2, bn_momentum=None)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=1e-5),
-                  loss=keras.losses.BinaryCrossentropy(label_smoothing=0.05),
+    tcfg = TrainConfig()
+    model = build_model(name, size, weights=None, dropout=tcfg.dropout, bn_momentum=tcfg.bn_momentum)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.weight_decay), loss=make_loss(tcfg),
                   metrics=[keras.metrics.AUC(name="auc")], jit_compile=jit)
     return model
 
@@ -270,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     from melanoma.config import Config
     from melanoma.files import write_json
     from melanoma.pipeline import find_shards, train_dataset
+    from melanoma.train import jit_compile
 
     keras.utils.set_random_seed(args.seed)
     info = machine_info()
@@ -282,11 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.gpu_only:
         cfg = Config()
         acfg, shuffle = cfg.train.augment, cfg.train.shuffle_buffer
-        jit = "auto" if info["gpus"] else False  # as train.py: XLA is ~10x slower for EfficientNet on a CPU
+        jit = jit_compile(None, "gpu" if info["gpus"] else "cpu")  # as train.py (no XLA on a CPU)
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             t = time.perf_counter()
             images, kind = source_images(args.images, args.n, args.size, args.synthetic, args.seed)
-            targets, decoded = write_records(Path(tmp), images, args.shards, args.seed)
+            targets, decoded = write_records(Path(tmp), images, args.shards)
             shards = find_shards(tmp, n_folds=1).train()
             print(f"records: {args.n} images ({kind}) at {args.size}px in "
                   f"{len(shards)} shards ({time.perf_counter() - t:.1f} s)", flush=True)

@@ -28,11 +28,10 @@ class Series:
     dashed: bool = False
 
 
-def _panels() -> list[tuple[str, list[Series]]]:
-    return [
-        ("loss", [Series("loss", "loss", (31, 119, 180)), Series("val_loss", "val_loss", (255, 127, 14))]),
-        ("AUC", [Series("auc", "auc", (44, 160, 44)), Series("val_auc", "val_auc", (214, 39, 40))]),
-    ]
+PANELS = (
+    ("loss", (Series("loss", "loss", (31, 119, 180)), Series("val_loss", "val_loss", (255, 127, 14)))),
+    ("AUC", (Series("auc", "auc", (44, 160, 44)), Series("val_auc", "val_auc", (214, 39, 40)))),
+)
 
 
 LR_COLUMNS = ("learning_rate", "lr")
@@ -203,7 +202,7 @@ def training_curves(history: pd.DataFrame, out_png: str | Path, title: str,
     lr_range = _range([lr]) if lr is not None else None
     margin_l, margin_r, gap, top, bottom = 60, 60, 110, 44, height - 34
     panel_w = (width - margin_l - margin_r - gap) // 2
-    for i, (name, series) in enumerate(_panels()):
+    for i, (name, series) in enumerate(PANELS):
         left = margin_l + i * (panel_w + gap)
         box = (left, top, left + panel_w, bottom)
         present = [(s, v) for s in series if (v := _column(history, s.column)) is not None]
