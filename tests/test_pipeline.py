@@ -7,10 +7,15 @@ import pytest
 import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, apply_overrides
-from melanoma.augment import rotation_matrices, transform
+from melanoma.augment import affine_matrices, transform
 from melanoma.pipeline import Shard, predict_dataset, read_index, train_dataset
 from melanoma.records import serialize_example, shard_name
 from melanoma.train import Imbalance, class_weights, imbalance, make_schedule
+
+
+def rotation_matrices(angles, size):
+    zero, one = tf.zeros_like(angles), tf.ones_like(angles)
+    return affine_matrices(angles, zero, one, one, zero, zero, size)
 
 
 def test_identity_transform_leaves_image_unchanged():

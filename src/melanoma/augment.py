@@ -42,11 +42,6 @@ def affine_matrices(angles: tf.Tensor, shears: tf.Tensor, zoom_x: tf.Tensor, zoo
     return centre @ rotation @ shear @ zoom @ uncentre @ shift
 
 
-def rotation_matrices(angles: tf.Tensor, size: int) -> tf.Tensor:
-    zero, one = tf.zeros_like(angles), tf.ones_like(angles)
-    return affine_matrices(angles, zero, one, one, zero, zero, size)
-
-
 def _reflect(i: tf.Tensor, n: int) -> tf.Tensor:
     """Fold integer coordinates back into [0, n - 1] by mirroring at the edges."""
     period = 2 * (n - 1)

@@ -91,7 +91,8 @@ def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
 
 # ---------------------------------------------------------------- parsing
 
-def _records(paths: list[str], deterministic: bool) -> tf.data.Dataset:
+def read_records(paths: list[str], deterministic: bool) -> tf.data.Dataset:
+    """Serialized records of the files, read interleaved in parallel; file order shuffled unless deterministic."""
     files = tf.data.Dataset.from_tensor_slices(sorted(paths))
     if not deterministic:
         files = files.shuffle(len(paths))
@@ -113,11 +114,6 @@ def parse_fn(split: str, names: tuple[str, ...]):
 
 
 # ---------------------------------------------------------------- datasets
-
-def sampled_positive_share(n_pos: int, n_neg: int, oversample: float) -> float:
-    """The share of positives per epoch when each positive is drawn `oversample` times as often."""
-    return oversample * n_pos / (oversample * n_pos + n_neg)
-
 
 META_FIELDS = (SEX, AGE, SITE)
 N_SEX, N_SITE = 2, 6  # codes of the public schema; any other code (-1 = missing) sets the "other" column
@@ -164,7 +160,7 @@ def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch
     parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
 
     def stream(keep=None):
-        ds = _records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = read_records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
         if keep is not None:
             ds = ds.filter(lambda ex: tf.equal(ex[TARGET], keep))
         if cache:
@@ -179,11 +175,8 @@ def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True)
-    if acfg is not None:
-        ds = ds.map(lambda x, y: (_augment_inputs(x, acfg, size), y[:, None]), num_parallel_calls=AUTOTUNE,
-                    deterministic=False)
-    else:
-        ds = ds.map(lambda x, y: (x, y[:, None]), num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size), y[:, None]),
+                num_parallel_calls=AUTOTUNE, deterministic=False)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -219,7 +212,7 @@ def count_targets(shards: list[Shard]) -> tuple[int, int]:
     if all(s.positives is not None for s in shards):
         pos = sum(s.positives for s in shards)
         return pos, sum(s.count for s in shards) - pos
-    ds = _records([s.path for s in shards], deterministic=True).map(parse_fn("train", (TARGET,)),
+    ds = read_records([s.path for s in shards], deterministic=True).map(parse_fn("train", (TARGET,)),
                                                                      num_parallel_calls=AUTOTUNE)
     pos = total = 0
     for part in ds.batch(8192).as_numpy_iterator():
@@ -232,7 +225,7 @@ def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, 
                        meta: bool = False) -> tf.data.Dataset:
     """Batches of (image, target) for Keras' validation during fit."""
     parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
-    ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
+    ds = read_records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)[None]),
                 num_parallel_calls=AUTOTUNE)
     return with_batches(ds.batch(batch), shards, batch).prefetch(AUTOTUNE)
@@ -255,7 +248,7 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
         tf.lookup.KeyValueTensorInitializer(tf.constant(list(names), tf.string),
                                             tf.range(len(names), dtype=tf.int32)), default_value=-1)
     parse = parse_fn(split, ("image", ID) + (META_FIELDS if meta else ()))
-    ds = _records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
+    ds = read_records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
 
     def features(ex):
         x = _inputs(ex, size, stored_size, meta)

@@ -18,7 +18,7 @@ from melanoma.config import Config
 from melanoma.data import ID
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import atomic_path
-from melanoma.pipeline import _records, augment_batch, decode_image, find_shards, parse_fn
+from melanoma.pipeline import read_records, augment_batch, decode_image, find_shards, parse_fn
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def read_originals(tfrec_dir: str | Path, n: int, size: int, n_folds: int) -> tu
         raise input_error(tfrec_dir, "no training shards to preview (run `melanoma prepare`)")
     parse = parse_fn("train", ("image", ID))
     # Deterministic interleave of the sorted shards: the same images in the same order on every run.
-    ds = _records([s.path for s in shards], deterministic=True).take(n).map(parse).map(lambda ex: (decode_image(ex["image"], size, shardset.image_size), ex[ID]))
+    ds = read_records([s.path for s in shards], deterministic=True).take(n).map(parse).map(lambda ex: (decode_image(ex["image"], size, shardset.image_size), ex[ID]))
     images, names = [], []
     for img, name in ds.as_numpy_iterator():
         images.append(img)

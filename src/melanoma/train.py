@@ -29,7 +29,7 @@ from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.models import build_model, prediction_model
 from melanoma.pipeline import (META_DIM, Shard, ShardSet, count_targets, find_shards, predict_dataset, read_index,
-                               sampled_positive_share, train_dataset, validation_dataset)
+                               train_dataset, validation_dataset)
 from melanoma.results import auc, fmt_auc, write_run
 from melanoma.strategy import accelerated, get_strategy
 
@@ -53,8 +53,8 @@ class Imbalance:
 
     @property
     def sampled_share(self) -> float:
-        """Positive share of the images drawn per epoch."""
-        return sampled_positive_share(self.n_pos, self.n_neg, self.oversample)
+        """Positive share of the images drawn per epoch (each positive drawn `oversample` times as often)."""
+        return self.oversample * self.n_pos / (self.oversample * self.n_pos + self.n_neg)
 
     @property
     def loss_share(self) -> float:
@@ -371,6 +371,13 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
              tcfg.model, tcfg.size, tcfg.epochs, tcfg.batch_size, replicas, global_batch, precision,
              "the model" if in_model else "tf.data", folds)
 
+    open_run_folder(out_dir, cfg, shardset)
+    save_run_info(out_dir, cfg, "train", {"strategy": type(strategy).__name__, "replicas": replicas,
+                                          "precision": precision})
+    if all((out_dir / f"fold{k}" / DONE).is_file() for k in folds):
+        log.info("train: folds %s already finished in %s", folds, out_dir)
+        return collect(out_dir, cfg, replicas, precision)
+
     index = read_index(shardset.validation())
     extra = {s: count_targets([s]) for s in shardset.train() if s.train_only}
     test_shards = shardset.test()
@@ -378,13 +385,7 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     plans = {fold: imbalance(*training_counts(shardset, index, fold, extra), tcfg) for fold in folds}
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
     steps = max(1, math.ceil(max(p.epoch_images for p in plans.values()) / global_batch))
-    open_run_folder(out_dir, cfg, shardset)
-    save_run_info(out_dir, cfg, "train", {"strategy": type(strategy).__name__, "replicas": replicas,
-                                          "precision": precision})
-
-    if all((out_dir / f"fold{k}" / DONE).is_file() for k in folds):
-        log.info("train: folds %s already finished in %s", folds, out_dir)
-        return collect(out_dir, cfg, replicas, precision)
+    tensorboard = tcfg.tensorboard and tensorboard_available()  # checked (and warned about) once per run
 
     # Build and compile once; each fold restarts from the same initial weights and a zeroed optimizer.
     # Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters.
@@ -423,15 +424,16 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
         val_ds = validation_dataset(val_shards, tcfg.size, shardset.image_size, global_batch, meta=tcfg.metadata)
         fold_dir.mkdir(parents=True, exist_ok=True)
         reset(model, initial_weights)
-        callbacks = [FoldLog(fold_dir, schedule, steps),
+        fold_log = FoldLog(fold_dir, schedule, steps)
+        callbacks = [fold_log,
                      # Model and optimizer state at each epoch end: a re-run continues from there.
                      keras.callbacks.BackupAndRestore(str(fold_dir / "backup"), double_checkpoint=True,
                                                       delete_checkpoint=False)]
-        if tcfg.tensorboard and tensorboard_available():
+        if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False))
         model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
                   class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
-        history = read_history(fold_dir)
+        history = fold_log.history
         weights_file = fold_dir / BEST
         if tcfg.checkpoint == "last" or not weights_file.is_file():
             weights_file = fold_dir / LAST
