@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 import os
 import platform
 import sys
@@ -16,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -24,6 +25,45 @@ from melanoma import __version__
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
 
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number field, checked at load: `Annotated[int, Range(1)]` is an integer >= 1.
+
+    Every number in the config carries one, so a stage never starts on a value that makes no sense.
+    """
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False  # the bound itself is excluded
+    max_open: bool = False
+
+    def describe(self) -> str:
+        parts = [f"{'>' if self.min_open else '>='} {_num(self.min)}"] if self.min is not None else []
+        if self.max is not None:
+            parts.append(f"{'<' if self.max_open else '<='} {_num(self.max)}")
+        return " and ".join(parts)
+
+    def check(self, value: float, key: str) -> None:
+        low = self.min is None or (value > self.min if self.min_open else value >= self.min)
+        high = self.max is None or (value < self.max if self.max_open else value <= self.max)
+        if not (low and high):
+            kind = "an integer" if isinstance(value, int) else "a number"
+            raise ConfigError(f"{key}: expected {kind} {self.describe()}, got {_num(value)}")
+
+
+def _num(x: float) -> str:
+    """A number as a person writes it: 5, 0.25, 1e-06 (never np.float64(...) or 5.0)."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{float(x):g}"
+
+
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy seeds are unsigned 32-bit
+PositiveInt = Annotated[int, Range(1)]
+Count = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, min_open=True)]
+NonNegative = Annotated[float, Range(0)]
+Share = Annotated[float, Range(0, 1)]  # a fraction in [0, 1]
+Dropout = Annotated[float, Range(0, 1, max_open=True)]
 
 @dataclass
 class PathsConfig:
@@ -38,19 +78,29 @@ class PathsConfig:
 
 
 @dataclass
+class DataConfig:
+    """How train.csv and test.csv are read (every stage reads them the same way)."""
+
+    # required: a patient_id column must exist (without it a patient's images could land in several folds
+    # and leak); per_image: without one, each image is its own patient (the ISIC archive has no ids).
+    # Empty ids in an existing column always mean one patient per image (said in the log).
+    patient_id: Literal["required", "per_image"] = "required"
+
+
+@dataclass
 class PrepareConfig:
-    size: int = 256  # stored image side in pixels
-    resize: str = "crop"  # crop: center-crop to square; pad: pad to square; stretch: ignore aspect ratio
-    quality: int = 95  # JPEG quality of the stored images
-    shard_mb: float = 150.0  # target shard size; TPU input wants about 100-200 MB
-    workers: int = 0  # processes decoding images in parallel (0 = one per core)
-    on_bad_image: str = "fail"  # fail: stop naming the file and CSV row; skip: log, list in the manifest, leave out
-    max_pixels: int = 200_000_000  # larger images are bad images (PIL's bomb limit, made a setting)
-    dup_max_distance: int = 4  # near-duplicates: dHash (64 bits) within this many bits
+    size: Annotated[int, Range(16, 4096)] = 256  # stored image side in pixels
+    resize: Literal["crop", "pad", "stretch"] = "crop"  # crop: center-crop to square; pad: pad to square; stretch: ignore aspect ratio
+    quality: Annotated[int, Range(1, 100)] = 95  # JPEG quality of the stored images
+    shard_mb: Positive = 150.0  # target shard size; TPU input wants about 100-200 MB
+    workers: Count = 0  # processes decoding images in parallel (0 = one per core)
+    on_bad_image: Literal["fail", "skip"] = "fail"  # fail: stop naming the file and CSV row; skip: log, list in the manifest, leave out
+    max_pixels: PositiveInt = 200_000_000  # larger images are bad images (PIL's bomb limit, made a setting)
+    dup_max_distance: Annotated[int, Range(0, 15)] = 4  # near-duplicates: dHash (64 bits) within this many bits
     duplicates: str | None = None  # optional duplicates CSV (image_name_1, image_name_2), as the competition ships
     drop_duplicates: bool = False  # keep one image per duplicate group (else: duplicates share a fold)
     external: list[str] = field(default_factory=list)  # extra training data folders (ISIC 2019 or competition)
-    upsample_malignant: int = 1  # extra copies of malignant training images (train-only shards; 1 = none)
+    upsample_malignant: PositiveInt = 1  # extra copies of malignant training images (train-only shards; 1 = none)
 
 
 @dataclass
@@ -58,98 +108,98 @@ class AugmentConfig:
     """Random augmentation, drawn per image. Lesions have no up or orientation, so flips and any rotation are safe;
     colour is diagnostic, so hue stays small. Set a value to 0 (or false) to turn that part off."""
 
-    where: str = "auto"  # data: in tf.data on the host CPU; model: a layer on the accelerator; auto: model on GPU/TPU
+    where: Literal["auto", "data", "model"] = "auto"  # data: in tf.data on the host CPU; model: a layer on the accelerator; auto: model on GPU/TPU
     flip: bool = True  # random left-right and up-down flips
     transpose: bool = True  # random transpose (with the flips: all 8 right-angle orientations)
-    rotate: float = 180.0  # rotation, uniform in [-rotate, rotate] degrees
-    shear: float = 5.0  # shear, uniform in [-shear, shear] degrees
-    zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
-    shift: float = 0.05  # shift, uniform in [-shift, shift] x image side, on each axis
-    hue: float = 0.01  # hue delta in [-hue, hue] (a full turn is 1)
-    saturation: float = 0.2  # saturation factor in [1 - s, 1 + s]
-    contrast: float = 0.2  # contrast factor in [1 - c, 1 + c]
-    brightness: float = 0.1  # brightness delta, as a fraction of 255
-    cutout: int = 0  # coarse dropout: holes per image (0 = off)
-    cutout_size: float = 0.15  # hole side, as a fraction of the image side
-    cutout_prob: float = 0.5  # share of images that get the holes
+    rotate: Annotated[float, Range(0, 180)] = 180.0  # rotation, uniform in [-rotate, rotate] degrees
+    shear: Annotated[float, Range(0, 45)] = 5.0  # shear, uniform in [-shear, shear] degrees
+    zoom: Annotated[float, Range(0, 1, max_open=True)] = 0.1  # scale in [1 - zoom, 1 + zoom]
+    shift: Annotated[float, Range(0, 0.5)] = 0.05  # shift, uniform in [-shift, shift] x image side, on each axis
+    hue: Annotated[float, Range(0, 0.5)] = 0.01  # hue delta in [-hue, hue] (a full turn is 1)
+    saturation: Share = 0.2  # saturation factor in [1 - s, 1 + s]
+    contrast: Share = 0.2  # contrast factor in [1 - c, 1 + c]
+    brightness: Share = 0.1  # brightness delta, as a fraction of 255
+    cutout: Count = 0  # coarse dropout: holes per image (0 = off)
+    cutout_size: Share = 0.15  # hole side, as a fraction of the image side
+    cutout_prob: Share = 0.5  # share of images that get the holes
 
 
 @dataclass
 class TrainConfig:
     model: str = "efficientnet_b0"
-    size: int = 256  # model input side; records of another size are resized on the fly
-    epochs: int = 12
-    batch_size: int = 32  # per replica; the global batch is this times the replica count
-    folds: list[int] | None = None  # folds to train (None = all)
+    size: Annotated[int, Range(8, 4096)] = 256  # model input side; records of another size are resized on the fly
+    epochs: PositiveInt = 12
+    batch_size: PositiveInt = 32  # per replica; the global batch is this times the replica count
+    folds: list[Count] | None = None  # folds to train (None = all)
     weights: str = "imagenet"  # none | imagenet | path to a weights file
-    dropout: float = 0.2
-    bn_momentum: float | None = None  # override the backbone's BatchNorm momentum (e.g. 0.9 from scratch)
+    dropout: Dropout = 0.2
+    bn_momentum: Annotated[float, Range(0, 1, True, True)] | None = None  # override the backbone's BatchNorm momentum (e.g. 0.9 from scratch)
     # warm-up then exponential decay, per step; lr_max = lr_max_per_image * global batch (public TPU recipe)
-    lr_start: float = 5e-6
-    lr_max_per_image: float = 1.25e-6
-    lr_min: float = 1e-6
-    warmup_epochs: float = 5.0
-    sustain_epochs: float = 0.0
-    decay: float = 0.8  # lr multiplier per epoch after warm-up
-    weight_decay: float = 1e-5
-    schedule: str = "exponential"  # exponential: ramp, sustain, decay per epoch | cosine: ramp, then cosine to lr_min
-    label_smoothing: float = 0.05
-    loss: str = "bce"  # bce | focal (keras BinaryFocalCrossentropy)
-    focal_gamma: float = 2.0
-    focal_alpha: float | None = None  # focal class balancing: weight of the malignant class (None = off)
-    oversample: float = 1.0  # malignant images are drawn this many times as often (1 = natural rate)
-    positive_share: float | None = None  # or: draw malignant images at this share (overrides oversample)
-    class_weight: str = "none"  # none | balanced | sqrt: loss weights computed from the training folds
+    lr_start: NonNegative = 5e-6
+    lr_max_per_image: Positive = 1.25e-6
+    lr_min: NonNegative = 1e-6
+    warmup_epochs: NonNegative = 5.0
+    sustain_epochs: NonNegative = 0.0
+    decay: Annotated[float, Range(0, 1, min_open=True)] = 0.8  # lr multiplier per epoch after warm-up
+    weight_decay: NonNegative = 1e-5
+    schedule: Literal["exponential", "cosine"] = "exponential"  # exponential: ramp, sustain, decay per epoch | cosine: ramp, then cosine to lr_min
+    label_smoothing: Dropout = 0.05
+    loss: Literal["bce", "focal"] = "bce"  # bce | focal (keras BinaryFocalCrossentropy)
+    focal_gamma: NonNegative = 2.0
+    focal_alpha: Share | None = None  # focal class balancing: weight of the malignant class (None = off)
+    oversample: Annotated[float, Range(1)] = 1.0  # malignant images are drawn this many times as often (1 = natural rate)
+    positive_share: Annotated[float, Range(0, 1, True, True)] | None = None  # or: draw malignant images at this share (overrides oversample)
+    class_weight: Literal["none", "balanced", "sqrt"] = "none"  # none | balanced | sqrt: loss weights computed from the training folds
     metadata: bool = False  # join one-hot site and sex and scaled age to the image features before the head
-    tta: int = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
+    tta: Count = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
     tta_flips: bool = False  # also average the left-right, up-down and both flips (3 deterministic passes)
-    checkpoint: str = "best"  # predict with the weights of the best epoch by validation AUC, or the last
+    checkpoint: Literal["best", "last"] = "best"  # predict with the weights of the best epoch by validation AUC, or the last
     resume: bool = True  # re-running into the same folder continues it: finished folds are kept
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
-    cpu_replicas: int = 1  # > 1: split the CPU into this many devices under MirroredStrategy (tests multi-replica)
-    precision: str = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
-    steps_per_execution: int = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
+    cpu_replicas: PositiveInt = 1  # > 1: split the CPU into this many devices under MirroredStrategy (tests multi-replica)
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
+    steps_per_execution: PositiveInt = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
     jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)
     cache: bool = False  # keep the encoded training records in memory after the first epoch
-    shuffle_buffer: int = 2048
+    shuffle_buffer: PositiveInt = 2048
     tensorboard: bool = True  # TensorBoard logs per fold (foldK/tensorboard)
-    verbose: int = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
+    verbose: Literal[0, 1, 2] = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
 
 
 @dataclass
 class TabularConfig:
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    dropout: float = 0.2
-    epochs: int = 40
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    hidden: list[PositiveInt] = field(default_factory=lambda: [64, 32])
+    dropout: Dropout = 0.2
+    epochs: PositiveInt = 40
+    batch_size: PositiveInt = 256
+    learning_rate: Positive = 1e-3
     smote: bool = True
-    smote_k: int = 5  # SMOTE k_neighbors (lowered automatically for tiny minority classes)
-    smote_ratio: float = 0.5  # minority / majority after SMOTE (imblearn sampling_strategy)
+    smote_k: PositiveInt = 5  # SMOTE k_neighbors (lowered automatically for tiny minority classes)
+    smote_ratio: Annotated[float, Range(0, 1, min_open=True)] = 0.5  # minority / majority after SMOTE (imblearn sampling_strategy)
     # mlp_smote | logreg | gbm | all (all: each model in RUN/<model>/, the best OOF AUC at RUN/ itself)
-    model: str = "mlp_smote"
+    model: Literal["mlp_smote", "logreg", "gbm", "all"] = "mlp_smote"
     context: bool = True  # patient-context features (images per patient, age rank, site share, ...)
-    logreg_C: float = 1.0  # inverse L2 strength of the logistic regression
-    gbm_max_iter: int = 300  # boosting rounds (an upper bound with early stopping)
-    gbm_learning_rate: float = 0.05
-    gbm_max_leaf_nodes: int = 15  # leaves per tree
-    gbm_min_samples_leaf: int = 40  # rows per leaf at least: guards against fitting the few positives
+    logreg_C: Positive = 1.0  # inverse L2 strength of the logistic regression
+    gbm_max_iter: PositiveInt = 300  # boosting rounds (an upper bound with early stopping)
+    gbm_learning_rate: Positive = 0.05
+    gbm_max_leaf_nodes: Annotated[int, Range(2)] = 15  # leaves per tree
+    gbm_min_samples_leaf: PositiveInt = 40  # rows per leaf at least: guards against fitting the few positives
     gbm_early_stopping: bool = True  # stop on the log-loss of a seeded 10% of the training fold
-    gbm_importance_repeats: int = 3  # permutation-importance shuffles per feature and fold (0: none)
+    gbm_importance_repeats: Count = 3  # permutation-importance shuffles per feature and fold (0: none)
     # Original image width/height as features: auto (from train.csv/test.csv, else the TFRecords folder's
     # image_sizes.csv or the public TFRecords' train.csv/test.csv) | off (never used)
-    image_size: str = "auto"
+    image_size: Literal["auto", "off"] = "auto"
 
 
 @dataclass
 class BlendConfig:
-    step: float = 0.05  # grid step of the weight search on the OOF predictions
+    step: Annotated[float, Range(0, 1, min_open=True)] = 0.05  # grid step of the weight search on the OOF predictions
     # weighted: rank mean, weights fitted on OOF AUC | rank: plain rank average | power: power mean of ranks
-    method: str = "weighted"
-    power: float = 2.0  # exponent of method: power (0 = geometric mean; higher favours confident runs)
+    method: Literal["weighted", "rank", "power"] = "weighted"
+    power: Annotated[float, Range(-10, 10)] = 2.0  # exponent of method: power (0 = geometric mean; higher favours confident runs)
     # Total weight of the metadata runs (run.json stage "tabular"), e.g. 0.25; None: as found by the method.
-    tabular_weight: float | None = None
+    tabular_weight: Share | None = None
 
 
 @dataclass
@@ -163,7 +213,7 @@ class KaggleConfig:
     username: str | None = None  # kernel owner; default: the username of the credentials
     slug: str = "melanoma-tpu"  # kernel id is USERNAME/SLUG; the title must slugify to it
     title: str = "Melanoma TPU"
-    accelerator: str = "tpu"  # tpu (TPU v5e-8) | gpu (T4 x2) | none
+    accelerator: Literal["tpu", "gpu", "none"] = "tpu"  # tpu (TPU v5e-8) | gpu (T4 x2) | none
     private: bool = True
     internet: bool = True  # the notebook pip-installs the package's dependencies
     # Where the notebook gets this repository: a git URL (needs internet) or /kaggle/input/<dataset>
@@ -174,10 +224,11 @@ class KaggleConfig:
 
 @dataclass
 class Config:
-    seed: int = 42
-    n_folds: int = 5
-    stages: list[str] = field(default_factory=lambda: ["folds", "prepare", "train", "tabular", "blend"])
+    seed: Seed = 42
+    n_folds: Annotated[int, Range(2, 100)] = 5
+    stages: list[Literal["folds", "prepare", "train", "tabular", "blend"]] = field(default_factory=lambda: ["folds", "prepare", "train", "tabular", "blend"])
     paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
@@ -266,7 +317,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         return raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
@@ -276,11 +327,38 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             f"{', '.join(sorted(names))})"
         )
     kwargs = {name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name) for name, value in raw.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    for check in _CROSS_CHECKS.get(cls, ()):
+        problem = check(obj)
+        if problem:
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{problem}")
+    return obj
+
+
+def _choice(value: Any, choices: tuple, key: str) -> Any:
+    """A Literal field: the value must be one of the choices (YAML 1.1 reads off/on as booleans)."""
+    if isinstance(value, bool):
+        word = "on" if value else "off"
+        if word in choices:
+            return word
+    for c in choices:
+        if value == c and type(value) is type(c):  # 1 is not True, "1" is not 1
+            return c
+    shown = ", ".join(map(str, choices))
+    raise ConfigError(f"{key}: expected one of {shown}, got {value!r}")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        value = _coerce(base, value, key)
+        for m in meta:
+            if isinstance(m, Range):
+                m.check(value, key)
+        return value
+    if origin is Literal:
+        return _choice(value, typing.get_args(tp), key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -308,14 +386,50 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value}")
+            return number
     elif tp is str:
         if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
             return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _augment_problem(a: AugmentConfig) -> str | None:
+    if a.cutout and a.cutout_size == 0:
+        return f"cutout_size: 0 with cutout {a.cutout} cuts nothing: set cutout_size > 0, or cutout: 0"
+    return None
+
+
+def _train_problem(t: TrainConfig) -> str | None:
+    if t.folds is not None and (not t.folds or len(set(t.folds)) != len(t.folds)):
+        return f"folds: expected distinct fold numbers (or null for all), got {t.folds}"
+    return None
+
+
+def _tabular_problem(t: TabularConfig) -> str | None:
+    return None if t.hidden else "hidden: expected at least one layer size, got []"
+
+
+def _config_problem(c: Config) -> str | None:
+    if not c.stages or len(set(c.stages)) != len(c.stages):
+        return f"stages: expected distinct stages from {', '.join(STAGES)}, got {c.stages}"
+    return None
+
+
+# Checks that involve several fields of a section, run by _build once the fields themselves are valid.
+_CROSS_CHECKS: dict[type, tuple] = {
+    AugmentConfig: (_augment_problem,),
+    TrainConfig: (_train_problem,),
+    TabularConfig: (_tabular_problem,),
+    Config: (_config_problem,),
+}
