@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw, ImageFont
 
 from melanoma.config import Config
 from melanoma.data import ID
 from melanoma.errors import ConfigError, input_error
-from melanoma.files import atomic_path
+from melanoma.plots import DPI, figure, save
 from melanoma.pipeline import read_records, augment_batch, decode_image, find_shards, parse_fn
 
 log = logging.getLogger(__name__)
@@ -48,13 +47,16 @@ class GridLayout:
         return x, y, x + self.cell, y + self.cell
 
 
-def label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default()
+def label_font():
+    """The names' font: matplotlib's default family at 7 pt."""
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(size=7)
 
 
 def label_height(font) -> int:
-    """Band height that fits a name in `font` (the default font's size differs between Pillow builds)."""
-    return font.getbbox("ISIC_0000000 gj")[3] + 2
+    """Band height in pixels that fits a line of text in `font` at the figures' DPI."""
+    return int(round(font.get_size_in_points() * DPI / 72)) + 4
 
 
 def read_originals(tfrec_dir: str | Path, n: int, size: int, n_folds: int) -> tuple[np.ndarray, list[str]]:
@@ -91,18 +93,18 @@ def augment_preview(cfg: Config, tfrec_dir: str | Path, out: str | Path, n: int 
 
     font = label_font()
     layout = GridLayout(len(names), 1 + copies, size, label=label_height(font) if labels else 0)
-    grid = Image.new("RGB", (layout.width, layout.height), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
+    fig = figure(layout.width, layout.height)
     for r, name in enumerate(names):
         for c, col in enumerate(columns):
-            # Round, not truncate: an unaugmented copy then matches the original pixel for pixel.
+            # Round, not truncate: an unaugmented copy then matches the original pixel for pixel. figimage
+            # places the pixels unresampled; its origin is the bottom-left corner of the figure.
             pixels = np.clip(np.rint(col[r]), 0, 255).astype(np.uint8)
-            grid.paste(Image.fromarray(pixels, "RGB"), layout.cell_box(r, c)[:2])
+            left, top, _, bottom = layout.cell_box(r, c)
+            fig.figimage(pixels, xo=left, yo=layout.height - bottom, origin="upper")
         if labels:
             left, top = layout.cell_box(r, 0)[:2]
-            draw.text((left, top - layout.label), name, fill=(0, 0, 0), font=font)
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        grid.save(tmp, format="PNG")
+            fig.text(left / layout.width, 1 - (top - 2) / layout.height, name, fontproperties=font,
+                     va="bottom", ha="left")
+    out = save(fig, Path(out))
     log.info("augment-preview: %d images x %d augmented copies at %dpx -> %s", len(names), copies, size, out)
     return out
