@@ -10,7 +10,7 @@ from melanoma.models import MODELS, build_model, get_spec, prediction_model
 
 REQUIRED = [f"efficientnet_b{i}" for i in range(8)] + [f"efficientnet_v2_{s}" for s in
                                                         ("b0", "b1", "b2", "b3", "s", "m", "l")] + [
-    "inception_resnet_v2"]
+    "inception_resnet_v2", "vgg16", "densenet121", "resnet101v2", "small_cnn_32", "small_cnn_64"]
 
 
 def test_registry_covers_the_required_names():
@@ -35,6 +35,22 @@ def test_input_scaling_is_inside_the_model():
     np.testing.assert_allclose(np.asarray(out), [[-1.0, 0.0, 1.0]], atol=1e-6)
     # EfficientNets rescale 0-255 internally (keras.applications), so no extra layer is added.
     assert "scale" not in [l.name for l in build_model("efficientnet_b0", 32, "none").layers]
+
+
+def test_seed_backbones_scale_their_input_as_keras_applications_preprocess_input():
+    # Each backbone was trained on its own input scaling: the model must apply it to the 0-255 input itself.
+    x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    apps = keras.applications
+    for name, layer, reference in (("vgg16", "imagenet_preprocess", apps.vgg16.preprocess_input),
+                                   ("densenet121", "imagenet_preprocess", apps.densenet.preprocess_input),
+                                   ("resnet101v2", "scale", apps.resnet_v2.preprocess_input)):
+        model = build_model(name, 32, "none")
+        if layer == "scale":
+            first = model.get_layer("scale")
+        else:  # inside the backbone wrapper, right after its input
+            first = model.get_layer(f"{name}_{'caffe' if name == 'vgg16' else 'torch'}").get_layer(layer)
+        np.testing.assert_allclose(np.asarray(first(x)), reference(x.copy()), atol=1e-5, err_msg=name)
+        keras.backend.clear_session()
 
 
 def test_weights_from_a_path_round_trip(tmp_path):

@@ -39,21 +39,22 @@ class ImageSettings:
         return f"{self.size}/{self.resize}/{self.quality}/{self.max_pixels}/{int(self.encode)}"
 
 
-def _open(path: str, max_pixels: int) -> Image.Image:
+def _open(source: str | bytes, max_pixels: int) -> Image.Image:
     """Open (header only) with our own pixel limit instead of PIL's global decompression-bomb limit.
 
     PIL warns above 89 MP and refuses above 179 MP; dermoscopy originals reach 24 MP and a 10,000x10,000
     image (100 MP) is plausible, so the limit is a setting (prepare.max_pixels) checked here with a clear
     message. JPEGs are then decoded with `draft`, at 1/2..1/8 scale, so even 100 MP costs little memory.
     """
-    if os.path.getsize(path) == 0:
+    if (len(source) if isinstance(source, bytes) else os.path.getsize(source)) == 0:
         raise BadImage("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None  # checked below against max_pixels; restored at once
         try:
-            img = Image.open(path)
+            # Bytes (an upload to `serve`) are decoded from memory: they never touch the disk.
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     w, h = img.size
@@ -64,14 +65,16 @@ def _open(path: str, max_pixels: int) -> Image.Image:
     return img
 
 
-def load_rgb(path: str | Path, size: int, max_pixels: int = 200_000_000) -> tuple[Image.Image, int, int]:
+def load_rgb(path: str | Path | bytes, size: int, max_pixels: int = 200_000_000) -> tuple[Image.Image, int, int]:
     """Decode to RGB, upright per EXIF; return it with the original (upright) width and height.
+
+    `path` is a file, or the encoded bytes themselves.
 
     Grayscale, RGBA, CMYK, palette and 16-bit images are converted to RGB; the format is read from the
     bytes, so PNG data in a .jpg file works. Truncated or corrupt files raise BadImage.
     """
     try:
-        img = _open(str(path), max_pixels)
+        img = _open(path if isinstance(path, bytes) else str(path), max_pixels)
         with img:
             width, height = img.size
             if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
@@ -109,6 +112,30 @@ def to_jpeg(img: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def stored_jpeg(img: Image.Image, settings: ImageSettings) -> bytes:
+    """What `prepare` stores for a decoded image: made square, Lanczos-resized, JPEG at prepare.quality."""
+    return to_jpeg(square(img, settings.size, settings.resize), settings.quality)
+
+
+def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: int | None = -1) -> np.ndarray:
+    """Encoded image bytes -> the float32 (size, size, 3) tensor in [0, 255] that training fed the model.
+
+    The one preprocessing function of `predict` and `serve`: prepare's decode (EXIF, colour mode, pixel
+    limit), crop/pad and resize and its JPEG encode at the same quality, then the train reader's own
+    decode (`pipeline.decode_image`), so the pixels are identical to those of a trained-on record.
+    `stored_size` is the side the reader was told the records have (-1: settings.size; None: unknown,
+    as for the public TFRecords, where the reader always resizes). Raises BadImage.
+    """
+    import tensorflow as tf
+
+    from melanoma.pipeline import decode_image
+
+    img, _, _ = load_rgb(data, settings.size, settings.max_pixels)
+    jpeg = stored_jpeg(img, settings)
+    stored = settings.size if stored_size == -1 else stored_size
+    return decode_image(tf.constant(jpeg), size, stored).numpy()
 
 
 def dhash(img: Image.Image, min_contrast: float = 2.0) -> int | None:
@@ -160,7 +187,7 @@ def process_chunk(paths: list[str], settings: ImageSettings, spool: str | None, 
                 img, w, h = load_rgb(p, settings.size, settings.max_pixels)
                 entry = {"w": w, "h": h, "dhash": dhash(img)}
                 if settings.encode:
-                    data = to_jpeg(square(img, settings.size, settings.resize), settings.quality)
+                    data = stored_jpeg(img, settings)
                     out.write(data)
                     entry.update(offset=offset, length=len(data))
                     offset += len(data)

@@ -43,6 +43,13 @@ def _registry() -> dict[str, ModelSpec]:
     reg["inception_resnet_v2"] = ModelSpec("inception_resnet_v2", apps.InceptionResNetV2, 1 / 127.5, -1.0,
                                            min_size=75)
     reg["simple_cnn"] = ModelSpec("simple_cnn", simple_cnn, 1 / 255.0, min_size=8)
+    # The seeds' backbones. VGG16 and DenseNet121 want caffe / torch input scaling, which a Rescaling cannot
+    # express (per-channel means, BGR order): their constructors put an ImagenetPreprocess layer first.
+    reg["vgg16"] = ModelSpec("vgg16", vgg16, None)
+    reg["densenet121"] = ModelSpec("densenet121", densenet121, None)
+    reg["resnet101v2"] = ModelSpec("resnet101v2", apps.ResNet101V2, 1 / 127.5, -1.0)  # 'tf' mode: [-1, 1]
+    reg["small_cnn_32"] = ModelSpec("small_cnn_32", small_cnn_32, 1 / 255.0, min_size=32)
+    reg["small_cnn_64"] = ModelSpec("small_cnn_64", small_cnn_64, 1 / 255.0, min_size=64)
     return reg
 
 
@@ -63,6 +70,93 @@ def simple_cnn(include_top: bool = False, weights: str | None = None, input_shap
     if weights is not None:
         model.load_weights(weights)
     return model
+
+
+# keras.applications.imagenet_utils' modes, as constants: the backbones were trained on inputs scaled so.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class ImagenetPreprocess(keras.layers.Layer):
+    """[0, 255] RGB -> the input scaling of keras.applications' `preprocess_input`, in keras.ops (any backend).
+
+    caffe (VGG16, ResNet50): RGB -> BGR, minus the ImageNet channel means; torch (DenseNet): / 255, minus the
+    means, divided by the standard deviations. Inside the model, so every caller feeds plain 0-255 pixels.
+    """
+
+    MODES = ("caffe", "torch")
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"ImagenetPreprocess mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        ops = keras.ops
+        x = ops.cast(x, self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
+        mean = ops.convert_to_tensor(_TORCH_MEAN, self.compute_dtype)
+        std = ops.convert_to_tensor(_TORCH_STD, self.compute_dtype)
+        return (x / 255.0 - mean) / std
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _preprocessed(constructor, mode: str, name: str, weights, input_shape, pooling) -> keras.Model:
+    """A keras.applications backbone behind its ImagenetPreprocess layer, with the same signature.
+
+    `weights` goes to the backbone itself, so 'imagenet' and backbone-only ('notop') files load as before.
+    """
+    inputs = keras.Input(input_shape)
+    backbone = constructor(include_top=False, weights=weights, input_shape=input_shape, pooling=pooling)
+    x = backbone(ImagenetPreprocess(mode, name="imagenet_preprocess")(inputs))
+    return keras.Model(inputs, x, name=name)
+
+
+def vgg16(include_top: bool = False, weights: str | None = None, input_shape=(224, 224, 3), pooling="avg"
+          ) -> keras.Model:
+    return _preprocessed(keras.applications.VGG16, "caffe", "vgg16_caffe", weights, input_shape, pooling)
+
+
+def densenet121(include_top: bool = False, weights: str | None = None, input_shape=(224, 224, 3), pooling="avg"
+                ) -> keras.Model:
+    return _preprocessed(keras.applications.DenseNet121, "torch", "densenet121_torch", weights, input_shape,
+                         pooling)
+
+
+def _small_cnn(name: str, stages: int, include_top: bool, weights: str | None, input_shape, pooling,
+               width: int = 32) -> keras.Model:
+    """Conv-BN-ReLU baseline (one of the seeds): per stage two 3x3 Conv-BN-ReLU, then 2x2 max pooling,
+    doubling the width; built for a fixed input side (32 px: 3 stages, 64 px: 4)."""
+    if weights == "imagenet":
+        raise ConfigError(f"{name} has no ImageNet weights: use --weights none or a file")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i in range(stages):
+        for _ in range(2):
+            x = keras.layers.Conv2D(width * 2 ** i, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.Activation("relu")(x)
+        x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def small_cnn_32(include_top: bool = False, weights: str | None = None, input_shape=(32, 32, 3), pooling="avg"
+                 ) -> keras.Model:
+    return _small_cnn("small_cnn_32", 3, include_top, weights, input_shape, pooling)
+
+
+def small_cnn_64(include_top: bool = False, weights: str | None = None, input_shape=(64, 64, 3), pooling="avg"
+                 ) -> keras.Model:
+    return _small_cnn("small_cnn_64", 4, include_top, weights, input_shape, pooling)
 
 
 MODELS: dict[str, ModelSpec] = _registry()
