@@ -19,6 +19,14 @@ from melanoma.errors import MelanomaError
 log = logging.getLogger("melanoma")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line and exit status 2, like every other error of the command."""
+
+    def error(self, message: str):
+        command = self.prog.split(maxsplit=1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"melanoma: error: {command}{message} (see `{self.prog} --help`)\n")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config file (defaults apply to keys it does not set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -26,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="melanoma", description="SIIM-ISIC melanoma pipeline: "
+    parser = _Parser(prog="melanoma", description="SIIM-ISIC melanoma pipeline: "
                                      "folds -> prepare -> train -> tabular -> blend")
     parser.add_argument("--version", action="version", version=f"melanoma {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -187,6 +195,8 @@ def _kaggle(args: argparse.Namespace) -> None:
     cfg = _load(args, {})
     k = cfg.kaggle
     api = creds = None
+    if action == "submit":  # a broken file is reported before (and without) any credentials
+        _check_submission(args, cfg, kaggle)
     if action == "push" and args.dry_run:  # no client needed; credentials only to name the kernel's owner
         creds = None if k.username else kaggle.check_credentials()
     else:
@@ -218,21 +228,32 @@ def _kaggle(args: argparse.Namespace) -> None:
         _submit(args, cfg, api, kaggle)
 
 
-def _submit(args: argparse.Namespace, cfg, api, kaggle) -> None:
+def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
+    """The submission file must exist, parse and match the sample submission, before Kaggle is contacted."""
     import pandas as pd
 
     from melanoma.blend import read_sample_submission, validate_submission
     from melanoma.data import ID
+    from melanoma.errors import input_error
     from melanoma.run import resolve_paths
 
+    if not args.file.is_file():
+        raise kaggle.KaggleError(f"{args.file}: not found")
+    if args.file.stat().st_size == 0:
+        raise input_error(args.file, "empty file (0 bytes): expected a CSV with image_name,target rows")
+    try:
+        sub = pd.read_csv(args.file, dtype={ID: "string"})
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise input_error(args.file, f"not a readable CSV: {e}") from None
     sample_path = args.sample_submission or resolve_paths(cfg).sample_submission
     if sample_path is None:
         raise kaggle.KaggleError("no sample submission to validate against: pass --sample-submission PATH")
     sample = read_sample_submission(sample_path)
-    if not args.file.is_file():
-        raise kaggle.KaggleError(f"{args.file}: not found")
-    validate_submission(pd.read_csv(args.file, dtype={ID: "string"}), sample, name=str(args.file))
+    validate_submission(sub, sample, name=str(args.file))
     log.info("submit: %s matches %s (%d ids)", args.file, sample_path, len(sample))
+
+
+def _submit(args: argparse.Namespace, cfg, api, kaggle) -> None:
     r = kaggle.submit(api, args.file, args.message, cfg.kaggle.competition, wait=args.wait)
     scores = ", ".join(f"{n} {r[n]}" for n in ("public_score", "private_score") if r[n] is not None)
     print(f"submitted {args.file}: status {r['status'] or 'unknown'}" + (f", {scores}" if scores else "")
@@ -244,6 +265,42 @@ def _load(args: argparse.Namespace, values: dict):
 
     cfg = load_config(args.config, args.overrides)
     return apply_overrides(cfg, values)
+
+
+def _explicit(args: argparse.Namespace, key: str) -> bool:
+    """Whether the config file or a --set names `key` (rather than the key keeping its default)."""
+    import yaml
+
+    if any(o.partition("=")[0].strip() == key for o in args.overrides):
+        return True
+    node = yaml.safe_load(args.config.read_text()) if args.config is not None else None
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _check_out(path, folder: bool) -> None:
+    """Refuse an output that cannot be written before any work: a file where a folder is wanted (or the
+    reverse), or a location the user may not write. Remote (gs://) outputs are left to the stage."""
+    from melanoma.errors import ConfigError
+
+    if "://" in str(path):
+        return
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: exists and is a file, not a folder: choose another --out")
+    if not folder and path.is_dir():
+        raise ConfigError(f"{path}: is a folder; the output here is a file: choose another --out")
+    parent = path if folder else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{parent}: is a file, so {path} cannot be created: choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{parent}: not writable, so {path} cannot be written: choose another --out "
+                          "or change the folder's permissions")
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -261,6 +318,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data})
         paths = resolve_paths(cfg)
+        _check_out(args.out or paths.folds, folder=False)
         make_folds(cfg, paths.data, args.out or paths.folds, args.tfrecords)
     elif cmd == "prepare":
         from melanoma.prepare import prepare
@@ -273,6 +331,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                            "prepare.upsample_malignant": args.upsample_malignant})
         paths = resolve_paths(cfg)
         # --out as given (a str): a Path would fold gs://bucket into gs:/bucket.
+        _check_out(args.out or paths.tfrecords, folder=True)
         prepare(cfg, paths.data, args.out or paths.tfrecords, args.folds_file)
     elif cmd == "check":
         from melanoma.check import run_check
@@ -280,10 +339,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         cfg = _load(args, {"paths.data": args.data, "prepare.duplicates": args.duplicates,
                            "prepare.dup_max_distance": args.max_distance, "prepare.workers": args.workers})
         paths = resolve_paths(cfg)
+        if args.out is not None:
+            _check_out(args.out, folder=False)
         run_check(cfg, paths.data, cfg.prepare.duplicates, args.out)
     elif cmd == "train":
-        from melanoma.train import train
-
         cfg = _load(args, {"seed": seed, "paths.tfrecords": args.tfrecords, "train.model": args.model,
                            "train.size": args.size, "train.epochs": args.epochs,
                            "train.batch_size": args.batch_size, "train.folds": args.folds,
@@ -293,6 +352,9 @@ def _dispatch(args: argparse.Namespace) -> None:
                            "train.tta_flips": args.tta_flips, "train.metadata": args.metadata,
                            "train.precision": args.precision, "train.resume": False if args.restart else None})
         paths = resolve_paths(cfg)
+        from melanoma.train import train  # after the config is valid: a bad value never waits for TensorFlow
+
+        _check_out(args.out or paths.image_run, folder=True)
         train(cfg, paths.tfrecords, args.out or paths.image_run)
     elif cmd == "tabular":
         from melanoma.tabular import run_tabular
@@ -300,7 +362,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         cfg = _load(args, {"seed": seed, "paths.data": args.data, "tabular.model": args.model,
                            "paths.tfrecords": args.tfrecords})
         paths = resolve_paths(cfg)
-        run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run, paths.tfrecords)
+        _check_out(args.out or paths.tabular_run, folder=True)
+        # Image sizes only from a TFRecords folder that was asked for, never one that merely exists by default.
+        sizes_dir = paths.tfrecords if args.tfrecords or _explicit(args, "paths.tfrecords") else None
+        run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run, sizes_dir)
     elif cmd == "blend":
         from melanoma.blend import run_blend
 
@@ -311,6 +376,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         # With explicit --runs, validate only against an explicitly named sample submission, never the one
         # the default data folder happens to hold.
         sample = paths.sample_submission if not args.runs else cfg.paths.sample_submission
+        _check_out(paths.submission, folder=False)
         run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission, sample)
     elif cmd == "augment-preview":
         from melanoma.preview import augment_preview
@@ -321,11 +387,17 @@ def _dispatch(args: argparse.Namespace) -> None:
         _kaggle(args)
     elif cmd == "run":
         cfg = _load(args, {})
+        paths = resolve_paths(cfg)
+        for out, folder in ((paths.tfrecords, True), (paths.folds.parent, True), (paths.submission, False)):
+            _check_out(out, folder)
         print(format_summary(run_pipeline(cfg)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad flag (status 2, one line already printed), or --help / --version (0)
+        return e.code if isinstance(e.code, int) else 2
     # Quiet TensorFlow's C++ start-up logging and Keras' dataset notices before either is imported.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
@@ -334,12 +406,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _dispatch(args)
     except MelanomaError as e:
-        print(f"melanoma: error: {e}", file=sys.stderr)
+        print(f"melanoma: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (read-only folder, a file where a folder should be, disk full)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"melanoma: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("melanoma: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(message) -> str:
+    """Errors print as one line, whatever text (a pandas parser message, a path) went into them."""
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":
