@@ -223,6 +223,45 @@ class KaggleConfig:
 
 
 @dataclass
+class ExportConfig:
+    """`melanoma export RUN_DIR --out model/`: a trained image run as one inference artefact."""
+
+    # ensemble: every fold model inside one .keras, predictions averaged (what the run's test_pred.csv is);
+    # average: one model holding the mean of the fold weights (1/K of the cost; the folds share initial weights)
+    combine: Literal["ensemble", "average"] = "ensemble"
+    folds: list[Count] | None = None  # folds to export (None = every finished fold)
+    tta_flips: bool | None = None  # average the 3 flips inside the model (None: as trained, train.tta_flips)
+    savedmodel: bool = True  # also a TensorFlow SavedModel (TF Serving), on the TensorFlow backend
+    onnx: bool = True  # also model.onnx where tf2onnx is installed and converts the backbone
+    report: str | None = None  # folder with calibrator.json / report.json (default: RUN_DIR/report if present)
+    tfrecords: str | None = None  # the run's TFRecords folder, for manifest.json (default: paths.tfrecords)
+
+
+@dataclass
+class PredictConfig:
+    """`melanoma predict`: batch prediction on plain image files."""
+
+    batch_size: PositiveInt = 32
+    workers: Count = 0  # threads decoding images in parallel (0 = one per core)
+    image_dir: str | None = None  # with a CSV of image_name: the folder of NAME.jpg (default: the CSV's folder)
+
+
+@dataclass
+class ServeConfig:
+    """`melanoma serve`: the REST service (FastAPI under uvicorn)."""
+
+    host: str = "127.0.0.1"  # localhost only unless told otherwise
+    port: Annotated[int, Range(1, 65535)] = 8000
+    max_body_mb: Positive = 20.0  # larger request bodies get 413 before they are read
+    max_images: PositiveInt = 32  # images per /predict/batch request
+    max_batch: PositiveInt = 32  # micro-batching: most images per model call
+    max_wait_ms: NonNegative = 5.0  # micro-batching: how long a first request waits for company
+    threshold: str | None = None  # the exported threshold that sets `label` (None: the first in model.json)
+    workers: Count = 0  # threads decoding uploads (0 = one per core)
+    warmup: bool = True  # compile every batch shape before serving, so no request pays for it
+
+
+@dataclass
 class Config:
     seed: Seed = 42
     n_folds: Annotated[int, Range(2, 100)] = 5
@@ -234,6 +273,9 @@ class Config:
     tabular: TabularConfig = field(default_factory=TabularConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 STAGES = ("folds", "prepare", "train", "tabular", "blend")

@@ -1,0 +1,203 @@
+"""The exported artefact: model.json (everything inference needs) and the model it describes.
+
+`Artifact.load(model_dir)` gives one object that `predict` and `serve` share: the image preprocessing
+(`melanoma.images.model_input` with prepare's settings), the metadata encoding (the same vector as
+`pipeline.meta_vector` builds from record codes), the model call, the calibrator and the thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoma.data import AGE, SEX, SITE
+from melanoma.errors import ConfigError, input_error
+from melanoma.files import read_json
+from melanoma.images import ImageSettings, model_input
+
+FORMAT_VERSION = 1
+MODEL_FILE, INFO_FILE = "model.keras", "model.json"
+N_SEX, N_SITE = 2, 6  # as pipeline.N_SEX / N_SITE: codes beyond them share the "other/missing" column
+MAX_AGE = 120.0
+
+
+class BadMetadata(ValueError):
+    """A metadata value the model cannot take; the message names the field, the value and what is allowed."""
+
+
+# ---------------------------------------------------------------- calibrator and thresholds (from the report)
+
+def read_calibrator(obj: Any) -> dict | None:
+    """The report's calibrator in a form we apply: isotonic (x/y knots, interpolated) or Platt (a, b).
+
+    Accepts {"method": "isotonic", "x": [...], "y": [...]} (or x_thresholds / y_thresholds) and
+    {"method": "platt" | "sigmoid", "a": A, "b": B[, "input": "logit" | "prob"]}: p' = sigmoid(A * z + B)
+    with z = logit(p) (default) or p. Anything else is None: the caller warns, and no calibrator is exported.
+    """
+    if not isinstance(obj, dict):
+        return None
+    obj = obj.get("calibrator", obj) if isinstance(obj.get("calibrator"), dict) else obj
+    method = str(obj.get("method", obj.get("kind", ""))).lower()
+    if method == "isotonic":
+        x = obj.get("x", obj.get("x_thresholds"))
+        y = obj.get("y", obj.get("y_thresholds"))
+        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) >= 1:
+            return {"method": "isotonic", "x": [float(v) for v in x], "y": [float(v) for v in y]}
+    if method in ("platt", "sigmoid", "logistic"):
+        a, b = obj.get("a", obj.get("slope", obj.get("coef"))), obj.get("b", obj.get("intercept"))
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return {"method": "platt", "a": float(a), "b": float(b), "input": obj.get("input", "logit")}
+    return None
+
+
+def read_thresholds(report: Any) -> dict[str, float]:
+    """Named decision thresholds from report.json: {"thresholds": {name: value | {"threshold": value}}} or
+    a list of {"name", "threshold"} (also under "operating_points"). Empty when there are none."""
+    if not isinstance(report, dict):
+        return {}
+    found = report.get("thresholds", report.get("operating_points"))
+    items = found.items() if isinstance(found, dict) else (
+        ((d.get("name", d.get("label", str(i))), d) for i, d in enumerate(found) if isinstance(d, dict))
+        if isinstance(found, list) else ())
+    out = {}
+    for name, value in items:
+        if isinstance(value, dict):
+            value = value.get("threshold", value.get("value"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            out[str(name)] = float(value)
+    return out
+
+
+def calibrate(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
+    if calibrator is None:
+        return p
+    if calibrator["method"] == "isotonic":
+        return np.interp(p, calibrator["x"], calibrator["y"])
+    eps = 1e-7
+    z = np.log(np.clip(p, eps, 1 - eps) / np.clip(1 - p, eps, 1)) if calibrator.get("input") != "prob" else p
+    return 1.0 / (1.0 + np.exp(-(calibrator["a"] * z + calibrator["b"])))
+
+
+# ---------------------------------------------------------------- metadata
+
+@dataclass(frozen=True)
+class MetaEncoder:
+    """Raw sex / age / site -> record codes -> the network's vector, exactly as pipeline.meta_vector."""
+
+    sex: tuple[str, ...]
+    site: tuple[str, ...]
+
+    @classmethod
+    def from_info(cls, meta: dict) -> MetaEncoder:
+        return cls(tuple(meta["vocab"][SEX]), tuple(meta["vocab"][SITE]))
+
+    def codes(self, sex: Any = None, age: Any = None, site: Any = None) -> tuple[int, int, int]:
+        """Validated codes (-1 = missing); BadMetadata names the field and what it accepts."""
+        return (self._code(SEX, sex, self.sex), self._age(age), self._code(SITE, site, self.site))
+
+    @staticmethod
+    def _code(field: str, value: Any, vocab: tuple[str, ...]) -> int:
+        if _missing(value):
+            return -1
+        v = str(value).strip().lower()
+        if v not in vocab:
+            raise BadMetadata(f"{field} {value!r} is not one of: {', '.join(vocab)} (or empty for unknown)")
+        return vocab.index(v)
+
+    @staticmethod
+    def _age(value: Any) -> int:
+        if _missing(value):
+            return -1
+        try:
+            age = float(value)
+        except (TypeError, ValueError):
+            raise BadMetadata(f"{AGE} {value!r} is not a number") from None
+        if not math.isfinite(age) or not 0 <= age <= MAX_AGE:
+            raise BadMetadata(f"{AGE} {value!r} must be between 0 and {MAX_AGE:g} (or empty for unknown)")
+        return int(round(age))  # records store whole years (prepare rounds)
+
+    @staticmethod
+    def vector(codes: tuple[int, int, int]) -> np.ndarray:
+        sex, age, site = codes
+        v = np.zeros((N_SEX + 1) + (N_SITE + 1) + 2, dtype=np.float32)
+        v[sex if 0 <= sex < N_SEX else N_SEX] = 1.0
+        v[N_SEX + 1 + (site if 0 <= site < N_SITE else N_SITE)] = 1.0
+        present = age >= 0
+        v[-2], v[-1] = (age / 100.0 if present else 0.0), (0.0 if present else 1.0)
+        return v
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+# ---------------------------------------------------------------- the artefact
+
+class Artifact:
+    """A loaded export: info (model.json), the Keras model, and the functions around it."""
+
+    def __init__(self, info: dict, model, model_dir: Path):
+        self.info, self.model, self.dir = info, model, model_dir
+        inp = info["input"]
+        self.size = int(inp["size"])
+        p = inp["prepare"]
+        self.settings = ImageSettings(int(p["size"]), p["resize"], int(p["quality"]), int(p["max_pixels"]))
+        self.stored_size = inp["stored_size"]
+        self.uses_meta = bool(info["metadata"]["used"])
+        self.meta = MetaEncoder.from_info(info["metadata"])
+        self.calibrator = info.get("calibrator")
+        self.thresholds: dict[str, float] = dict(info.get("thresholds") or {})
+        self.version = str(info["model_version"])
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Artifact:
+        model_dir = Path(model_dir)
+        info_path = model_dir / INFO_FILE
+        if not info_path.is_file():
+            raise input_error(model_dir, f"no {INFO_FILE}: not a folder written by `melanoma export`")
+        info = read_json(info_path)
+        if info.get("format_version") != FORMAT_VERSION:
+            raise input_error(info_path, f"format_version {info.get('format_version')!r} is not "
+                                         f"{FORMAT_VERSION}: re-export the run with this version")
+        return cls(info, load_keras_model(model_dir / MODEL_FILE), model_dir)
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Image bytes -> model input (raises melanoma.images.BadImage)."""
+        return model_input(data, self.settings, self.size, self.stored_size)
+
+    def predict(self, images: np.ndarray, meta: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities (float64, one per image) for a batch of model inputs (and metadata vectors)."""
+        x = {"image": images, "meta": meta} if self.uses_meta else images
+        return np.asarray(self.model.predict_on_batch(x), dtype=np.float64).reshape(-1)
+
+    def calibrated(self, p: np.ndarray) -> np.ndarray:
+        return calibrate(p, self.calibrator)
+
+    def labels(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        """0/1 per threshold name: malignant when the (uncalibrated) probability reaches the threshold."""
+        return {name: (p >= t).astype(np.int64) for name, t in self.thresholds.items()}
+
+    def threshold(self, name: str | None) -> tuple[str, float]:
+        """The named threshold (None: the first exported one)."""
+        if name is None:
+            name = next(iter(self.thresholds))
+        if name not in self.thresholds:
+            raise ConfigError(f"serve.threshold {name!r} is not in model.json (exported: "
+                              f"{', '.join(self.thresholds)})")
+        return name, self.thresholds[name]
+
+
+def load_keras_model(path: Path):
+    """model.keras without its training state; our custom layers register themselves on import."""
+    import keras
+
+    import melanoma.models  # noqa: F401  (registers ImagenetPreprocess)
+    import melanoma.serve.layers  # noqa: F401  (registers Flip)
+
+    if not path.is_file():
+        raise input_error(path, "not found: re-run `melanoma export`")
+    return keras.saving.load_model(path, compile=False)

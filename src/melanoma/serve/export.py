@@ -1,0 +1,252 @@
+"""`melanoma export RUN_DIR --out model/`: one inference artefact per trained image run.
+
+model/ holds model.keras (the fold models averaged inside one graph, or one model with averaged weights),
+model.json (input size, prepare's resize mode and JPEG settings, the metadata encoding, TTA, the calibrator
+and thresholds of the report, versions), a TF SavedModel (`savedmodel/`, on the TensorFlow backend) and
+model.onnx where tf2onnx converts the backbone. Everything is built in a staging folder and moved in at the
+end, so a failed export leaves the previous one as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from melanoma import __version__
+from melanoma.config import Config, load_config, to_dict
+from melanoma.data import SEX, SITE
+from melanoma.errors import ConfigError, input_error
+from melanoma.files import read_json, staged_dir, write_json
+from melanoma.records import VOCABULARIES
+from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE, read_calibrator, read_thresholds
+
+log = logging.getLogger(__name__)
+DEFAULT_THRESHOLDS = {"p50": 0.5}  # when the report exported none: a label at probability 0.5
+OWN = (MODEL_FILE, INFO_FILE, "model.onnx", "savedmodel")  # what a previous export of ours left in model/
+
+
+def run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise input_error(run_dir, "no config.yaml: not a run folder written by `melanoma train`")
+    return load_config(path)
+
+
+def finished_folds(run_dir: Path, wanted: list[int] | None) -> dict[int, Path]:
+    """fold -> its prediction weights (done.json names best or last), for the finished folds asked for."""
+    done = {int(p.parent.name[4:]): p for p in run_dir.glob("fold*/done.json") if p.parent.name[4:].isdigit()}
+    if not done:
+        raise input_error(run_dir, "no finished fold (foldK/done.json): train the run first")
+    folds = sorted(done) if wanted is None else wanted
+    missing = [k for k in folds if k not in done]
+    if missing:
+        raise ConfigError(f"export.folds: fold {missing[0]} is not finished in {run_dir} "
+                          f"(finished: {', '.join(map(str, sorted(done)))})")
+    out = {}
+    for k in folds:
+        weights = done[k].parent / read_json(done[k]).get("weights", "best.weights.h5")
+        if not weights.is_file():
+            raise input_error(done[k], f"names {weights.name}, which does not exist")
+        out[k] = weights
+    return out
+
+
+def input_spec(run_cfg: Config, tfrecords: str | None) -> tuple[dict, int | None, dict]:
+    """(prepare settings, stored side, vocabularies) as the run's records were made.
+
+    From the records' manifest.json when the folder is ours; the public Kaggle TFRecords have none, so the
+    run config's prepare section stands in, and the train reader resized every record (stored side None).
+    """
+    p = run_cfg.prepare
+    manifest_path = Path(tfrecords) / "manifest.json" if tfrecords else None
+    if manifest_path is not None and manifest_path.is_file():
+        m = read_json(manifest_path)
+        prep = {"size": int(m["image_size"]), "resize": m.get("resize", p.resize),
+                "quality": int(m.get("quality", p.quality)), "max_pixels": p.max_pixels}
+        vocab = m.get("vocab") or {}
+        return prep, int(m["image_size"]), {k: list(vocab.get(k, VOCABULARIES[k])) for k in (SEX, SITE)}
+    log.warning("export: no manifest.json in %s: preprocessing taken from the run's prepare settings (%dpx, %s, "
+                "quality %d); pass --tfrecords with the run's records folder to use theirs", tfrecords, p.size,
+                p.resize, p.quality)
+    prep = {"size": p.size, "resize": p.resize, "quality": p.quality, "max_pixels": p.max_pixels}
+    return prep, None, {k: list(VOCABULARIES[k]) for k in (SEX, SITE)}
+
+
+def load_fold_model(run_cfg: Config, weights: Path):
+    """The fold's trained model, for inference: built as training built it, without the augmentation layer."""
+    from melanoma.models import build_model
+    from melanoma.pipeline import META_DIM
+
+    t = run_cfg.train
+    meta_dim = META_DIM if t.metadata else 0
+    try:
+        return build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim)
+    except ConfigError:
+        # Trained with augmentation inside the model (GPU/TPU default): load it that way, then copy the
+        # weights of every other layer into a model without it (Augment does nothing at inference anyway).
+        trained = build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim,
+                              augment=to_dict(t.augment))
+        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim)
+        for layer in model.layers:
+            if layer.weights:
+                layer.set_weights(trained.get_layer(layer.name).get_weights())
+        return model
+
+
+def combined_model(models: list, combine: str, flips: bool, size: int, meta: bool):
+    """One inference graph: 0-255 image (and metadata) in, the mean probability of every fold and view out."""
+    import keras
+
+    from melanoma.serve.layers import FLIPS, Flip
+
+    if combine == "average" and len(models) > 1:
+        mean = [np.mean(ws, axis=0) for ws in zip(*(m.get_weights() for m in models))]
+        models[0].set_weights(mean)
+        models = models[:1]
+    image = keras.Input((size, size, 3), name="image")
+    meta_in = keras.Input((models[0].inputs[1].shape[-1],), name="meta") if meta else None
+    views = [image] + ([Flip(axes, name=name)(image) for name, axes in FLIPS.items()] if flips else [])
+    preds = []
+    for k, m in enumerate(models):
+        fold = keras.Model(m.input, m.output, name=f"member{k}")  # unique names inside one graph
+        preds += [fold({"image": v, "meta": meta_in} if meta else v) for v in views]
+    out = keras.layers.Average(name="pred")(preds) if len(preds) > 1 else keras.layers.Identity(name="pred")(preds[0])
+    return keras.Model({"image": image, "meta": meta_in} if meta else image, out, name="melanoma")
+
+
+def report_extras(report_dir: Path | None) -> tuple[dict | None, dict[str, float], str | None]:
+    """(calibrator, thresholds, where from) of the report folder, each optional."""
+    if report_dir is None or not report_dir.is_dir():
+        return None, {}, None
+    calibrator = thresholds = None
+    if (report_dir / "calibrator.json").is_file():
+        calibrator = read_calibrator(read_json(report_dir / "calibrator.json"))
+        if calibrator is None:
+            log.warning("export: %s/calibrator.json has a form this version cannot apply: no calibrator "
+                        "exported", report_dir)
+    if (report_dir / "report.json").is_file():
+        report = read_json(report_dir / "report.json")
+        thresholds = read_thresholds(report)
+        if calibrator is None and isinstance(report, dict):
+            calibrator = read_calibrator(report.get("calibrator"))
+    return calibrator, thresholds or {}, str(report_dir)
+
+
+def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
+    """The `export` command. Returns the model.json it wrote."""
+    import keras
+
+    run_dir, out, ecfg = Path(run_dir), Path(out), cfg.export
+    run_cfg = run_config(run_dir)
+    t = run_cfg.train
+    weights = finished_folds(run_dir, ecfg.folds)
+    prep, stored, vocab = input_spec(run_cfg, ecfg.tfrecords or run_cfg.paths.tfrecords)
+    prep["max_pixels"] = cfg.prepare.max_pixels  # the limit is the server's policy, not the run's
+    flips = t.tta_flips if ecfg.tta_flips is None else ecfg.tta_flips
+    if t.tta and not flips:
+        log.info("export: the run averaged %d random TTA passes; random passes are not exported", t.tta)
+    models = [load_fold_model(run_cfg, w) for w in weights.values()]
+    model = combined_model(models, ecfg.combine, flips, t.size, t.metadata)
+    report_dir = Path(ecfg.report) if ecfg.report else run_dir / "report"
+    calibrator, thresholds, report_from = report_extras(report_dir)
+    if ecfg.report and report_from is None:
+        raise input_error(ecfg.report, "export.report: folder not found")
+    config_text = (run_dir / "config.yaml").read_bytes()
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "model_version": f"{t.model}-{t.size}px-{hashlib.sha256(config_text).hexdigest()[:8]}"
+                         f"-f{''.join(map(str, weights))}",
+        "package": {"name": "melanoma", "version": __version__, "keras": keras.__version__,
+                    "backend": keras.backend.backend()},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": {"dir": str(run_dir), "config_sha256": hashlib.sha256(config_text).hexdigest(),
+                "run_json": read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else None,
+                "oof_auc": metrics.get("oof_auc"), "oof_auc_no_tta": metrics.get("oof_auc_no_tta")},
+        "model": {"name": t.model, "folds": list(weights), "combine": ecfg.combine,
+                  "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
+        "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "float32",
+                  "range": [0, 255], "note": "melanoma.images.model_input(bytes, prepare, size, stored_size)"},
+        "metadata": {"used": bool(t.metadata), "vocab": vocab, "n_sex": 2, "n_site": 6,
+                     "encoding": "one-hot sex (2 + other/missing), one-hot site (6 + other/missing), "
+                                 "age/100, age-missing flag; codes index the vocabularies (-1 = missing)"},
+        "tta": {"flips": bool(flips), "random_passes_in_training": t.tta},
+        "calibrator": calibrator,
+        "thresholds": thresholds or dict(DEFAULT_THRESHOLDS),
+        "thresholds_from": report_from if thresholds else "default (no report thresholds)",
+        "formats": {},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with staged_dir(out) as stage:
+        model.save(stage / MODEL_FILE)
+        info["formats"]["keras"] = MODEL_FILE
+        info["formats"]["savedmodel"] = _savedmodel(model, stage) if ecfg.savedmodel else "off"
+        info["formats"]["onnx"] = _onnx(model, stage, t.size, t.metadata) if ecfg.onnx else "off"
+        write_json(stage / INFO_FILE, info)
+        _remove_previous(out)
+    log.info("export: %s (%s, folds %s, %s) -> %s; savedmodel: %s; onnx: %s", run_dir, t.model, list(weights),
+             ecfg.combine, out, info["formats"]["savedmodel"], info["formats"]["onnx"])
+    return info
+
+
+def _remove_previous(out: Path) -> None:
+    """Our own earlier artefacts only (a folder with our model.json), so a stale file never outlives its export."""
+    if not (out / INFO_FILE).is_file():
+        return
+    for name in OWN:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _savedmodel(model, stage: Path) -> str:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"skipped: the {keras.backend.backend()} backend (export on TensorFlow for a SavedModel)"
+    model.export(str(stage / "savedmodel"), format="tf_saved_model", verbose=False)
+    return "savedmodel"
+
+
+def _onnx(model, stage: Path, size: int, meta: bool) -> str:
+    """model.onnx through tf2onnx, checked against Keras on a random batch; any failure is reported, not raised."""
+    import importlib.util
+
+    if importlib.util.find_spec("tf2onnx") is None:
+        return "skipped: tf2onnx is not installed (pip install 'melanoma[onnx]')"
+    path = stage / "model.onnx"
+    try:
+        model.export(str(path), format="onnx", verbose=False)
+    except Exception as e:  # a converter failure (unsupported op, version clash) must not cost the export
+        path.unlink(missing_ok=True)
+        return f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return _check_onnx(model, path, size, meta)
+
+
+def _check_onnx(model, path: Path, size: int, meta: bool) -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "model.onnx (not verified: onnxruntime is not installed)"
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    x = {"image": rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)}
+    if meta:
+        x["meta"] = np.zeros((2, model.inputs[1].shape[-1]), np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: x["meta" if "meta" in i.name else "image"] for i in sess.get_inputs()}
+    got = np.asarray(sess.run(None, feeds)[0]).reshape(-1)
+    want = np.asarray(model.predict_on_batch(x if meta else x["image"])).reshape(-1)
+    err = float(np.abs(got - want).max())
+    if err > 1e-4:
+        path.unlink()
+        return f"failed: ONNX output differs from Keras by {err:.2g}"
+    return "model.onnx"

@@ -1,0 +1,144 @@
+"""`melanoma predict --model model/ --images DIR_OR_CSV --out preds.csv`: batch prediction on image files.
+
+Images are read and preprocessed in a thread pool (PIL and TensorFlow release the GIL while decoding), one
+batch ahead of the model. An unreadable image gets its reason in the `error` column and no score; the
+others are still scored. Each row has the probability, the calibrated probability and a 0/1 label per
+exported threshold (`label_<name>`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoma.config import Config
+from melanoma.data import AGE, ID, SEX, SITE, csv_line
+from melanoma.errors import input_error
+from melanoma.files import write_csv
+from melanoma.images import BadImage
+from melanoma.serve.artifact import Artifact, BadMetadata
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PATH = "path"
+
+
+def list_images(source: str | Path, image_dir: str | Path | None = None) -> pd.DataFrame:
+    """image_name, path (and any metadata columns) from a folder of images or a CSV.
+
+    A CSV names each image by `path` (relative to the CSV's folder, or absolute) or by `image_name`, found
+    as IMAGE_DIR/NAME.jpg (IMAGE_DIR: predict.image_dir, else the CSV's folder).
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise input_error(source, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return pd.DataFrame({ID: [p.stem for p in files], PATH: [str(p) for p in files]})
+    if not source.is_file():
+        raise input_error(source, "not found: give a folder of images or a CSV")
+    try:
+        df = pd.read_csv(source, dtype={ID: "string", PATH: "string", SEX: "string", SITE: "string"})
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise input_error(source, f"not a readable CSV: {e}") from None
+    if PATH not in df.columns and ID not in df.columns:
+        raise input_error(source, f"needs a '{PATH}' or an '{ID}' column (columns: {', '.join(df.columns)})", 1)
+    base = Path(image_dir) if image_dir else source.parent
+    if PATH in df.columns:
+        paths = [str(p if Path(p).is_absolute() else source.parent / p) if isinstance(p, str) else None
+                 for p in df[PATH]]
+    else:
+        paths = [str(base / f"{n}.jpg") if isinstance(n, str) else None for n in df[ID]]
+    for i, p in enumerate(paths):
+        if p is None:
+            raise input_error(source, f"empty {PATH if PATH in df.columns else ID}", csv_line(i))
+    df[PATH] = paths
+    if ID not in df.columns:
+        df[ID] = [Path(p).stem for p in paths]
+    return df.reset_index(drop=True)
+
+
+def meta_vectors(art: Artifact, df: pd.DataFrame, source: str | Path) -> np.ndarray | None:
+    """The metadata vector per row (None for an image-only model); a bad value stops with its CSV line."""
+    if not art.uses_meta:
+        return None
+    absent = [c for c in (SEX, AGE, SITE) if c not in df.columns]
+    if absent:
+        log.warning("predict: the model uses metadata and %s has no %s column: treated as unknown", source,
+                    ", ".join(absent))
+    rows = []
+    for i, row in enumerate(df.to_dict("records")):
+        try:
+            rows.append(art.meta.vector(art.meta.codes(row.get(SEX), row.get(AGE), row.get(SITE))))
+        except BadMetadata as e:
+            raise input_error(source, str(e), csv_line(i)) from None
+    return np.stack(rows)
+
+
+def _read(art: Artifact, path: str) -> np.ndarray | str:
+    """The model input of one file, or the reason it has none."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return art.preprocess(data)
+    except BadImage as e:
+        return str(e)
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+
+
+def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str | Path) -> pd.DataFrame:
+    """The `predict` command: writes OUT (a row per image) and returns it."""
+    from tqdm import tqdm
+
+    pcfg = cfg.predict
+    art = Artifact.load(model_dir)
+    df = list_images(images, pcfg.image_dir)
+    meta = meta_vectors(art, df, images)
+    n, batch = len(df), pcfg.batch_size
+    prob = np.full(n, np.nan)
+    errors = [""] * n
+    starts = list(range(0, n, batch))
+    workers = pcfg.workers or (os.cpu_count() or 1)
+    quiet = not os.isatty(2) or bool(os.environ.get("CI"))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=n, unit="img", disable=quiet, desc="predict") as bar:
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(_read, art, p) for p in df[PATH].iloc[start:start + batch]]
+
+        pending = submit(starts[0]) if starts else []
+        for j, start in enumerate(starts):
+            results = [f.result() for f in pending]
+            pending = submit(starts[j + 1]) if j + 1 < len(starts) else []  # read ahead while the model runs
+            ok = [i for i, r in enumerate(results) if not isinstance(r, str)]
+            for i, r in enumerate(results):
+                if isinstance(r, str):
+                    errors[start + i] = r
+            if ok:
+                rows = np.array([start + i for i in ok])
+                x = np.stack([results[i] for i in ok])
+                prob[rows] = art.predict(x, None if meta is None else meta[rows])
+            bar.update(len(results))
+    result = _table(art, df, prob, errors)
+    write_csv(out, result)
+    bad = result[result["error"] != ""]
+    for _, row in bad.head(20).iterrows():
+        log.warning("predict: %s: %s", row[PATH], row["error"])
+    log.info("predict: %d images scored, %d unreadable -> %s", n - len(bad), len(bad), out)
+    return result
+
+
+def _table(art: Artifact, df: pd.DataFrame, prob: np.ndarray, errors: list[str]) -> pd.DataFrame:
+    scored = ~np.isnan(prob)
+    out = pd.DataFrame({ID: df[ID], PATH: df[PATH], "probability": prob})
+    cal = np.full(len(prob), np.nan)
+    cal[scored] = art.calibrated(prob[scored])
+    out["calibrated_probability"] = cal
+    for name, labels in art.labels(np.nan_to_num(prob)).items():
+        out[f"label_{name}"] = pd.Series(labels, dtype="Int64").where(scored, pd.NA)  # no label without a score
+    out["error"] = errors
+    return out
