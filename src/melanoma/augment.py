@@ -2,16 +2,22 @@
 
 Every op works on a whole batch (batch, size, size, 3) of float32 pixels in [0, 255], with one random draw
 per image. Rotation, shear, zoom and shift are composed into one 3x3 matrix per image and applied with a
-bilinear gather (the form public TPU notebooks use, since it compiles with XLA on TPUs). The same function
-runs in tf.data on the host (`augment.where: data`) or inside the model on the accelerator (`where: model`).
+bilinear gather (the form public TPU notebooks use, since it compiles with XLA).
+
+The augmentation is written once against `Ops`, a small table of array functions, and runs from one of two
+libraries: TensorFlow in tf.data on the host (`augment.where: data`; tf.data only runs TensorFlow ops, whatever
+the Keras backend), or `keras.ops` inside the model on the accelerator (`where: model`), which is the same
+code on the TensorFlow and JAX backends.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import keras
-import tensorflow as tf
 
 from melanoma.config import AugmentConfig
 from melanoma.errors import ConfigError
@@ -19,137 +25,198 @@ from melanoma.errors import ConfigError
 PLACEMENTS = ("auto", "data", "model")
 
 
-def affine_matrices(angles: tf.Tensor, shears: tf.Tensor, zoom_x: tf.Tensor, zoom_y: tf.Tensor,
-                    shift_x: tf.Tensor, shift_y: tf.Tensor, size: int) -> tf.Tensor:
+@dataclass(frozen=True)
+class Ops:
+    """The array functions augmentation needs, all from one library."""
+
+    np: Any  # numpy-style functions: keras.ops, or tensorflow.experimental.numpy
+    uniform: Callable[[Any, float, float], Any]  # uniform(shape, low, high)
+    rgb_to_hsv: Callable[[Any], Any]
+    hsv_to_rgb: Callable[[Any], Any]
+    batch: Callable[[Any], Any]  # the batch size of a tensor (static when known)
+    range: Callable[[Any], Any]  # int32 0..n-1, n possibly a tensor (tf.data's last batch)
+    zeros: Callable[[Any], Any]  # float32 zeros of a shape that may hold a tensor
+    int32: Any
+    float32: Any
+
+
+def tf_ops() -> Ops:
+    """TensorFlow ops, for tf.data (its own random state, no seed needed)."""
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    return Ops(np=tnp, uniform=lambda shape, lo, hi: tf.random.uniform(shape, lo, hi),
+               rgb_to_hsv=tf.image.rgb_to_hsv, hsv_to_rgb=tf.image.hsv_to_rgb,
+               batch=lambda x: x.shape[0] if x.shape[0] is not None else tf.shape(x)[0],
+               range=lambda k: tf.range(k, dtype=tf.int32), zeros=lambda shape: tf.zeros(shape, tf.float32),
+               int32=tf.int32, float32=tf.float32)
+
+
+def keras_ops(seed: keras.random.SeedGenerator | None = None) -> Ops:
+    """keras.ops, for inside a model on any backend; random draws advance `seed` (a layer's SeedGenerator),
+    since a fixed integer seed would repeat the same draw every step once the step is compiled."""
+    ops = keras.ops
+    return Ops(np=ops, uniform=lambda shape, lo, hi: keras.random.uniform(shape, lo, hi, seed=seed),
+               rgb_to_hsv=ops.image.rgb_to_hsv, hsv_to_rgb=ops.image.hsv_to_rgb,
+               batch=lambda x: ops.shape(x)[0], range=lambda k: ops.arange(k, dtype="int32"),
+               zeros=lambda shape: ops.zeros(shape, "float32"), int32="int32", float32="float32")
+
+
+def _cast(o: Ops, x, dtype):
+    return o.np.asarray(x, dtype=dtype) if o.np is not keras.ops else keras.ops.cast(x, dtype)
+
+
+def affine_matrices(angles, shears, zoom_x, zoom_y, shift_x, shift_y, size: int, o: Ops | None = None):
     """(batch, 3, 3) matrices mapping an output pixel (x, y, 1) to the input pixel it samples.
 
     Angles and shears in radians, zooms as scale factors (> 1 magnifies), shifts in pixels; the rotation,
     shear and zoom are about the image centre.
     """
-    one, zero = tf.ones_like(angles), tf.zeros_like(angles)
+    o = o or tf_ops()
+    n = o.np
+    one, zero = n.ones_like(angles), n.zeros_like(angles)
 
     def mat(rows):
-        return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)
+        return n.stack([n.stack(r, axis=-1) for r in rows], axis=-2)
 
     c = (float(size) - 1.0) / 2.0
     centre = mat([[one, zero, one * c], [zero, one, one * c], [zero, zero, one]])
     uncentre = mat([[one, zero, -one * c], [zero, one, -one * c], [zero, zero, one]])
-    cos, sin = tf.cos(angles), tf.sin(angles)
+    cos, sin = n.cos(angles), n.sin(angles)
     rotation = mat([[cos, -sin, zero], [sin, cos, zero], [zero, zero, one]])
-    shear = mat([[one, tf.tan(shears), zero], [zero, one, zero], [zero, zero, one]])
+    shear = mat([[one, n.tan(shears), zero], [zero, one, zero], [zero, zero, one]])
     zoom = mat([[1.0 / zoom_x, zero, zero], [zero, 1.0 / zoom_y, zero], [zero, zero, one]])
     shift = mat([[one, zero, -shift_x], [zero, one, -shift_y], [zero, zero, one]])
-    return centre @ rotation @ shear @ zoom @ uncentre @ shift
+    out = centre
+    for m in (rotation, shear, zoom, uncentre, shift):
+        out = n.matmul(out, m)
+    return out
 
 
-def _reflect(i: tf.Tensor, n: int) -> tf.Tensor:
+def _reflect(o: Ops, i, n: int):
     """Fold integer coordinates back into [0, n - 1] by mirroring at the edges."""
     period = 2 * (n - 1)
-    i = tf.math.floormod(i, period)
-    return tf.where(i > n - 1, period - i, i)
+    i = o.np.mod(i, period)
+    return o.np.where(i > n - 1, period - i, i)
 
 
-def transform(images: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
+def transform(images, matrices, o: Ops | None = None):
     """Warp a batch of square images by per-image 3x3 matrices: bilinear, reflected at the edges."""
-    size = images.shape[1]
+    o = o or tf_ops()
+    n = o.np
+    size, channels = images.shape[1], images.shape[-1]
     if size is None:
         raise ValueError("transform needs a static image size")
-    batch = tf.shape(images)[0]
-    ys, xs = tf.meshgrid(tf.range(size, dtype=tf.float32), tf.range(size, dtype=tf.float32), indexing="ij")
-    grid = tf.stack([tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones([size * size])])  # (3, size*size)
-    src = tf.einsum("bij,jk->bik", tf.cast(matrices, tf.float32), grid)
+    batch = o.batch(images)
+    coords = o.range(size * size)
+    xs, ys = _cast(o, n.mod(coords, size), o.float32), _cast(o, n.floor_divide(coords, size), o.float32)
+    grid = n.stack([xs, ys, n.ones_like(xs)])  # (3, size*size): output pixel (x, y, 1), row-major
+    src = n.einsum("bij,jk->bik", _cast(o, matrices, o.float32), grid)
     x, y = src[:, 0], src[:, 1]
-    x0, y0 = tf.floor(x), tf.floor(y)
+    x0, y0 = n.floor(x), n.floor(y)
     wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    flat = tf.reshape(images, [batch, size * size, images.shape[-1]])
+    x0, y0 = _cast(o, x0, o.int32), _cast(o, y0, o.int32)
+    # One gather over the flattened batch: row b*size*size + y*size + x.
+    flat = n.reshape(images, (-1, channels))
+    offset = (o.range(batch) * (size * size))[:, None]
 
     def pick(yy, xx):
-        return tf.gather(flat, _reflect(yy, size) * size + _reflect(xx, size), batch_dims=1)
+        idx = offset + _reflect(o, yy, size) * size + _reflect(o, xx, size)
+        return n.reshape(n.take(flat, n.reshape(idx, (-1,)), axis=0), (batch, size * size, channels))
 
     top = pick(y0, x0) * (1 - wx) + pick(y0, x0 + 1) * wx
     bottom = pick(y0 + 1, x0) * (1 - wx) + pick(y0 + 1, x0 + 1) * wx
-    return tf.reshape(top * (1 - wy) + bottom * wy, tf.shape(images))
+    return n.reshape(top * (1 - wy) + bottom * wy, (batch, size, size, channels))
 
 
-def _flips(images: tf.Tensor, acfg: AugmentConfig) -> tf.Tensor:
-    batch = tf.shape(images)[0]
-    coin = lambda: tf.random.uniform([batch, 1, 1, 1]) < 0.5  # noqa: E731
+def _flips(images, acfg: AugmentConfig, o: Ops):
+    n, batch = o.np, o.batch(images)
+
+    def coin():
+        return o.uniform((batch, 1, 1, 1), 0.0, 1.0) < 0.5
+
     if acfg.flip:
-        images = tf.where(coin(), tf.reverse(images, axis=[2]), images)
-        images = tf.where(coin(), tf.reverse(images, axis=[1]), images)
+        images = n.where(coin(), n.flip(images, axis=2), images)
+        images = n.where(coin(), n.flip(images, axis=1), images)
     if acfg.transpose:
-        images = tf.where(coin(), tf.transpose(images, [0, 2, 1, 3]), images)
+        images = n.where(coin(), n.transpose(images, (0, 2, 1, 3)), images)
     return images
 
 
-def _affine(images: tf.Tensor, acfg: AugmentConfig, size: int) -> tf.Tensor:
+def _affine(images, acfg: AugmentConfig, size: int, o: Ops):
     if not (acfg.rotate or acfg.shear or acfg.zoom or acfg.shift):
         return images
-    batch = tf.shape(images)[0]
+    batch = o.batch(images)
 
     def uniform(limit):
-        return tf.random.uniform([batch], -limit, limit) if limit else tf.zeros([batch])
+        return o.uniform((batch,), -limit, limit) if limit else o.zeros((batch,))
 
     deg = math.pi / 180.0
     zoom = 1.0 + uniform(acfg.zoom)
     matrices = affine_matrices(uniform(acfg.rotate * deg), uniform(acfg.shear * deg), zoom,
                                zoom * (1.0 + uniform(acfg.zoom / 2)),  # mostly isotropic, a little aspect change
-                               uniform(acfg.shift * size), uniform(acfg.shift * size), size)
-    return transform(images, matrices)
+                               uniform(acfg.shift * size), uniform(acfg.shift * size), size, o)
+    return transform(images, matrices, o)
 
 
-def _colour(images: tf.Tensor, acfg: AugmentConfig) -> tf.Tensor:
-    batch = tf.shape(images)[0]
+def _colour(images, acfg: AugmentConfig, o: Ops):
+    n, batch = o.np, o.batch(images)
 
     def factor(spread):
-        return tf.random.uniform([batch, 1, 1, 1], 1.0 - spread, 1.0 + spread)
+        return o.uniform((batch, 1, 1, 1), 1.0 - spread, 1.0 + spread)
 
     if acfg.hue > 0:
-        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(images, 0.0, 255.0) / 255.0)
-        hue = tf.math.floormod(hsv[..., :1] + tf.random.uniform([batch, 1, 1, 1], -acfg.hue, acfg.hue), 1.0)
-        images = tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1)) * 255.0
+        hsv = o.rgb_to_hsv(n.clip(images, 0.0, 255.0) / 255.0)
+        hue = n.mod(hsv[..., :1] + o.uniform((batch, 1, 1, 1), -acfg.hue, acfg.hue), 1.0)
+        images = o.hsv_to_rgb(n.concatenate([hue, hsv[..., 1:]], axis=-1)) * 255.0
     if acfg.saturation > 0:
-        gray = tf.reduce_mean(images, axis=-1, keepdims=True)
+        gray = n.mean(images, axis=-1, keepdims=True)
         images = gray + (images - gray) * factor(acfg.saturation)
     if acfg.contrast > 0:
-        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+        mean = n.mean(images, axis=(1, 2), keepdims=True)
         images = mean + (images - mean) * factor(acfg.contrast)
     if acfg.brightness > 0:
-        images = images + tf.random.uniform([batch, 1, 1, 1], -acfg.brightness, acfg.brightness) * 255.0
+        images = images + o.uniform((batch, 1, 1, 1), -acfg.brightness, acfg.brightness) * 255.0
     return images
 
 
-def _cutout(images: tf.Tensor, acfg: AugmentConfig, size: int) -> tf.Tensor:
+def _cutout(images, acfg: AugmentConfig, size: int, o: Ops):
     """Zero `cutout` square holes (side cutout_size x size) per image, each image with probability cutout_prob."""
     if acfg.cutout <= 0 or acfg.cutout_size <= 0:
         return images
-    batch = tf.shape(images)[0]
+    n, batch = o.np, o.batch(images)
     half = acfg.cutout_size * size / 2.0
-    centres = tf.random.uniform([batch, acfg.cutout, 2], 0.0, float(size))
-    pos = tf.range(size, dtype=tf.float32)
-    inside_y = tf.abs(pos[None, None, :] - centres[..., :1]) < half  # (batch, holes, size)
-    inside_x = tf.abs(pos[None, None, :] - centres[..., 1:]) < half
-    holes = tf.logical_and(inside_y[:, :, :, None], inside_x[:, :, None, :])  # (batch, holes, size, size)
-    mask = tf.reduce_any(holes, axis=1)[..., None]
-    mask = tf.logical_and(mask, (tf.random.uniform([batch, 1, 1, 1]) < acfg.cutout_prob))
-    return tf.where(mask, tf.zeros_like(images), images)
+    centres = o.uniform((batch, acfg.cutout, 2), 0.0, float(size))
+    pos = _cast(o, o.range(size), o.float32)
+    inside_y = n.abs(pos[None, None, :] - centres[..., :1]) < half  # (batch, holes, size)
+    inside_x = n.abs(pos[None, None, :] - centres[..., 1:]) < half
+    holes = n.logical_and(inside_y[:, :, :, None], inside_x[:, :, None, :])  # (batch, holes, size, size)
+    mask = n.any(holes, axis=1)[..., None]
+    mask = n.logical_and(mask, o.uniform((batch, 1, 1, 1), 0.0, 1.0) < acfg.cutout_prob)
+    return n.where(mask, n.zeros_like(images), images)
 
 
-def augment_batch(images: tf.Tensor, acfg: AugmentConfig, size: int) -> tf.Tensor:
-    """Flips/transpose, then one affine warp, then colour jitter, clipping to [0, 255], then cutout."""
-    images = _flips(images, acfg)
-    images = _affine(images, acfg, size)
-    images = tf.clip_by_value(_colour(images, acfg), 0.0, 255.0)
-    return _cutout(images, acfg, size)
+def augment_batch(images, acfg: AugmentConfig, size: int, o: Ops | None = None):
+    """Flips/transpose, then one affine warp, then colour jitter, clipping to [0, 255], then cutout.
+    `o`: TensorFlow ops by default (tf.data); keras_ops(seed) inside a model."""
+    o = o or tf_ops()
+    images = _flips(images, acfg, o)
+    images = _affine(images, acfg, size, o)
+    images = o.np.clip(_colour(images, acfg, o), 0.0, 255.0)
+    return _cutout(images, acfg, size, o)
 
 
-# Deterministic test-time views (TTA): each a function of the image batch.
-FLIP_VIEWS = {
-    "flip_lr": lambda x: tf.reverse(x, axis=[2]),
-    "flip_ud": lambda x: tf.reverse(x, axis=[1]),
-    "flip_lr_ud": lambda x: tf.reverse(x, axis=[1, 2]),
-}
+# Deterministic test-time views (TTA): each a function of the image batch, run in tf.data.
+def _flip_view(axes):
+    def view(x):
+        import tensorflow as tf
+
+        return tf.reverse(x, axis=axes)
+
+    return view
+
+
+FLIP_VIEWS = {"flip_lr": _flip_view([2]), "flip_ud": _flip_view([1]), "flip_lr_ud": _flip_view([1, 2])}
 
 
 def check_augment(acfg: AugmentConfig) -> None:
@@ -164,21 +231,23 @@ def check_augment(acfg: AugmentConfig) -> None:
 
 @keras.saving.register_keras_serializable(package="melanoma")
 class Augment(keras.layers.Layer):
-    """augment_batch as a layer: active in training only, so it runs on the accelerator inside the model."""
+    """augment_batch as a layer: active in training only, so it runs on the accelerator inside the model,
+    with keras.ops (the same code on the TensorFlow and JAX backends) and its own SeedGenerator."""
 
-    def __init__(self, augment: dict, size: int, **kwargs):
+    def __init__(self, augment: dict, size: int, seed: int | None = None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # colour maths in float32 even under mixed precision
         super().__init__(**kwargs)
-        self.augment, self.size = dict(augment), int(size)
+        self.augment, self.size, self.seed = dict(augment), int(size), seed
         self._acfg = AugmentConfig(**self.augment)
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
         if not training:
             return images
-        return augment_batch(images, self._acfg, self.size)
+        return augment_batch(images, self._acfg, self.size, keras_ops(self.seed_generator))
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "augment": self.augment, "size": self.size}
+        return {**super().get_config(), "augment": self.augment, "size": self.size, "seed": self.seed}

@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta-flips", action="store_true", default=None, help="also average three flipped passes")
     p.add_argument("--metadata", action="store_true", default=None, help="site, sex and age into the network")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"],
+                   help="Keras backend (default auto: jax on a TPU that TensorFlow cannot drive, else tensorflow)")
     p.add_argument("--restart", action="store_true", help="start the run folder over instead of resuming it")
     p.add_argument("--seed", type=int)
 
@@ -139,7 +141,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="chain the stages from one config")
     _common(p)
 
+    p = sub.add_parser("report", help="evaluation report of runs or blends: report.html, report.json, PNGs")
+    _common(p)
+    p.add_argument("runs", type=Path, nargs="*", metavar="RUN_DIR",
+                   help="run folders, or a blend's folder / blend.json (default: the config's image and tabular "
+                        "runs and blend, where they exist)")
+    p.add_argument("--out", type=Path, help="report folder (default: report.out, else PATHS.runs/report)")
+    p.add_argument("--data", type=Path, help="folder with train.csv/test.csv: patient ids and metadata subgroups")
+    p.add_argument("--tfrecords", help="TFRecords folder: thumbnails of the error gallery, image sizes")
+    p.add_argument("--test-labels", type=Path, help="image_name,target of the held-out test set")
+    p.add_argument("--bootstrap", type=int, help="patient resamples for the intervals (default 1000)")
+    p.add_argument("--seed", type=int, help="bootstrap seed (default: the config's seed)")
+    p.add_argument("--no-gradcam", action="store_true", help="no heat maps in the error gallery")
+
+    p = sub.add_parser("compare", help="paired OOF AUC difference of two runs: patient bootstrap and DeLong")
+    _common(p)
+    p.add_argument("run_a", type=Path, metavar="RUN_A")
+    p.add_argument("run_b", type=Path, metavar="RUN_B")
+    p.add_argument("--out", type=Path, help="also write the result as JSON to this file")
+    p.add_argument("--data", type=Path, help="folder with train.csv: patient ids for the bootstrap")
+    p.add_argument("--bootstrap", type=int, help="patient resamples (default 1000)")
+    p.add_argument("--seed", type=int, help="bootstrap seed (default: the config's seed)")
+
     sub.add_parser("models", help="list the model names")
+
+    p = sub.add_parser("doctor", help="where this runs, resolved paths, backend and devices, versions, and what "
+                                      "the configured run lacks")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-devices", action="store_true", help="do not import the backend to list its devices")
     return parser
 
 
@@ -260,11 +290,19 @@ def _submit(args: argparse.Namespace, cfg, api, kaggle) -> None:
           + (f", error: {r['error']}" if r["error"] else ""))
 
 
+# Commands that may import Keras: the backend is fixed before their first import of it.
+KERAS_COMMANDS = {"train", "run", "augment-preview", "doctor", "report", "export", "predict", "serve"}
+
+
 def _load(args: argparse.Namespace, values: dict):
     from melanoma.config import apply_overrides, load_config
 
-    cfg = load_config(args.config, args.overrides)
-    return apply_overrides(cfg, values)
+    cfg = apply_overrides(load_config(args.config, args.overrides), values)
+    if args.command in KERAS_COMMANDS:
+        from melanoma.backend import use_backend
+
+        use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+    return cfg
 
 
 def _explicit(args: argparse.Namespace, key: str) -> bool:
@@ -350,7 +388,8 @@ def _dispatch(args: argparse.Namespace) -> None:
                            "train.oversample": args.oversample, "train.class_weight": args.class_weight,
                            "train.positive_share": args.positive_share, "train.loss": args.loss,
                            "train.tta_flips": args.tta_flips, "train.metadata": args.metadata,
-                           "train.precision": args.precision, "train.resume": False if args.restart else None})
+                           "train.precision": args.precision, "train.resume": False if args.restart else None,
+                           "train.backend": args.backend})
         paths = resolve_paths(cfg)
         from melanoma.train import train  # after the config is valid: a bad value never waits for TensorFlow
 
@@ -385,6 +424,32 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd in ("kaggle", "submit"):
         _kaggle(args)
+    elif cmd == "doctor":
+        import json
+
+        from melanoma.doctor import doctor, format_report
+
+        report = doctor(_load(args, {}), devices=not args.no_devices)
+        print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    elif cmd == "report":
+        from melanoma.report import report
+        from melanoma.run import default_report_runs, report_dir
+
+        cfg = _load(args, {"paths.data": args.data, "paths.tfrecords": args.tfrecords,
+                           "paths.test_labels": args.test_labels, "report.bootstrap": args.bootstrap,
+                           "report.seed": args.seed, "report.gradcam": False if args.no_gradcam else None,
+                           "report.out": args.out})
+        out = report_dir(cfg)
+        _check_out(out, folder=True)
+        report(cfg, args.runs or default_report_runs(cfg), out)
+        print(out / "report.html")
+    elif cmd == "compare":
+        from melanoma.report import compare, format_compare
+
+        cfg = _load(args, {"paths.data": args.data, "report.bootstrap": args.bootstrap, "report.seed": args.seed})
+        if args.out is not None:
+            _check_out(args.out, folder=False)
+        print(format_compare(compare(cfg, args.run_a, args.run_b, args.out)))
     elif cmd == "run":
         cfg = _load(args, {})
         paths = resolve_paths(cfg)

@@ -221,27 +221,52 @@ def count_targets(shards: list[Shard]) -> tuple[int, int]:
     return pos, total - pos
 
 
+def pad_batch(tree, batch: int, fill: dict[str, float] | None = None):
+    """Fill a (last, short) batch up to `batch` rows: zeros, or `fill[key]` for the named entries of a dict.
+
+    JAX's DataParallel splits every batch evenly over the devices and does not pad (keras issue 21167), so
+    validation and prediction batches are padded to the full global batch and the padding is ignored
+    (sample weight 0, idx -1). One batch shape also means one compiled step.
+    """
+    fill = fill or {}
+
+    def pad(x, value=0):
+        missing = batch - tf.shape(x)[0]
+        filler = tf.fill(tf.concat([[missing], tf.shape(x)[1:]], 0), tf.cast(value, x.dtype))
+        return tf.ensure_shape(tf.concat([x, filler], 0), [batch, *x.shape[1:]])
+
+    if isinstance(tree, dict):
+        return {k: pad(v, fill.get(k, 0)) for k, v in tree.items()}
+    return pad(tree)
+
+
 def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int,
-                       meta: bool = False) -> tf.data.Dataset:
-    """Batches of (image, target) for Keras' validation during fit."""
+                       meta: bool = False, pad: bool = False) -> tf.data.Dataset:
+    """Batches of (image, target) for Keras' validation during fit; with `pad`, (image, target, weight) with
+    the last batch padded to full size at weight 0 (see pad_batch)."""
     parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
     ds = read_records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)[None]),
                 num_parallel_calls=AUTOTUNE)
-    return with_batches(ds.batch(batch), shards, batch).prefetch(AUTOTUNE)
+    ds = ds.batch(batch)
+    if pad:
+        ds = ds.map(lambda x, y: (pad_batch(x, batch), pad_batch(y, batch), pad_batch(tf.ones_like(y[:, 0]), batch)),
+                    num_parallel_calls=AUTOTUNE)
+    return with_batches(ds, shards, batch).prefetch(AUTOTUNE)
 
 
 View = Callable[[tf.Tensor], tf.Tensor]
 
 
 def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_size: int | None, batch: int,
-                    view: AugmentConfig | View | None, meta: bool = False) -> tf.data.Dataset:
+                    view: AugmentConfig | View | None, meta: bool = False, pad: bool = False) -> tf.data.Dataset:
     """Batches of {"image", "idx"} (and "meta"): idx is the row of the image's name in `names`, looked up per
     record. `view` is None (plain), an AugmentConfig (a random TTA pass) or a function of the image batch
     (a deterministic TTA view such as a flip).
 
     The prediction model passes idx through beside its output, so each prediction carries its own id: the
     alignment holds whatever order the records are read in (no reliance on an order-preserving predict).
+    With `pad`, the last batch is filled up to `batch` with rows of idx -1 (see pad_batch).
     """
     split = shards[0].split
     table = tf.lookup.StaticHashTable(
@@ -258,4 +283,6 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
     if view is not None:
         fn = (lambda x: augment_batch(x, view, size)) if isinstance(view, AugmentConfig) else view
         ds = ds.map(lambda d: {**d, "image": fn(d["image"])}, num_parallel_calls=AUTOTUNE)
+    if pad:
+        ds = ds.map(lambda d: pad_batch(d, batch, {"idx": -1}), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

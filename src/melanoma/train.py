@@ -8,6 +8,7 @@ the log states what they add up to, so they are never stacked by accident.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ from melanoma.models import build_model, prediction_model
 from melanoma.pipeline import (META_DIM, Shard, ShardSet, count_targets, find_shards, predict_dataset, read_index,
                                train_dataset, validation_dataset)
 from melanoma.results import auc, fmt_auc, write_run
-from melanoma.strategy import accelerated, get_strategy
+from melanoma.backend import Devices, resolve_backend, resolve_precision, setup_devices
 
 log = logging.getLogger(__name__)
 
@@ -177,18 +178,6 @@ def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
     raise ConfigError(f"train.loss must be one of {LOSSES}, got {tcfg.loss!r}")
 
 
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
-
-def resolve_precision(setting: str, device: str) -> str:
-    """bfloat16 on TPUs (native), float16 on GPUs (tensor cores, with loss scaling), float32 on CPUs."""
-    if setting not in PRECISIONS:
-        raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {setting!r}")
-    if setting != "auto":
-        return setting
-    return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "float32")
-
-
 @contextlib.contextmanager
 def dtype_policy(name: str):
     """Layers take the global dtype policy when built: set it for the build, then put the old one back."""
@@ -249,33 +238,64 @@ def save_weights_atomic(model: keras.Model, path: Path) -> None:
 
 def fingerprint(cfg: Config, shardset: ShardSet) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
-    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard")}
+    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard", "backend")}
     data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
     blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def open_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet) -> None:
-    """Resume: a folder written with the same settings keeps its finished folds and epoch backups.
-    Otherwise (or with train.resume false) the folder's fold outputs are cleared first."""
+RUN_OUTPUTS = ("oof.csv", "test_pred.csv", "metrics.json")
+
+
+def progress(out_dir: Path) -> tuple[list[str], list[str]]:
+    """(finished folds, interrupted folds) in a run folder."""
+    done = sorted(p.parent.name for p in out_dir.glob(f"fold*/{DONE}"))
+    backups = sorted(p.parent.name for p in out_dir.glob("fold*/backup") if p.parent.name not in done)
+    return done, backups
+
+
+def check_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: str) -> bool:
+    """Whether the run resumes the folder's work; raises before anything is trained or moved when it cannot.
+
+    A folder written with the same settings keeps its finished folds and epoch backups. One with other settings
+    is refused unless train.resume is false (--restart). A folder whose earlier try made no progress (it failed
+    before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
+    """
     state_path = out_dir / "resume.json"
-    fp = fingerprint(cfg, shardset)
-    if cfg.train.resume and state_path.is_file():
-        previous = read_json(state_path).get("fingerprint")
-        if previous != fp:
-            raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
-                              "or --restart (train.resume=false) to start it over")
-        done = sorted(p.parent.name for p in out_dir.glob(f"fold*/{DONE}"))
-        if done or list(out_dir.glob("fold*/backup")):
-            log.info("train: resuming %s (finished: %s)", out_dir, ", ".join(done) or "none")
-        return
-    for path in list(out_dir.glob("fold*")) + [out_dir / n for n in ("oof.csv", "test_pred.csv", "metrics.json")]:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, not a run folder: choose another --out")
+    if not (cfg.train.resume and state_path.is_file()):
+        return False
+    done, backups = progress(out_dir)
+    if not (done or backups):
+        return False
+    state = read_json(state_path)
+    if state.get("fingerprint") != fingerprint(cfg, shardset):
+        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
+                          "or --restart (train.resume=false) to start it over (the old folds are kept aside)")
+    previous = state.get("backend", "tensorflow")
+    if backups and previous != backend:
+        # Finished folds are plain files; an interrupted fold's optimizer backup is only resumed where it began.
+        raise ConfigError(f"{out_dir}: {backups[0]} was interrupted on the {previous} backend: resume it with "
+                          f"--set train.backend={previous}, or use another --out")
+    log.info("train: resuming %s (finished: %s; interrupted: %s)", out_dir, ", ".join(done) or "none",
+             ", ".join(backups) or "none")
+    return True
+
+
+def start_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: str, resume: bool) -> None:
+    """Record the run's fingerprint. Starting over, the old fold outputs are moved into a replaced-TIME/
+    folder, never deleted: the user made them in another call."""
+    if not resume:
+        old = [p for p in sorted(out_dir.glob("fold*")) + [out_dir / n for n in RUN_OUTPUTS] if p.exists()]
+        if old:
+            aside = out_dir / f"replaced-{dt.datetime.now():%Y%m%d-%H%M%S}"
+            aside.mkdir(parents=True)
+            for path in old:
+                os.replace(path, aside / path.name)
+            log.info("train: starting %s over; the earlier outputs are in %s", out_dir, aside)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(state_path, {"fingerprint": fp})
+    write_json(out_dir / "resume.json", {"fingerprint": fingerprint(cfg, shardset), "backend": backend})
 
 
 # ---------------------------------------------------------------- prediction
@@ -290,16 +310,20 @@ def prediction_views(tcfg: TrainConfig) -> list[tuple[str, object]]:
 
 
 def predict(pm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: TrainConfig,
-            stored_size: int | None, batch: int) -> dict[str, np.ndarray]:
+            stored_size: int | None, batch: int, pad: bool = False) -> dict[str, np.ndarray]:
     """Prediction per name for each view (see prediction_views), aligned through idx.
 
     `pm` is the prediction_model wrapper: it returns each prediction beside the idx of its own record.
+    `pad` fills the last batch up to `batch` with rows of idx -1 (dropped here): a batch split over several
+    devices must divide evenly.
     """
     out = {}
     for name, view in prediction_views(tcfg):
-        ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, view, meta=tcfg.metadata)
+        ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, view, meta=tcfg.metadata, pad=pad)
         res = pm.predict(ds, verbose=0)
         idx, pred = np.asarray(res["idx"]).reshape(-1), np.asarray(res["pred"], dtype=np.float64).reshape(-1)
+        real = idx >= 0 if pad else slice(None)
+        idx, pred = idx[real], pred[real]
         if (idx < 0).any() or len(idx) != len(names) or len(np.unique(idx)) != len(names):
             raise RuntimeError(f"prediction ids do not match the {len(names)} records: "
                                f"{len(idx)} predictions, {len(np.unique(idx))} distinct ids")
@@ -322,11 +346,12 @@ def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
         var.assign(keras.ops.zeros(var.shape, var.dtype))
 
 
-def jit_compile(setting: bool | None, device: str) -> bool | str:
-    """XLA helps on GPUs and TPUs but makes EfficientNet training steps about 10x slower on a CPU."""
+def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") -> bool | str:
+    """XLA helps on GPUs and TPUs but makes TensorFlow's EfficientNet training steps about 10x slower on a CPU.
+    JAX always compiles: uncompiled JAX runs op by op."""
     if setting is not None:
         return setting
-    return "auto" if device != "cpu" else False
+    return "auto" if device != "cpu" or backend == "jax" else False
 
 
 def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
@@ -361,20 +386,19 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
     if tcfg.checkpoint not in ("best", "last"):
         raise ConfigError(f"train.checkpoint must be best or last, got {tcfg.checkpoint!r}")
-    strategy = get_strategy(tcfg.tpu, tcfg.cpu_replicas)
-    device = accelerated(strategy)
-    replicas = strategy.num_replicas_in_sync
+    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
+    devices: Devices = setup_devices(tcfg.tpu, tcfg.cpu_replicas)
+    device, replicas = devices.kind, devices.count
     global_batch = tcfg.batch_size * replicas
     precision = resolve_precision(tcfg.precision, device)
     in_model = augment_in_model(tcfg, device)
-    log.info("train: %s at %dpx, %d epochs, batch %d x %d replicas = %d, %s, augmentation in %s, folds %s",
-             tcfg.model, tcfg.size, tcfg.epochs, tcfg.batch_size, replicas, global_batch, precision,
+    log.info("train: backend %s (%s), %s", backend, why, devices.detail)
+    log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
+             "folds %s", tcfg.model, tcfg.size, tcfg.epochs, global_batch, tcfg.batch_size, replicas, precision,
              "the model" if in_model else "tf.data", folds)
 
-    open_run_folder(out_dir, cfg, shardset)
-    save_run_info(out_dir, cfg, "train", {"strategy": type(strategy).__name__, "replicas": replicas,
-                                          "precision": precision})
-    if all((out_dir / f"fold{k}" / DONE).is_file() for k in folds):
+    resume = check_run_folder(out_dir, cfg, shardset, backend)
+    if resume and all((out_dir / f"fold{k}" / DONE).is_file() for k in folds):
         log.info("train: folds %s already finished in %s", folds, out_dir)
         return collect(out_dir, cfg, replicas, precision)
 
@@ -390,7 +414,7 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     # Build and compile once; each fold restarts from the same initial weights and a zeroed optimizer.
     # Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters.
     schedule = make_schedule(tcfg, steps, global_batch)
-    with strategy.scope(), dtype_policy(precision):
+    with devices.scope(), dtype_policy(precision):
         model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
                             meta_dim=META_DIM if tcfg.metadata else 0,
                             augment=to_dict(tcfg.augment) if in_model else None)
@@ -399,10 +423,14 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
             loss=make_loss(tcfg),
             metrics=[keras.metrics.AUC(name="auc")],
             steps_per_execution=tcfg.steps_per_execution,
-            jit_compile=jit_compile(tcfg.jit_compile, device),
+            jit_compile=jit_compile(tcfg.jit_compile, device, backend),
         )
         predictor = prediction_model(model)
     initial_weights = model.get_weights()
+    # Everything that can refuse the settings has run: only now is the folder changed.
+    start_run_folder(out_dir, cfg, shardset, backend, resume)
+    save_run_info(out_dir, cfg, "train", {"backend": backend, "devices": devices.detail, "replicas": replicas,
+                                          "precision": precision})
 
     for fold in folds:
         fold_dir = out_dir / f"fold{fold}"
@@ -421,9 +449,13 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
                            imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None,
                            tcfg.shuffle_buffer, cfg.seed + fold, meta=tcfg.metadata, cache=tcfg.cache)
         val_shards = shardset.validation([fold])
-        val_ds = validation_dataset(val_shards, tcfg.size, shardset.image_size, global_batch, meta=tcfg.metadata)
+        val_ds = validation_dataset(val_shards, tcfg.size, shardset.image_size, global_batch, meta=tcfg.metadata,
+                                    pad=replicas > 1)
         fold_dir.mkdir(parents=True, exist_ok=True)
         reset(model, initial_weights)
+        # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
+        # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
+        model._initial_epoch = None
         fold_log = FoldLog(fold_dir, schedule, steps)
         callbacks = [fold_log,
                      # Model and optimizer state at each epoch end: a re-run continues from there.
@@ -442,11 +474,13 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
             model.load_weights(weights_file)
         curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
 
-        val_views = predict(predictor, val_shards, val[ID].to_numpy(), tcfg, shardset.image_size, global_batch)
+        val_views = predict(predictor, val_shards, val[ID].to_numpy(), tcfg, shardset.image_size, global_batch,
+                            replicas > 1)
         oof = val.assign(pred=mean_views(val_views), pred_plain=val_views["plain"], fold=fold)
         write_csv(fold_dir / "oof.csv", oof)
         if len(test_names):
-            test_views = predict(predictor, test_shards, test_names, tcfg, shardset.image_size, global_batch)
+            test_views = predict(predictor, test_shards, test_names, tcfg, shardset.image_size, global_batch,
+                                 replicas > 1)
             write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: test_names, TARGET: mean_views(test_views)}))
         best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
         info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,

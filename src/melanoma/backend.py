@@ -1,0 +1,193 @@
+"""The Keras backend (TensorFlow or JAX) and the devices a run trains on.
+
+Kaggle's and Colab's TPU images ship `tensorflow-cpu` beside `jax[tpu]`: TensorFlow cannot use their TPUs,
+Keras on JAX can. So `train.backend: auto` picks JAX when a TPU is attached and no TPU build of TensorFlow is
+installed, and TensorFlow otherwise. The backend is fixed when Keras is first imported, so `use_backend` must run
+before that (the CLI calls it while loading the config); asking for another backend afterwards is an error.
+
+On JAX, `keras.distribution.DataParallel` spreads each global batch over every device (a TPU v5e-8's eight
+chips; in tests, CPU devices made by XLA_FLAGS). On TensorFlow, melanoma.strategy picks a tf.distribute
+strategy. Either way a run sees a `Devices`: its backend, device kind and count, and the scope to build in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.metadata
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from melanoma.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "tensorflow", "jax")
+REASON_ENV = "MELANOMA_BACKEND_REASON"
+XLA_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+# Environment variables that TPU VMs (Kaggle: ISTPUVM, TPU_PROCESS_ADDRESSES) and TPU nodes set.
+TPU_ENV = ("ISTPUVM", "TPU_PROCESS_ADDRESSES", "TPU_ACCELERATOR_TYPE", "TPU_NAME", "COLAB_TPU_ADDR",
+           "TPU_WORKER_ID")
+
+
+def tpu_attached(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
+    """A TPU on this machine (TPU VM: /dev/accel* or /dev/vfio/N) or named by the environment (TPU node)."""
+    environ = os.environ if environ is None else environ
+    if glob.glob(f"{dev}/accel[0-9]*"):
+        return True
+    if glob.glob(f"{dev}/vfio/[0-9]*") and any(k.startswith("TPU_") for k in environ):
+        return True
+    return any(environ.get(k) for k in TPU_ENV)
+
+
+def installed(dist: str) -> str | None:
+    """The version of an installed distribution, or None."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tensorflow_can_use_tpu() -> bool:
+    """Only the TPU builds of TensorFlow (tensorflow-tpu, or tensorflow with libtpu beside it) drive a TPU;
+    tensorflow-cpu, which Kaggle's and Colab's TPU images ship, does not."""
+    if installed("tensorflow-tpu") or installed("tf-nightly-tpu"):
+        return True
+    return bool(installed("tensorflow") and installed("libtpu") and not installed("jax"))
+
+
+def resolve_backend(setting: str, environ: Mapping[str, str] | None = None,
+                    modules: Mapping[str, Any] | None = None, tpu: bool | None = None) -> tuple[str, str]:
+    """(backend, why) for train.backend = auto | tensorflow | jax."""
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    if setting not in BACKENDS:
+        raise ConfigError(f"train.backend must be one of {BACKENDS}, got {setting!r}")
+    running = _running_backend(modules)
+    env = environ.get("KERAS_BACKEND")
+    if setting != "auto":
+        if running and running != setting:
+            raise ConfigError(f"train.backend={setting}, but Keras is already running on {running} in this process: "
+                              f"start a new process (the backend is fixed when Keras is imported)")
+        if env and env != setting:
+            raise ConfigError(f"train.backend={setting} conflicts with KERAS_BACKEND={env} in the environment: "
+                              f"unset KERAS_BACKEND, or set train.backend to {env} or auto")
+        return setting, "set in the config"
+    if running:
+        return running, "Keras was already imported with it"
+    if env:
+        if env not in BACKENDS[1:]:
+            raise ConfigError(f"KERAS_BACKEND={env} is not supported: use tensorflow or jax")
+        # use_backend leaves its reason beside KERAS_BACKEND, so later calls (and child processes) can say it.
+        return env, environ.get(REASON_ENV, "KERAS_BACKEND in the environment")
+    tpu = tpu_attached(environ) if tpu is None else tpu
+    if tpu and not tensorflow_can_use_tpu():
+        if not installed("jax"):
+            raise ConfigError("a TPU is attached but neither a TPU build of TensorFlow nor JAX is installed: "
+                              "pip install 'jax[tpu]' (Kaggle's and Colab's TPU images have it)")
+        return "jax", "a TPU is attached and TensorFlow has no TPU build here"
+    return "tensorflow", "no TPU that only JAX can drive" if tpu else "no TPU attached"
+
+
+def _running_backend(modules: Mapping[str, Any]) -> str | None:
+    keras = modules.get("keras")
+    if keras is None or not hasattr(keras, "backend"):
+        return None
+    return keras.backend.backend()
+
+
+def use_backend(setting: str, cpu_devices: int = 1, environ: dict[str, str] | None = None) -> str:
+    """Fix the Keras backend before Keras is imported (and, on JAX, the CPU device count before JAX is)."""
+    environ = os.environ if environ is None else environ
+    name, why = resolve_backend(setting, environ)
+    if environ.get("KERAS_BACKEND") != name:
+        environ["KERAS_BACKEND"], environ[REASON_ENV] = name, why
+    # JAX logs a warning for every platform plugin it cannot load (libtpu on a machine without a TPU).
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+    if name == "jax" and cpu_devices > 1:
+        set_cpu_devices(cpu_devices, environ)
+    log.debug("backend: %s (%s)", name, why)
+    return name
+
+
+def set_cpu_devices(n: int, environ: dict[str, str]) -> None:
+    """Ask XLA for n host (CPU) devices: the stand-in for a TPU's chips in tests. Only works before jax loads."""
+    flags = re.sub(rf"{XLA_DEVICES_FLAG}=\d+", "", environ.get("XLA_FLAGS", "")).strip()
+    environ["XLA_FLAGS"] = f"{flags} {XLA_DEVICES_FLAG}={n}".strip()
+    if "jax" in sys.modules:
+        import jax
+
+        have = len(jax.devices("cpu"))
+        if have != n:
+            raise ConfigError(f"train.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in this "
+                              "process: set it before anything imports jax")
+
+
+@dataclass(frozen=True)
+class Devices:
+    backend: str  # tensorflow | jax
+    kind: str  # tpu | gpu | cpu
+    count: int  # replicas: the global batch is the per-device batch times this
+    scope: Callable[[], contextlib.AbstractContextManager]
+    detail: str  # for the log and run.json: the strategy or distribution and the device names
+
+
+def setup_devices(tpu: str = "auto", cpu_replicas: int = 1) -> Devices:
+    """The devices of the running backend, with DataParallel (JAX) or a tf.distribute strategy (TensorFlow)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return _jax_devices(cpu_replicas)
+    if backend != "tensorflow":
+        raise ConfigError(f"Keras backend {backend} is not supported: use tensorflow or jax")
+    from melanoma.strategy import accelerated, get_strategy
+
+    strategy = get_strategy(tpu, cpu_replicas)
+    return Devices("tensorflow", accelerated(strategy), strategy.num_replicas_in_sync, strategy.scope,
+                   type(strategy).__name__)
+
+
+def _jax_devices(cpu_replicas: int) -> Devices:
+    import jax
+    import keras
+
+    devices = jax.devices()
+    kind = devices[0].platform  # tpu | gpu | cpu
+    if kind == "cpu" and cpu_replicas > 1 and len(devices) != cpu_replicas:
+        raise ConfigError(f"train.cpu_replicas={cpu_replicas}, but JAX started with {len(devices)} CPU device(s): "
+                          "the device count is fixed when jax is imported (run through the melanoma command)")
+    if kind == "cpu" and cpu_replicas == 1:
+        devices = devices[:1]
+    names = f"{len(devices)} x {devices[0].device_kind}"
+    if len(devices) == 1:
+        keras.distribution.set_distribution(None)
+        return Devices("jax", kind, 1, contextlib.nullcontext, f"one device ({names})")
+    distribution = keras.distribution.DataParallel(devices=devices)
+    # Models must be created after this, or JAX finds their variables on the wrong devices.
+    keras.distribution.set_distribution(distribution)
+    return Devices("jax", kind, len(devices), distribution.scope, f"DataParallel over {names}")
+
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def resolve_precision(setting: str, device: str) -> str:
+    """bfloat16 on TPUs (native; Keras keeps BatchNorm and the float32 output layer in float32), float16 on
+    GPUs (tensor cores, with loss scaling), float32 on CPUs."""
+    if setting not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "float32")
+
+
+def framework_versions() -> dict[str, str | None]:
+    """Installed versions of what the backends need (without importing them)."""
+    return {d: installed(d) for d in ("keras", "tensorflow", "tensorflow-cpu", "tensorflow-tpu", "jax", "jaxlib",
+                                      "libtpu", "kagglehub", "matplotlib")}
