@@ -126,7 +126,8 @@ def textured_layout(root: Path, n_train: int = 40, n_test: int = 8, n_patients: 
                           "anatom_site_general_challenge": "torso", "diagnosis": "unknown",
                           "target": [int(i % 4 == 0) for i in range(n_train)]})
     test = pd.DataFrame({"image_name": [f"ISIC_9{i:06d}" for i in range(n_test)],
-                         "patient_id": [f"IPT_{i:04d}" for i in range(n_test)]})
+                         "patient_id": [f"IPT_{i:04d}" for i in range(n_test)],
+                         "sex": "female", "age_approx": 45.0, "anatom_site_general_challenge": "torso"})
     seeds = {n: seed * 100000 + i for i, n in enumerate(list(train.image_name) + list(test.image_name))}
     return make_layout(root, train, test, lambda split, row: textured_image(seeds[row["image_name"]], size))
 

@@ -41,10 +41,15 @@ def test_folds_on_real_competition_rows(tmp_path):
     assert read_folds(tmp_path / "folds.csv", train).equals(folds)
 
 
-def test_missing_patient_id_means_one_patient_per_image(tmp_path):
+def test_missing_patient_id_is_an_error_unless_the_config_says_per_image(tmp_path):
     train = synthetic_meta(50, seed=2, pos_rate=0.3).drop(columns="patient_id")
     train.to_csv(tmp_path / "train.csv", index=False)
-    folds = make_folds(apply_overrides(Config(), {"n_folds": 3, "seed": 0}), tmp_path, tmp_path / "folds.csv")
+    cfg = apply_overrides(Config(), {"n_folds": 3, "seed": 0})
+    with pytest.raises(InputError, match="missing column 'patient_id'.*data.patient_id: per_image"):
+        make_folds(cfg, tmp_path, tmp_path / "folds.csv")
+    assert not (tmp_path / "folds.csv").exists()
+    cfg = apply_overrides(cfg, {"data.patient_id": "per_image"})
+    folds = make_folds(cfg, tmp_path, tmp_path / "folds.csv")
     assert folds.patient_id.nunique() == len(folds)
 
 

@@ -31,8 +31,8 @@ def test_prepare_round_trip_every_field(tmp_path):
         "sex": ["male", "male", "female", None, None, "female", "male", "female"],
         "age_approx": [45.0, 45.0, None, 30.0, 30.0, 60.0, 70.0, 25.0],
         "anatom_site_general_challenge": ["torso", "head/neck", None, "lower extremity", "torso", "oral/genital",
-                                          "anterior torso", "palms/soles"],
-        "diagnosis": ["unknown", "melanoma", "nevus", "unknown", "unknown", "melanoma", "unknown", "nevus"],
+                                          "upper extremity", "palms/soles"],
+        "diagnosis": ["unknown", "melanoma", "nevus", "unknown", "unknown", "melanoma", "dermatofibroma", "nevus"],
         "target": [0, 1, 0, 0, 0, 1, 0, 0],
     })
     test = pd.DataFrame({"image_name": ["ISIC_9000000", "ISIC_9000001"], "patient_id": ["IP_9", "IP_2"],
@@ -57,7 +57,7 @@ def test_prepare_round_trip_every_field(tmp_path):
     assert image_sizes.split.tolist() == ["train"] * 8 + ["test"] * 2
     vocab = manifest["vocab"]
     assert vocab["anatom_site_general_challenge"][:6] == list(VOCABULARIES["anatom_site_general_challenge"])
-    assert "anterior torso" in vocab["anatom_site_general_challenge"]  # unknown values are appended, not lost
+    assert "dermatofibroma" in vocab["diagnosis"]  # unknown diagnoses are appended, not lost
     folds = pd.read_csv(out / "folds.csv")
     patients = sorted(set(train.patient_id) | set(test.patient_id))
 

@@ -199,7 +199,7 @@ def run_check(cfg, data_dir: str | Path, duplicates_csv: str | Path | None, out:
     from melanoma.files import write_csv, write_json
 
     pcfg = cfg.prepare
-    train, test = read_train(data_dir), read_test(data_dir)
+    train, test = read_train(data_dir, cfg.data.patient_id), read_test(data_dir, cfg.data.patient_id)
     images = pd.concat([train[[ID]].assign(split="train"), test[[ID]].assign(split="test")], ignore_index=True)
     paths = [str(image_path(data_dir, s, n)) for n, s in zip(images[ID], images["split"])]
     exists = [os.path.isfile(p) for p in paths]

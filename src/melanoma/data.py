@@ -1,12 +1,16 @@
 """Reading the competition layout: `train.csv`, `test.csv`, `jpeg/train/*.jpg`, `jpeg/test/*.jpg`.
 
-All CSV validation lives here, so every stage reports bad input the same way: one line naming the file and the
-line (the header is line 1). Metadata columns may be absent or empty (the ISIC archive has no patient id or
-site): a missing patient id makes each image its own patient, and missing metadata stays missing (NaN).
+All CSV validation lives here, so every stage reports bad input the same way: one line naming the file, the
+line (the header is line 1), the value and the fix. The metadata columns (sex, age_approx,
+anatom_site_general_challenge) must exist, since a misspelt one would silently become all-missing, but their
+cells may be empty (missing). Values must be the competition's: sex male/female, age 0-120, a site from its
+vocabulary. A patient_id column is required unless `data.patient_id: per_image` says that each image is its
+own patient (the ISIC archive has no ids); empty ids always mean one patient per image.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -25,7 +29,13 @@ AGE = "age_approx"
 SITE = "anatom_site_general_challenge"
 DIAGNOSIS = "diagnosis"
 META_COLUMNS = (SEX, AGE, SITE)
-STRING_COLUMNS = (ID, PATIENT, SEX, SITE, DIAGNOSIS)
+# Read as text and converted here, so a bad value is reported as written (not as np.float64(...)).
+STRING_COLUMNS = (ID, PATIENT, SEX, SITE, DIAGNOSIS, TARGET, AGE)
+SEXES = ("male", "female")
+# The competition's anatom_site_general_challenge values (train.csv and test.csv of SIIM-ISIC 2020).
+SITES = ("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital")
+AGE_RANGE = (0, 120)
+PATIENT_POLICIES = ("required", "per_image")
 
 
 def csv_line(index: int) -> int:
@@ -44,8 +54,46 @@ def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
         )
 
 
-def read_table(path: str | Path, split: str) -> pd.DataFrame:
-    """Read and validate train.csv (split='train') or test.csv (split='test')."""
+def plain_name_problem(name: str) -> str | None:
+    """Why an image_name is not a plain file name (it becomes jpeg/<split>/<name>.jpg), or None.
+
+    A separator, `..` or an absolute path would make a stage read outside jpeg/; control characters would
+    garble logs and file names.
+    """
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if name in (".", "..") or name.startswith(".."):
+        return "is a relative path"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character"
+    if len(name) > 200:
+        return "is longer than 200 characters"
+    return None
+
+
+def _columns_hint(df: pd.DataFrame, col: str) -> str:
+    """'did you mean Sex?' for a misspelt column, else the columns there are."""
+    close = difflib.get_close_matches(col.lower(), [str(c).lower() for c in df.columns], n=1, cutoff=0.6)
+    if close:
+        actual = next(str(c) for c in df.columns if str(c).lower() == close[0])
+        return f"(found '{actual}': rename it to '{col}')"
+    return f"(columns: {', '.join(map(str, df.columns))}; add it, with empty cells where unknown)"
+
+
+def _first_bad(path: Path, bad: pd.Series | np.ndarray, message) -> None:
+    """An InputError at the first True of `bad` (row order), with message(i) for that row."""
+    bad = np.asarray(bad, dtype=bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise input_error(path, message(i), csv_line(i))
+
+
+def read_table(path: str | Path, split: str, patient_id: str = "required") -> pd.DataFrame:
+    """Read and validate train.csv (split='train') or test.csv (split='test').
+
+    patient_id: required (a missing patient_id column is an error) or per_image (then each image is its own
+    patient), as `data.patient_id` says.
+    """
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "file not found")
@@ -53,23 +101,30 @@ def read_table(path: str | Path, split: str) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={c: "string" for c in STRING_COLUMNS})
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise input_error(path, f"not a readable CSV: {e}") from None
-    required = [ID, TARGET] if split == "train" else [ID]
+    required = [ID, TARGET, *META_COLUMNS] if split == "train" else [ID, *META_COLUMNS]
+    if patient_id == "required":
+        required.insert(1, PATIENT)
     for col in required:
+        if col == PATIENT and col not in df.columns:
+            raise input_error(path, f"missing column '{col}' {_columns_hint(df, col)}: without patient ids a "
+                                    "patient's images can land in several folds; add the column, or set "
+                                    "data.patient_id: per_image to make each image its own patient", 1)
         if col not in df.columns:
-            raise input_error(path, f"missing column '{col}' (columns: {', '.join(map(str, df.columns))})", 1)
+            raise input_error(path, f"missing column '{col}' {_columns_hint(df, col)}", 1)
+    if df.empty:
+        raise input_error(path, "no rows: it lists no images")
 
     names = df[ID].str.strip()
-    for i in np.flatnonzero(names.isna().to_numpy() | (names == "").fillna(True).to_numpy()):
-        raise input_error(path, "empty image_name", csv_line(i))
+    _first_bad(path, names.isna() | (names == "").fillna(True), lambda i: "empty image_name")
+    problems = [plain_name_problem(n) for n in names]
+    _first_bad(path, [p is not None for p in problems], lambda i: (
+        f"image_name {names.iloc[i]!r} {problems[i]}: it must be a plain file name like ISIC_0000000"))
     df[ID] = names
     check_unique_ids(df, path)
 
     if split == "train":
-        target = pd.to_numeric(df[TARGET], errors="coerce")
-        bad = ~target.isin([0, 1])
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise input_error(path, f"target must be 0 or 1, got {df[TARGET].iloc[i]!r}", csv_line(i))
+        target = pd.to_numeric(df[TARGET].str.strip(), errors="coerce")
+        _first_bad(path, ~target.isin([0, 1]), lambda i: f"target must be 0 or 1, got {df[TARGET].iloc[i]!r}")
         df[TARGET] = target.astype("int64")
         if df[TARGET].nunique() < 2:
             raise input_error(path, "target has a single class; AUC needs both 0 and 1")
@@ -79,21 +134,28 @@ def read_table(path: str | Path, split: str) -> pd.DataFrame:
 
 
 def _normalise_metadata(df: pd.DataFrame, path: Path) -> None:
-    """Fill absent columns with missing values and patient ids with one patient per image."""
-    for col in (SEX, SITE, DIAGNOSIS):
+    """Check and normalise sex, age and site (empty = missing); fill empty patient ids one per image."""
+    for col, allowed in ((SEX, SEXES), (SITE, SITES), (DIAGNOSIS, None)):
         if col not in df.columns:
             df[col] = pd.Series(pd.NA, index=df.index, dtype="string")
-        df[col] = df[col].str.strip().str.lower().replace("", pd.NA)
-    if AGE not in df.columns:
-        df[AGE] = np.nan
-    age = pd.to_numeric(df[AGE], errors="coerce")
-    bad = age.isna() & df[AGE].notna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise input_error(path, f"age_approx is not a number: {df[AGE].iloc[i]!r}", csv_line(i))
+        raw = df[col].str.strip()
+        df[col] = raw.str.lower().replace("", pd.NA)
+        if allowed is None:
+            continue
+        _first_bad(path, df[col].notna() & ~df[col].isin(allowed), lambda i: (
+            f"{col} {raw.iloc[i]!r} is not one of {', '.join(allowed)}: use one of them, or leave it empty "
+            "for missing"))
+    text = df[AGE].str.strip()
+    age = pd.to_numeric(text, errors="coerce")
+    _first_bad(path, age.isna() & text.notna() & (text != ""), lambda i: (
+        f"age_approx is not a number: {df[AGE].iloc[i]!r} (leave it empty for missing)"))
+    lo, hi = AGE_RANGE
+    _first_bad(path, age.notna() & ((age < lo) | (age > hi)), lambda i: (
+        f"age_approx {df[AGE].iloc[i].strip()} is outside {lo}-{hi} years (leave it empty if unknown)"))
     df[AGE] = age.astype("float64")
 
     if PATIENT not in df.columns:
+        log.warning("%s: no patient_id column: each image is its own patient (data.patient_id: per_image)", path)
         df[PATIENT] = pd.Series(pd.NA, index=df.index, dtype="string")
     pid = df[PATIENT].str.strip().replace("", pd.NA)
     missing = pid.isna()
@@ -105,12 +167,12 @@ def _normalise_metadata(df: pd.DataFrame, path: Path) -> None:
     df[PATIENT] = pid
 
 
-def read_train(data_dir: str | Path) -> pd.DataFrame:
-    return read_table(Path(data_dir) / "train.csv", "train")
+def read_train(data_dir: str | Path, patient_id: str = "required") -> pd.DataFrame:
+    return read_table(Path(data_dir) / "train.csv", "train", patient_id)
 
 
-def read_test(data_dir: str | Path) -> pd.DataFrame:
-    return read_table(Path(data_dir) / "test.csv", "test")
+def read_test(data_dir: str | Path, patient_id: str = "required") -> pd.DataFrame:
+    return read_table(Path(data_dir) / "test.csv", "test", patient_id)
 
 
 def image_path(data_dir: str | Path, split: str, name: str) -> Path:

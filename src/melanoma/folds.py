@@ -142,7 +142,7 @@ def make_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir
 
     When `tfrecords_dir` holds the public Kaggle TFRecords with their train.csv, the folds follow its files.
     """
-    train = read_train(data_dir)
+    train = read_train(data_dir, cfg.data.patient_id)
     public = public_folds_csv(tfrecords_dir)
     folds = (folds_from_tfrecord_column(train, public, cfg.n_folds, cfg.seed) if public is not None
              else assign_folds(train, cfg.n_folds, cfg.seed))

@@ -120,9 +120,10 @@ def _kill_hook(var: str, done: int) -> None:
 
 # ---------------------------------------------------------------- inputs
 
-def _read_inputs(pcfg, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list]:
+def _read_inputs(cfg: Config, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list]:
     """train, test and one table of every image to decode (split, source, path, csv, line, metadata)."""
-    train, test = read_train(data_dir), read_test(data_dir)
+    pcfg = cfg.prepare
+    train, test = read_train(data_dir, cfg.data.patient_id), read_test(data_dir, cfg.data.patient_id)
     parts = []
     for split, df in (("train", train), ("test", test)):
         if pcfg.on_bad_image == "fail":  # a missing file is an error up front, before any work
@@ -379,7 +380,7 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     settings = _settings(cfg)
     data_dir = Path(data_dir)
     out = str(out_dir).rstrip("/") or "/"
-    train, test, items, externals = _read_inputs(pcfg, data_dir)
+    train, test, items, externals = _read_inputs(cfg, data_dir)
     folds_given = read_folds(folds_path, train) if folds_path is not None else None
     csv_pairs = read_duplicates_csv(pcfg.duplicates) if pcfg.duplicates else None
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.data import AGE, DIAGNOSIS, ID, PATIENT, SEX, SITE, TARGET
+from melanoma.data import AGE, DIAGNOSIS, ID, PATIENT, SEX, SEXES, SITE, SITES, TARGET
 
 SPLITS = ("train", "test")
 
@@ -52,8 +52,8 @@ FEATURES: tuple[Feature, ...] = (
 
 # Known values first, so codes are stable across datasets; values not listed are appended, sorted.
 VOCABULARIES: dict[str, tuple[str, ...]] = {
-    SEX: ("male", "female"),
-    SITE: ("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital"),
+    SEX: SEXES,
+    SITE: SITES,
     DIAGNOSIS: ("unknown", "nevus", "melanoma", "seborrheic keratosis", "lentigo nos", "lichenoid keratosis",
                 "solar lentigo", "cafe-au-lait macule", "atypical melanocytic proliferation"),
 }

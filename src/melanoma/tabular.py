@@ -620,8 +620,8 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
     tcfg = cfg.tabular
     _check_config(tcfg)
     start = time.perf_counter()
-    train = read_train(data_dir)
-    test = read_test(data_dir)
+    train = read_train(data_dir, cfg.data.patient_id)
+    test = read_test(data_dir, cfg.data.patient_id)
     folds = read_folds(folds_path, train)
     train, test, sizes_from = add_image_sizes(train, test, sizes_dir, tcfg.image_size)
     df = train.merge(folds[[ID, "fold"]], on=ID, how="inner", validate="one_to_one")
