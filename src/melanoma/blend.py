@@ -14,7 +14,8 @@ Any number of runs can be blended: folds, seeds, image sizes and backbones are s
 Runs whose run.json says stage "tabular" are metadata runs: the share of weight they get is reported
 (`tabular_weight.found`), and `blend.tabular_weight` fixes it (the image runs share the rest; within each
 group the method sets the weights). The blended submission is a score in [0, 1] that ranks the test images;
-it is not a probability, which the competition metric (ROC AUC) does not need.
+it is not a probability, which the competition metric (ROC AUC) does not need, unless `blend.calibrate` maps it
+through a calibrator fitted on the blended OOF (isotonic or Platt; see melanoma.report.calibration).
 
 `run_blend` writes the submission CSV (image_name,target, in the sample submission's order when one is
 given, checked against it by `validate_submission`), `blend.json` (the report) and the run info beside it.
@@ -283,6 +284,9 @@ def check_blend_config(blend: BlendConfig) -> None:
         raise ConfigError(f"blend.method must be one of {', '.join(METHODS)}, got {blend.method!r}")
     if not np.isfinite(blend.power):
         raise ConfigError(f"blend.power must be a finite number, got {blend.power!r}")
+    if blend.calibrate not in ("none", "isotonic", "platt") and not Path(blend.calibrate).is_file():
+        raise ConfigError(f"blend.calibrate must be none, isotonic, platt or a calibrator.json written by "
+                          f"`melanoma report`; {blend.calibrate!r} is none of these (no such file)")
     t = blend.tabular_weight
     if t is not None and not 0.0 <= t <= 1.0:
         raise ConfigError(f"blend.tabular_weight must be in [0, 1] (or null to fit it), got {t!r}")
@@ -345,6 +349,26 @@ def _stage(run_dir: Path) -> str | None:
         log.warning("blend: %s is not valid JSON; the run is treated as an image run", path)
         return None
     return info.get("stage") if isinstance(info, dict) else None
+
+
+def calibrate(setting: str, y: pd.Series, oof_score: np.ndarray, test_score: np.ndarray
+              ) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The test scores through a calibrator (blend.calibrate): none; isotonic or platt, fitted here on the
+    blended OOF scores; or the path of a calibrator.json written by `melanoma report`. Calibration is
+    non-decreasing, so the order of the submission is kept (isotonic steps may tie close scores, which can move
+    the AUC slightly); the values become probabilities."""
+    if setting == "none":
+        return test_score, None
+    from melanoma.report import calibration
+
+    if setting in calibration.METHODS:
+        cal = calibration.fit(y, oof_score, setting)
+        source = "fitted on the blended OOF"
+    else:
+        cal = calibration.load(setting)
+        source = setting
+    log.info("blend: test scores calibrated (%s, %s)", cal["method"], source)
+    return calibration.apply(cal, test_score), {"method": cal["method"], "source": source}
 
 
 def blend_runs(
@@ -411,6 +435,7 @@ def blend_runs(
         test = test.merge(t.rename(columns={"pred": f"pred_{r}"}), on=ID, how="inner")
     test = test.sort_values(ID).reset_index(drop=True)
     blended = combine([to_ranks(test[f"pred_{r}"]) for r in range(len(runs))], weights, blend.method, blend.power)
+    blended, cal_report = calibrate(blend.calibrate, y, blended_oof, blended)
     sub = pd.DataFrame({ID: test[ID], TARGET: np.clip(blended, 0.0, 1.0)})
 
     if sample is not None:
@@ -433,6 +458,7 @@ def blend_runs(
         "power": blend.power if blend.method == "power" else None,
         "step": 1.0 / _units(blend.step),
         "tabular_weight": tab_report,
+        "calibration": cal_report,
     }
     return sub, report
 

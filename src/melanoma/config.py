@@ -200,6 +200,26 @@ class BlendConfig:
     power: Annotated[float, Range(-10, 10)] = 2.0  # exponent of method: power (0 = geometric mean; higher favours confident runs)
     # Total weight of the metadata runs (run.json stage "tabular"), e.g. 0.25; None: as found by the method.
     tabular_weight: Share | None = None
+    # Calibrate the blended score into a probability: none | isotonic | platt (fitted on the blended OOF) | the
+    # path of a calibrator.json written by `melanoma report` (fitted on the same kind of score).
+    calibrate: str = "none"
+
+
+@dataclass
+class ReportConfig:
+    """`melanoma report` and the report stage of `melanoma run` (see melanoma.report)."""
+
+    out: str | None = None  # report folder; default: PATHS.runs/report
+    bootstrap: Annotated[int, Range(0, 100_000)] = 1000  # patient resamples for the 95% intervals (0: none)
+    seed: Seed | None = None  # bootstrap seed; None: the config's seed
+    sensitivities: list[Annotated[float, Range(0, 1, min_open=True)]] = field(
+        default_factory=lambda: [0.8, 0.9, 0.95])  # operating points: thresholds on the OOF for these sensitivities
+    min_positives: PositiveInt = 5  # a subgroup with fewer positives gets no AUC, only a note
+    size_groups: PositiveInt = 6  # image-size (camera) subgroups: the most common sizes; the rest are "other"
+    calibration: Literal["isotonic", "platt", "none"] = "isotonic"  # post-hoc calibrator fitted on the OOF
+    calibration_bins: Annotated[int, Range(2, 100)] = 10  # equal-width bins of the reliability diagram and ECE
+    gallery_size: Count = 6  # most confident false negatives and false positives shown (each)
+    gradcam: bool = True  # heat maps in the gallery (image runs with their fold weights)
 
 
 @dataclass
@@ -265,20 +285,22 @@ class ServeConfig:
 class Config:
     seed: Seed = 42
     n_folds: Annotated[int, Range(2, 100)] = 5
-    stages: list[Literal["folds", "prepare", "train", "tabular", "blend"]] = field(default_factory=lambda: ["folds", "prepare", "train", "tabular", "blend"])
+    stages: list[Literal["folds", "prepare", "train", "tabular", "blend", "report"]] = field(
+        default_factory=lambda: ["folds", "prepare", "train", "tabular", "blend", "report"])
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
-STAGES = ("folds", "prepare", "train", "tabular", "blend")
+STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

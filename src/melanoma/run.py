@@ -1,7 +1,8 @@
-"""`melanoma run`: folds -> prepare -> train -> tabular -> blend from one config.
+"""`melanoma run`: folds -> prepare -> train -> tabular -> blend -> report from one config.
 
 Outputs land in the config's paths: PATHS.runs/folds.csv, PATHS.tfrecords/, PATHS.runs/image/,
-PATHS.runs/tabular/ and PATHS.submission (with blend.json beside it). Every stage reads the same folds.csv.
+PATHS.runs/tabular/, PATHS.submission (with blend.json beside it) and PATHS.runs/report/ (report.out). Every
+stage reads the same folds.csv. A failing report is logged and named in the summary; it never undoes the rest.
 """
 
 from __future__ import annotations
@@ -61,6 +62,30 @@ def test_auc(submission: Path, labels: Path) -> float | None:
     return auc(joined[f"{TARGET}_true"], joined[f"{TARGET}_pred"])
 
 
+def report_dir(cfg: Config) -> Path:
+    """Where the report goes: report.out, else PATHS.runs/report."""
+    return Path(cfg.report.out) if cfg.report.out else Path(auto_paths(cfg).runs) / "report"
+
+
+def default_report_runs(cfg: Config) -> list[Path]:
+    """The config's image and tabular runs and its blend (blend.json beside the submission), where they exist."""
+    paths = resolve_paths(cfg)
+    runs = [d for d in (paths.image_run, paths.tabular_run) if (d / "oof.csv").is_file()]
+    blend = paths.submission.parent / "blend.json"
+    if blend.is_file() and paths.submission.is_file():
+        runs.append(blend)
+    if not runs:
+        raise input_error(paths.image_run.parent, "no run to report on (no oof.csv in the image or tabular run "
+                                                  "folder, no blend.json): give RUN_DIR arguments")
+    return runs
+
+
+def report_stage(cfg: Config) -> dict:
+    from melanoma.report import report
+
+    return report(cfg, default_report_runs(cfg), report_dir(cfg))
+
+
 def run_pipeline(cfg: Config) -> dict:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
@@ -111,8 +136,16 @@ def run_pipeline(cfg: Config) -> dict:
     timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
     runs = [r for r, s in ((paths.image_run, "train"), (paths.tabular_run, "tabular")) if s in cfg.stages]
     blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
+    report_error = None
+    try:
+        timed("report", report_stage, cfg)
+    except Exception as e:  # noqa: BLE001 - the report reads what earlier stages wrote; it must never lose them
+        log.exception("== report failed; the outputs of the other stages are complete and kept")
+        report_error = f"{type(e).__name__}: {e}"
 
     summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
+    if "report" in cfg.stages:
+        summary["report"] = f"failed ({report_error})" if report_error else str(report_dir(cfg) / "report.html")
     for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
         summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
     if blend:
@@ -130,6 +163,8 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {label:<24} {fmt_auc(summary[key])}")
     if summary.get("submission"):
         lines.append(f"  {'submission':<24} {summary['submission']}")
+    if summary.get("report"):
+        lines.append(f"  {'report':<24} {summary['report']}")
     total = sum(summary.get("seconds", {}).values())
     lines.append(f"  {'time':<24} {total / 60:.1f} min ({', '.join(f'{k} {v:.0f}s' for k, v in summary['seconds'].items())})")
     return "\n".join(lines)
