@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, help="patient resamples (default 1000)")
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the config's seed)")
 
+    _add_serving(sub)
+
     sub.add_parser("models", help="list the model names")
 
     p = sub.add_parser("doctor", help="where this runs, resolved paths, backend and devices, versions, and what "
@@ -171,6 +173,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-devices", action="store_true", help="do not import the backend to list its devices")
     return parser
+
+
+def _add_serving(sub) -> None:
+    """`melanoma export`, `predict` and `serve` (melanoma.serve)."""
+    p = sub.add_parser("export", help="a trained image run -> model/ (model.keras, model.json, SavedModel, ONNX)")
+    _common(p)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `melanoma train`")
+    p.add_argument("--out", type=Path, required=True, help="artefact folder to write, e.g. model/")
+    p.add_argument("--tfrecords", help="the run's TFRecords folder (its manifest.json; default: the run's paths)")
+    p.add_argument("--report", help="report folder with calibrator.json / report.json (default: RUN_DIR/report)")
+    p.add_argument("--combine", choices=["ensemble", "average"],
+                   help="ensemble: fold models averaged in one graph (default); average: averaged weights")
+    p.add_argument("--folds", help="folds to export, e.g. 0,1 (default: every finished fold)")
+    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
+
+    p = sub.add_parser("predict", help="batch prediction on image files with an exported model")
+    _common(p)
+    p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
+    p.add_argument("--images", type=Path, required=True,
+                   help="a folder of images, or a CSV with image_name or path (and optional metadata columns)")
+    p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
+    p.add_argument("--image-dir", help="with a CSV of image_name: the folder of NAME.jpg (default: the CSV's)")
+    p.add_argument("--batch-size", type=int, help="images per model call (default 32)")
+    p.add_argument("--workers", type=int, help="image-reading threads (default 0 = one per core)")
+    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
+
+    p = sub.add_parser("serve", help="REST service for an exported model (FastAPI under uvicorn)")
+    _common(p)
+    p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--threshold", help="exported threshold name that sets `label` (default: the first)")
+    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
 
 
 def _add_kaggle(sub) -> None:
@@ -450,6 +485,26 @@ def _dispatch(args: argparse.Namespace) -> None:
         if args.out is not None:
             _check_out(args.out, folder=False)
         print(format_compare(compare(cfg, args.run_a, args.run_b, args.out)))
+    elif cmd == "export":
+        from melanoma.serve.export import export
+
+        cfg = _load(args, {"train.backend": args.backend, "export.tfrecords": args.tfrecords,
+                           "export.report": args.report, "export.combine": args.combine, "export.folds": args.folds})
+        _check_out(args.out, folder=True)
+        print(export(cfg, args.run_dir, args.out)["model_version"])
+    elif cmd == "predict":
+        from melanoma.serve.predict import run_predict
+
+        cfg = _load(args, {"train.backend": args.backend, "predict.image_dir": args.image_dir,
+                           "predict.batch_size": args.batch_size, "predict.workers": args.workers})
+        _check_out(args.out, folder=False)
+        run_predict(cfg, args.model, args.images, args.out)
+    elif cmd == "serve":
+        from melanoma.serve.app import serve
+
+        cfg = _load(args, {"train.backend": args.backend, "serve.host": args.host, "serve.port": args.port,
+                           "serve.threshold": args.threshold})
+        serve(args.model, cfg.serve)
     elif cmd == "run":
         cfg = _load(args, {})
         paths = resolve_paths(cfg)

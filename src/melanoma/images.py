@@ -94,6 +94,8 @@ def load_rgb(path: str | Path | bytes, size: int, max_pixels: int = 200_000_000)
     except BadImage:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as e:
+        if isinstance(path, bytes) and "cannot identify image file" in str(e):
+            raise BadImage("not an image (no known image format)") from None  # not PIL's BytesIO repr
         raise BadImage(f"cannot decode: {e}") from None
     return img, width, height
 
