@@ -159,7 +159,7 @@ print(s.num_replicas_in_sync, shapes)
     res = run_cli(train_args(rec, out, 1, "--folds", "0", "--set", "train.cpu_replicas=2"))
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["replicas"] == 2 and "batch 8 x 2 replicas = 16" in res.stderr
+    assert metrics["replicas"] == 2 and "global batch 16 (8 per device x 2 devices)" in res.stderr
     assert metrics["n_oof"] == 40
 
 

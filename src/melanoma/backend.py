@@ -101,10 +101,11 @@ def _running_backend(modules: Mapping[str, Any]) -> str | None:
     return keras.backend.backend()
 
 
-def use_backend(setting: str, cpu_devices: int = 1, environ: dict[str, str] | None = None) -> str:
+def use_backend(setting: str, cpu_devices: int = 1, environ: dict[str, str] | None = None,
+                modules: Mapping[str, Any] | None = None) -> str:
     """Fix the Keras backend before Keras is imported (and, on JAX, the CPU device count before JAX is)."""
     environ = os.environ if environ is None else environ
-    name, why = resolve_backend(setting, environ)
+    name, why = resolve_backend(setting, environ, modules)
     if environ.get("KERAS_BACKEND") != name:
         environ["KERAS_BACKEND"], environ[REASON_ENV] = name, why
     # JAX logs a warning for every platform plugin it cannot load (libtpu on a machine without a TPU).
@@ -119,7 +120,7 @@ def set_cpu_devices(n: int, environ: dict[str, str]) -> None:
     """Ask XLA for n host (CPU) devices: the stand-in for a TPU's chips in tests. Only works before jax loads."""
     flags = re.sub(rf"{XLA_DEVICES_FLAG}=\d+", "", environ.get("XLA_FLAGS", "")).strip()
     environ["XLA_FLAGS"] = f"{flags} {XLA_DEVICES_FLAG}={n}".strip()
-    if "jax" in sys.modules:
+    if "jax" in sys.modules and environ is os.environ:
         import jax
 
         have = len(jax.devices("cpu"))

@@ -224,6 +224,9 @@ def _add_kaggle(sub) -> None:
     _common(p)
     p.add_argument("--accelerator", choices=["tpu", "gpu", "none"], help="default: kaggle.accelerator (tpu)")
     p.add_argument("--dry-run", action="store_true", help="write the push folder, do not push")
+    p.add_argument("--chain", action="store_true", default=None,
+                   help="take this notebook's previous output as an input and resume its finished folds "
+                        "(kaggle.chain; push once without it first)")
     p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"), help="the push folder")
     p.add_argument("--kernels", type=Path, default=Path("kernels"), help="folder with notebook.ipy")
     for name, help_ in (("status", "the status of the pushed notebook's latest run"),
@@ -233,6 +236,12 @@ def _add_kaggle(sub) -> None:
         p.add_argument("kernel", nargs="?", help="USER/SLUG (default: kaggle.username/kaggle.slug)")
         if name == "output":
             p.add_argument("--out", type=Path, help="folder to download into (default: runs/kaggle/SLUG)")
+    p = ksub.add_parser("wheels", help="a dataset folder of wheels for notebooks with the internet off")
+    _common(p)
+    p.add_argument("--out", type=Path, default=Path("build/melanoma-wheels"), help="the dataset folder")
+    p.add_argument("--python", default="3.12", help="the notebook image's Python (default 3.12)")
+    p.add_argument("--platform", default="manylinux2014_x86_64", help="pip --platform of the image")
+    p.add_argument("--owner", help="dataset owner (default: kaggle.username or the credentials' user)")
     p = ksub.add_parser("notebook", help="regenerate kernels/*.ipynb from kernels/notebook.ipy")
     p.add_argument("--check", action="store_true", help="only check that they are up to date")
     p.add_argument("--kernels", type=Path, default=Path("kernels"))
@@ -257,9 +266,17 @@ def _kaggle(args: argparse.Namespace) -> None:
             raise kaggle.KaggleError(f"{', '.join(map(str, stale))} out of date: run `melanoma kaggle notebook`")
         print("\n".join(f"wrote {p}" for p in stale) if stale and not args.check else "notebooks up to date")
         return
-    cfg = _load(args, {})
+    cfg = _load(args, {"kaggle.chain": getattr(args, "chain", None)})
     k = cfg.kaggle
     api = creds = None
+    if action == "wheels":  # builds files only: credentials just to name the owner when it is not given
+        from melanoma.wheels import build_wheels
+
+        owner = args.owner or k.username or kaggle.check_credentials().username or "YOUR-KAGGLE-NAME"
+        out = build_wheels(Path.cwd(), args.out, owner, python=args.python, platform=args.platform)
+        print(f"wrote {out}: upload it with `kaggle datasets create -p {out}`, then set kaggle.wheels={owner}/"
+              "melanoma-wheels and kaggle.internet=false")
+        return
     if action == "submit":  # a broken file is reported before (and without) any credentials
         _check_submission(args, cfg, kaggle)
     if action == "push" and args.dry_run:  # no client needed; credentials only to name the kernel's owner

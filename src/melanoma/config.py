@@ -156,8 +156,11 @@ class TrainConfig:
     checkpoint: Literal["best", "last"] = "best"  # predict with the weights of the best epoch by validation AUC, or the last
     resume: bool = True  # re-running into the same folder continues it: finished folds are kept
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Keras backend: auto = jax when a TPU is attached that TensorFlow cannot drive (Kaggle/Colab TPU images
+    # ship tensorflow-cpu + jax[tpu]), else tensorflow. Fixed before Keras is imported (melanoma.backend).
+    backend: Literal["auto", "tensorflow", "jax"] = "auto"
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
-    cpu_replicas: PositiveInt = 1  # > 1: split the CPU into this many devices under MirroredStrategy (tests multi-replica)
+    cpu_replicas: PositiveInt = 1  # > 1: this many CPU devices (MirroredStrategy on TF, DataParallel on JAX): tests multi-replica
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
     steps_per_execution: PositiveInt = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
     jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)
@@ -240,6 +243,11 @@ class KaggleConfig:
     source: str = "https://github.com/YOUR-GITHUB-NAME/melanoma.git"
     colab_root: str = "/content/drive/MyDrive/melanoma"  # in Colab: data, runs, submission under this folder
     colab_tfrecords: str | None = None  # in Colab: TFRecords folder, e.g. gs://BUCKET/melanoma-384x384
+    # Chain sessions: the pushed notebook takes its own previous version's output as an input (kernel_sources)
+    # and `melanoma run` continues from the finished folds found there (Kaggle's 9-hour limit per session).
+    chain: bool = False
+    # Offline notebooks (internet off): the slug of your dataset of wheels, from `melanoma kaggle wheels`.
+    wheels: str | None = None
 
 
 @dataclass

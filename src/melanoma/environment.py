@@ -43,12 +43,13 @@ class Place:
 
 
 def detect(cfg: Any, environ: Mapping[str, str] | None = None, modules: Mapping[str, Any] | None = None,
-           kaggle_root: str | Path = KAGGLE_ROOT) -> Place:
-    """The place we run in, with its roots (parameters, so tests can fake a Kaggle or Colab machine)."""
+           kaggle_root: str | Path | None = None) -> Place:
+    """The place we run in, with its roots (parameters, so tests can fake a Kaggle or Colab machine;
+    MELANOMA_KAGGLE_ROOT moves /kaggle for a rehearsal of a notebook on another machine)."""
     environ = os.environ if environ is None else environ
     modules = sys.modules if modules is None else modules
     if environ.get("KAGGLE_KERNEL_RUN_TYPE"):
-        root = Path(kaggle_root)
+        root = Path(kaggle_root or environ.get("MELANOMA_KAGGLE_ROOT") or KAGGLE_ROOT)
         return Place("kaggle", str(root / "input"), str(root / "working"))
     if environ.get("COLAB_RELEASE_TAG") or "google.colab" in modules:
         k = cfg.kaggle
@@ -165,3 +166,15 @@ def auto_paths(cfg: Any, place: Place | None = None, locator: Locator | None = N
         log.info("paths: running on %s; default paths set to %s", place.name,
                  ", ".join(f"{k}={v}" for k, v in changed.items()))
     return dataclasses.replace(cfg.paths, **changed)
+
+
+def previous_runs(place: Place, slug: str) -> Path | None:
+    """The runs/ folder of this notebook's previous version when it is attached as an input (kernel_sources):
+    /kaggle/input/notebooks/<owner>/<slug>/runs today, /kaggle/input/<slug>/runs before."""
+    if place.name != "kaggle" or place.inputs is None:
+        return None
+    inputs = Path(place.inputs)
+    for folder in [*sorted(inputs.glob(f"notebooks/*/{slug}")), inputs / slug]:
+        if (folder / "runs").is_dir():
+            return folder / "runs"
+    return None

@@ -338,9 +338,22 @@ def kernel_id(kcfg: Any, creds: Credentials | None) -> str:
     return f"{username}/{kcfg.slug}"
 
 
+def dataset_ref(source: str, owner: str) -> str:
+    """OWNER/SLUG of a dataset named as OWNER/SLUG, SLUG (the user's own) or a /kaggle/input/... path."""
+    parts = source.rstrip("/").split("/")
+    if source.startswith("/kaggle/input/datasets/"):
+        return "/".join(parts[4:6])
+    if source.startswith("/"):
+        return f"{owner}/{parts[-1]}"
+    return source if "/" in source else f"{owner}/{source}"
+
+
 def _notebook_source(source: str) -> str:
-    """SOURCE for the notebook: a git URL as it is, or the mount path of a Kaggle dataset."""
-    return source if "://" in source or source.startswith("/") else f"/kaggle/input/{source}"
+    """SOURCE for the notebook: a git URL as it is, or the mount path of a Kaggle dataset (OWNER/SLUG mounts at
+    /kaggle/input/datasets/OWNER/SLUG today; a bare SLUG keeps the older /kaggle/input/SLUG)."""
+    if "://" in source or source.startswith("/"):
+        return source
+    return f"/kaggle/input/datasets/{source}" if "/" in source else f"/kaggle/input/{source}"
 
 
 def kernel_metadata(cfg: Any, kid: str, accelerator: str, code_file: str) -> dict[str, Any]:
@@ -355,13 +368,15 @@ def kernel_metadata(cfg: Any, kid: str, accelerator: str, code_file: str) -> dic
         log.warning("kaggle: the title %r does not slugify to the kernel slug %r; Kaggle may rename it",
                     k.title, kid.split("/")[1])
     datasets = [tfrecords_dataset(cfg.prepare.size)] if cfg.prepare.size in TFRECORD_DATASETS else []
-    src = _notebook_source(k.source)
-    if src.startswith("/kaggle/input/"):  # the package comes from the user's own dataset
-        datasets.append(f"{kid.split('/')[0]}/{src.split('/')[3]}")
+    owner = kid.split("/")[0]
+    for ref in (k.source, k.wheels):  # the package's own dataset; offline, the wheels `kaggle wheels` built
+        if ref and _notebook_source(ref).startswith("/kaggle/input/"):
+            datasets.append(dataset_ref(ref, owner))
     meta = {"id": kid, "title": k.title, "code_file": code_file, "language": "python",
             "kernel_type": "notebook", "is_private": k.private, "enable_internet": k.internet,
-            "competition_sources": [k.competition], "dataset_sources": datasets, "kernel_sources": [],
-            "model_sources": []}
+            "competition_sources": [k.competition], "dataset_sources": datasets,
+            # chain: the notebook's own last output comes back as an input, and `run` resumes from it
+            "kernel_sources": [kid] if k.chain else [], "model_sources": []}
     meta.update(ACCELERATORS[accelerator])
     return meta
 
@@ -373,7 +388,10 @@ def write_push_folder(cfg: Any, folder: str | Path, kid: str, accelerator: str, 
     if "YOUR-GITHUB-NAME" in source:
         raise KaggleError("set kaggle.source to your copy of this repository: a git URL "
                           "(https://github.com/<you>/melanoma.git) or the slug of your Kaggle dataset holding it")
-    nb = build_notebook(notebook_text, "kaggle", {"SOURCE": _notebook_source(source)})
+    params = {"SOURCE": _notebook_source(source)}
+    if cfg.kaggle.wheels:
+        params["WHEELS"] = _notebook_source(cfg.kaggle.wheels)
+    nb = build_notebook(notebook_text, "kaggle", params)
     write_text(folder / NOTEBOOKS["kaggle"], notebook_json(nb))
     write_json(folder / "kernel-metadata.json", kernel_metadata(cfg, kid, accelerator, NOTEBOOKS["kaggle"]))
     return folder

@@ -8,6 +8,8 @@ stage reads the same folds.csv. A failing report is logged and named in the summ
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import pandas as pd
 
 from melanoma.config import STAGES, Config, save_run_info
 from melanoma.data import ID, TARGET
-from melanoma.environment import Place, auto_paths
+from melanoma.environment import Place, auto_paths, detect, previous_runs
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import write_bytes
 from melanoma.results import auc, fmt_auc, read_metrics
@@ -86,6 +88,28 @@ def report_stage(cfg: Config) -> dict:
     return report(cfg, default_report_runs(cfg), report_dir(cfg))
 
 
+def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
+    """Copy the folds of an earlier session's image run (read-only, e.g. an attached notebook output) that
+    this run folder lacks, so `train` resumes from them. Copies only: nothing here is changed or replaced."""
+    if not (previous / "resume.json").is_file():
+        return []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for fold in sorted(previous.glob("fold*")):
+        target = run_dir / fold.name
+        if not fold.is_dir() or target.exists():
+            continue
+        tmp = run_dir / f".tmp-{fold.name}"
+        shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from an interrupted copy
+        shutil.copytree(fold, tmp)
+        os.replace(tmp, target)
+        copied.append(fold.name)
+    for name in ("resume.json", "config.yaml"):
+        if (previous / name).is_file() and not (run_dir / name).exists():
+            shutil.copy2(previous / name, run_dir / name)
+    return copied
+
+
 def run_pipeline(cfg: Config) -> dict:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
@@ -132,6 +156,12 @@ def run_pipeline(cfg: Config) -> dict:
     else:
         timed("folds", make_folds, cfg, paths.data, paths.folds, paths.tfrecords)
         timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
+    if "train" in cfg.stages:
+        previous = previous_runs(detect(cfg), cfg.kaggle.slug)
+        if previous is not None:
+            copied = adopt_finished_folds(previous / "image", paths.image_run)
+            log.info("== train: continuing the attached earlier session %s (%s)", previous,
+                     f"copied {', '.join(copied)}" if copied else "nothing new to copy")
     timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
     timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
     runs = [r for r, s in ((paths.image_run, "train"), (paths.tabular_run, "tabular")) if s in cfg.stages]

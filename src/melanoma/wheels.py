@@ -1,0 +1,54 @@
+"""`melanoma kaggle wheels`: a Kaggle dataset of wheels, so a notebook with the internet off (as code
+competitions require) installs this package and what the image lacks, from files alone.
+
+The folder holds this package's wheel and wheels of its requirements (requirements.txt: never TensorFlow, JAX
+or Keras, which the image has) for the notebook's Python and platform, plus dataset-metadata.json. Upload it
+with `kaggle datasets create -p FOLDER` and set `kaggle.wheels` to its slug: `kaggle push` then attaches it and
+the notebook installs with `pip install --no-index --find-links` only the packages its image is missing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from melanoma.errors import KaggleError
+from melanoma.files import write_json
+
+Runner = Callable[[Sequence[str]], None]
+
+
+def _run(cmd: Sequence[str]) -> None:
+    res = subprocess.run(list(cmd), capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise KaggleError(f"{' '.join(cmd[:4])} ... failed: {tail[0]}")
+
+
+def wheel_commands(repo: Path, out: Path, python: str, platform: str) -> list[list[str]]:
+    """pip calls: this package's wheel (no dependencies), then binary wheels of requirements.txt for the target."""
+    pip = [sys.executable, "-m", "pip"]
+    return [
+        [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(repo)],
+        [*pip, "download", "--quiet", "--dest", str(out), "--only-binary=:all:", "--python-version", python,
+         "--platform", platform, "--requirement", str(repo / "requirements.txt")],
+    ]
+
+
+def build_wheels(repo: str | Path, out: str | Path, owner: str, slug: str = "melanoma-wheels",
+                 python: str = "3.12", platform: str = "manylinux2014_x86_64", run: Runner = _run) -> Path:
+    """Write the wheels dataset folder; returns it. `run` executes each pip call (a fake in tests)."""
+    repo, out = Path(repo), Path(out)
+    if not (repo / "pyproject.toml").is_file() or not (repo / "requirements.txt").is_file():
+        raise KaggleError(f"{repo}: not the melanoma repository (pyproject.toml and requirements.txt expected); "
+                          "run from its root")
+    if out.exists() and any(p.suffix != ".whl" and p.name != "dataset-metadata.json" for p in out.iterdir()):
+        raise KaggleError(f"{out} holds files other than wheels: choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for cmd in wheel_commands(repo, out, python, platform):
+        run(cmd)
+    write_json(out / "dataset-metadata.json", {"title": slug, "id": f"{owner}/{slug}",
+                                               "licenses": [{"name": "other"}]})
+    return out
