@@ -169,3 +169,10 @@ def test_calibrators(tmp_path):
     (tmp_path / "bad.json").write_text('{"method": "magic"}')
     with pytest.raises(InputError, match="not a calibrator"):
         calibration.load(tmp_path / "bad.json")
+
+
+def test_no_bootstrap_gives_values_without_intervals():
+    y, s, pid = patient_data()
+    ev = evaluate(y, s, pid, {}, 0, 0, 5, 10)
+    assert ev["auc"]["value"] is not None and ev["auc"]["ci"] is None and ev["roc"]["band"] is None
+    assert compare_pair(y, s, s, pid, 0, 0)["ci"] is None

@@ -57,9 +57,11 @@ class _Target:
             self.bands["pr"].append(M.batched_interp(tpr[:, 1:], precision, GRID))
 
     def interval(self, name: str) -> list[float] | None:
-        return M.interval(np.concatenate(self.values[name]))
+        return M.interval(np.concatenate(self.values[name])) if self.values[name] else None  # None: no bootstrap
 
-    def band(self, name: str) -> dict[str, list[float]]:
+    def band(self, name: str) -> dict[str, list[float]] | None:
+        if not self.bands[name]:
+            return None
         b = np.vstack(self.bands[name])
         with np.errstate(invalid="ignore"):
             lo, hi = np.nanpercentile(b, [2.5, 97.5], axis=0) if np.isfinite(b).any() else (GRID * np.nan,) * 2
@@ -148,7 +150,7 @@ def compare_pair(y, s_a, s_b, codes: np.ndarray, n_boot: int, seed: int) -> dict
             a.add(w)
             b.add(w)
             bar.update(len(w))
-    diffs = np.concatenate(a.values["auc"]) - np.concatenate(b.values["auc"])
+    diffs = (np.concatenate(a.values["auc"]) - np.concatenate(b.values["auc"])) if n_boot else np.array([])
     dl = M.delong(y, s_a, s_b)
     finite = diffs[np.isfinite(diffs)]
     return {"n": int(len(y)), "positives": int(y.sum()), "units": int(codes.max()) + 1, "bootstrap": int(n_boot),

@@ -37,7 +37,8 @@ def roc_figure(items: list[tuple[str, dict]], path: Path, title: str) -> Path:
     for i, (label, ev) in enumerate(items):
         c = PALETTE[i % len(PALETTE)]
         band = ev["roc"]["band"]
-        ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
+        if band is not None:
+            ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
         ax.plot(ev["roc"]["fpr"], ev["roc"]["tpr"], color=c, linewidth=2,
                 label=f"{label}: AUC {_fmt(ev['auc'])}, pAUC {_fmt(ev['pauc'])}")
     ax.text(0.98, 0.81, "pAUC region: TPR >= 0.8", ha="right", fontsize=7, color="#6e6e6e")
@@ -55,7 +56,8 @@ def pr_figure(items: list[tuple[str, dict]], path: Path, title: str) -> Path:
     for i, (label, ev) in enumerate(items):
         c = PALETTE[i % len(PALETTE)]
         band = ev["pr"]["band"]
-        ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
+        if band is not None:
+            ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
         ax.plot(ev["pr"]["recall"], ev["pr"]["precision"], color=c, linewidth=2,
                 label=f"{label}: AP {_fmt(ev['ap'])}")
         if ev["pr"]["prevalence"] is not None:
@@ -108,7 +110,8 @@ def subgroup_figure(label: str, subgroups: dict[str, list[dict]], path: Path) ->
     ax.invert_yaxis()
     ax.axvline(0.5, color="#9a9a9a", linestyle=":", linewidth=1)
     _style(ax, f"{label}: AUC by subgroup (95% patient-bootstrap interval)", "AUC", "")
-    ax.set_xlim(0.3, 1.0)
+    lows = [e["ci"][0] for _, e in rows if e["auc"] is not None and e["ci"]]
+    ax.set_xlim(min([0.3, *lows]) - 0.02, 1.0)  # widen for an interval that reaches below 0.3
     fig.tight_layout()
     fig.subplots_adjust(right=0.78)
     return save(fig, path)
