@@ -82,7 +82,7 @@ def huge_jpeg(tmp_path_factory):
     """A 10,000 x 10,000 JPEG (100 MP: above PIL's default decompression-bomb warning limit)."""
     path = tmp_path_factory.mktemp("huge") / "huge.jpg"
     img = Image.new("L", (10000, 10000), 0)
-    img.paste(255, (0, 0, 5000, 10000))
+    img.paste(255, (2500, 3000, 7000, 7500))  # a square, not halves: halves would be flagged as stripes
     img.save(path, quality=50)
     return path
 

@@ -36,7 +36,8 @@ class ImageSettings:
     encode: bool = True  # False: only hash (the `check` pass)
 
     def key(self) -> str:
-        return f"{self.size}/{self.resize}/{self.quality}/{self.max_pixels}/{int(self.encode)}"
+        # "v2": hash and quality flags from the fixed-size view (chunks of older runs are redone)
+        return f"v2/{self.size}/{self.resize}/{self.quality}/{self.max_pixels}/{int(self.encode)}"
 
 
 def _open(source: str | bytes, max_pixels: int) -> Image.Image:
@@ -140,6 +141,40 @@ def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: in
     return decode_image(tf.constant(jpeg), size, stored).numpy()
 
 
+# Side that the duplicate hash and the quality flags see (a JPEG draft decode at least this large): fixed, so
+# that the same data gives the same duplicates, the same folds and the same flags at any --size.
+VIEW_SIDE = 64
+
+
+def view_of(path: str | Path, max_pixels: int = 200_000_000) -> Image.Image:
+    """The size-independent view of an image: decoded with JPEG draft scaling towards VIEW_SIDE."""
+    return load_rgb(path, VIEW_SIDE, max_pixels)[0]
+
+
+def degenerate(img: Image.Image) -> str | None:
+    """Why an image is no usable photograph, or None: a single colour, almost no detail, or constant along
+    one axis (stripes: every column, or every row, nearly one colour).
+
+    Measured on a 32x32 box-filtered copy. Stripes: the column (or row) means explain more than 69% of the
+    colour variance and the gradients across the stripes are over 3.4x those along them. Tuned on the 550
+    ISIC archive thumbnails: the 150 striped ones are flagged with margin, no dermoscopy image is.
+    """
+    a = np.asarray(img.convert("RGB").resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
+    if float(a.std()) < 4.0:
+        return "a single colour (standard deviation under 4 grey levels)"
+    grey = a.mean(axis=2)
+    gy, gx = float(np.abs(np.diff(grey, axis=0)).mean()), float(np.abs(np.diff(grey, axis=1)).mean())
+    if max(gx, gy) < 0.5:
+        return "almost no detail (mean gradient under 0.5 grey levels per pixel)"
+    total = float(a.var(axis=(0, 1)).sum())
+    within_columns = float(a.var(axis=0).mean(axis=0).sum()) / total  # what the column means leave unexplained
+    within_rows = float(a.var(axis=1).mean(axis=0).sum()) / total
+    if min(within_columns, within_rows) < 0.31 and min(gx, gy) / max(gx, gy) < 0.29:
+        axis = "column" if within_columns < within_rows else "row"
+        return f"stripes: every {axis} is nearly constant"
+    return None
+
+
 def dhash(img: Image.Image, min_contrast: float = 2.0) -> int | None:
     """64-bit difference hash: 9x8 grayscale, one bit per horizontally adjacent pair (left brighter).
 
@@ -187,7 +222,8 @@ def process_chunk(paths: list[str], settings: ImageSettings, spool: str | None, 
         for p in paths:
             try:
                 img, w, h = load_rgb(p, settings.size, settings.max_pixels)
-                entry = {"w": w, "h": h, "dhash": dhash(img)}
+                view = img if settings.size == VIEW_SIDE else view_of(p, settings.max_pixels)
+                entry = {"w": w, "h": h, "dhash": dhash(view), "degenerate": degenerate(view)}
                 if settings.encode:
                     data = stored_jpeg(img, settings)
                     out.write(data)

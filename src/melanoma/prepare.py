@@ -41,13 +41,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from melanoma import __version__
-from melanoma.check import find_duplicates, format_report, leakage_report, read_duplicates_csv, union_groups
+from melanoma.check import degenerate_summary, find_duplicates, format_report, leakage_report, read_duplicates_csv, \
+    union_groups
 from melanoma.config import Config, save_run_info
 from melanoma.data import ID, PATIENT, TARGET, check_images_exist, csv_line, image_path, read_test, read_train
 from melanoma.errors import ConfigError, InputError, input_error
 from melanoma.external import read_external
 from melanoma.files import _json_default as _plain, write_json
 from melanoma.folds import assign_folds, fold_balance, fold_summary, format_fold_table, read_folds
+from melanoma.outlock import LOCK_NAME, claim_output
 from melanoma.images import RESIZE_MODES, BadImage, ImageSettings, chunk_key, load_rgb, map_chunks, square, \
     to_jpeg
 from melanoma.records import build_vocabularies, encode_metadata, parse_shard_name, schema, serialize_example, \
@@ -205,10 +207,10 @@ def _decode_all(items: pd.DataFrame, settings: ImageSettings, work: Path, worker
         for entry in index:
             rows.append({"chunk": c, "offset": entry.get("offset", -1), "length": entry.get("length", -1),
                          "w": entry.get("w", -1), "h": entry.get("h", -1), "dhash": entry.get("dhash"),
-                         "error": entry.get("error")})
+                         "error": entry.get("error"), "degenerate": entry.get("degenerate")})
     out = pd.DataFrame(rows, index=items.index)
-    out["dhash"] = out["dhash"].astype("object")
-    out["error"] = out["error"].astype("object")
+    for col in ("dhash", "error", "degenerate"):
+        out[col] = out[col].astype("object")
     return out, keys
 
 
@@ -382,6 +384,10 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     out = str(out_dir).rstrip("/") or "/"
     train, test, items, externals = _read_inputs(cfg, data_dir)
     folds_given = read_folds(folds_path, train) if folds_path is not None else None
+    n_patients = train[PATIENT].nunique()
+    if folds_given is None and n_patients < cfg.n_folds:  # before any decoding, not after it
+        raise input_error(data_dir / "train.csv", f"{n_patients} patients cannot fill {cfg.n_folds} folds: "
+                                                  f"use --folds {n_patients} or fewer")
     csv_pairs = read_duplicates_csv(pcfg.duplicates) if pcfg.duplicates else None
 
     vocab = build_vocabularies(train, test, items)
@@ -394,9 +400,19 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
                         **{k: int(v) for k, v in row.items() if t or k not in train_only_fields}}
                        for n, s, t, row in zip(items[ID], items["source"], is_train, codes.to_dict("records"))]
 
-    if not _remote(out):
-        Path(out).mkdir(parents=True, exist_ok=True)
     work = _work_dir(out)
+    lock = Path(out) / LOCK_NAME if not _remote(out) else work.with_name(work.name + ".lock")
+    with claim_output(out, lock):  # one prepare per folder; a refused run leaves no folder it made
+        return _run(cfg, data_dir, out, folds_path, settings, work, train, test, items, externals,
+                    folds_given, csv_pairs, vocab)
+
+
+def _run(cfg: Config, data_dir: Path, out: str, folds_path, settings: ImageSettings, work: Path,
+         train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame, externals: list, folds_given,
+         csv_pairs, vocab: dict) -> dict:
+    """prepare, once its inputs are valid and its output folder is claimed."""
+    pcfg = cfg.prepare
+    is_train = (items["split"] == "train").to_numpy()
     fresh_work = not work.exists()
     workers = pcfg.workers if pcfg.workers > 0 else (os.cpu_count() or 1)
     importlib.import_module("tensorflow")  # before the clock starts: importing it takes seconds
@@ -410,14 +426,15 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
             shutil.rmtree(work, ignore_errors=True)
         raise
     decode_seconds = time.perf_counter() - start
-    ok = decoded["error"].isna().to_numpy()
+    ok = (decoded["error"].isna() & decoded["degenerate"].isna()).to_numpy()
 
     # ---- duplicates (content hashes from the decode pass, plus an optional CSV) and leakage
     images = pd.DataFrame({ID: items[ID], "split": np.where(items["source"] != "", "external", items["split"]),
                            "dhash": decoded["dhash"]})
     dups = find_duplicates(images, pcfg.dup_max_distance, csv_pairs)
     report = leakage_report(train, test, dups, pcfg.dup_max_distance)
-    log.info("prepare: leakage report\n%s", format_report(report))
+    report["degenerate_images"] = degenerate_summary(items[ID], items["split"], decoded["degenerate"])
+    log.info("prepare: leakage and quality report\n%s", format_report(report))
     pos_of = {n: i for i, n in enumerate(items[ID])}
     pair_idx = [(pos_of[a], pos_of[b]) for a, b in zip(dups["image_name_1"], dups["image_name_2"])]
     splits = images["split"].to_numpy()
@@ -516,15 +533,20 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
 
 
 def _bad_images(items: pd.DataFrame, decoded: pd.DataFrame, mode: str) -> list[dict]:
-    bad = np.flatnonzero(decoded["error"].notna().to_numpy())
+    """Unreadable and degenerate images: an error naming the first (fail), or the list of them (skip)."""
+    unreadable = decoded["error"].notna().to_numpy()
+    bad = np.flatnonzero(unreadable | decoded["degenerate"].notna().to_numpy())
     if len(bad) and mode == "fail":
         i = int(bad[0])
-        raise input_error(items.at[i, "csv"], f"cannot read image {items.at[i, 'path']}: {decoded.at[i, 'error']} "
-                                              "(--on-bad-image skip leaves such images out)", int(items.at[i, "line"]))
+        why = (f"cannot read image {items.at[i, 'path']}: {decoded.at[i, 'error']}" if unreadable[i] else
+               f"image {items.at[i, 'path']} is no photograph: {decoded.at[i, 'degenerate']}")
+        raise input_error(items.at[i, "csv"], f"{why} (--on-bad-image skip leaves such images out)",
+                          int(items.at[i, "line"]))
     skipped = []
     for i in bad:
+        reason = decoded.at[i, "error"] if unreadable[i] else f"degenerate: {decoded.at[i, 'degenerate']}"
         entry = {"image_name": items.at[i, ID], "split": items.at[i, "split"], "csv": items.at[i, "csv"],
-                 "line": int(items.at[i, "line"]), "reason": decoded.at[i, "error"]}
+                 "line": int(items.at[i, "line"]), "reason": reason}
         log.warning("prepare: skipped %s, line %d: %s: %s", entry["csv"], entry["line"], items.at[i, "path"],
                     entry["reason"])
         skipped.append(entry)
