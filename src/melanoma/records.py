@@ -139,3 +139,22 @@ def parse_shard_name(path: str | Path) -> tuple[str, int, int] | None:
     """(split, index, count) from a shard file name, or None when it does not follow the convention."""
     m = SHARD_RE.match(Path(str(path)).name)
     return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def check_prepared(tfrec_dir: str) -> None:
+    """Refuse a `prepare` output folder that is not finished: no manifest.json, but prepare's work folder,
+    lock or run.json is there (an interrupted or running prepare). Its shards are partial: training on them
+    would silently miss images. Public Kaggle TFRecord folders have none of these and pass."""
+    import tensorflow as tf
+
+    from melanoma.errors import input_error
+
+    folder = str(tfrec_dir).rstrip("/")
+    if tf.io.gfile.exists(f"{folder}/manifest.json"):
+        return
+    for name, what in ((".prepare.lock", "a `melanoma prepare` is writing into it"),
+                       (".prepare-work", "a `melanoma prepare` into it was interrupted"),
+                       ("run.json", "its `melanoma prepare` did not finish")):
+        if tf.io.gfile.exists(f"{folder}/{name}"):
+            raise input_error(folder, f"no manifest.json: {what}; re-run the same prepare command to finish it "
+                                      "(it resumes) before training")
