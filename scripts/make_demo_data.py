@@ -12,7 +12,9 @@ Output, default `<repo>/data/demo`:
     jpeg/train/*.jpg, jpeg/test/*.jpg   byte-for-byte copies of the source JPEGs
     LICENSE.txt, ATTRIBUTION.txt, README.md
 
-The split is stratified on target. patient_id and anatom_site_general_challenge are written empty: the source has
+Degenerate images (vertical colour stripes, a single colour, no detail: `melanoma.images.degenerate`) are
+left out: they are no dermoscopy. The split is stratified on target. patient_id and
+anatom_site_general_challenge are written empty: the source has
 neither, and the pipeline reads an empty patient id as one patient per image and an empty site as missing.
 Everything is written into a temporary sibling folder that is renamed into place only once it is complete.
 
@@ -35,9 +37,11 @@ from sklearn.model_selection import train_test_split
 REPO = Path(__file__).resolve().parents[1]
 try:
     from melanoma.errors import MelanomaError, input_error
+    from melanoma.images import degenerate, view_of
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO / "src"))
     from melanoma.errors import MelanomaError, input_error
+    from melanoma.images import degenerate, view_of
 
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "isic_archive_thumbs"
 DEFAULT_OUT = REPO / "data" / "demo"
@@ -122,6 +126,13 @@ def load_labels(src: str | Path) -> pd.DataFrame:
     })
 
 
+def drop_degenerate(labels: pd.DataFrame, src: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """labels without the images that are no photographs (stripes, one colour), and the names left out."""
+    flags = [degenerate(view_of(Path(src) / "images" / f"{n}.jpg")) for n in labels["image_name"]]
+    bad = np.array([f is not None for f in flags])
+    return labels[~bad].reset_index(drop=True), labels.loc[bad, "image_name"].tolist()
+
+
 def split_labels(labels: pd.DataFrame, test_size: float = 0.2, seed: int = 42,
                  labels_path: str | Path = "labels.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified train/test split on target; each part sorted by image_name with a fresh index."""
@@ -168,7 +179,8 @@ def regenerate_command(src: Path, out: Path, test_size: float, seed: int) -> str
             f"--test-size {test_size:g} --seed {seed}")
 
 
-def readme_text(train: pd.DataFrame, test: pd.DataFrame, test_size: float, seed: int, command: str) -> str:
+def readme_text(train: pd.DataFrame, test: pd.DataFrame, test_size: float, seed: int, command: str,
+                dropped: list[str] = ()) -> str:
     n = len(train) + len(test)
     pos_tr, pos_te = int(train["target"].sum()), int(test["target"].sum())
     return f"""# Demo data: {n} ISIC Archive thumbnails in the competition layout
@@ -184,6 +196,11 @@ offline stand-in for the SIIM-ISIC 2020 data, laid out like the competition's:
 - `sample_submission.csv`: image_name, target (all 0), in test.csv order
 - `test_labels.csv`: image_name, target of the test images, kept apart so the demo can score its test AUC
 - `jpeg/train/<image_name>.jpg`, `jpeg/test/<image_name>.jpg`: byte-for-byte copies of the source JPEGs
+
+## Left out
+
+{len(dropped)} images of the source are not used: they are degenerate (vertical colour stripes, every column
+nearly constant; no dermoscopy), as `melanoma check` reports them{': ' + ', '.join(dropped) if dropped else ''}.
 
 ## Split
 
@@ -227,7 +244,7 @@ def make_demo(src: str | Path = DEFAULT_SRC, out: str | Path = DEFAULT_OUT, test
     Returns counts: train, test, train_pos, test_pos.
     """
     src, out = Path(src).resolve(), Path(out).resolve()
-    labels = load_labels(src)
+    labels, dropped = drop_degenerate(load_labels(src), src)
     train, test = split_labels(labels, test_size, seed, src / "labels.csv")
     _check_replaceable(out)
     if out == src or out.is_relative_to(src) or src.is_relative_to(out):
@@ -247,7 +264,7 @@ def make_demo(src: str | Path = DEFAULT_SRC, out: str | Path = DEFAULT_OUT, test
         for name in LICENSE_FILES:
             shutil.copyfile(src / name, tmp / name)
         command = regenerate_command(src, out, test_size, seed)
-        (tmp / "README.md").write_text(readme_text(train, test, test_size, seed, command), encoding="utf-8")
+        (tmp / "README.md").write_text(readme_text(train, test, test_size, seed, command, dropped), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
 
         if out.exists():
@@ -266,7 +283,7 @@ def make_demo(src: str | Path = DEFAULT_SRC, out: str | Path = DEFAULT_OUT, test
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return {"train": len(train), "test": len(test),
+    return {"train": len(train), "test": len(test), "dropped": len(dropped),
             "train_pos": int(train["target"].sum()), "test_pos": int(test["target"].sum())}
 
 

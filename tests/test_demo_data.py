@@ -98,6 +98,7 @@ def test_layout_and_columns(built):
     for df in (train, test):
         assert (df["patient_id"] == "").all() and (df["anatom_site_general_challenge"] == "").all()
         assert list(df["image_name"]) == sorted(df["image_name"])
+    assert counts.pop("dropped") >= 0
     assert counts == {"train": len(train), "test": len(test), "train_pos": int(train["target"].astype(int).sum()),
                       "test_pos": int(_read(out / "test_labels.csv")["target"].astype(int).sum())}
     readme = (out / "README.md").read_text()
@@ -214,3 +215,12 @@ def test_shipped_demo_is_consistent():
     for name in ("LICENSE.txt", "ATTRIBUTION.txt", "README.md"):
         assert (SHIPPED / name).is_file()
     assert not list(SHIPPED.rglob("*.json"))
+
+
+def test_shipped_demo_has_no_degenerate_image():
+    from melanoma.images import degenerate, view_of
+
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo" / "jpeg"
+    paths = sorted(demo.rglob("*.jpg"))
+    assert len(paths) == 400
+    assert not [p.name for p in paths if degenerate(view_of(p))]
