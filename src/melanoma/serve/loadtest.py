@@ -62,6 +62,28 @@ def start_server(model_dir: str, port: int | None = None, extra: list[str] | Non
             proc.wait()
 
 
+@contextlib.contextmanager
+def serve_in_thread(app, port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
+    """The app under uvicorn in a thread of this process (no start-up imports to pay): its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
 def rss_mb(pid: int) -> float:
     import psutil
 
