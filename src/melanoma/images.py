@@ -160,7 +160,7 @@ def degenerate(img: Image.Image) -> str | None:
     ISIC archive thumbnails: the 150 striped ones are flagged with margin, no dermoscopy image is.
     """
     a = np.asarray(img.convert("RGB").resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
-    if float(a.std()) < 4.0:
+    if float(a.std(axis=(0, 1)).max()) < 4.0:  # per channel: a flat pink is one colour
         return "a single colour (standard deviation under 4 grey levels)"
     grey = a.mean(axis=2)
     gy, gx = float(np.abs(np.diff(grey, axis=0)).mean()), float(np.abs(np.diff(grey, axis=1)).mean())
