@@ -405,7 +405,7 @@ def test_cli_blend_methods_and_report(tmp_path, known_mixture, capsys):
     assert all({"oof_auc", "weight", "n_oof", "n_dropped", "stage"} <= set(r) for r in rep["runs"])
     assert rep["blended_oof_auc"] is not None and len(pd.read_csv(out)) == 300
     code = main(["blend", "--runs", str(a), "--out", str(out), "--tabular-weight", "2"])
-    assert code == 2 and "blend.tabular_weight must be in [0, 1]" in capsys.readouterr().err
+    assert code == 2 and "blend.tabular_weight: expected a number >= 0 and <= 1, got 2" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------
