@@ -334,3 +334,32 @@ def test_serve_under_load_small(trained):
 @pytest.mark.slow
 def test_serve_under_load_2000_requests_16_clients(trained):
     _load_test(trained[4], trained[1], 2000, 16)
+
+
+def test_combined_model_with_metadata_and_a_model_trained_with_in_model_augmentation(tmp_path):
+    import keras
+
+    from melanoma.config import AugmentConfig, to_dict
+    from melanoma.models import build_model
+    from melanoma.pipeline import META_DIM
+    from melanoma.serve.export import combined_model, load_fold_model
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    meta = rng.uniform(0, 1, (3, META_DIM)).astype("float32")
+    # GPU/TPU runs train with the augmentation layer inside the model: export drops it, keeping every weight.
+    trained = build_model("simple_cnn", 32, None, meta_dim=META_DIM, augment=to_dict(AugmentConfig()))
+    trained.get_layer("pred").set_weights([w + 0.5 for w in trained.get_layer("pred").get_weights()])
+    trained.save_weights(tmp_path / "fold.weights.h5")
+    cfg = load_config(None, ["train.model=simple_cnn", "train.size=32", "train.metadata=true"])
+    plain = load_fold_model(cfg, tmp_path / "fold.weights.h5")
+    assert "augment" not in [layer.name for layer in plain.layers]
+    want = np.asarray(trained({"image": x, "meta": meta}, training=False)).reshape(-1)
+    np.testing.assert_allclose(np.asarray(plain({"image": x, "meta": meta})).reshape(-1), want, atol=1e-6)
+    # Two folds with metadata, ensembled: the mean of the members' probabilities.
+    other = build_model("simple_cnn", 32, None, meta_dim=META_DIM)
+    both = combined_model([plain, other], "ensemble", False, 32, True)
+    mean = (want + np.asarray(other({"image": x, "meta": meta})).reshape(-1)) / 2
+    np.testing.assert_allclose(np.asarray(both.predict_on_batch({"image": x, "meta": meta})).reshape(-1), mean,
+                               atol=1e-6)
+    keras.backend.clear_session()
