@@ -24,7 +24,7 @@ TEST_ONLY_SITES = ["palms/soles", "oral/genital"]
 
 
 def small_cfg(**tabular_kw) -> Config:
-    kw = dict(hidden=[16, 8], dropout=0.1, epochs=12, batch_size=16, learning_rate=1e-2)
+    kw = dict(model="mlp_smote", hidden=[16, 8], dropout=0.1, epochs=12, batch_size=16, learning_rate=1e-2)
     kw.update(tabular_kw)
     return Config(seed=7, n_folds=N_FOLDS, tabular=TabularConfig(**kw))
 
@@ -107,9 +107,9 @@ def signal_run(tmp_path_factory):
     logger.setLevel(logging.INFO)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(tabular, "build_pipeline", spy_build)
+            mp.setattr(tabular.models, "build_pipeline", spy_build)
             mp.setattr(tabular.RecordingSMOTE, "fit_resample", spy_resample)
-            mp.setattr(tabular, "patient_context", spy_context)
+            mp.setattr(tabular.features, "patient_context", spy_context)
             metrics = tabular.run_tabular(small_cfg(), root / "data", folds_path, root / "out")
     finally:
         logger.removeHandler(handler)
@@ -129,9 +129,9 @@ def test_smote_sees_only_training_rows(signal_run):
     for k, (pipe, (X_seen, y_seen)) in enumerate(zip(pipes, seen)):
         trn, val = df[df["fold"] != k], df[df["fold"] == k]
         features = pipe.named_steps["features"]
-        fp_trn = fingerprints(features.transform(trn[tabular.FEATURES]))
-        fp_val = set(fingerprints(features.transform(val[tabular.FEATURES])))
-        fp_test = set(fingerprints(features.transform(test[tabular.FEATURES])))
+        fp_trn = fingerprints(features.transform(trn[tabular.FEATURE_COLUMNS]))
+        fp_val = set(fingerprints(features.transform(val[tabular.FEATURE_COLUMNS])))
+        fp_test = set(fingerprints(features.transform(test[tabular.FEATURE_COLUMNS])))
         assert len(set(fp_trn)) == len(trn)  # rows are distinguishable, so the checks below have teeth
         assert not fp_val & set(fp_trn) and not fp_test & set(fp_trn)
 
@@ -169,12 +169,12 @@ def test_transforms_fitted_on_training_rows_only(signal_run):
         # test ages are scaled by the training range (then clipped), so all of them land on 1; a scaler
         # fitted on the test rows would spread them over [0, 1]
         names = list(ct.get_feature_names_out())
-        X_test = ct.transform(test[tabular.FEATURES])
+        X_test = ct.transform(test[tabular.FEATURE_COLUMNS])
         assert (X_test[:, names.index("age__age_approx")] == 1.0).all()
         # unseen sites encode as all zeros and still get finite probabilities
         site_cols = [i for i, n in enumerate(names) if n.startswith(f"cat__{SITE}_")]
         assert (X_test[:, site_cols] == 0).all()
-        proba = pipe.predict_proba(test[tabular.FEATURES])
+        proba = pipe.predict_proba(test[tabular.FEATURE_COLUMNS])
         assert proba.shape == (len(test), 2) and np.isfinite(proba).all()
 
     pred = pd.read_csv(signal_run["out"] / "test_pred.csv", dtype={ID: "string"})
@@ -296,7 +296,7 @@ def test_failure_leaves_no_half_written_run(tmp_path, monkeypatch):
 
     folds_path = make_data(tmp_path / "data", n=60, n_test=6, seed=1)
     # a fast stand-in model: this test is about the writing, not the MLP
-    monkeypatch.setattr(tabular, "build_pipeline", lambda tcfg, seed, y=None: Pipeline(
+    monkeypatch.setattr(tabular.models, "build_pipeline", lambda tcfg, seed, y=None: Pipeline(
         [("features", tabular.make_features()), ("clf", DummyClassifier(strategy="prior"))]))
 
     def boom(*args, **kwargs):
@@ -331,14 +331,14 @@ def test_patient_context_of_test_rows_comes_from_test_rows_only(signal_run):
     for k, pipe in enumerate(pipes):
         trn = df[df["fold"] != k]
         branch = pipe.named_steps["features"].named_transformers_["context"]
-        ctx_trn = tabular.patient_context(trn[tabular.FEATURES]).to_numpy()
+        ctx_trn = tabular.patient_context(trn[tabular.FEATURE_COLUMNS]).to_numpy()
         np.testing.assert_allclose(branch.named_steps["impute"].statistics_, np.nanmedian(ctx_trn, axis=0))
         np.testing.assert_allclose(branch.named_steps["scale"].data_max_, np.nanmax(ctx_trn, axis=0))
         np.testing.assert_allclose(branch.named_steps["scale"].data_min_, np.nanmin(ctx_trn, axis=0))
         # the fitted branch turns the test rows' own context into the model's inputs
         names = list(pipe.named_steps["features"].get_feature_names_out())
         cols = [names.index(f"context__{c}") for c in tabular.CONTEXT]
-        X_test = pipe.named_steps["features"].transform(test[tabular.FEATURES])
+        X_test = pipe.named_steps["features"].transform(test[tabular.FEATURE_COLUMNS])
         np.testing.assert_allclose(X_test[:, cols], branch.named_steps["scale"].transform(
             branch.named_steps["impute"].transform(expected.to_numpy())))
 
@@ -391,15 +391,15 @@ def test_every_model_is_a_sklearn_estimator_and_handles_unseen_categories(tmp_pa
     df, test = frames(tmp_path, n=60, n_test=9, seed=2)
     df[SEX] = df[SEX].astype(object).where(df[SEX] != "female", pd.NA).astype("string")  # no 'female' in train
     # image size columns are used when both tables have them, skipped otherwise
-    assert tabular.input_columns(df.assign(width=1), test) == tabular.FEATURES
+    assert tabular.input_columns(df.assign(width=1), test) == tabular.FEATURE_COLUMNS
     df["width"], test["width"] = np.where(np.arange(len(df)) % 2, 6000.0, np.nan), 1024.0
     df["height"], test["height"] = 4000.0, 768.0
     inputs = tabular.input_columns(df, test)
-    assert inputs == tabular.FEATURES + tabular.SIZE
+    assert inputs == tabular.FEATURE_COLUMNS + tabular.SIZE
     X, y = df[inputs], df[TARGET].to_numpy()
     tcfg = TabularConfig(hidden=[8], epochs=2, batch_size=16, gbm_max_iter=20, gbm_min_samples_leaf=5)
-    for name in tabular.MODELS:
-        est = tabular.build_model(name, tcfg, seed=1, y=y)
+    for name in tabular.TABULAR_MODELS:
+        est = tabular.build_tabular_model(name, tcfg, seed=1, y=y)
         twin = clone(est)
         assert twin is not est and is_classifier(twin)
         assert [n for n, _ in twin.steps] == [n for n, _ in est.steps]
@@ -417,7 +417,7 @@ def test_every_model_is_a_sklearn_estimator_and_handles_unseen_categories(tmp_pa
         assert np.allclose(proba.sum(axis=1), 1.0)
         names = list(est.named_steps["features"].get_feature_names_out())
         codes = est.named_steps["features"].transform(test[inputs])
-        if name == "gbm":  # unseen categories reach the booster as missing; sizes stay raw
+        if name in ("gbm", "lgbm", "hgb"):  # unseen categories reach the booster as missing; sizes stay raw
             assert names[:2] == [SEX, SITE] and {"width", "height"} <= set(names)
             assert np.isnan(codes[:, 1]).all()
             assert np.isnan(codes[test[SEX].to_numpy(dtype=object, na_value="") == "female", 0]).all()
@@ -427,7 +427,7 @@ def test_every_model_is_a_sklearn_estimator_and_handles_unseen_categories(tmp_pa
             assert (codes[:, site_cols] == 0).all()
             assert (codes[:, names.index("size__width")] == 0).all()  # 1024 < the training 6000: clipped
     with pytest.raises(tabular.ConfigError, match="tabular.model"):
-        tabular.build_model("xgboost", tcfg, seed=1)
+        tabular.build_tabular_model("xgboost", tcfg, seed=1)
 
 
 @pytest.mark.parametrize("model", ["logreg", "gbm"])
@@ -456,13 +456,13 @@ def all_run(tmp_path_factory):
 def test_all_writes_every_model_and_the_best_on_oof(all_run):
     out, metrics, train, test = all_run["out"], all_run["metrics"], all_run["train"], all_run["test"]
     models = metrics["models"]
-    assert list(models) == list(tabular.MODELS)
+    assert list(models) == list(tabular.TABULAR_MODELS)
     # the learnable signal is found by the linear model and the booster (mlp_smote: test_run_outputs_...)
     assert models["logreg"] > 0.8 and models["gbm"] > 0.8, models
     best = max(models, key=models.get)
     assert metrics["model"] == best and metrics["oof_auc"] == pytest.approx(models[best])
     assert "OOF" in metrics["selection"] and best in metrics["selection"]
-    for name in tabular.MODELS:
+    for name in tabular.TABULAR_MODELS:
         sub = out / name
         for f in ("oof.csv", "test_pred.csv", "metrics.json", "config.yaml", "run.json"):
             assert (sub / f).is_file(), (name, f)
@@ -502,7 +502,7 @@ def test_single_model_run_replaces_an_all_run_and_cli_model_flag(all_run, tmp_pa
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == "logreg" and list(metrics["models"]) == ["logreg"] and "selection" not in metrics
-    assert not [m for m in tabular.MODELS if (out / m).exists()]  # the earlier run's model folders are gone
+    assert not [m for m in tabular.TABULAR_MODELS if (out / m).exists()]  # the earlier run's model folders are gone
     assert "model: logreg" in (out / "config.yaml").read_text()
     assert cli.main(["-q", "tabular", "--data", str(data), "--out", str(out), "--set", "tabular.model=svm"]) == 2
 

@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tfrecords", help="folder with image_sizes.csv or the public TFRecords' train.csv/test.csv, "
                                        "for image width/height")
     p.add_argument("--out", type=Path, help="run folder to write")
-    p.add_argument("--model", choices=["mlp_smote", "logreg", "gbm", "all"],
-                   help="metadata model (all: every one, the best OOF AUC at the top of the run folder)")
+    p.add_argument("--model", choices=["auto", "mlp_smote", "logreg", "gbm", "lgbm", "hgb", "all"],
+                   help="metadata model (auto, the default: tabular.auto_models; all: every one; either keeps "
+                        "the best OOF AUC at the top of the run folder)")
     p.add_argument("--seed", type=int)
 
     p = sub.add_parser("blend", help="blend run folders on OOF AUC and write submission.csv")

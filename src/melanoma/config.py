@@ -180,8 +180,13 @@ class TabularConfig:
     smote: bool = True
     smote_k: PositiveInt = 5  # SMOTE k_neighbors (lowered automatically for tiny minority classes)
     smote_ratio: Annotated[float, Range(0, 1, min_open=True)] = 0.5  # minority / majority after SMOTE (imblearn sampling_strategy)
-    # mlp_smote | logreg | gbm | all (all: each model in RUN/<model>/, the best OOF AUC at RUN/ itself)
-    model: Literal["mlp_smote", "logreg", "gbm", "all"] = "mlp_smote"
+    # auto | mlp_smote | logreg | gbm | lgbm | hgb | all. auto: each of auto_models in RUN/<model>/, the best
+    # OOF AUC at RUN/ itself; all: the same over every model.
+    model: Literal["auto", "mlp_smote", "logreg", "gbm", "lgbm", "hgb", "all"] = "auto"
+    auto_models: list[Literal["mlp_smote", "logreg", "gbm", "lgbm", "hgb"]] = field(
+        default_factory=lambda: ["lgbm", "hgb", "logreg"])
+    # Test predictions: fold_mean (the mean of the fold models) | refit (one more model on every training row)
+    test_predictions: Literal["fold_mean", "refit"] = "fold_mean"
     context: bool = True  # patient-context features (images per patient, age rank, site share, ...)
     logreg_C: Positive = 1.0  # inverse L2 strength of the logistic regression
     gbm_max_iter: PositiveInt = 300  # boosting rounds (an upper bound with early stopping)
@@ -193,6 +198,26 @@ class TabularConfig:
     # Original image width/height as features: auto (from train.csv/test.csv, else the TFRecords folder's
     # image_sizes.csv or the public TFRecords' train.csv/test.csv) | off (never used)
     image_size: Literal["auto", "off"] = "auto"
+    # File size and colour statistics of each image (mean/std per channel, centre-vs-border contrast) and
+    # their difference from the patient's mean: auto (from DATA/jpeg/, else the TFRecords folder, when every
+    # image is there; cached in RUN/image_stats.csv) | off
+    image_stats: Literal["auto", "off"] = "auto"
+    # lgbm and hgb: early stopping on this share of the training patients, held out whole, then a refit
+    inner_validation: Annotated[float, Range(0, 0.5, min_open=True)] = 0.2
+    early_stopping_rounds: PositiveInt = 100  # rounds without a better inner-validation AUC before stopping
+    lgbm_max_rounds: PositiveInt = 2000
+    lgbm_learning_rate: Positive = 0.02
+    lgbm_num_leaves: Annotated[int, Range(2)] = 15
+    lgbm_min_child_samples: PositiveInt = 50  # rows per leaf at least
+    lgbm_feature_fraction: Annotated[float, Range(0, 1, min_open=True)] = 0.6  # features tried per tree
+    lgbm_bagging_fraction: Annotated[float, Range(0, 1, min_open=True)] = 0.8  # rows drawn per tree
+    lgbm_lambda_l2: NonNegative = 5.0
+    hgb_max_iter: PositiveInt = 1000
+    hgb_learning_rate: Positive = 0.03
+    hgb_max_leaf_nodes: Annotated[int, Range(2)] = 15
+    hgb_min_samples_leaf: PositiveInt = 80
+    hgb_l2_regularization: NonNegative = 5.0
+    hgb_max_features: Annotated[float, Range(0, 1, min_open=True)] = 0.6  # features tried per split
 
 
 @dataclass
@@ -489,6 +514,8 @@ def _train_problem(t: TrainConfig) -> str | None:
 
 
 def _tabular_problem(t: TabularConfig) -> str | None:
+    if not t.auto_models:
+        return "auto_models: expected at least one model, got []"
     return None if t.hidden else "hidden: expected at least one layer size, got []"
 
 
