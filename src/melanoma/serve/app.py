@@ -45,7 +45,9 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
     pool = ThreadPoolExecutor(scfg.workers or (os.cpu_count() or 1), thread_name_prefix="decode")
     batcher = MicroBatcher(art.predict, scfg.max_batch, scfg.max_wait_ms / 1000.0)
     if scfg.warmup:
-        blank = np.zeros((art.size, art.size, 3), np.float32)
+        # The decode path too: on the JAX backend this first call imports TensorFlow (seconds), which the
+        # first requests would otherwise wait for.
+        blank = art.preprocess(_tiny_jpeg())
         batcher.warmup(blank, art.meta.vector((-1, -1, -1)) if art.uses_meta else None)
         batcher.batches = batcher.images = 0  # /health counts served images only
     max_body = int(scfg.max_body_mb * 1024 * 1024)
@@ -187,3 +189,13 @@ def serve(model_dir: str, scfg: ServeConfig) -> None:
     log.info("serve: %s on http://%s:%d (micro-batches of up to %d, %g ms wait)", art.version, scfg.host,
              scfg.port, scfg.max_batch, scfg.max_wait_ms)
     uvicorn.run(app, host=scfg.host, port=scfg.port, log_level="warning", access_log=False)
+
+
+def _tiny_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 96, 80)).save(buf, format="JPEG")
+    return buf.getvalue()
