@@ -16,6 +16,11 @@ shared machine make single timings noisy.
 images/s with mixed precision (float16). That part is self-contained (gpu_figures) so it can be run alone
 on a GPU box; `--gpu-force` runs it on the CPU too, only to check the code path (slow).
 
+`--backends` adds the Keras backends side by side: training images/s of the same model, size and batch (one
+fixed in-memory batch, the step alone; `--backend-augment` puts the augmentation layer in the model) on
+TensorFlow and on JAX, each in its own process (the backend is fixed when Keras is imported), alternating
+rounds, and prints JAX / TensorFlow. `--backends-only` skips everything else.
+
 Do not set TF_ENABLE_ONEDNN_OPTS=0 here: it cuts CPU training speed by about 40%.
 """
 
@@ -62,6 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpu-batch", type=int, default=32, help="batch for the GPU figures")
     p.add_argument("--gpu-steps", type=int, default=50, help="timed steps for each GPU figure")
     p.add_argument("--tta", type=int, default=4, help="augmented passes counted in the TTA-inference figure")
+    p.add_argument("--backends", action="store_true", help="also: training img/s on TensorFlow vs JAX, as a ratio")
+    p.add_argument("--backends-only", action="store_true", help="only the TensorFlow vs JAX comparison")
+    p.add_argument("--backend-augment", action="store_true", help="backends: augmentation layer inside the model")
+    p.add_argument("--step-only", choices=["tensorflow", "jax"], help=argparse.SUPPRESS)  # one backend's figure
     return p.parse_args(argv)
 
 
@@ -188,6 +197,72 @@ def fixed_batch_dataset(images, targets, batch: int):
     return tf.data.Dataset.from_tensors((x, y)).repeat()
 
 
+# ---------------------------------------------------------------- TensorFlow vs JAX
+
+def step_only(args: argparse.Namespace) -> dict:
+    """In a process whose KERAS_BACKEND is already set: the training step's img/s on one fixed batch."""
+    import keras
+    import numpy as np
+
+    from melanoma.backend import setup_devices
+    from melanoma.config import TrainConfig, to_dict
+    from melanoma.models import build_model
+    from melanoma.train import jit_compile, make_loss
+
+    devices = setup_devices("none")
+    keras.utils.set_random_seed(args.seed)
+    tcfg = TrainConfig()
+    rng = np.random.default_rng(args.seed)
+    x = rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
+    y = (rng.random((args.batch, 1)) < 0.3).astype("float32")
+    with devices.scope():
+        model = build_model(args.model, args.size, None, tcfg.dropout,
+                            augment=to_dict(tcfg.augment) if args.backend_augment else None)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.weight_decay), loss=make_loss(tcfg),
+                      metrics=[keras.metrics.AUC(name="auc")], jit_compile=jit_compile(None, devices.kind,
+                                                                                      devices.backend))
+    t = time.perf_counter()
+    model.train_on_batch(x, y)  # compiles
+    compile_s = time.perf_counter() - t
+    rates = []
+    for _ in range(args.rounds):
+        for _ in range(args.warmup):
+            model.train_on_batch(x, y)
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            loss = model.train_on_batch(x, y)
+        float(np.asarray(loss[0] if isinstance(loss, (list, tuple)) else loss))  # wait for the device
+        rates.append(args.steps * args.batch / (time.perf_counter() - t))
+    return {"backend": devices.backend, "device": devices.kind, "img_s": round(max(rates), 2),
+            "rounds": [round(r, 2) for r in rates], "compile_s": round(compile_s, 1)}
+
+
+def backend_figures(args: argparse.Namespace) -> dict:
+    """Each backend's step-alone figure in its own process, alternating twice, best kept; then the ratio."""
+    import json
+    import subprocess
+
+    argv = [sys.executable, str(Path(__file__).resolve()), "--model", args.model, "--size", str(args.size),
+            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--rounds", str(args.rounds), "--seed", str(args.seed)] + (["--backend-augment"] if args.backend_augment
+                                                                        else [])
+    best: dict[str, dict] = {}
+    for order in (("tensorflow", "jax"), ("jax", "tensorflow")):
+        for backend in order:
+            env = {**os.environ, "KERAS_BACKEND": backend}
+            res = subprocess.run(argv + ["--step-only", backend], capture_output=True, text=True, env=env)
+            if res.returncode != 0:
+                raise RuntimeError(f"{backend} figure failed: {res.stderr[-1500:]}")
+            fig = json.loads(res.stdout.strip().splitlines()[-1])
+            print(f"  {backend:<10} {fig['img_s']:8.1f} img/s on {fig['device']} (compiled in {fig['compile_s']} s)",
+                  flush=True)
+            if backend not in best or fig["img_s"] > best[backend]["img_s"]:
+                best[backend] = fig
+    ratio = best["jax"]["img_s"] / best["tensorflow"]["img_s"]
+    return {"tensorflow": best["tensorflow"], "jax": best["jax"], "ratio_jax_to_tensorflow": round(ratio, 3),
+            "augment_in_model": args.backend_augment}
+
+
 # ---------------------------------------------------------------- GPU figures (separate path)
 
 def gpu_figures(models: list[tuple[str, int]], batch: int, steps: int, warmup: int, tta: int) -> list[dict]:
@@ -265,6 +340,11 @@ def verdict(ok: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.step_only:
+        import json
+
+        print(json.dumps(step_only(args)))
+        return 0
     # Keras notes on every fit that a Dataset is not reshuffled by it: expected here, and noise in the report.
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     import keras
@@ -282,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
           f"TensorFlow {info['tensorflow']}, Keras {info['keras']}, GPUs: {info['gpus'] or 'none'}; "
           f"load average {results['load_before']}", flush=True)
 
-    if not args.gpu_only:
+    if args.backends or args.backends_only:
+        print(f"backends: {args.model}@{args.size}, batch {args.batch}, training step alone"
+              + (", augmentation in the model" if args.backend_augment else ""), flush=True)
+        results["backends"] = backend_figures(args)
+    if not (args.gpu_only or args.backends_only):
         cfg = Config()
         acfg, shuffle = cfg.train.augment, cfg.train.shuffle_buffer
         jit = jit_compile(None, "gpu" if info["gpus"] else "cpu")  # as train.py (no XLA on a CPU)
@@ -347,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         results["pass"] = {"pipeline_to_step": r1 >= lo1, "tfrecord_to_memory": r2 >= lo2}
         print(f"(a)/(b) = {r1:.1f}x   (must be >= {lo1:g}x)   {verdict(r1 >= lo1)}")
         print(f"(c)/(d) = {r2:.1%}   (must be >= {lo2:.0%})   {verdict(r2 >= lo2)}")
+    if "backends" in results:
+        bk = results["backends"]
+        print(f"JAX / TensorFlow training img/s ({args.model}@{args.size}, batch {args.batch}): "
+              f"{bk['jax']['img_s']:.1f} / {bk['tensorflow']['img_s']:.1f} = {bk['ratio_jax_to_tensorflow']:.2f}x "
+              f"on {bk['jax']['device']}")
     for g in results.get("gpu", []):
         print(f"{g['model']}@{g['size']} {g['precision']}: train {g['train_img_s']} img/s, "
               f"inference {g['infer_img_s']} img/s, {g['tta_img_s']} images/s with {g['tta_passes']} TTA passes")

@@ -55,13 +55,12 @@ def test_class_weights_and_oversampling_arithmetic():
 def test_imbalance_rejects_bad_settings():
     from melanoma.errors import ConfigError
 
-    cfg = apply_overrides(Config(), {"train.oversample": 0.5})
-    with pytest.raises(ConfigError, match="oversample"):
-        imbalance(10, 90, cfg.train)
+    with pytest.raises(ConfigError, match="train.oversample: expected a number >= 1, got 0.5"):
+        apply_overrides(Config(), {"train.oversample": 0.5})  # refused when the config loads
     with pytest.raises(ConfigError, match="both are needed"):
         imbalance(0, 90, Config().train)
-    with pytest.raises(ConfigError, match="class_weight"):
-        class_weights(1, 9, "square")
+    with pytest.raises(ConfigError, match="train.class_weight"):
+        apply_overrides(Config(), {"train.class_weight": "square"})
 
 
 def write_shards(root, n_files=4, per_file=50, pos_every=10, split="train", size=8):

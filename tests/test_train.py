@@ -129,6 +129,8 @@ def test_killed_run_resumes_to_the_same_outputs(records, tmp_path):
     resumed = pd.read_csv(killed / "fold1" / "history.csv")
     assert list(resumed.epoch) == list(range(6))  # each epoch once: continued, not restarted
     assert done_epochs >= 2
+    # The fold after the resumed one trains all its epochs too (Keras keeps a restored start epoch otherwise).
+    assert list(pd.read_csv(killed / "fold2" / "history.csv").epoch) == list(range(6))
     # What an uninterrupted run writes: every training image once in oof.csv, every test image in test_pred.csv.
     oof, test = pd.read_csv(killed / "oof.csv"), pd.read_csv(killed / "test_pred.csv")
     assert list(oof.image_name) == sorted(n for n, _ in train_names) and oof.shape == (120, 5)
@@ -235,3 +237,36 @@ def test_train_only_shards_are_trained_on_but_never_validated(records, tmp_path)
     assert "fold 0: 120 training images, 30 malignant" in res.stderr
     oof = pd.read_csv(out / "oof.csv")
     assert sorted(oof.image_name) == sorted(n for n, _ in train_names[:40])  # fold 0 only, no external ids
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_restart_refuses_bad_settings_before_touching_the_run_and_keeps_the_old_one(records, tmp_path):
+    rec, train_names, _ = records
+    out = tmp_path / "run"
+    assert run_cli(train_args(rec, out, 1, "--folds", "0")).returncode == 0
+    before = tree_digest(out)
+    bad = run_cli(train_args(rec, out, 1, "--folds", "0", "--restart", "--model", "efficientnet_b99"))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("melanoma: error: unknown model")
+    assert tree_digest(out) == before  # a typo costs nothing
+    res = run_cli(train_args(rec, out, 1, "--folds", "0", "--restart"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    aside = list(out.glob("replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "fold0" / "done.json").is_file()  # moved aside, never deleted
+    assert (out / "fold0" / "done.json").is_file()
+
+
+def test_a_failed_first_try_does_not_block_the_corrected_run(records, tmp_path):
+    """A run that failed before finishing an epoch leaves resume.json but no progress: other settings start it
+    over instead of being refused as 'another run'."""
+    rec, _, _ = records
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "resume.json").write_text('{"fingerprint": "from-a-failed-try", "backend": "tensorflow"}')
+    res = run_cli(train_args(rec, out, 1, "--folds", "0"))
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -20,9 +20,6 @@ from typing import Any
 import keras
 
 from melanoma.config import AugmentConfig
-from melanoma.errors import ConfigError
-
-PLACEMENTS = ("auto", "data", "model")
 
 
 @dataclass(frozen=True)
@@ -217,16 +214,6 @@ def _flip_view(axes):
 
 
 FLIP_VIEWS = {"flip_lr": _flip_view([2]), "flip_ud": _flip_view([1]), "flip_lr_ud": _flip_view([1, 2])}
-
-
-def check_augment(acfg: AugmentConfig) -> None:
-    if acfg.where not in PLACEMENTS:
-        raise ConfigError(f"train.augment.where must be one of {PLACEMENTS}, got {acfg.where!r}")
-    for name in ("rotate", "shear", "zoom", "shift", "hue", "saturation", "contrast", "brightness", "cutout_size"):
-        if getattr(acfg, name) < 0:
-            raise ConfigError(f"train.augment.{name} must be >= 0, got {getattr(acfg, name)}")
-    if acfg.zoom >= 1 or acfg.saturation > 1 or acfg.contrast > 1 or acfg.hue > 0.5:
-        raise ConfigError("train.augment: zoom must be < 1, saturation and contrast <= 1, hue <= 0.5")
 
 
 @keras.saving.register_keras_serializable(package="melanoma")

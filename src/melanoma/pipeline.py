@@ -22,7 +22,7 @@ from melanoma.augment import augment_batch
 from melanoma.config import AugmentConfig
 from melanoma.data import AGE, ID, SEX, SITE, TARGET
 from melanoma.errors import input_error
-from melanoma.records import feature_description, parse_shard_name
+from melanoma.records import check_prepared, feature_description, parse_shard_name
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
@@ -60,6 +60,7 @@ class ShardSet:
 def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
     """Our shards (through manifest.json) or a directory of the public Kaggle TFRecords."""
     tfrec_dir = str(tfrec_dir).rstrip("/")
+    check_prepared(tfrec_dir)  # an unfinished prepare folder would train on partial shards
     manifest_path = f"{tfrec_dir}/manifest.json"
     if tf.io.gfile.exists(manifest_path):
         with tf.io.gfile.GFile(manifest_path) as f:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from melanoma.augment import FLIP_VIEWS, check_augment
+from melanoma.augment import FLIP_VIEWS
 from melanoma.config import Config, TrainConfig, save_run_info, to_dict
 from melanoma.data import ID, TARGET
 from melanoma.errors import ConfigError
@@ -35,9 +35,6 @@ from melanoma.results import auc, fmt_auc, write_run
 from melanoma.backend import Devices, resolve_backend, resolve_precision, setup_devices
 
 log = logging.getLogger(__name__)
-
-CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt")
-
 
 # ---------------------------------------------------------------- imbalance arithmetic
 
@@ -75,9 +72,8 @@ class Imbalance:
 
 
 def class_weights(n_pos: int, n_neg: int, mode: str) -> dict[int, float]:
-    """Loss weights from the training-fold counts: balanced = n / (2 n_c); sqrt = its square root."""
-    if mode not in CLASS_WEIGHT_MODES:
-        raise ConfigError(f"train.class_weight must be one of {CLASS_WEIGHT_MODES}, got {mode!r}")
+    """Loss weights from the training-fold counts: balanced = n / (2 n_c); sqrt = its square root.
+    (Settings are validated when the config loads: `mode` is one of none | balanced | sqrt.)"""
     if mode == "none":
         return {0: 1.0, 1: 1.0}
     n = n_pos + n_neg
@@ -96,8 +92,6 @@ def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig) -> Imbalance:
             raise ConfigError(f"train.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
                               f"training folds up to all-malignant), got {share}")
         oversample = share / (1 - share) * n_neg / n_pos
-    elif oversample < 1:
-        raise ConfigError(f"train.oversample must be >= 1, got {oversample}")
     return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
 
 
@@ -152,30 +146,22 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "sustain_steps": self.sustain_steps, "total_steps": self.total_steps}
 
 
-SCHEDULES = ("exponential", "cosine")
-LOSSES = ("bce", "focal")
-
-
 def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int):
     """The learning rate per step; its peak scales with the global batch (lr_max_per_image x batch)."""
     peak = tcfg.lr_max_per_image * global_batch
     warmup, sustain = tcfg.warmup_epochs * steps_per_epoch, tcfg.sustain_epochs * steps_per_epoch
     if tcfg.schedule == "exponential":
         return WarmupExponentialDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.decay, steps_per_epoch)
-    if tcfg.schedule == "cosine":
-        return WarmupCosineDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
-    raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {tcfg.schedule!r}")
+    return WarmupCosineDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
 
 
 def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
     if tcfg.loss == "bce":
         return keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing)
-    if tcfg.loss == "focal":
-        balanced = tcfg.focal_alpha is not None
-        return keras.losses.BinaryFocalCrossentropy(
-            apply_class_balancing=balanced, alpha=tcfg.focal_alpha if balanced else 0.25, gamma=tcfg.focal_gamma,
-            label_smoothing=tcfg.label_smoothing)
-    raise ConfigError(f"train.loss must be one of {LOSSES}, got {tcfg.loss!r}")
+    balanced = tcfg.focal_alpha is not None  # focal (the config allows only bce | focal)
+    return keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=balanced, alpha=tcfg.focal_alpha if balanced else 0.25, gamma=tcfg.focal_gamma,
+        label_smoothing=tcfg.label_smoothing)
 
 
 @contextlib.contextmanager
@@ -355,7 +341,6 @@ def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") 
 
 
 def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
-    check_augment(tcfg.augment)
     return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
 
 
@@ -384,8 +369,6 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    if tcfg.checkpoint not in ("best", "last"):
-        raise ConfigError(f"train.checkpoint must be best or last, got {tcfg.checkpoint!r}")
     backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
     devices: Devices = setup_devices(tcfg.tpu, tcfg.cpu_replicas)
     device, replicas = devices.kind, devices.count
