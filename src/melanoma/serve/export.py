@@ -241,9 +241,17 @@ def _check_onnx(model, path: Path, size: int, meta: bool) -> str:
     x = {"image": rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)}
     if meta:
         x["meta"] = np.zeros((2, model.inputs[1].shape[-1]), np.float32)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {i.name: x["meta" if "meta" in i.name else "image"] for i in sess.get_inputs()}
-    got = np.asarray(sess.run(None, feeds)[0]).reshape(-1)
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        if len(names) != len(x):  # e.g. constants the converter turned into inputs: not usable as it stands
+            raise ValueError(f"the ONNX graph has {len(names)} inputs ({', '.join(names)[:150]}), "
+                             f"the model {len(x)}")
+        feeds = {n: x["meta" if "meta" in n else "image"] for n in names}
+        got = np.asarray(sess.run(None, feeds)[0]).reshape(-1)
+    except Exception as e:  # onnxruntime raises its own types for graphs it cannot load or run
+        path.unlink()
+        return f"failed: onnxruntime cannot run it: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     want = np.asarray(model.predict_on_batch(x if meta else x["image"])).reshape(-1)
     err = float(np.abs(got - want).max())
     if err > 1e-4:
