@@ -204,18 +204,18 @@ class TabularConfig:
     image_stats: Literal["auto", "off"] = "auto"
     # lgbm and hgb: early stopping on this share of the training patients, held out whole, then a refit
     inner_validation: Annotated[float, Range(0, 0.5, min_open=True)] = 0.2
-    early_stopping_rounds: PositiveInt = 100  # rounds without a better inner-validation AUC before stopping
+    early_stopping_rounds: PositiveInt = 50  # rounds without a better inner-validation score before stopping
     lgbm_max_rounds: PositiveInt = 2000
     lgbm_learning_rate: Positive = 0.02
-    lgbm_num_leaves: Annotated[int, Range(2)] = 15
-    lgbm_min_child_samples: PositiveInt = 50  # rows per leaf at least
+    lgbm_num_leaves: Annotated[int, Range(2)] = 7
+    lgbm_min_child_samples: PositiveInt = 100  # rows per leaf at least
     lgbm_feature_fraction: Annotated[float, Range(0, 1, min_open=True)] = 0.6  # features tried per tree
     lgbm_bagging_fraction: Annotated[float, Range(0, 1, min_open=True)] = 0.8  # rows drawn per tree
     lgbm_lambda_l2: NonNegative = 5.0
     hgb_max_iter: PositiveInt = 1000
     hgb_learning_rate: Positive = 0.03
-    hgb_max_leaf_nodes: Annotated[int, Range(2)] = 15
-    hgb_min_samples_leaf: PositiveInt = 80
+    hgb_max_leaf_nodes: Annotated[int, Range(2)] = 7
+    hgb_min_samples_leaf: PositiveInt = 100
     hgb_l2_regularization: NonNegative = 5.0
     hgb_max_features: Annotated[float, Range(0, 1, min_open=True)] = 0.6  # features tried per split
 
