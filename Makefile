@@ -1,5 +1,5 @@
 # make demo: install into .venv (if needed) and run every stage on the shipped demo images.
-# make test: install the same way and run the test suite.
+# make test: install the same way and run the fast tests; make test-all: every test (what CI runs).
 PYTHON ?= python3
 VENV ?= .venv
 # cpu by default (a local tensorflow-cpu wheel); `make demo TF_EXTRA=gpu` installs tensorflow[and-cuda].

@@ -270,3 +270,32 @@ def test_a_failed_first_try_does_not_block_the_corrected_run(records, tmp_path):
     (out / "resume.json").write_text('{"fingerprint": "from-a-failed-try", "backend": "tensorflow"}')
     res = run_cli(train_args(rec, out, 1, "--folds", "0"))
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_kills_at_random_points_always_resume_to_the_uninterrupted_outputs(records, tmp_path):
+    """Five kills spread over a run (during fold 0, between folds, during the last fold's predictions), each
+    followed by a re-run: every fold ends with all its epochs and the outputs match an uninterrupted run's."""
+    rec, train_names, test_names = records
+    reference = tmp_path / "reference"
+    start = time.time()
+    assert run_cli(train_args(rec, reference, 3)).returncode == 0
+    full = time.time() - start
+    ref_oof = pd.read_csv(reference / "oof.csv")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    rng = np.random.default_rng(7)
+    for i, fraction in enumerate((0.35, 0.55, 0.75, 0.9, 0.97)):
+        out = tmp_path / f"killed{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "melanoma", *train_args(rec, out, 3)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(full * fraction * rng.uniform(0.9, 1.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        res = run_cli(train_args(rec, out, 3))
+        assert res.returncode == 0, res.stderr[-3000:]
+        for k in range(N_FOLDS):
+            assert list(pd.read_csv(out / f"fold{k}" / "history.csv").epoch) == [0, 1, 2], (i, k)
+        oof, test = pd.read_csv(out / "oof.csv"), pd.read_csv(out / "test_pred.csv")
+        assert list(oof.image_name) == list(ref_oof.image_name) and oof.shape == ref_oof.shape
+        assert list(test.image_name) == sorted(n for n, _ in test_names) and test.shape == (40, 2)
+        assert not list(out.rglob(".tmp-*")) and not list(out.glob("fold*/backup"))
