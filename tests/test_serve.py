@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.config import ServeConfig, load_config
+from melanoma.config import ServeConfig, apply_overrides, load_config
 from melanoma.errors import ConfigError
 from melanoma.images import BadImage
 
@@ -154,7 +154,7 @@ def test_metadata_vector_matches_the_train_reader():
 def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
     import tensorflow as tf
 
-    from melanoma.serve.artifact import Artifact, calibrate, read_calibrator, read_thresholds
+    from melanoma.serve.artifact import Artifact, calibrate
     from melanoma.serve.export import export
 
     cfg, data, rec, run, model = trained
@@ -173,22 +173,25 @@ def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
     else:
         assert info["formats"]["onnx"].startswith(("skipped", "failed")) and not (model / "model.onnx").exists()
 
-    # A report folder's calibrator and thresholds travel with the model; flips average inside the graph.
-    report = tmp_path / "report"
-    report.mkdir()
-    (report / "calibrator.json").write_text(json.dumps({"method": "isotonic", "x": [0, 1], "y": [0.1, 0.3]}))
-    (report / "report.json").write_text(json.dumps({"thresholds": {"sens90": {"threshold": 0.2}, "youden": 0.9}}))
-    cfg2 = load_config(None, ["export.tta_flips=true", f"export.report={report}", "export.savedmodel=false",
-                              "export.onnx=false", f"export.tfrecords={rec}"])
+    # The report's calibrator and thresholds (its section for this run) travel with the model; flips average
+    # inside the graph.
+    from melanoma.report import calibration, report
+
+    rcfg = apply_overrides(cfg, {"report.bootstrap": 20, "report.gradcam": False, "report.gallery_size": 1,
+                                 "paths.data": str(data), "report.calibration": "platt"})
+    rep = report(rcfg, [run], tmp_path / "report")
+    ops = {op["name"]: op["threshold"] for op in rep["runs"][0]["operating_points"]}
+    cfg2 = load_config(None, ["export.tta_flips=true", f"export.report={tmp_path / 'report'}",
+                              "export.savedmodel=false", "export.onnx=false", f"export.tfrecords={rec}"])
     export(cfg2, run, tmp_path / "m2")
     flipped = Artifact.load(tmp_path / "m2")
     views = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
     np.testing.assert_allclose(flipped.predict(x), np.mean([art.predict(v) for v in views], axis=0), atol=1e-6)
-    assert flipped.thresholds == {"sens90": 0.2, "youden": 0.9}
-    np.testing.assert_allclose(flipped.calibrated(np.array([0.0, 0.5])), [0.1, 0.2])
-    assert read_calibrator({"method": "platt", "a": 1.0, "b": 0.0}) is not None and read_calibrator({"x": 1}) is None
-    np.testing.assert_allclose(calibrate(np.array([0.3]), {"method": "platt", "a": 1.0, "b": 0.0}), [0.3])
-    assert read_thresholds({"operating_points": [{"name": "s80", "threshold": 0.1}]}) == {"s80": 0.1}
+    assert flipped.thresholds == pytest.approx(ops) and "Youden's J" in flipped.thresholds
+    cal = calibration.load(tmp_path / "report" / rep["runs"][0]["calibration"]["file"])
+    p = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_allclose(flipped.calibrated(p), calibration.apply(cal, p))
+    assert calibrate(p, None) is p
 
 
 @pytest.mark.slow  # about 30 s: a fresh process imports TensorFlow and JAX

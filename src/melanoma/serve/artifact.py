@@ -29,57 +29,13 @@ class BadMetadata(ValueError):
     """A metadata value the model cannot take; the message names the field, the value and what is allowed."""
 
 
-# ---------------------------------------------------------------- calibrator and thresholds (from the report)
-
-def read_calibrator(obj: Any) -> dict | None:
-    """The report's calibrator in a form we apply: isotonic (x/y knots, interpolated) or Platt (a, b).
-
-    Accepts {"method": "isotonic", "x": [...], "y": [...]} (or x_thresholds / y_thresholds) and
-    {"method": "platt" | "sigmoid", "a": A, "b": B[, "input": "logit" | "prob"]}: p' = sigmoid(A * z + B)
-    with z = logit(p) (default) or p. Anything else is None: the caller warns, and no calibrator is exported.
-    """
-    if not isinstance(obj, dict):
-        return None
-    obj = obj.get("calibrator", obj) if isinstance(obj.get("calibrator"), dict) else obj
-    method = str(obj.get("method", obj.get("kind", ""))).lower()
-    if method == "isotonic":
-        x = obj.get("x", obj.get("x_thresholds"))
-        y = obj.get("y", obj.get("y_thresholds"))
-        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) >= 1:
-            return {"method": "isotonic", "x": [float(v) for v in x], "y": [float(v) for v in y]}
-    if method in ("platt", "sigmoid", "logistic"):
-        a, b = obj.get("a", obj.get("slope", obj.get("coef"))), obj.get("b", obj.get("intercept"))
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return {"method": "platt", "a": float(a), "b": float(b), "input": obj.get("input", "logit")}
-    return None
-
-
-def read_thresholds(report: Any) -> dict[str, float]:
-    """Named decision thresholds from report.json: {"thresholds": {name: value | {"threshold": value}}} or
-    a list of {"name", "threshold"} (also under "operating_points"). Empty when there are none."""
-    if not isinstance(report, dict):
-        return {}
-    found = report.get("thresholds", report.get("operating_points"))
-    items = found.items() if isinstance(found, dict) else (
-        ((d.get("name", d.get("label", str(i))), d) for i, d in enumerate(found) if isinstance(d, dict))
-        if isinstance(found, list) else ())
-    out = {}
-    for name, value in items:
-        if isinstance(value, dict):
-            value = value.get("threshold", value.get("value"))
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
-            out[str(name)] = float(value)
-    return out
-
+# ---------------------------------------------------------------- calibrator (the report's, melanoma.report.calibration)
 
 def calibrate(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
-    if calibrator is None:
-        return p
-    if calibrator["method"] == "isotonic":
-        return np.interp(p, calibrator["x"], calibrator["y"])
-    eps = 1e-7
-    z = np.log(np.clip(p, eps, 1 - eps) / np.clip(1 - p, eps, 1)) if calibrator.get("input") != "prob" else p
-    return 1.0 / (1.0 + np.exp(-(calibrator["a"] * z + calibrator["b"])))
+    """The exported calibrator applied as the report and the blend apply it; identity without one."""
+    from melanoma.report import calibration
+
+    return p if calibrator is None else calibration.apply(calibrator, p)
 
 
 # ---------------------------------------------------------------- metadata

@@ -23,7 +23,7 @@ from melanoma.data import SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
 from melanoma.records import VOCABULARIES
-from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE, read_calibrator, read_thresholds
+from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 DEFAULT_THRESHOLDS = {"p50": 0.5}  # when the report exported none: a label at probability 0.5
@@ -119,22 +119,25 @@ def combined_model(models: list, combine: str, flips: bool, size: int, meta: boo
     return keras.Model({"image": image, "meta": meta_in} if meta else image, out, name="melanoma")
 
 
-def report_extras(report_dir: Path | None) -> tuple[dict | None, dict[str, float], str | None]:
-    """(calibrator, thresholds, where from) of the report folder, each optional."""
-    if report_dir is None or not report_dir.is_dir():
+def report_extras(report_dir: Path | None, run_dir: Path) -> tuple[dict | None, dict[str, float], str | None]:
+    """(calibrator, thresholds, where from) for the exported run, from its section of the report folder's
+    report.json: the operating points' thresholds (chosen on the OOF) and the calibrator file it wrote."""
+    from melanoma.report import calibration
+
+    if report_dir is None or not (report_dir / "report.json").is_file():
         return None, {}, None
-    calibrator = thresholds = None
-    if (report_dir / "calibrator.json").is_file():
-        calibrator = read_calibrator(read_json(report_dir / "calibrator.json"))
-        if calibrator is None:
-            log.warning("export: %s/calibrator.json has a form this version cannot apply: no calibrator "
-                        "exported", report_dir)
-    if (report_dir / "report.json").is_file():
-        report = read_json(report_dir / "report.json")
-        thresholds = read_thresholds(report)
-        if calibrator is None and isinstance(report, dict):
-            calibrator = read_calibrator(report.get("calibrator"))
-    return calibrator, thresholds or {}, str(report_dir)
+    report = read_json(report_dir / "report.json")
+    target = run_dir.resolve()
+    section = next((r for r in report.get("runs", []) if Path(r.get("path", "")).resolve() == target), None)
+    if section is None:
+        log.warning("export: %s/report.json has no section for %s: no thresholds or calibrator exported",
+                    report_dir, run_dir)
+        return None, {}, None
+    thresholds = {op["name"]: float(op["threshold"]) for op in section.get("operating_points", [])
+                  if op.get("threshold") is not None and 0 <= op["threshold"] <= 1}
+    cal_info = section.get("calibration") or {}
+    calibrator = calibration.load(report_dir / cal_info["file"]) if cal_info.get("file") else None
+    return calibrator, thresholds, str(report_dir)
 
 
 def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
@@ -152,8 +155,10 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
         log.info("export: the run averaged %d random TTA passes; random passes are not exported", t.tta)
     models = [load_fold_model(run_cfg, w) for w in weights.values()]
     model = combined_model(models, ecfg.combine, flips, t.size, t.metadata)
-    report_dir = Path(ecfg.report) if ecfg.report else run_dir / "report"
-    calibrator, thresholds, report_from = report_extras(report_dir)
+    # default: the report `melanoma run` writes beside the run (PATHS.runs/report), or one inside the run folder
+    report_dir = Path(ecfg.report) if ecfg.report else next(
+        (d for d in (run_dir / "report", run_dir.parent / "report") if d.is_dir()), None)
+    calibrator, thresholds, report_from = report_extras(report_dir, run_dir)
     if ecfg.report and report_from is None:
         raise input_error(ecfg.report, "export.report: folder not found")
     config_text = (run_dir / "config.yaml").read_bytes()
