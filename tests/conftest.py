@@ -135,3 +135,19 @@ def textured_layout(root: Path, n_train: int = 40, n_test: int = 8, n_patients: 
 @pytest.fixture
 def textured_data(tmp_path) -> Path:
     return textured_layout(tmp_path / "data")
+
+
+N_TEST = 10982  # rows of the competition's test.csv and sample_submission.csv
+
+
+def competition_test_files(root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(sample_submission.csv, test.csv) shaped like the competition's: 10,982 unique ISIC_NNNNNNN ids in
+    sorted order, target 0 in the sample (the real files stay outside the repository)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"ISIC_{n:07d}" for n in np.sort(rng.choice(10_000_000, N_TEST, replace=False))]
+    root.mkdir(parents=True, exist_ok=True)
+    sample, test = root / "sample_submission.csv", root / "test.csv"
+    pd.DataFrame({"image_name": ids, "target": 0}).to_csv(sample, index=False)
+    pd.DataFrame({"image_name": ids, "patient_id": [f"IP_{i // 16:07d}" for i in range(N_TEST)]}).to_csv(
+        test, index=False)
+    return sample, test

@@ -16,8 +16,8 @@ from melanoma.cli import main
 from melanoma.config import BlendConfig, Config
 from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.results import auc
+from conftest import competition_test_files
 
-REAL = Path("/work/shared/data/siim2020_format")
 
 
 def ids(prefix: str, n: int, start: int = 0) -> list[str]:
@@ -229,12 +229,11 @@ def test_read_sample_submission_errors(tmp_path):
         read_sample_submission(bad)
 
 
-def test_real_competition_sample_submission_validates(tmp_path):
-    if not (REAL / "sample_submission.csv").is_file() or not (REAL / "test.csv").is_file():
-        pytest.skip(f"{REAL} is not available")
-    sample = read_sample_submission(REAL / "sample_submission.csv")
+def test_competition_sized_sample_submission_validates(tmp_path):
+    sample_path, test_path = competition_test_files(tmp_path / "comp")
+    sample = read_sample_submission(sample_path)
     assert len(sample) == 10982
-    test_ids = pd.read_csv(REAL / "test.csv", dtype={"image_name": "string"})["image_name"].tolist()
+    test_ids = pd.read_csv(test_path, dtype={"image_name": "string"})["image_name"].tolist()
     rng = np.random.default_rng(5)
     order = rng.permutation(len(test_ids))
     shuffled = [test_ids[i] for i in order]
@@ -409,15 +408,14 @@ def test_cli_blend_methods_and_report(tmp_path, known_mixture, capsys):
 
 
 # --------------------------------------------------------------------------------------------------------
-# submission checks against the real competition test set (10,982 ids)
+# submission checks against a competition-sized test set (10,982 ids)
 
 
 @pytest.fixture(scope="module")
-def real_sample():
-    if not (REAL / "sample_submission.csv").is_file() or not (REAL / "test.csv").is_file():
-        pytest.skip(f"{REAL} is not available")
-    sample = read_sample_submission(REAL / "sample_submission.csv")
-    test_ids = pd.read_csv(REAL / "test.csv", dtype={"image_name": "string"})["image_name"]
+def real_sample(tmp_path_factory):
+    sample_path, test_path = competition_test_files(tmp_path_factory.mktemp("comp"))
+    sample = read_sample_submission(sample_path)
+    test_ids = pd.read_csv(test_path, dtype={"image_name": "string"})["image_name"]
     assert len(sample) == 10982 and set(sample["image_name"]) == set(test_ids)
     return sample
 

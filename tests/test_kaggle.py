@@ -16,13 +16,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from conftest import competition_test_files
 from melanoma import kaggle
 from melanoma.cli import main
 from melanoma.config import load_config
 from melanoma.errors import KaggleError
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "siim2020_format"
 COMP = kaggle.COMPETITION
 SECRET = "0123456789abcdef-not-a-real-key"
 
@@ -327,12 +327,11 @@ def test_cli_push_dry_run_needs_no_credentials(no_credentials, tmp_path, capsys,
 
 @pytest.fixture
 def real_sample(tmp_path):
-    if not (REAL / "sample_submission.csv").is_file():
-        pytest.skip(f"{REAL} is not available")
-    sample = pd.read_csv(REAL / "sample_submission.csv", dtype={"image_name": "string"})
+    sample_path, _ = competition_test_files(tmp_path / "comp")
+    sample = pd.read_csv(sample_path, dtype={"image_name": "string"})
     sub = tmp_path / "submission.csv"
     sample.assign(target=0.5).to_csv(sub, index=False)
-    return REAL / "sample_submission.csv", sub
+    return sample_path, sub
 
 
 def test_submit_validates_then_submits_and_reports_the_score(fake_api, real_sample, capsys):

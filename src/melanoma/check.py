@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -209,10 +208,9 @@ def hash_images(paths: list[str], size: int, max_pixels: int, workers: int, chun
 
 def run_check(cfg, data_dir: str | Path, duplicates_csv: str | Path | None, out: str | Path | None) -> dict:
     """The `check` command: the leakage report of a competition-layout folder (printed; JSON with --out)."""
-    from tqdm.auto import tqdm
-
     from melanoma.data import image_path, read_test, read_train
     from melanoma.files import write_csv, write_json
+    from melanoma.progress import progress_bar
 
     pcfg = cfg.prepare
     train, test = read_train(data_dir, cfg.data.patient_id), read_test(data_dir, cfg.data.patient_id)
@@ -220,8 +218,7 @@ def run_check(cfg, data_dir: str | Path, duplicates_csv: str | Path | None, out:
     paths = [str(image_path(data_dir, s, n)) for n, s in zip(images[ID], images["split"])]
     exists = [os.path.isfile(p) for p in paths]
     workers = pcfg.workers if pcfg.workers > 0 else (os.cpu_count() or 1)
-    quiet = not sys.stderr.isatty() or bool(os.environ.get("CI"))
-    with tqdm(total=sum(exists), unit="img", desc="check", dynamic_ncols=True, disable=quiet) as bar:
+    with progress_bar(sum(exists), "check") as bar:
         todo = [p for p, e in zip(paths, exists) if e]
         hashes, errors, flags = hash_images(todo, pcfg.size, pcfg.max_pixels, workers, progress=bar.update)
     it = iter(zip(hashes, errors, flags))

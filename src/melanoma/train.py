@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.augment import FLIP_VIEWS
+from melanoma.backend import Devices, resolve_backend, resolve_precision, setup_devices
 from melanoma.config import Config, TrainConfig, save_run_info, to_dict
 from melanoma.data import ID, TARGET
 from melanoma.errors import ConfigError
@@ -31,8 +32,8 @@ from melanoma.files import read_json, write_csv, write_json
 from melanoma.models import build_model, prediction_model
 from melanoma.pipeline import (META_DIM, Shard, ShardSet, count_targets, find_shards, predict_dataset, read_index,
                                train_dataset, validation_dataset)
+from melanoma.progress import progress_bar
 from melanoma.results import auc, fmt_auc, write_run
-from melanoma.backend import Devices, resolve_backend, resolve_precision, setup_devices
 
 log = logging.getLogger(__name__)
 
@@ -304,19 +305,27 @@ def predict(pm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: Train
     devices must divide evenly.
     """
     out = {}
-    for name, view in prediction_views(tcfg):
-        ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, view, meta=tcfg.metadata, pad=pad)
-        res = pm.predict(ds, verbose=0)
-        idx, pred = np.asarray(res["idx"]).reshape(-1), np.asarray(res["pred"], dtype=np.float64).reshape(-1)
-        real = idx >= 0 if pad else slice(None)
-        idx, pred = idx[real], pred[real]
-        if (idx < 0).any() or len(idx) != len(names) or len(np.unique(idx)) != len(names):
-            raise RuntimeError(f"prediction ids do not match the {len(names)} records: "
-                               f"{len(idx)} predictions, {len(np.unique(idx))} distinct ids")
-        aligned = np.empty(len(names))
-        aligned[idx] = pred
-        out[name] = aligned
+    views = prediction_views(tcfg)
+    with progress_bar(len(views) * len(names), f"predict ({len(views)} view{'s' * (len(views) > 1)})") as bar:
+        for name, view in views:
+            out[name] = _predict_view(pm, predict_dataset(shards, names, tcfg.size, stored_size, batch, view,
+                                                          meta=tcfg.metadata, pad=pad), len(names), pad)
+            bar.update(len(names))
     return out
+
+
+def _predict_view(pm: keras.Model, ds, n: int, pad: bool) -> np.ndarray:
+    """One prediction pass, each prediction put at the row of its own idx (padding rows dropped)."""
+    res = pm.predict(ds, verbose=0)
+    idx, pred = np.asarray(res["idx"]).reshape(-1), np.asarray(res["pred"], dtype=np.float64).reshape(-1)
+    real = idx >= 0 if pad else slice(None)
+    idx, pred = idx[real], pred[real]
+    if (idx < 0).any() or len(idx) != n or len(np.unique(idx)) != n:
+        raise RuntimeError(f"prediction ids do not match the {n} records: "
+                           f"{len(idx)} predictions, {len(np.unique(idx))} distinct ids")
+    aligned = np.empty(n)
+    aligned[idx] = pred
+    return aligned
 
 
 def mean_views(views: dict[str, np.ndarray]) -> np.ndarray:

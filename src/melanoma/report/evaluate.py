@@ -7,13 +7,12 @@ same resampled patients.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from melanoma.progress import progress_bar
 from melanoma.report import metrics as M
 
 GRID = np.linspace(0.0, 1.0, 101)  # where the ROC and PR bands are evaluated
@@ -21,11 +20,7 @@ MAX_POINTS = 400  # curve points kept in report.json and drawn (the figures cann
 
 
 def progress(total: int, desc: str):
-    """A tqdm bar on a terminal; none in CI (`CI` set) or when stderr is a log file."""
-    from tqdm.auto import tqdm
-
-    quiet = bool(os.environ.get("CI")) or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit="resample", dynamic_ncols=True, disable=quiet, leave=False)
+    return progress_bar(total, desc, unit="resample", leave=False)
 
 
 def thin(*arrays: np.ndarray, n: int = MAX_POINTS) -> list[list[float]]:

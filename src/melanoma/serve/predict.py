@@ -94,7 +94,7 @@ def _read(art: Artifact, path: str) -> np.ndarray | str:
 
 def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str | Path) -> pd.DataFrame:
     """The `predict` command: writes OUT (a row per image) and returns it."""
-    from tqdm import tqdm
+    from melanoma.progress import progress_bar
 
     pcfg = cfg.predict
     art = Artifact.load(model_dir)
@@ -105,8 +105,7 @@ def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str
     errors = [""] * n
     starts = list(range(0, n, batch))
     workers = pcfg.workers or (os.cpu_count() or 1)
-    quiet = not os.isatty(2) or bool(os.environ.get("CI"))
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=n, unit="img", disable=quiet, desc="predict") as bar:
+    with ThreadPoolExecutor(workers) as pool, progress_bar(n, "predict") as bar:
         def submit(start: int) -> list[Future]:
             return [pool.submit(_read, art, p) for p in df[PATH].iloc[start:start + batch]]
 
