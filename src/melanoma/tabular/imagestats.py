@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +66,9 @@ def _stats_chunk(paths: list[str]) -> list[dict[str, float]]:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+    from melanoma.progress import progress_bar
 
-    quiet = not sys.stderr.isatty() or bool(os.environ.get("CI"))
-    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True, disable=quiet or total == 0)
+    return progress_bar(total, desc)
 
 
 def _map_files(paths: list[str], workers: int) -> list[dict[str, float]]:
