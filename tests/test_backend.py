@@ -187,9 +187,10 @@ def test_jax_run_on_8_devices_writes_complete_aligned_outputs_and_resumes(record
     assert sorted(oof.image_name) == sorted(truth) and fold_aucs_above(oof, 0.8)
     for k in range(N_FOLDS):
         assert list(pd.read_csv(out / f"fold{k}" / "history.csv").epoch) == [0, 1, 2]
-    # The outputs are backend-neutral: TensorFlow carries on in the same folder (another fold set is done).
+    # The outputs are backend-neutral: the same settings on TensorFlow (8 CPU replicas: the same global batch)
+    # take the folder as theirs.
     res = run_cli(train_args(rec, out, 3, "--tta-flips", "--set", "train.augment.where=model",
-                             "--backend", "tensorflow", "--batch-size", "2"))
+                             "--backend", "tensorflow", "--batch-size", "2", "--set", "train.cpu_replicas=8"))
     assert res.returncode == 0 and "already finished" in res.stderr, res.stderr[-2000:]
 
 
