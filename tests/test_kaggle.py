@@ -195,13 +195,20 @@ def test_client_exit_and_absence_become_one_line(monkeypatch):
 
 @pytest.mark.parametrize("args", [
     ["kaggle", "download", "--csv-only"], ["kaggle", "push"], ["kaggle", "status", "a/b"],
-    ["kaggle", "output", "a/b"], ["submit", "nothing.csv", "-m", "x"],
+    ["kaggle", "output", "a/b"],
 ])
 def test_commands_check_credentials_before_anything_else(no_credentials, tmp_path, capsys, args):
     code, out, err = run_cli(capsys, *args, "--config", ROOT / "configs" / "kaggle_tpu.yaml")
     lines = [ln for ln in err.splitlines() if ln.startswith("melanoma: error:")]
     assert code == 2 and len(lines) == 1 and "no Kaggle credentials found" in lines[0], err
     assert "~/.kaggle/kaggle.json" in lines[0] and not list(tmp_path.glob("data"))
+
+
+def test_submit_reports_a_broken_file_before_missing_credentials(no_credentials, capsys):
+    """The file is checked first: a user without credentials still learns that the file is wrong."""
+    code, out, err = run_cli(capsys, "submit", "nothing.csv", "-m", "x", "--config", ROOT / "configs" / "kaggle_tpu.yaml")
+    lines = [ln for ln in err.splitlines() if ln.startswith("melanoma: error:")]
+    assert code == 2 and lines == ["melanoma: error: nothing.csv: not found"], err
 
 
 # --------------------------------------------------------------------------------------------------------
