@@ -1,12 +1,12 @@
 """Time the `tabular` stage with every model on competition-shaped metadata and compare their OOF AUCs.
 
-Data: `melanoma.tabular.synthetic.competition_like` resamples the patients of the competition's real test.csv
-(shipped as tests/data/siim2020/test.csv.gz) into 33,000 training rows with original image sizes and a target
-from a realistic risk model (age, sex, site, images per patient, camera, "ugly duckling" images, a hidden
-patient effect), plus 10,982 test rows; 5 patient-grouped, triple-stratified folds (melanoma.folds). No
-images, so no colour statistics. Runs `tabular.model: all` (every model, each in RUN/<model>/) and prints each
-model's OOF AUC and seconds, the model `auto` (the default) picks, its margin over mlp_smote, and the wall time
-of the whole stage (the issue's limit: 3 minutes on 2 cores).
+Data: `melanoma.tabular.synthetic.competition_like` resamples the patients of a generated test.csv-like table
+(`metadata_template`: the real test.csv's published shape, no real rows) into 33,000 training rows with original
+image sizes and a target from a realistic risk model (age, sex, site, images per patient, camera, "ugly
+duckling" images, a hidden patient effect), plus 10,982 test rows; 5 patient-grouped, triple-stratified folds
+(melanoma.folds). No images, so no colour statistics. Runs `tabular.model: all` (every model, each in
+RUN/<model>/) and prints each model's OOF AUC and seconds, the model `auto` (the default) picks, its margin over
+mlp_smote, and the wall time of the whole stage (the issue's limit: 3 minutes on 2 cores).
 
     .venv/bin/python bench/tabular.py [--rows 33000] [--test-rows 10982] [--seed 0] [--model all]
 """
@@ -29,13 +29,11 @@ from melanoma.data import read_train  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
 from melanoma.folds import assign_folds  # noqa: E402
 from melanoma.tabular import model_names, run_tabular  # noqa: E402
-from melanoma.tabular.synthetic import competition_like  # noqa: E402
-
-TEMPLATE = Path(__file__).resolve().parents[1] / "tests" / "data" / "siim2020" / "test.csv.gz"
+from melanoma.tabular.synthetic import competition_like, metadata_template  # noqa: E402
 
 
 def make_data(root: Path, rows: int, test_rows: int, seed: int) -> Path:
-    template = pd.read_csv(TEMPLATE)
+    template = metadata_template()
     root.mkdir(parents=True, exist_ok=True)
     competition_like(template, rows, seed=seed).to_csv(root / "train.csv", index=False)
     competition_like(template, test_rows, seed=seed + 1, labelled=False, prefix="T").to_csv(root / "test.csv",

@@ -71,7 +71,7 @@ def competition_like_train(seed: int = 0, n_rows: int = 33126, n_patients: int =
                            n_pos_patients: int = 428) -> pd.DataFrame:
     """Synthetic train.csv rows shaped like the real competition's: 33,126 images of 2,056 patients,
     heavy-tailed images per patient (median about 12, max 115), 584 malignant images concentrated in 428
-    patients; sex, age and site drawn from the shipped first 500 real rows when present."""
+    patients; sex, age and site drawn from a generated competition-shaped table (a few missing)."""
     rng = np.random.default_rng(seed)
     counts = np.clip(np.round(rng.lognormal(np.log(12), 0.77, n_patients)), 2, 115).astype(int)
     while counts.sum() != n_rows:  # nudge random patients until the total matches exactly
@@ -86,11 +86,12 @@ def competition_like_train(seed: int = 0, n_rows: int = 33126, n_patients: int =
         i = chosen[min(int(rng.geometric(0.02)) - 1, n_pos_patients - 1)]
         if pos[i] < counts[i]:
             pos[i] += 1
-    head = SHARED / "siim2020_format" / "train_head500.csv"
-    real = pd.read_csv(head) if head.exists() else synthetic_meta(100, seed=seed)
-    sexes = real["sex"].dropna().to_numpy()
-    ages = real["age_approx"].dropna().to_numpy()
-    sites = real["anatom_site_general_challenge"].to_numpy(dtype=object)
+    from melanoma.tabular.synthetic import metadata_template  # here: melanoma.tabular imports scikit-learn
+
+    shaped = metadata_template(2000, 120, seed=seed)  # generated: nothing read outside the repository
+    sexes = shaped["sex"].to_numpy(dtype=object)
+    ages = shaped["age_approx"].to_numpy()
+    sites = shaped["anatom_site_general_challenge"].to_numpy(dtype=object)
     rows = {"image_name": [], "patient_id": [], "sex": [], "age_approx": [], "anatom_site_general_challenge": [],
             "diagnosis": [], "target": []}
     for p in range(n_patients):

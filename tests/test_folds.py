@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import SHARED, synthetic_meta
+from conftest import competition_like_train, synthetic_meta
 from melanoma.config import Config, apply_overrides
 from melanoma.folds import assign_folds, make_folds, read_folds
 from melanoma.data import read_train
@@ -29,14 +29,23 @@ def test_folds_are_patient_disjoint_and_stratified():
     assert not assign_folds(train, 5, seed=3).fold.equals(folds.fold)
 
 
-@pytest.mark.skipif(not (SHARED / "siim2020_format" / "train_head500.csv").exists(), reason="shared data absent")
-def test_folds_on_real_competition_rows(tmp_path):
-    src = SHARED / "siim2020_format" / "train_head500.csv"
-    (tmp_path / "train.csv").write_bytes(src.read_bytes())
+def write_competition_rows(folder) -> None:
+    """A competition-shaped train.csv (2,000 rows of 124 patients, 35 malignant, generated) with a few
+    sexes, ages and sites missing, as the real file has."""
+    train = competition_like_train(seed=1, n_rows=2000, n_patients=124, n_pos=35, n_pos_patients=26)
+    for col, rows in (("sex", [3, 4]), ("age_approx", [5, 6, 7]), ("anatom_site_general_challenge", [8, 9])):
+        train.loc[rows, col] = None
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+
+
+def test_folds_on_competition_shaped_rows(tmp_path):
+    write_competition_rows(tmp_path)
     folds = make_folds(Config(), tmp_path, tmp_path / "folds.csv")
     train = read_train(tmp_path)
     assert json.loads((tmp_path / "folds.run.json").read_text())["seed"] == 42
     assert (tmp_path / "folds.config.yaml").is_file()
+    assert train[["sex", "age_approx", "anatom_site_general_challenge"]].isna().sum().min() >= 2
     check_folds(train, folds, 5, tol=0.03)
     assert read_folds(tmp_path / "folds.csv", train).equals(folds)
 
@@ -67,7 +76,6 @@ def test_triple_stratified_folds_at_competition_scale():
     each fold's positive rate within 0.2 points of the overall 1.76%, the same median images per patient."""
     import time
 
-    from conftest import competition_like_train
     from melanoma.folds import fold_balance, fold_summary
 
     train = competition_like_train(seed=0)
@@ -94,11 +102,9 @@ def test_groups_keep_linked_patients_together():
     assert folds[folds.patient_id.isin(["IP_00001", "IP_00002"])].fold.nunique() == 1
 
 
-@pytest.mark.skipif(not (SHARED / "siim2020_format" / "train_head500.csv").exists(), reason="shared data absent")
 def test_folds_follow_the_public_tfrecord_files(tmp_path):
     """With the public TFRecords' train.csv (a `tfrecord` column), folds are its files in blocks of 3."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.csv").write_bytes((SHARED / "siim2020_format" / "train_head500.csv").read_bytes())
+    write_competition_rows(tmp_path / "data")
     train = read_train(tmp_path / "data")
     # One file per patient, as the public files are; two images are duplicates in no file (-1).
     patients = sorted(train.patient_id.unique())

@@ -21,9 +21,8 @@ from melanoma.config import Config, TabularConfig  # noqa: E402
 from melanoma.data import AGE, ID, PATIENT, SEX, SITE, TARGET, read_test, read_train  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
 from melanoma.folds import assign_folds  # noqa: E402
-from melanoma.tabular.synthetic import competition_like  # noqa: E402
+from melanoma.tabular.synthetic import competition_like, metadata_template  # noqa: E402
 
-TEMPLATE = Path(__file__).parent / "data" / "siim2020" / "test.csv.gz"
 FAST = dict(gbm_importance_repeats=0, hidden=[8], epochs=3)
 
 
@@ -39,10 +38,27 @@ def write_data(root: Path, train: pd.DataFrame, test: pd.DataFrame, n_folds: int
 def shaped(tmp_path_factory):
     """6,000 competition-shaped training rows (about 100 malignant) and 600 test rows, 3 patient folds."""
     root = tmp_path_factory.mktemp("shaped") / "data"
-    template = pd.read_csv(TEMPLATE)
+    template = metadata_template()  # generated: the competition's own rows stay out of the repo
     folds = write_data(root, competition_like(template, 6000, pos_rate=0.02, seed=3),
                        competition_like(template, 600, seed=4, labelled=False, prefix="T"))
     return root, folds
+
+
+# --------------------------------------------------------------------------------------------- data
+
+def test_metadata_template_has_the_competition_test_csv_shape():
+    t = metadata_template(seed=1)
+    assert list(t.columns) == [ID, PATIENT, SEX, AGE, SITE] and t[ID].is_unique
+    counts = t.groupby(PATIENT).size()
+    assert (len(t), len(counts)) == (10982, 690)
+    assert 10 <= counts.median() <= 14 and counts.max() <= 115 and counts.max() > 3 * counts.quantile(0.9)
+    assert set(t[SEX].dropna()) == {"male", "female"} and 0.5 < (t[SEX] == "male").mean() < 0.65
+    ages = t[AGE].dropna()
+    assert (ages % 5 == 0).all() and ages.between(15, 90).all() and 0 < t[AGE].isna().sum() < 100
+    shares = t[SITE].value_counts(dropna=False, normalize=True)
+    assert 0.45 < shares["torso"] < 0.57 and 0.2 < shares["lower extremity"] < 0.3
+    assert shares["oral/genital"] < 0.01 < shares[np.nan] < 0.03
+    assert metadata_template(seed=1).equals(t) and not metadata_template(seed=2).equals(t)
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -174,7 +190,7 @@ def test_refit_predicts_test_with_a_model_of_every_training_row(shaped, auto_run
 @pytest.mark.slow
 def test_default_beats_mlp_smote_on_competition_sized_data(tmp_path):
     """The issue's bar, on 33,000 competition-shaped rows and 5 patient folds (about 3-4 minutes)."""
-    template = pd.read_csv(TEMPLATE)
+    template = metadata_template()  # generated: the competition's own rows stay out of the repo
     folds = write_data(tmp_path / "data", competition_like(template, 33000, seed=0),
                        competition_like(template, 2000, seed=1, labelled=False, prefix="T"), n_folds=5)
     cfg = Config(seed=0, tabular=TabularConfig(model="all"))

@@ -1,7 +1,12 @@
 """Synthetic competition-shaped metadata with a learnable, realistic signal, for tests and benchmarks.
 
-`competition_like(template, ...)` resamples whole patients of a real metadata table (the competition's
-test.csv: its images per patient, sexes, ages and sites as they occur together), perturbs them a little, gives
+`metadata_template()` generates a test.csv-like table (image_name, patient_id, sex, age_approx,
+anatom_site_general_challenge) with the published shape of the competition's test.csv: 10,982 images of 690
+patients, heavy-tailed images per patient, its shares of sexes, ages and sites. Only a few summary numbers of
+the real files are written here; no row of them is (the competition's data may not be redistributed).
+
+`competition_like(template, ...)` resamples whole patients of such a table (its images per patient, sexes,
+ages and sites as they occur together), perturbs them a little, gives
 every patient a camera (the original image size; a few images come from another one) and draws the target
 from a risk model built on what is known of the real training data:
 
@@ -39,6 +44,55 @@ CAMERAS = [
 ]
 SITE_EFFECT = {"head/neck": 0.6, "oral/genital": 0.9, "palms/soles": 0.4, "torso": 0.0,
                "upper extremity": -0.1, "lower extremity": -0.2}
+
+
+# Summary shares of the competition's metadata (test.csv; train.csv for the few missing values).
+SEX_SHARES = {"male": 0.57, "female": 0.43}
+SITE_SHARES = {"torso": 0.515, "lower extremity": 0.245, "upper extremity": 0.148, "head/neck": 0.058,
+               "palms/soles": 0.011, "oral/genital": 0.004}  # the rest of the images (1.9%): site missing
+MISSING_SEX, MISSING_AGE = 0.004, 0.004  # shares of patients
+AGE_MEAN, AGE_SD = 48.5, 15.4  # the patients' youngest age, in steps of 5 from 15 to 90
+IMAGES_MEDIAN, IMAGES_SIGMA, IMAGES_MIN, IMAGES_MAX = 12, 0.77, 2, 115  # lognormal images per patient
+
+
+def _images_per_patient(n_rows: int, n_patients: int, rng: np.random.Generator) -> np.ndarray:
+    counts = np.clip(np.round(rng.lognormal(np.log(IMAGES_MEDIAN), IMAGES_SIGMA, n_patients)),
+                     IMAGES_MIN, IMAGES_MAX).astype(int)
+    if not IMAGES_MIN * n_patients <= n_rows <= IMAGES_MAX * n_patients:
+        raise ValueError(f"{n_rows} images cannot be shared by {n_patients} patients")
+    while counts.sum() != n_rows:  # nudge random patients until the total matches exactly
+        i = rng.integers(n_patients)
+        step = 1 if counts.sum() < n_rows else -1
+        if IMAGES_MIN <= counts[i] + step <= IMAGES_MAX:
+            counts[i] += step
+    return counts
+
+
+def metadata_template(n_rows: int = 10982, n_patients: int = 690, seed: int = 0) -> pd.DataFrame:
+    """A generated test.csv-like table shaped like the competition's (see the module docstring): one sex and a
+    youngest age per patient, later visits 5-20 years on for about a third of them, sites drawn from a
+    per-patient mix of the competition's shares (patients favour a few sites), a few values missing."""
+    rng = np.random.default_rng(seed)
+    counts = _images_per_patient(n_rows, n_patients, rng)
+    sex = rng.choice(list(SEX_SHARES), n_patients, p=list(SEX_SHARES.values())).astype(object)
+    sex[rng.random(n_patients) < MISSING_SEX] = None
+    age = np.clip(5 * np.round(rng.normal(AGE_MEAN, AGE_SD, n_patients) / 5), 15, 90)
+    age[rng.random(n_patients) < MISSING_AGE] = np.nan
+    visits = np.where(rng.random(n_patients) < 0.35, rng.choice([1, 1, 1, 2, 3, 4], n_patients), 0)
+    sites = np.array(list(SITE_SHARES), dtype=object)
+    shares = np.array(list(SITE_SHARES.values()))
+    shares = shares / shares.sum()
+    site_missing = 1 - sum(SITE_SHARES.values())
+    rows = []
+    for p, n in enumerate(counts):
+        mix = 0.5 * shares + 0.5 * rng.dirichlet(5 * shares)
+        site = rng.choice(sites, n, p=mix)
+        site[rng.random(n) < site_missing] = None
+        ages = np.minimum(age[p] + 5 * rng.integers(0, visits[p] + 1, n), 90)
+        rows.append(pd.DataFrame({PATIENT: f"IP_{p:07d}", SEX: sex[p], AGE: ages, SITE: site}))
+    df = pd.concat(rows, ignore_index=True).iloc[rng.permutation(n_rows)].reset_index(drop=True)
+    df.insert(0, ID, [f"ISIC_{i:07d}" for i in range(n_rows)])  # sorted, like the real file
+    return df
 
 
 def _age_effect(age: np.ndarray) -> np.ndarray:
