@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.data import ID
+from melanoma.progress import progress_bar
 from melanoma.tabular.features import COLOR_STATS, FILE_SIZE
 
 log = logging.getLogger("melanoma.tabular")
@@ -65,17 +66,11 @@ def _stats_chunk(paths: list[str]) -> list[dict[str, float]]:
     return [stats_of(p) for p in paths]
 
 
-def _progress(total: int, desc: str):
-    from melanoma.progress import progress_bar
-
-    return progress_bar(total, desc)
-
-
 def _map_files(paths: list[str], workers: int) -> list[dict[str, float]]:
     """stats_of for every path, in order; in `workers` spawned processes when there is enough to share."""
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     results: list[list[dict[str, float]]] = [[] for _ in chunks]
-    with _progress(len(paths), "tabular: image statistics") as bar:
+    with progress_bar(len(paths), "tabular: image statistics") as bar:
         if workers <= 1 or len(chunks) < 2:
             for i, chunk in enumerate(chunks):
                 results[i] = _stats_chunk(chunk)
@@ -126,7 +121,7 @@ def tfrecord_stats(tfrec_dir: str | Path, names: set[str]) -> pd.DataFrame | Non
     desc = {"image": tf.io.FixedLenFeature([], tf.string), ID: tf.io.FixedLenFeature([], tf.string)}
     ds = tf.data.TFRecordDataset(shards).map(lambda r: tf.io.parse_single_example(r, desc))
     rows, seen = [], set()
-    with _progress(len(names), "tabular: image statistics") as bar:
+    with progress_bar(len(names), "tabular: image statistics") as bar:
         for rec in ds.as_numpy_iterator():
             name = rec[ID].decode()
             if name in names and name not in seen:
