@@ -43,7 +43,9 @@ def test_prepare_round_trip_every_field(tmp_path):
     def image_for(split, row):
         w, h = 40 + len(sizes) * 3, 30 + len(sizes)
         sizes[row["image_name"]] = (w, h)
-        return solid_image((len(sizes) * 20, 100, 200), (w, h))
+        # textured, not a single colour: prepare flags flat images as no photograph
+        rng = np.random.default_rng(len(sizes))
+        return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
 
     data = make_layout(tmp_path / "data", train, test, image_for)
     out = tmp_path / "tfrec"
