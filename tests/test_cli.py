@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from melanoma.cli import main
 
@@ -84,6 +85,7 @@ def check_run_folder(run: Path, n_oof: int, test_ids: list[str]) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # every stage through the CLI: minutes on 2 cores
 def test_stage_commands_end_to_end(demo_subset, tmp_path, capsys):
     """The documented stage commands, one after another, on 40 real images: a valid submission."""
     out = tmp_path / "out"
@@ -121,6 +123,7 @@ def test_stage_commands_end_to_end(demo_subset, tmp_path, capsys):
     assert abs(sum(r["weight"] for r in blend["runs"]) - 1) < 1e-9
 
 
+@pytest.mark.slow  # every stage through the CLI: minutes on 2 cores
 def test_run_chains_every_stage(demo_subset, tmp_path, capsys):
     out = tmp_path / "run"
     # Four images copied under other names (other patients): `run` lets prepare deal the folds, so each

@@ -17,7 +17,11 @@ def test_registry_covers_the_required_names():
     assert set(REQUIRED) <= set(MODELS)
 
 
-@pytest.mark.parametrize("name", REQUIRED)
+# The small members of each family build in the fast suite; every registered model builds in `make test-all`.
+FAST = {"efficientnet_b0", "efficientnet_v2_b0", "vgg16", "small_cnn_32", "small_cnn_64", "simple_cnn"}
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(MODELS)])
 def test_model_builds_and_predicts_probabilities(name):
     size = max(32, get_spec(name).min_size)
     model = build_model(name, size, weights="none")

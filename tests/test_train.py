@@ -102,6 +102,7 @@ def test_train_writes_aligned_tta_predictions_and_metadata_model(records, tmp_pa
         assert not (fold / "backup").exists()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_outputs(records, tmp_path):
     rec, train_names, test_names = records
     killed = tmp_path / "killed"
@@ -246,6 +247,7 @@ def tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_restart_refuses_bad_settings_before_touching_the_run_and_keeps_the_old_one(records, tmp_path):
     rec, train_names, _ = records
     out = tmp_path / "run"
