@@ -113,7 +113,7 @@ import json, logging, sys, time
 logging.disable(logging.INFO)
 import tensorflow
 from melanoma.config import Config, apply_overrides
-from melanoma.prepare import prepare
+from melanoma.data.prepare import prepare
 cfg = apply_overrides(Config(), {{"prepare.size": {size}, "prepare.workers": {workers}, "n_folds": 5}})
 t = time.perf_counter()
 m = prepare(cfg, {data!r}, {out!r})
@@ -125,7 +125,7 @@ import io, json, time
 import pandas as pd
 import tensorflow as tf
 from PIL import Image, ImageOps
-from melanoma.records import serialize_example
+from melanoma.data.records import serialize_example
 data, out, size = {data!r}, {out!r}, {size}
 t = time.perf_counter()
 n = 0

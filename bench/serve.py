@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 def make_artifact(name: str, size: int, out: Path) -> None:
     """model.keras + model.json for an untrained `name` at `size` px (the image-only layout of an export)."""
     from melanoma.files import write_json
-    from melanoma.models import build_model
-    from melanoma.records import VOCABULARIES
+    from melanoma.image.models import build_model
+    from melanoma.data.records import VOCABULARIES
     from melanoma.serve.artifact import FORMAT_VERSION
     from melanoma.serve.export import combined_model
 
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="duration of the direct measurement")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from melanoma.serve.loadtest import load, rss_mb, start_server
+    from melanoma.serve.loadtest import rss_mb, run_load, start_server
 
     images = [p.read_bytes() for p in sorted((ROOT / "data" / "demo" / "jpeg" / "test").glob("*.jpg"))]
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,9 +75,9 @@ def main() -> None:
         direct = direct_rate(model_dir, images, args.max_batch, args.seconds)
         print(f"direct model.predict: {direct:.1f} img/s (batches of {args.max_batch})", flush=True)
         with start_server(str(model_dir), extra=["--set", f"serve.max_batch={args.max_batch}"]) as (url, proc):
-            load(url, images, 2 * args.clients, args.clients)  # warm-up: connections, thread pools
+            run_load(url, images, 2 * args.clients, args.clients)  # warm-up: connections, thread pools
             before = rss_mb(proc.pid)
-            res = load(url, images, args.requests, args.clients)
+            res = run_load(url, images, args.requests, args.clients)
             after = rss_mb(proc.pid)
     served = res.ok / res.seconds
     print(f"served: {res.summary()}; server RSS {before:.0f} -> {after:.0f} MB")

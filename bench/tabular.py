@@ -4,7 +4,7 @@ Data: `melanoma.tabular.synthetic.competition_like` resamples the patients of a 
 (`metadata_template`: the real test.csv's published shape, no real rows) into 33,000 training rows with original
 image sizes and a target from a realistic risk model (age, sex, site, images per patient, camera, "ugly
 duckling" images, a hidden patient effect), plus 10,982 test rows; 5 patient-grouped, triple-stratified folds
-(melanoma.folds). No images, so no colour statistics. Runs `tabular.model: all` (every model, each in
+(melanoma.data.folds). No images, so no colour statistics. Runs `tabular.model: all` (every model, each in
 RUN/<model>/) and prints each model's OOF AUC and seconds, the model `auto` (the default) picks, its margin over
 mlp_smote, and the wall time of the whole stage (the issue's limit: 3 minutes on 2 cores).
 
@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pandas as pd  # noqa: E402
 
 from melanoma.config import Config, TabularConfig  # noqa: E402
-from melanoma.data import read_train  # noqa: E402
+from melanoma.data.schema import read_train  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
-from melanoma.folds import assign_folds  # noqa: E402
+from melanoma.data.folds import assign_folds  # noqa: E402
 from melanoma.tabular import model_names, run_tabular  # noqa: E402
 from melanoma.tabular.synthetic import competition_like, metadata_template  # noqa: E402
 

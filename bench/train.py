@@ -100,7 +100,7 @@ def source_images(folder: Path, n: int, size: int, synthetic: bool, seed: int):
 
 
 def write_records(out_dir: Path, images, shards: int):
-    """Shards in the competition schema through melanoma.records, every 10th image malignant.
+    """Shards in the competition schema through melanoma.data.records, every 10th image malignant.
 
     Returns the targets and the images exactly as the pipeline decodes them (for the in-memory source).
     """
@@ -108,7 +108,7 @@ def write_records(out_dir: Path, images, shards: int):
     import tensorflow as tf
     from PIL import Image
 
-    from melanoma.records import serialize_example, shard_name
+    from melanoma.data.records import serialize_example, shard_name
 
     n = len(images)
     targets = np.array([int(i % 10 == 0) for i in range(n)], dtype=np.float32)
@@ -148,8 +148,8 @@ def compiled_model(name: str, size: int, jit: bool | str):
     import keras
 
     from melanoma.config import TrainConfig
-    from melanoma.models import build_model
-    from melanoma.train import make_loss
+    from melanoma.image.models import build_model
+    from melanoma.image.schedules import make_loss
 
     tcfg = TrainConfig()
     model = build_model(name, size, weights=None, dropout=tcfg.dropout, bn_momentum=tcfg.bn_momentum)
@@ -179,7 +179,7 @@ def in_memory_dataset(images, targets, batch: int, acfg, size: int):
     """(d)'s source: the decoded images in memory, then the same batch/augment/prefetch as train_dataset."""
     import tensorflow as tf
 
-    from melanoma.pipeline import augment_batch
+    from melanoma.image.pipeline import augment_batch
 
     ds = tf.data.Dataset.from_tensor_slices((images, targets)).repeat().shuffle(len(images))
     ds = ds.batch(batch, drop_remainder=True)
@@ -204,10 +204,11 @@ def step_only(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from melanoma.backend import setup_devices
+    from melanoma.image.backend import setup_devices
     from melanoma.config import TrainConfig, to_dict
-    from melanoma.models import build_model
-    from melanoma.train import jit_compile, make_loss
+    from melanoma.image.models import build_model
+    from melanoma.image.schedules import make_loss
+    from melanoma.image.train import jit_compile
 
     devices = setup_devices("none")
     keras.utils.set_random_seed(args.seed)
@@ -275,7 +276,7 @@ def gpu_figures(models: list[tuple[str, int]], batch: int, steps: int, warmup: i
     import tensorflow as tf
 
     from melanoma.config import AugmentConfig
-    from melanoma.pipeline import augment_batch
+    from melanoma.image.pipeline import augment_batch
 
     results = []
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -349,10 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     import keras
 
+    from dataclasses import replace
+
     from melanoma.config import Config
     from melanoma.files import write_json
-    from melanoma.pipeline import find_shards, train_dataset
-    from melanoma.train import jit_compile
+    from melanoma.image.pipeline import find_shards, train_dataset
+    from melanoma.image.train import jit_compile
 
     keras.utils.set_random_seed(args.seed)
     info = machine_info()
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         results["backends"] = backend_figures(args)
     if not (args.gpu_only or args.backends_only):
         cfg = Config()
-        acfg, shuffle = cfg.train.augment, cfg.train.shuffle_buffer
+        acfg = cfg.train.augment
         jit = jit_compile(None, "gpu" if info["gpus"] else "cpu")  # as train.py (no XLA on a CPU)
         with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
             t = time.perf_counter()
@@ -379,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(shards)} shards ({time.perf_counter() - t:.1f} s)", flush=True)
 
             def tfrecord_ds():
-                return train_dataset(shards=shards, size=args.size, stored_size=args.size, batch=args.batch,
-                                     acfg=acfg, pos_share=None, shuffle_buffer=shuffle, seed=args.seed)
+                return train_dataset(shards=shards, tcfg=replace(cfg.train, size=args.size), stored_size=args.size,
+                                     batch=args.batch, pos_share=None, seed=args.seed)
 
             # (a) twice, best kept, before any model exists: the pipeline alone on an otherwise idle process.
             a = max(pipeline_rate(tfrecord_ds(), args.batch, 20, args.pipeline_batches) for _ in range(2))

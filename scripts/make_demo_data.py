@@ -12,7 +12,7 @@ Output, default `<repo>/data/demo`:
     jpeg/train/*.jpg, jpeg/test/*.jpg   byte-for-byte copies of the source JPEGs
     LICENSE.txt, ATTRIBUTION.txt, README.md
 
-Degenerate images (vertical colour stripes, a single colour, no detail: `melanoma.images.degenerate`) are
+Degenerate images (vertical colour stripes, a single colour, no detail: `melanoma.data.images.degenerate`) are
 left out: they are no dermoscopy. The split is stratified on target. patient_id and
 anatom_site_general_challenge are written empty: the source has
 neither, and the pipeline reads an empty patient id as one patient per image and an empty site as missing.
@@ -37,11 +37,11 @@ from sklearn.model_selection import train_test_split
 REPO = Path(__file__).resolve().parents[1]
 try:
     from melanoma.errors import MelanomaError, input_error
-    from melanoma.images import degenerate, view_of
+    from melanoma.data.images import degenerate, view_of
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO / "src"))
     from melanoma.errors import MelanomaError, input_error
-    from melanoma.images import degenerate, view_of
+    from melanoma.data.images import degenerate, view_of
 
 DEFAULT_SRC = REPO.parent / "shared" / "data" / "isic_archive_thumbs"
 DEFAULT_OUT = REPO / "data" / "demo"

@@ -1,7 +1,7 @@
 """The JAX backend, with 8 CPU devices standing in for a TPU v5e-8's chips, beside the TensorFlow one.
 
 The Keras backend is fixed when Keras is imported, and this test process runs TensorFlow, so everything on
-JAX runs in a subprocess (`jax_run`), configured the way `melanoma` configures itself (melanoma.backend).
+JAX runs in a subprocess (`jax_run`), configured the way `melanoma` configures itself (melanoma.image.backend).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.backend import XLA_DEVICES_FLAG, resolve_backend, set_cpu_devices, use_backend
+from melanoma.image.backend import XLA_DEVICES_FLAG, resolve_backend, set_cpu_devices, use_backend
 from melanoma.errors import ConfigError
 
 from test_train import N_FOLDS, fold_aucs_above, run_cli, train_args, write_learnable_records
@@ -41,7 +41,7 @@ def jax_run(code: str, devices: int = 8, timeout: int = 300) -> str:
 # ---------------------------------------------------------------- choosing the backend
 
 def test_auto_picks_jax_only_for_a_tpu_tensorflow_cannot_drive(monkeypatch):
-    import melanoma.backend as backend
+    import melanoma.image.backend as backend
 
     assert resolve_backend("auto", environ={}, modules={}, tpu=False) == ("tensorflow", "no TPU attached")
     monkeypatch.setattr(backend, "tensorflow_can_use_tpu", lambda: False)
@@ -60,7 +60,7 @@ def test_auto_picks_jax_only_for_a_tpu_tensorflow_cannot_drive(monkeypatch):
 
 
 def test_kaggle_tpu_vm_environment_counts_as_a_tpu(tmp_path):
-    from melanoma.backend import tpu_attached
+    from melanoma.image.backend import tpu_attached
 
     assert not tpu_attached({}, dev=str(tmp_path))
     assert tpu_attached({"ISTPUVM": "1", "TPU_PROCESS_ADDRESSES": "local"}, dev=str(tmp_path))
@@ -82,7 +82,7 @@ def test_use_backend_sets_the_environment_before_keras_loads():
 def test_data_parallel_splits_the_global_batch_over_8_devices():
     out = jax_run("""
         import jax, keras, numpy as np
-        from melanoma.backend import setup_devices
+        from melanoma.image.backend import setup_devices
         d = setup_devices(cpu_replicas=8)
         dist = keras.distribution.distribution()
         layout = dist.get_data_layout((32, 16, 16, 3))
@@ -95,7 +95,7 @@ def test_data_parallel_splits_the_global_batch_over_8_devices():
 
 AUGMENT_CODE = """
     import math, numpy as np, keras
-    from melanoma.augment import affine_matrices, keras_ops, transform
+    from melanoma.image.augment import affine_matrices, keras_ops, transform
     o = keras_ops()
     rng = np.random.default_rng(0)
     img = rng.uniform(0, 255, (2, 16, 16, 3)).astype("float32")
@@ -113,7 +113,7 @@ def test_augmentation_gives_the_same_pixels_on_both_backends(tmp_path):
     matrix is the identity and a 90-degree rotation is rot90."""
     import tensorflow as tf
 
-    from melanoma.augment import affine_matrices, transform
+    from melanoma.image.augment import affine_matrices, transform
 
     jax_file = tmp_path / "jax.npy"
     assert jax_run(f"OUT = {str(jax_file)!r}\n" + textwrap.dedent(AUGMENT_CODE), devices=1) == "jax"
@@ -134,7 +134,7 @@ def test_augmentation_gives_the_same_pixels_on_both_backends(tmp_path):
 def test_augment_layer_trains_randomly_and_predicts_unchanged_on_jax():
     out = jax_run("""
         import numpy as np, keras
-        from melanoma.augment import Augment
+        from melanoma.image.augment import Augment
         from melanoma.config import AugmentConfig, to_dict
         layer = Augment(to_dict(AugmentConfig()), 16, seed=1)
         x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
@@ -200,7 +200,7 @@ def test_weights_move_between_backends_with_the_same_predictions(tmp_path):
     predictions on JAX (and back) within 1e-4."""
     import keras
 
-    from melanoma.models import build_model
+    from melanoma.image.models import build_model
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
@@ -211,7 +211,7 @@ def test_weights_move_between_backends_with_the_same_predictions(tmp_path):
     tf_pred = model.predict(images, verbose=0)
     out = jax_run(f"""
         import numpy as np
-        from melanoma.models import build_model
+        from melanoma.image.models import build_model
         m = build_model("efficientnet_b0", 64, {str(tmp_path / 'tf.weights.h5')!r})
         x = np.load({str(tmp_path / 'x.npy')!r})
         np.save({str(tmp_path / 'jax.npy')!r}, np.asarray(m.predict(x, verbose=0)))

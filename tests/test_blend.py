@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.blend import (blend_runs, combine, fit_weights, read_sample_submission, run_blend, to_ranks,
-                            validate_submission)
+from melanoma.blend import blend_runs, combine, fit_weights, run_blend, to_ranks
+from melanoma.submission import read_sample_submission, validate_submission
 from melanoma.cli import main
 from melanoma.config import BlendConfig, Config
 from melanoma.errors import ConfigError, InputError, SubmissionError

@@ -7,11 +7,11 @@ import pandas as pd
 from PIL import Image
 
 from conftest import textured_image
-from melanoma.check import find_duplicates, near_duplicate_pairs
+from melanoma.data.dedup import find_duplicates, near_duplicate_pairs
 from melanoma.cli import main
 from melanoma.config import Config, apply_overrides
-from melanoma.images import dhash
-from melanoma.prepare import prepare
+from melanoma.data.images import dhash
+from melanoma.data.prepare import prepare
 
 
 def test_band_search_finds_exactly_the_brute_force_pairs():
@@ -89,6 +89,6 @@ def test_drop_prefers_the_malignant_copy():
     images = pd.DataFrame({"image_name": ["x", "y", "z"], "split": "train", "dhash": [7, 7, 2**40]})
     dups = find_duplicates(images, 2)
     assert list(zip(dups.image_name_1, dups.image_name_2)) == [("x", "y")]
-    from melanoma.prepare import _drop_duplicates
+    from melanoma.data.dedup import drop_duplicates
     items = pd.DataFrame({"target": [0, 1, 0]})
-    assert _drop_duplicates(np.array([0, 1, 2]), items, [(0, 1)]) == {0: 1}
+    assert drop_duplicates(np.array([0, 1, 2]), items, [(0, 1)]) == {0: 1}

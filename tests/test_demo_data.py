@@ -218,7 +218,7 @@ def test_shipped_demo_is_consistent():
 
 
 def test_shipped_demo_has_no_degenerate_image():
-    from melanoma.images import degenerate, view_of
+    from melanoma.data.images import degenerate, view_of
 
     demo = Path(__file__).resolve().parents[1] / "data" / "demo" / "jpeg"
     paths = sorted(demo.rglob("*.jpg"))

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from conftest import textured_image, textured_layout
 from melanoma.config import Config, apply_overrides
-from melanoma.external import read_external
-from melanoma.pipeline import find_shards, parse_fn
-from melanoma.prepare import prepare
+from melanoma.data.external import read_external
+from melanoma.image.pipeline import find_shards, parse_fn
+from melanoma.data.prepare import prepare
 
 
 def isic2019(root, n=12):

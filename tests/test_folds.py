@@ -1,12 +1,13 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import competition_like_train, synthetic_meta
 from melanoma.config import Config, apply_overrides
-from melanoma.folds import assign_folds, make_folds, read_folds
-from melanoma.data import read_train
+from melanoma.data.folds import assign_folds, make_folds, read_folds, run_folds
+from melanoma.data.schema import read_train
 from melanoma.errors import InputError
 
 
@@ -41,7 +42,7 @@ def write_competition_rows(folder) -> None:
 
 def test_folds_on_competition_shaped_rows(tmp_path):
     write_competition_rows(tmp_path)
-    folds = make_folds(Config(), tmp_path, tmp_path / "folds.csv")
+    folds = run_folds(Config(), tmp_path, tmp_path / "folds.csv")
     train = read_train(tmp_path)
     assert json.loads((tmp_path / "folds.run.json").read_text())["seed"] == 42
     assert (tmp_path / "folds.config.yaml").is_file()
@@ -55,17 +56,17 @@ def test_missing_patient_id_is_an_error_unless_the_config_says_per_image(tmp_pat
     train.to_csv(tmp_path / "train.csv", index=False)
     cfg = apply_overrides(Config(), {"n_folds": 3, "seed": 0})
     with pytest.raises(InputError, match="missing column 'patient_id'.*data.patient_id: per_image"):
-        make_folds(cfg, tmp_path, tmp_path / "folds.csv")
+        run_folds(cfg, tmp_path, tmp_path / "folds.csv")
     assert not (tmp_path / "folds.csv").exists()
     cfg = apply_overrides(cfg, {"data.patient_id": "per_image"})
-    folds = make_folds(cfg, tmp_path, tmp_path / "folds.csv")
+    folds = run_folds(cfg, tmp_path, tmp_path / "folds.csv")
     assert folds.patient_id.nunique() == len(folds)
 
 
 def test_folds_file_must_match_train(tmp_path):
     train = synthetic_meta(30, seed=3, pos_rate=0.3)
     train.to_csv(tmp_path / "train.csv", index=False)
-    folds = make_folds(apply_overrides(Config(), {"n_folds": 3, "seed": 0}), tmp_path, tmp_path / "folds.csv")
+    folds = run_folds(apply_overrides(Config(), {"n_folds": 3, "seed": 0}), tmp_path, tmp_path / "folds.csv")
     folds.iloc[:-1].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(InputError, match="training images have no fold"):
         read_folds(tmp_path / "short.csv", read_train(tmp_path))
@@ -76,7 +77,7 @@ def test_triple_stratified_folds_at_competition_scale():
     each fold's positive rate within 0.2 points of the overall 1.76%, the same median images per patient."""
     import time
 
-    from melanoma.folds import fold_balance, fold_summary
+    from melanoma.data.folds import fold_balance, fold_summary
 
     train = competition_like_train(seed=0)
     counts = train.groupby("patient_id").size()
@@ -102,6 +103,18 @@ def test_groups_keep_linked_patients_together():
     assert folds[folds.patient_id.isin(["IP_00001", "IP_00002"])].fold.nunique() == 1
 
 
+def test_make_folds_is_the_one_dealer_and_duplicates_link_patients():
+    """make_folds without duplicates deals patients; with duplicate pairs, linked patients share a fold."""
+    train = synthetic_meta(80, seed=5, pos_rate=0.2)
+    plain = make_folds(train, 4, 7)
+    assert plain.equals(assign_folds(train, 4, 7))
+    a = 0
+    b = int(np.flatnonzero(plain.fold != plain.fold[a])[0])  # two images that plain dealing puts apart
+    linked = make_folds(train, 4, 7, duplicates=[(a, b)])
+    assert linked.fold[a] == linked.fold[b]
+    assert linked.groupby("patient_id").fold.nunique().max() == 1
+
+
 def test_folds_follow_the_public_tfrecord_files(tmp_path):
     """With the public TFRecords' train.csv (a `tfrecord` column), folds are its files in blocks of 3."""
     write_competition_rows(tmp_path / "data")
@@ -113,7 +126,7 @@ def test_folds_follow_the_public_tfrecord_files(tmp_path):
     public.loc[public.index[:2], "tfrecord"] = -1
     (tmp_path / "tfrec").mkdir()
     public.to_csv(tmp_path / "tfrec" / "train.csv", index=False)
-    folds = make_folds(Config(), tmp_path / "data", tmp_path / "folds.csv", tmp_path / "tfrec")
+    folds = run_folds(Config(), tmp_path / "data", tmp_path / "folds.csv", tmp_path / "tfrec")
     merged = folds.merge(public, on=["image_name", "patient_id"])
     in_file = merged[merged.tfrecord >= 0]
     assert (in_file.fold == in_file.tfrecord // 3).all()  # files 0-2 -> fold 0, as `train` reads them
@@ -121,5 +134,5 @@ def test_folds_follow_the_public_tfrecord_files(tmp_path):
     assert sorted(folds.image_name) == sorted(train.image_name)
     # our own shards (a manifest) or no companion csv: folds are computed as usual
     (tmp_path / "tfrec" / "manifest.json").write_text("{}")
-    computed = make_folds(Config(), tmp_path / "data", tmp_path / "f2.csv", tmp_path / "tfrec")
+    computed = run_folds(Config(), tmp_path / "data", tmp_path / "f2.csv", tmp_path / "tfrec")
     assert computed.equals(assign_folds(train, 5, 42))

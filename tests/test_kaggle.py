@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import competition_test_files
-from melanoma import kaggle
+from melanoma.kaggle import api as kaggle, notebooks
 from melanoma.cli import main
 from melanoma.config import load_config
 from melanoma.errors import KaggleError
@@ -131,7 +131,7 @@ def test_credentials_found(tmp_path, caplog):
     creds = kaggle.check_credentials({"KAGGLE_USERNAME": "bob", "KAGGLE_KEY": SECRET}, home)
     assert creds == kaggle.Credentials("KAGGLE_USERNAME/KAGGLE_KEY", "bob")
     path = kaggle_json(home, json.dumps({"username": "carol", "key": SECRET}))
-    with caplog.at_level(logging.WARNING, logger="melanoma.kaggle"):
+    with caplog.at_level(logging.WARNING, logger="melanoma.kaggle.api"):
         assert kaggle.check_credentials({}, home) == kaggle.Credentials(str(path), "carol")
     assert caplog.text == ""  # 600: no warning
     (tmp_path / "cfgdir").mkdir()
@@ -144,7 +144,7 @@ def test_credentials_found(tmp_path, caplog):
 
 def test_world_readable_kaggle_json_warns(tmp_path, caplog):
     path = kaggle_json(tmp_path, json.dumps({"username": "carol", "key": SECRET}), mode=0o644)
-    with caplog.at_level(logging.WARNING, logger="melanoma.kaggle"):
+    with caplog.at_level(logging.WARNING, logger="melanoma.kaggle.api"):
         kaggle.check_credentials({}, tmp_path)
     assert f"chmod 600 {path}" in caplog.text and SECRET not in caplog.text
 
@@ -273,7 +273,7 @@ def test_cli_download_end_to_end(fake_api, tmp_path, capsys):
 ])
 def test_kernel_metadata(tmp_path, accelerator, expected):
     cfg = load_config(ROOT / "configs" / "kaggle_tpu.yaml", ["kaggle.source=https://github.com/alice/melanoma.git"])
-    folder = kaggle.write_push_folder(cfg, tmp_path / "push", "alice/melanoma-tpu", accelerator,
+    folder = notebooks.write_push_folder(cfg, tmp_path / "push", "alice/melanoma-tpu", accelerator,
                                       (ROOT / "kernels" / "notebook.ipy").read_text())
     meta = json.loads((folder / "kernel-metadata.json").read_text())
     assert {k: meta[k] for k in expected} == expected and ("machine_shape" in meta) == (accelerator != "none")
@@ -290,13 +290,13 @@ def test_kernel_metadata(tmp_path, accelerator, expected):
 def test_push_from_a_dataset_source_and_placeholder(tmp_path):
     cfg = load_config(ROOT / "configs" / "kaggle_tpu.yaml", ["kaggle.source=melanoma-src"])
     text = (ROOT / "kernels" / "notebook.ipy").read_text()
-    meta = kaggle.kernel_metadata(cfg, "alice/melanoma-tpu", "tpu", "nb.ipynb")
+    meta = notebooks.kernel_metadata(cfg, "alice/melanoma-tpu", "tpu", "nb.ipynb")
     assert meta["dataset_sources"] == ["cdeotte/melanoma-384x384", "alice/melanoma-src"]
-    folder = kaggle.write_push_folder(cfg, tmp_path, "alice/melanoma-tpu", "tpu", text)
-    nb = json.loads((folder / kaggle.NOTEBOOKS["kaggle"]).read_text())
+    folder = notebooks.write_push_folder(cfg, tmp_path, "alice/melanoma-tpu", "tpu", text)
+    nb = json.loads((folder / notebooks.NOTEBOOKS["kaggle"]).read_text())
     assert 'SOURCE = "/kaggle/input/melanoma-src"' in "".join("".join(c["source"]) for c in nb["cells"])
     with pytest.raises(KaggleError, match="set kaggle.source to your copy of this repository"):
-        kaggle.write_push_folder(load_config(None), tmp_path, "alice/x", "tpu", text)
+        notebooks.write_push_folder(load_config(None), tmp_path, "alice/x", "tpu", text)
 
 
 def test_cli_push_status_output(fake_api, tmp_path, capsys, monkeypatch, caplog):
@@ -376,7 +376,7 @@ def test_submit_waits_only_as_long_as_asked():
 
 
 def test_committed_notebooks_are_generated_from_the_source():
-    assert kaggle.build_notebooks(ROOT / "kernels", check=True) == [], "run `melanoma kaggle notebook`"
+    assert notebooks.build_notebooks(ROOT / "kernels", check=True) == [], "run `melanoma kaggle notebook`"
 
 
 def notebook_commands(name: str) -> list[str]:
@@ -389,7 +389,7 @@ def test_notebooks_run_the_same_cli_as_the_readme():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Run it on a Kaggle TPU"):]
     section = section[:section.find("\n## ", 5)] if "\n## " in section[5:] else section
-    kaggle_cmds, colab_cmds = notebook_commands(kaggle.NOTEBOOKS["kaggle"]), notebook_commands(kaggle.NOTEBOOKS["colab"])
+    kaggle_cmds, colab_cmds = notebook_commands(notebooks.NOTEBOOKS["kaggle"]), notebook_commands(notebooks.NOTEBOOKS["colab"])
     assert "melanoma run --config configs/kaggle_tpu.yaml --set stages=folds,train,tabular,blend" in kaggle_cmds
     assert any(c.startswith("melanoma run --config configs/kaggle_tpu.yaml") for c in colab_cmds)
     for cmd in kaggle_cmds + colab_cmds:

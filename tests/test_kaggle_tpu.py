@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from melanoma import kaggle
+from melanoma.kaggle import notebooks
 from melanoma.cli import main
 from melanoma.config import load_config
-from melanoma.environment import Place, previous_runs
+from melanoma.kaggle.environment import Place, previous_runs
 from melanoma.errors import KaggleError
 from melanoma.run import adopt_finished_folds
-from melanoma.wheels import build_wheels
+from melanoma.kaggle.wheels import build_wheels
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = re.compile(r"\b(tensorflow|jax|jaxlib|keras)\b")
@@ -33,7 +33,7 @@ def test_dry_run_push_asks_for_a_tpu_v5e8_and_installs_no_framework(tmp_path, mo
     assert code == 0, capsys.readouterr().err
     meta = json.loads((tmp_path / "push" / "kernel-metadata.json").read_text())
     assert meta["machine_shape"] == "TpuV5E8" and meta["enable_tpu"] is True and meta["kernel_sources"] == []
-    nb = json.loads((tmp_path / "push" / kaggle.NOTEBOOKS["kaggle"]).read_text())
+    nb = json.loads((tmp_path / "push" / notebooks.NOTEBOOKS["kaggle"]).read_text())
     cells = code_cells(nb)
     # No pip call names a framework; tensorflow-cpu is only added where the image has no TensorFlow at all.
     for cell in cells:
@@ -50,7 +50,7 @@ def test_dry_run_push_asks_for_a_tpu_v5e8_and_installs_no_framework(tmp_path, mo
 
 def test_the_install_cell_installs_only_what_is_missing(tmp_path, monkeypatch):
     """Run the notebook's install cell with a fake pip: present packages are skipped, frameworks never added."""
-    nb = kaggle.build_notebook((ROOT / "kernels" / "notebook.ipy").read_text(), "kaggle")
+    nb = notebooks.build_notebook((ROOT / "kernels" / "notebook.ipy").read_text(), "kaggle")
     install = next(c for c in code_cells(nb) if "wanted" in c)
     (tmp_path / "requirements.txt").write_text("numpy>=1.26\nnot-a-real-package-xyz>=1\n")
     monkeypatch.chdir(tmp_path)
@@ -69,7 +69,7 @@ def test_the_install_cell_installs_only_what_is_missing(tmp_path, monkeypatch):
 def test_chained_push_takes_its_own_output_as_an_input(tmp_path):
     cfg = load_config(ROOT / "configs" / "kaggle_tpu.yaml", ["kaggle.source=alice/melanoma-src", "kaggle.chain=true",
                                                              "kaggle.wheels=melanoma-wheels"])
-    meta = kaggle.kernel_metadata(cfg, "alice/melanoma-tpu", "tpu", "nb.ipynb")
+    meta = notebooks.kernel_metadata(cfg, "alice/melanoma-tpu", "tpu", "nb.ipynb")
     assert meta["kernel_sources"] == ["alice/melanoma-tpu"]
     assert meta["dataset_sources"] == ["cdeotte/melanoma-384x384", "alice/melanoma-src", "alice/melanoma-wheels"]
 

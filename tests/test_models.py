@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from melanoma.errors import ConfigError
-from melanoma.models import MODELS, build_model, get_spec, prediction_model
+from melanoma.image.models import MODELS, build_model, get_spec, prediction_model
 
 REQUIRED = [f"efficientnet_b{i}" for i in range(8)] + [f"efficientnet_v2_{s}" for s in
                                                         ("b0", "b1", "b2", "b3", "s", "m", "l")] + [

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from melanoma.config import AugmentConfig, Config, apply_overrides
-from melanoma.augment import affine_matrices, transform
-from melanoma.pipeline import Shard, predict_dataset, read_index, train_dataset
-from melanoma.records import serialize_example, shard_name
-from melanoma.train import Imbalance, class_weights, imbalance, make_schedule
+from melanoma.config import AugmentConfig, Config, TrainConfig, apply_overrides
+from melanoma.image.augment import affine_matrices, transform
+from melanoma.image.pipeline import Shard, predict_dataset, read_index, train_dataset
+from melanoma.data.records import serialize_example, shard_name
+from melanoma.image.imbalance import Imbalance, class_weights, imbalance
+from melanoma.image.schedules import make_schedule
 
 
 def rotation_matrices(angles, size):
@@ -85,10 +86,11 @@ def test_oversampling_gives_the_configured_positive_share(tmp_path):
     shards = write_shards(tmp_path)  # 10% positives
     n_pos, n_neg = 20, 180
     target_share = Imbalance(n_pos, n_neg, 4.0, {0: 1.0, 1: 1.0}).sampled_share  # 80 / 260 = 30.8%
-    ds = train_dataset(shards, 8, 8, 64, AugmentConfig(), target_share, shuffle_buffer=256, seed=1)
+    tcfg = TrainConfig(size=8, shuffle_buffer=256)  # the config section train_dataset reads
+    ds = train_dataset(shards, tcfg, 8, 64, target_share, seed=1)
     ys = np.concatenate([y.numpy().ravel() for _, y in ds.take(40)])
     assert abs(ys.mean() - target_share) < 0.02, ys.mean()
-    natural = train_dataset(shards, 8, 8, 64, AugmentConfig(), None, shuffle_buffer=256, seed=1)
+    natural = train_dataset(shards, tcfg, 8, 64, None, seed=1)
     ys = np.concatenate([y.numpy().ravel() for _, y in natural.take(40)])
     assert abs(ys.mean() - 0.1) < 0.02, ys.mean()
     x, y = next(iter(ds))
@@ -128,7 +130,7 @@ OFF = dict(flip=False, transpose=False, rotate=0.0, shear=0.0, zoom=0.0, shift=0
 
 
 def test_augmentation_switched_off_is_the_identity_and_each_part_acts():
-    from melanoma.augment import augment_batch
+    from melanoma.image.augment import augment_batch
 
     img = tf.random.uniform([4, 24, 24, 3], 0, 255)
     np.testing.assert_array_equal(augment_batch(img, AugmentConfig(**OFF), 24).numpy(), img.numpy())
@@ -141,7 +143,7 @@ def test_augmentation_switched_off_is_the_identity_and_each_part_acts():
 
 
 def test_integer_shift_moves_the_image_and_cutout_blanks_the_configured_area():
-    from melanoma.augment import affine_matrices, augment_batch, transform
+    from melanoma.image.augment import affine_matrices, augment_batch, transform
 
     img = tf.random.uniform([1, 16, 16, 3], 0, 255)
     zero, one = tf.zeros([1]), tf.ones([1])
@@ -154,7 +156,7 @@ def test_integer_shift_moves_the_image_and_cutout_blanks_the_configured_area():
 
 
 def test_augment_layer_acts_in_training_only():
-    from melanoma.augment import Augment
+    from melanoma.image.augment import Augment
 
     layer = Augment({**OFF, "rotate": 90.0, "brightness": 0.2}, 16)
     img = tf.random.uniform([2, 16, 16, 3], 0, 255)
@@ -163,7 +165,7 @@ def test_augment_layer_acts_in_training_only():
 
 
 def test_meta_vector_one_hot_codes():
-    from melanoma.pipeline import META_DIM, meta_vector
+    from melanoma.image.pipeline import META_DIM, meta_vector
 
     v = meta_vector({"sex": tf.constant(1, tf.int64), "age_approx": tf.constant(50, tf.int64),
                      "anatom_site_general_challenge": tf.constant(-1, tf.int64)}).numpy()
@@ -184,8 +186,8 @@ def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
 
     import keras
 
-    from melanoma.models import prediction_model
-    from melanoma.train import predict
+    from melanoma.image.models import prediction_model
+    from melanoma.image.tta import predict
 
     shards = write_shards(tmp_path, n_files=4, per_file=15)
     random.Random(0).shuffle(shards)  # shard order (and so record order) unrelated to the names' order
@@ -206,7 +208,7 @@ def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
 def test_count_targets_reads_shards_or_trusts_the_manifest(tmp_path):
     from dataclasses import replace
 
-    from melanoma.pipeline import count_targets
+    from melanoma.image.pipeline import count_targets
 
     shards = write_shards(tmp_path, n_files=2, per_file=50)  # every 10th record malignant
     assert count_targets(shards) == (10, 90)

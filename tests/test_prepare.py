@@ -15,9 +15,9 @@ from PIL import Image
 from conftest import ROOT, textured_image, textured_layout
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import InputError
-from melanoma.images import BadImage, load_rgb
-from melanoma.pipeline import find_shards, parse_fn
-from melanoma.prepare import prepare
+from melanoma.data.images import BadImage, load_rgb
+from melanoma.image.pipeline import find_shards, parse_fn
+from melanoma.data.prepare import prepare
 
 
 def cfg_for(**values):

@@ -13,8 +13,8 @@ from conftest import DEMO
 from melanoma.cli import main
 from melanoma.config import AugmentConfig, Config, apply_overrides
 from melanoma.errors import InputError
-from melanoma.prepare import prepare
-from melanoma.preview import GridLayout, augment_preview, label_font, label_height, read_originals
+from melanoma.data.prepare import prepare
+from melanoma.image.preview import GridLayout, augment_preview, label_font, label_height, read_originals
 
 SIZE = 32
 

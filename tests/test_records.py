@@ -10,9 +10,10 @@ from PIL import Image
 
 from conftest import SHARED, make_layout, solid_image
 from melanoma.config import apply_overrides, Config
-from melanoma.pipeline import decode_image, find_shards, parse_fn
-from melanoma.prepare import encode_image, prepare
-from melanoma.records import VOCABULARIES, parse_shard_name, serialize_example, shard_name
+from melanoma.image.pipeline import decode_image, find_shards, parse_fn
+from melanoma.data.decode import encode_image
+from melanoma.data.prepare import prepare
+from melanoma.data.records import VOCABULARIES, parse_shard_name, serialize_example, shard_name
 
 
 def small_cfg(**values):

@@ -137,7 +137,7 @@ COLUMNS = ["image_name", "patient_id", "sex", "age_approx", "anatom_site_general
        drop=st.sets(st.sampled_from(COLUMNS), max_size=2))
 def test_csv_validation_property(tmp_path, rows, drop):
     """Any rows: either a valid table or one InputError line naming the file, never another exception."""
-    from melanoma.data import SEXES, SITES, read_table
+    from melanoma.data.schema import SEXES, SITES, read_table
 
     path = tmp_path / "train.csv"
     pd.DataFrame(rows, columns=COLUMNS).drop(columns=sorted(drop)).to_csv(path, index=False)
@@ -186,7 +186,7 @@ def test_tabular_header_only_test_csv(capsys, data, tmp_path):
 
 
 def test_unfinished_prepare_folder_is_refused(tmp_path):
-    from melanoma.records import check_prepared
+    from melanoma.data.records import check_prepared
 
     folder = tmp_path / "tf"
     (folder / ".prepare-work").mkdir(parents=True)
@@ -247,7 +247,7 @@ def test_two_prepares_into_one_folder(capsys, data, tmp_path):
 
 
 def test_stale_lock_is_taken_over(tmp_path):
-    from melanoma.outlock import exclusive
+    from melanoma.data.outlock import exclusive
 
     lock = tmp_path / ".prepare.lock"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -261,7 +261,7 @@ def test_stale_lock_is_taken_over(tmp_path):
 # ------------------------------------------------------------------ duplicates independent of --size
 
 def test_hashes_and_flags_do_not_depend_on_the_size(tmp_path):
-    from melanoma.check import hash_images
+    from melanoma.data.check import hash_images
 
     paths = [str(p) for p in sorted((DEMO / "jpeg" / "train").glob("*.jpg"))[:12]]
     big = tmp_path / "big.jpg"  # an original larger than any --size, so the draft scale would differ
@@ -281,13 +281,15 @@ def stripes(seed: int, noise: float = 0.0) -> Image.Image:
 
 
 def test_check_lists_every_striped_image(capsys, tmp_path):
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic_archive_thumbs" / "images"
+    shipped = Path(__file__).resolve().parent / "data" / "striped"  # real striped thumbnails (CC0)
     real = sorted((DEMO / "jpeg" / "train").glob("*.jpg"))[:6]
     root = tmp_path / "data"
     (root / "jpeg" / "train").mkdir(parents=True)
     (root / "jpeg" / "test").mkdir(parents=True)
     striped = []
-    for i, src in enumerate(sorted(shared.glob("ISIC_000000[0-3].jpg")) if shared.is_dir() else []):
+    real_striped = sorted(shipped.glob("ISIC_000000[0-3].jpg"))
+    assert len(real_striped) == 4, shipped
+    for i, src in enumerate(real_striped):
         shutil.copyfile(src, root / "jpeg" / "train" / f"STRIPE_{i}.jpg")  # real striped thumbnails
         striped.append(f"STRIPE_{i}")
     for i in range(3):  # and generated ones, with a little noise

@@ -22,8 +22,8 @@ from conftest import DEMO
 from melanoma.blend import run_blend
 from melanoma.cli import main
 from melanoma.config import Config, apply_overrides, save_run_info
-from melanoma.models import build_model
-from melanoma.prepare import prepare
+from melanoma.image.models import build_model
+from melanoma.data.prepare import prepare
 from melanoma.report import report
 from melanoma.report.gradcam import GradCAM
 from melanoma.run import run_pipeline

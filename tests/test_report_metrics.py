@@ -164,11 +164,11 @@ def test_calibrators(tmp_path):
     platt = calibration.fit(y, s, "platt")
     p = calibration.apply(platt, np.sort(s))
     assert np.all(np.diff(p) >= 0) and M.ece(y, calibration.apply(platt, s)) < M.ece(y, s)
-    path = calibration.save(tmp_path / "c.json", iso, fitted_on="x")
-    assert calibration.load(path)["method"] == "isotonic"
+    path = calibration.save_calibrator(tmp_path / "c.json", iso, fitted_on="x")
+    assert calibration.load_calibrator(path)["method"] == "isotonic"
     (tmp_path / "bad.json").write_text('{"method": "magic"}')
     with pytest.raises(InputError, match="not a calibrator"):
-        calibration.load(tmp_path / "bad.json")
+        calibration.load_calibrator(tmp_path / "bad.json")
 
 
 def test_no_bootstrap_gives_values_without_intervals():

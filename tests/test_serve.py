@@ -18,7 +18,7 @@ import pytest
 
 from melanoma.config import ServeConfig, apply_overrides, load_config
 from melanoma.errors import ConfigError
-from melanoma.images import BadImage
+from melanoma.data.images import BadImage
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"
@@ -42,9 +42,9 @@ def _small_layout(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(cfg, data dir, records dir, run dir, model dir): a one-fold, one-epoch simple_cnn run, exported."""
-    from melanoma.prepare import prepare
+    from melanoma.data.prepare import prepare
     from melanoma.serve.export import export
-    from melanoma.train import train
+    from melanoma.image.train import train
 
     tmp = tmp_path_factory.mktemp("serve")
     data = _small_layout(tmp / "data")
@@ -64,7 +64,7 @@ def _test_records(rec: Path, size: int) -> dict[str, np.ndarray]:
     """image_name -> the tensor the train reader feeds the model for each test record."""
     import tensorflow as tf
 
-    from melanoma.pipeline import decode_image, find_shards, parse_fn
+    from melanoma.image.pipeline import decode_image, find_shards, parse_fn
 
     shards = find_shards(str(rec), 2)
     out = {}
@@ -76,7 +76,7 @@ def _test_records(rec: Path, size: int) -> dict[str, np.ndarray]:
 
 
 def test_predict_preprocessing_gives_the_train_readers_tensor(trained):
-    from melanoma.images import ImageSettings, model_input
+    from melanoma.data.images import ImageSettings, model_input
     from melanoma.serve.artifact import Artifact
 
     _, data, rec, _, model = trained
@@ -138,8 +138,8 @@ def test_predict_reads_a_csv_with_paths_and_refuses_bad_metadata(trained, tmp_pa
 def test_metadata_vector_matches_the_train_reader():
     import tensorflow as tf
 
-    from melanoma.pipeline import meta_vector
-    from melanoma.records import VOCABULARIES
+    from melanoma.image.pipeline import meta_vector
+    from melanoma.data.records import VOCABULARIES
     from melanoma.serve.artifact import MetaEncoder
 
     enc = MetaEncoder(VOCABULARIES["sex"], VOCABULARIES["anatom_site_general_challenge"])
@@ -154,7 +154,7 @@ def test_metadata_vector_matches_the_train_reader():
 def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
     import tensorflow as tf
 
-    from melanoma.serve.artifact import Artifact, calibrate
+    from melanoma.serve.artifact import Artifact, apply_calibrator
     from melanoma.serve.export import export
 
     cfg, data, rec, run, model = trained
@@ -188,10 +188,10 @@ def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
     views = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
     np.testing.assert_allclose(flipped.predict(x), np.mean([art.predict(v) for v in views], axis=0), atol=1e-6)
     assert flipped.thresholds == pytest.approx(ops) and "Youden's J" in flipped.thresholds
-    cal = calibration.load(tmp_path / "report" / rep["runs"][0]["calibration"]["file"])
+    cal = calibration.load_calibrator(tmp_path / "report" / rep["runs"][0]["calibration"]["file"])
     p = np.array([0.1, 0.5, 0.9])
     np.testing.assert_allclose(flipped.calibrated(p), calibration.apply(cal, p))
-    assert calibrate(p, None) is p
+    assert apply_calibrator(p, None) is p
 
 
 @pytest.mark.slow  # about 30 s: a fresh process imports TensorFlow and JAX
@@ -299,14 +299,14 @@ def test_serve_threshold_must_be_exported(trained):
 
 
 def _load_test(model: Path, data: Path, n: int, clients: int) -> None:
-    from melanoma.serve.loadtest import load, rss_mb, start_server
+    from melanoma.serve.loadtest import rss_mb, run_load, start_server
 
     images = [p.read_bytes() for p in sorted((data / "jpeg" / "test").glob("*.jpg"))]
     with start_server(str(model), extra=["--set", "serve.max_body_mb=1"]) as (url, proc):
-        warm = load(url, images, 100, clients, malformed_every=10, max_body=2**20)
+        warm = run_load(url, images, 100, clients, malformed_every=10, max_body=2**20)
         assert not warm.failed, warm.failed[:3]
         before = rss_mb(proc.pid)
-        result = load(url, images, n, clients, malformed_every=10, max_body=2**20, deadline_s=900)
+        result = run_load(url, images, n, clients, malformed_every=10, max_body=2**20, deadline_s=900)
         after = rss_mb(proc.pid)
     print(f"\nload test: {n} requests, {clients} clients: {result.summary()}; server RSS {before:.0f} -> "
           f"{after:.0f} MB")
@@ -319,14 +319,14 @@ def test_serve_under_load_small(trained):
     """The same checks, fewer requests, with uvicorn in a thread of this process (no server start-up cost)."""
     from melanoma.serve.app import create_app
     from melanoma.serve.artifact import Artifact
-    from melanoma.serve.loadtest import load, rss_mb, serve_in_thread
+    from melanoma.serve.loadtest import rss_mb, run_load, serve_in_thread
 
     images = [p.read_bytes() for p in sorted((trained[1] / "jpeg" / "test").glob("*.jpg"))]
     app = create_app(Artifact.load(trained[4]), ServeConfig(max_body_mb=1))
     with serve_in_thread(app) as url:
-        assert not load(url, images, 40, 8, malformed_every=10, max_body=2**20).failed
+        assert not run_load(url, images, 40, 8, malformed_every=10, max_body=2**20).failed
         before = rss_mb(os.getpid())
-        result = load(url, images, 200, 8, malformed_every=10, max_body=2**20, deadline_s=120)
+        result = run_load(url, images, 200, 8, malformed_every=10, max_body=2**20, deadline_s=120)
         after = rss_mb(os.getpid())
     print(f"\nload test (in-process): {result.summary()}; RSS {before:.0f} -> {after:.0f} MB")
     assert not result.failed, result.failed[:3]
@@ -343,8 +343,8 @@ def test_combined_model_with_metadata_and_a_model_trained_with_in_model_augmenta
     import keras
 
     from melanoma.config import AugmentConfig, to_dict
-    from melanoma.models import build_model
-    from melanoma.pipeline import META_DIM
+    from melanoma.image.models import build_model
+    from melanoma.image.pipeline import META_DIM
     from melanoma.serve.export import combined_model, load_fold_model
 
     rng = np.random.default_rng(0)

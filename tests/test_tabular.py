@@ -14,8 +14,8 @@ from sklearn.base import clone, is_classifier  # noqa: E402
 
 from melanoma import tabular  # noqa: E402
 from melanoma.config import Config, TabularConfig  # noqa: E402
-from melanoma.data import AGE, ID, SEX, SITE, TARGET, read_test, read_train  # noqa: E402
-from melanoma.folds import assign_folds  # noqa: E402
+from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET, read_test, read_train  # noqa: E402
+from melanoma.data.folds import assign_folds  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
 
 N_FOLDS = 3
@@ -378,7 +378,7 @@ def test_patient_context_hand_made_example():
 
 
 def frames(root, **kw):
-    """train (with fold), test as read by melanoma.data, from make_data."""
+    """train (with fold), test as read by melanoma.data.schema, from make_data."""
     folds_path = make_data(root, **kw)
     train, test = read_train(root), read_test(root)
     folds = pd.read_csv(folds_path, dtype={ID: "string"})

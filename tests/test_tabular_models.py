@@ -18,9 +18,9 @@ from sklearn.base import clone  # noqa: E402
 from conftest import make_layout  # noqa: E402
 from melanoma import tabular  # noqa: E402
 from melanoma.config import Config, TabularConfig  # noqa: E402
-from melanoma.data import AGE, ID, PATIENT, SEX, SITE, TARGET, read_test, read_train  # noqa: E402
+from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET, read_test, read_train  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
-from melanoma.folds import assign_folds  # noqa: E402
+from melanoma.data.folds import assign_folds  # noqa: E402
 from melanoma.tabular.synthetic import competition_like, metadata_template  # noqa: E402
 
 FAST = dict(gbm_importance_repeats=0, hidden=[8], epochs=3)

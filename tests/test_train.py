@@ -20,10 +20,13 @@ import tensorflow as tf
 
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import ConfigError
-from melanoma.records import serialize_example, shard_name
+from melanoma.data.records import serialize_example, shard_name
 from melanoma.results import auc
-from melanoma.train import (dtype_policy, imbalance, make_loss, make_schedule, prediction_views,
-                            resolve_precision)
+from melanoma.image.backend import resolve_precision
+from melanoma.image.imbalance import imbalance
+from melanoma.image.schedules import make_loss, make_schedule
+from melanoma.image.train import dtype_policy
+from melanoma.image.tta import prediction_views
 
 N_FOLDS = 3
 
@@ -147,7 +150,7 @@ def test_two_cpu_replicas_split_the_global_batch(records, tmp_path):
     rec, _, _ = records
     code = """
 import sys
-from melanoma.strategy import get_strategy
+from melanoma.image.strategy import get_strategy
 import tensorflow as tf
 s = get_strategy("none", cpu_replicas=2)
 ds = s.experimental_distribute_dataset(tf.data.Dataset.range(64).batch(16, drop_remainder=True))
@@ -192,7 +195,7 @@ def test_cosine_schedule_and_focal_loss():
 
 
 def test_mixed_precision_keeps_a_float32_output():
-    from melanoma.models import build_model
+    from melanoma.image.models import build_model
 
     assert resolve_precision("auto", "tpu") == "mixed_bfloat16"
     assert resolve_precision("auto", "gpu") == "mixed_float16"

@@ -33,110 +33,18 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from melanoma.config import BlendConfig, Config, save_run_info
-from melanoma.data import ID, TARGET, check_unique_ids, csv_line
+from melanoma.data.schema import ID, TARGET, csv_line
 from melanoma.errors import ConfigError, InputError, SubmissionError, input_error
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.results import auc, fmt_auc, read_run
+from melanoma.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
 
 log = logging.getLogger(__name__)
 
-SUBMISSION_COLUMNS = [ID, TARGET]
-METHODS = {"weighted": "rank mean, weights fitted on OOF AUC", "rank": "rank average",
+BLEND_METHODS = {"weighted": "rank mean, weights fitted on OOF AUC", "rank": "rank average",
            "power": "power mean of ranks"}
 _AUC_TOL = 1e-12  # AUC differences below this are ties (float noise of summing ranks)
 _MAX_ITER = 100_000  # safety cap of the coordinate search; every accepted move strictly improves the AUC
-
-
-# --------------------------------------------------------------------------------------------------------
-# submission checks
-
-
-def _example(values: pd.Series | pd.Index) -> str:
-    first = values.iloc[0] if isinstance(values, pd.Series) else values[0]
-    return repr(str(first))
-
-
-def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "submission") -> None:
-    """Raise SubmissionError (one line) unless `sub` has exactly the sample's ids and valid targets.
-
-    Checks: columns exactly image_name,target; no missing or duplicated image_name; no id of the sample
-    missing; no id outside the sample; every target a finite number in [0, 1]. Row order is not checked
-    (Kaggle joins by image_name).
-    """
-    cols = [str(c) for c in sub.columns]
-    if cols != SUBMISSION_COLUMNS:
-        raise SubmissionError(
-            f"{name}: columns must be exactly {','.join(SUBMISSION_COLUMNS)}, got {','.join(cols) or '(none)'}"
-        )
-    if ID not in sample.columns:
-        raise SubmissionError(f"{name}: the sample submission has no '{ID}' column")
-    no_id = sub[ID].isna()
-    if no_id.any():
-        raise SubmissionError(f"{name}: {int(no_id.sum())} row(s) have no image_name")
-    ids = sub[ID].astype(str)
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise SubmissionError(
-            f"{name}: {len(dup)} duplicate image_name value(s), e.g. {_example(dup)}"
-        )
-    sample_ids = sample[ID].dropna().astype(str)
-    missing = sample_ids[~sample_ids.isin(ids)]
-    if len(missing):
-        raise SubmissionError(
-            f"{name}: {len(missing)} of the {len(sample_ids)} ids of the sample submission are missing, "
-            f"e.g. {_example(missing)}"
-        )
-    extra = ids[~ids.isin(sample_ids)]
-    if len(extra):
-        raise SubmissionError(
-            f"{name}: {len(extra)} image_name value(s) are not in the sample submission, e.g. {_example(extra)}"
-        )
-    raw = sub[TARGET]
-    values = pd.to_numeric(raw, errors="coerce")
-    not_number = values.isna() & raw.notna()
-    if not_number.any():
-        i = int(np.flatnonzero(not_number.to_numpy())[0])
-        raise SubmissionError(
-            f"{name}: {int(not_number.sum())} target(s) are not numbers, "
-            f"e.g. {raw.iloc[i]!r} for {ids.iloc[i]!r}"
-        )
-    v = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    nan = np.isnan(v)
-    if nan.any():
-        i = int(np.flatnonzero(nan)[0])
-        raise SubmissionError(f"{name}: {int(nan.sum())} target(s) are NaN/missing, e.g. for {ids.iloc[i]!r}")
-    inf = np.isinf(v)
-    if inf.any():
-        i = int(np.flatnonzero(inf)[0])
-        raise SubmissionError(f"{name}: {int(inf.sum())} target(s) are infinite, e.g. for {ids.iloc[i]!r}")
-    out = (v < 0.0) | (v > 1.0)
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
-        raise SubmissionError(
-            f"{name}: {int(out.sum())} target(s) are outside [0, 1], e.g. {float(v[i])!r} for {ids.iloc[i]!r}"
-        )
-
-
-def read_sample_submission(path: str | Path) -> pd.DataFrame:
-    """Read the competition's sample_submission.csv (image_name,target): the ids and order to submit."""
-    path = Path(path)
-    if not path.is_file():
-        raise input_error(path, "sample submission not found")
-    try:
-        df = pd.read_csv(path, dtype={ID: "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(path, f"not a readable CSV: {e}") from None
-    for col in SUBMISSION_COLUMNS:
-        if col not in df.columns:
-            raise input_error(path, f"missing column '{col}' (expected {','.join(SUBMISSION_COLUMNS)})", 1)
-    if len(df) == 0:
-        raise input_error(path, "no rows: the sample submission lists the test ids to predict")
-    empty = df[ID].isna() | (df[ID].str.strip() == "")
-    if empty.any():
-        i = int(np.flatnonzero(empty.to_numpy())[0])
-        raise input_error(path, "empty image_name", csv_line(i))
-    check_unique_ids(df, path)
-    return df[SUBMISSION_COLUMNS].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -280,8 +188,8 @@ def _read(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def check_blend_config(blend: BlendConfig) -> None:
     """Raise ConfigError for a bad method, exponent or fixed tabular weight (before anything is read)."""
     _units(blend.step)
-    if blend.method not in METHODS:
-        raise ConfigError(f"blend.method must be one of {', '.join(METHODS)}, got {blend.method!r}")
+    if blend.method not in BLEND_METHODS:
+        raise ConfigError(f"blend.method must be one of {', '.join(BLEND_METHODS)}, got {blend.method!r}")
     if not np.isfinite(blend.power):
         raise ConfigError(f"blend.power must be a finite number, got {blend.power!r}")
     if blend.calibrate not in ("none", "isotonic", "platt") and not Path(blend.calibrate).is_file():
@@ -361,11 +269,11 @@ def calibrate(setting: str, y: pd.Series, oof_score: np.ndarray, test_score: np.
         return test_score, None
     from melanoma.report import calibration
 
-    if setting in calibration.METHODS:
+    if setting in calibration.CALIBRATION_METHODS:
         cal = calibration.fit(y, oof_score, setting)
         source = "fitted on the blended OOF"
     else:
-        cal = calibration.load(setting)
+        cal = calibration.load_calibrator(setting)
         source = setting
     log.info("blend: test scores calibrated (%s, %s)", cal["method"], source)
     return calibration.apply(cal, test_score), {"method": cal["method"], "source": source}
@@ -429,8 +337,8 @@ def blend_runs(
         ids = pd.Index(t[ID])
         missing, extra = ids0.difference(ids, sort=True), ids.difference(ids0, sort=True)
         if len(missing) or len(extra):
-            what = (f"lacks {len(missing)} test id(s) of {names[0]}, e.g. {_example(missing)}" if len(missing)
-                    else f"has {len(extra)} test id(s) not in {names[0]}, e.g. {_example(extra)}")
+            what = (f"lacks {len(missing)} test id(s) of {names[0]}, e.g. {example_id(missing)}" if len(missing)
+                    else f"has {len(extra)} test id(s) not in {names[0]}, e.g. {example_id(extra)}")
             raise SubmissionError(f"blend: run {names[r]} {what}: every run must predict the same test ids")
         test = test.merge(t.rename(columns={"pred": f"pred_{r}"}), on=ID, how="inner")
     test = test.sort_values(ID).reset_index(drop=True)
@@ -454,7 +362,7 @@ def blend_runs(
         "n_common_oof": int(n_common),
         "n_test": int(len(sub)),
         "method": blend.method,
-        "method_description": METHODS[blend.method],
+        "method_description": BLEND_METHODS[blend.method],
         "power": blend.power if blend.method == "power" else None,
         "step": 1.0 / _units(blend.step),
         "tabular_weight": tab_report,
@@ -479,7 +387,7 @@ def run_blend(
         log.info("blend: image/metadata weight as found %.3f/%.3f%s", 1 - tab["found"], tab["found"],
                  "" if tab["fixed"] is None else f", fixed by blend.tabular_weight to {1 - tab['used']:.3f}/{tab['used']:.3f}")
     log.info(
-        "blend: %s; blended OOF AUC %s on %d common ids; %d test predictions -> %s", METHODS[report["method"]],
+        "blend: %s; blended OOF AUC %s on %d common ids; %d test predictions -> %s", BLEND_METHODS[report["method"]],
         fmt_auc(report["blended_oof_auc"]), report["n_common_oof"], report["n_test"], out,
     )
     report["submission"] = str(out)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from melanoma import __version__
 from melanoma.errors import MelanomaError
+from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
+from melanoma.serve.commands import add_serving_parsers
 
 log = logging.getLogger("melanoma")
 
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix the total weight of the metadata (tabular) runs, e.g. 0.25 (default: as found)")
     p.add_argument("--step", type=float, help="grid step of the weight search (default 0.05)")
 
-    _add_kaggle(sub)
+    add_kaggle_parsers(sub, _common)
 
     p = sub.add_parser("augment-preview", help="PNG grid of training images and augmented copies of each")
     _common(p)
@@ -164,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, help="patient resamples (default 1000)")
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the config's seed)")
 
-    _add_serving(sub)
+    add_serving_parsers(sub, _common)
 
     sub.add_parser("models", help="list the model names")
 
@@ -176,173 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_serving(sub) -> None:
-    """`melanoma export`, `predict` and `serve` (melanoma.serve)."""
-    p = sub.add_parser("export", help="a trained image run -> model/ (model.keras, model.json, SavedModel, ONNX)")
-    _common(p)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `melanoma train`")
-    p.add_argument("--out", type=Path, required=True, help="artefact folder to write, e.g. model/")
-    p.add_argument("--tfrecords", help="the run's TFRecords folder (its manifest.json; default: the run's paths)")
-    p.add_argument("--report", help="report folder with calibrator.json / report.json (default: RUN_DIR/report)")
-    p.add_argument("--combine", choices=["ensemble", "average"],
-                   help="ensemble: fold models averaged in one graph (default); average: averaged weights")
-    p.add_argument("--folds", help="folds to export, e.g. 0,1 (default: every finished fold)")
-    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
-
-    p = sub.add_parser("predict", help="batch prediction on image files with an exported model")
-    _common(p)
-    p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
-    p.add_argument("--images", type=Path, required=True,
-                   help="a folder of images, or a CSV with image_name or path (and optional metadata columns)")
-    p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
-    p.add_argument("--image-dir", help="with a CSV of image_name: the folder of NAME.jpg (default: the CSV's)")
-    p.add_argument("--batch-size", type=int, help="images per model call (default 32)")
-    p.add_argument("--workers", type=int, help="image-reading threads (default 0 = one per core)")
-    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
-
-    p = sub.add_parser("serve", help="REST service for an exported model (FastAPI under uvicorn)")
-    _common(p)
-    p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
-    p.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, help="port (default 8000)")
-    p.add_argument("--threshold", help="exported threshold name that sets `label` (default: the first)")
-    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
-
-
-def _add_kaggle(sub) -> None:
-    """`melanoma kaggle download|push|status|output|notebook` and `melanoma submit`."""
-    k = sub.add_parser("kaggle", help="download data, push the notebook, fetch its status and output")
-    ksub = k.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")
-    p = ksub.add_parser("download", help="competition files and public TFRecords, unzipped, resumable")
-    _common(p)
-    p.add_argument("--csv-only", action="store_true", help="only train.csv, test.csv, sample_submission.csv")
-    p.add_argument("--tfrecords", type=int, metavar="SIZE",
-                   help="also the public TFRecords at this image side (128, 192, 256, 384, 512, 768)")
-    p.add_argument("--no-competition", action="store_true", help="only the TFRecords")
-    p.add_argument("--out", type=Path, default=Path("data"),
-                   help="folder for <competition>/ and melanoma-SxS/ (default: data)")
-    p = ksub.add_parser("push", help="write kernel-metadata.json + the notebook and push them to Kaggle")
-    _common(p)
-    p.add_argument("--accelerator", choices=["tpu", "gpu", "none"], help="default: kaggle.accelerator (tpu)")
-    p.add_argument("--dry-run", action="store_true", help="write the push folder, do not push")
-    p.add_argument("--chain", action="store_true", default=None,
-                   help="take this notebook's previous output as an input and resume its finished folds "
-                        "(kaggle.chain; push once without it first)")
-    p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"), help="the push folder")
-    p.add_argument("--kernels", type=Path, default=Path("kernels"), help="folder with notebook.ipy")
-    for name, help_ in (("status", "the status of the pushed notebook's latest run"),
-                        ("output", "download the pushed notebook's output files")):
-        p = ksub.add_parser(name, help=help_)
-        _common(p)
-        p.add_argument("kernel", nargs="?", help="USER/SLUG (default: kaggle.username/kaggle.slug)")
-        if name == "output":
-            p.add_argument("--out", type=Path, help="folder to download into (default: runs/kaggle/SLUG)")
-    p = ksub.add_parser("wheels", help="a dataset folder of wheels for notebooks with the internet off")
-    _common(p)
-    p.add_argument("--out", type=Path, default=Path("build/melanoma-wheels"), help="the dataset folder")
-    p.add_argument("--python", default="3.12", help="the notebook image's Python (default 3.12)")
-    p.add_argument("--platform", default="manylinux2014_x86_64", help="pip --platform of the image")
-    p.add_argument("--owner", help="dataset owner (default: kaggle.username or the credentials' user)")
-    p = ksub.add_parser("notebook", help="regenerate kernels/*.ipynb from kernels/notebook.ipy")
-    p.add_argument("--check", action="store_true", help="only check that they are up to date")
-    p.add_argument("--kernels", type=Path, default=Path("kernels"))
-
-    p = sub.add_parser("submit", help="validate a submission against the sample submission, then submit it")
-    _common(p)
-    p.add_argument("file", type=Path, help="submission.csv")
-    p.add_argument("--message", "-m", required=True, help="the submission's description")
-    p.add_argument("--sample-submission", type=Path,
-                   help="the competition's sample_submission.csv (default: in paths.data)")
-    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the score (default 120)")
-
-
-def _kaggle(args: argparse.Namespace) -> None:
-    """The commands that talk to Kaggle; the only place the CLI reaches melanoma.kaggle."""
-    from melanoma import kaggle
-
-    action = args.kaggle_command if args.command == "kaggle" else "submit"
-    if action == "notebook":
-        stale = kaggle.build_notebooks(args.kernels, check=args.check)
-        if args.check and stale:
-            raise kaggle.KaggleError(f"{', '.join(map(str, stale))} out of date: run `melanoma kaggle notebook`")
-        print("\n".join(f"wrote {p}" for p in stale) if stale and not args.check else "notebooks up to date")
-        return
-    cfg = _load(args, {"kaggle.chain": getattr(args, "chain", None)})
-    k = cfg.kaggle
-    api = creds = None
-    if action == "wheels":  # builds files only: credentials just to name the owner when it is not given
-        from melanoma.wheels import build_wheels
-
-        owner = args.owner or k.username or kaggle.check_credentials().username or "YOUR-KAGGLE-NAME"
-        out = build_wheels(Path.cwd(), args.out, owner, python=args.python, platform=args.platform)
-        print(f"wrote {out}: upload it with `kaggle datasets create -p {out}`, then set kaggle.wheels={owner}/"
-              "melanoma-wheels and kaggle.internet=false")
-        return
-    if action == "submit":  # a broken file is reported before (and without) any credentials
-        _check_submission(args, cfg, kaggle)
-    if action == "push" and args.dry_run:  # no client needed; credentials only to name the kernel's owner
-        creds = None if k.username else kaggle.check_credentials()
-    else:
-        api, creds = kaggle.connect()  # credentials first: one clear line before anything else runs
-    if action == "download":
-        files = kaggle.download(api, args.out, k.competition, args.csv_only, args.tfrecords, args.no_competition)
-        print(f"{len(files)} file(s) downloaded into {args.out}")
-    elif action == "push":
-        src = args.kernels / kaggle.NOTEBOOK_SOURCE
-        if not src.is_file():
-            raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
-        kid = kaggle.kernel_id(k, creds)
-        folder = kaggle.write_push_folder(cfg, args.out, kid, args.accelerator or k.accelerator, src.read_text())
-        if args.dry_run:
-            print(f"wrote {folder}/kernel-metadata.json and {kaggle.NOTEBOOKS['kaggle']} (not pushed)")
-            return
-        result = kaggle.push(api, folder)
-        print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
-    elif action in ("status", "output"):
-        kid = args.kernel or kaggle.kernel_id(k, creds)
-        if action == "status":
-            st = kaggle.status(api, kid)
-            print(f"{kid}: {st['status']}" + (f" ({st['failure_message']})" if st["failure_message"] else ""))
-        else:
-            out = args.out or Path("runs") / "kaggle" / kid.split("/")[-1]
-            files = kaggle.output(api, kid, out)
-            print(f"{len(files)} file(s) of {kid} in {out}")
-    else:
-        _submit(args, cfg, api, kaggle)
-
-
-def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
-    """The submission file must exist, parse and match the sample submission, before Kaggle is contacted."""
-    import pandas as pd
-
-    from melanoma.blend import read_sample_submission, validate_submission
-    from melanoma.data import ID
-    from melanoma.errors import input_error
-    from melanoma.run import resolve_paths
-
-    if not args.file.is_file():
-        raise kaggle.KaggleError(f"{args.file}: not found")
-    if args.file.stat().st_size == 0:
-        raise input_error(args.file, "empty file (0 bytes): expected a CSV with image_name,target rows")
-    try:
-        sub = pd.read_csv(args.file, dtype={ID: "string"})
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(args.file, f"not a readable CSV: {e}") from None
-    sample_path = args.sample_submission or resolve_paths(cfg).sample_submission
-    if sample_path is None:
-        raise kaggle.KaggleError("no sample submission to validate against: pass --sample-submission PATH")
-    sample = read_sample_submission(sample_path)
-    validate_submission(sub, sample, name=str(args.file))
-    log.info("submit: %s matches %s (%d ids)", args.file, sample_path, len(sample))
-
-
-def _submit(args: argparse.Namespace, cfg, api, kaggle) -> None:
-    r = kaggle.submit(api, args.file, args.message, cfg.kaggle.competition, wait=args.wait)
-    scores = ", ".join(f"{n} {r[n]}" for n in ("public_score", "private_score") if r[n] is not None)
-    print(f"submitted {args.file}: status {r['status'] or 'unknown'}" + (f", {scores}" if scores else "")
-          + (f", error: {r['error']}" if r["error"] else ""))
-
-
 # Commands that may import Keras: the backend is fixed before their first import of it.
 KERAS_COMMANDS = {"train", "run", "augment-preview", "doctor", "report", "export", "predict", "serve"}
 
@@ -352,7 +187,7 @@ def _load(args: argparse.Namespace, values: dict):
 
     cfg = apply_overrides(load_config(args.config, args.overrides), values)
     if args.command in KERAS_COMMANDS:
-        from melanoma.backend import use_backend
+        from melanoma.image.backend import use_backend
 
         use_backend(cfg.train.backend, cfg.train.cpu_replicas)
     return cfg
@@ -399,20 +234,20 @@ def _dispatch(args: argparse.Namespace) -> None:
 
     cmd = args.command
     if cmd == "models":
-        from melanoma.models import MODELS
+        from melanoma.image.models import MODELS
 
         print("\n".join(MODELS))
         return
     seed = getattr(args, "seed", None)
     if cmd == "folds":
-        from melanoma.folds import make_folds
+        from melanoma.data.folds import run_folds
 
         cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data})
         paths = resolve_paths(cfg)
         _check_out(args.out or paths.folds, folder=False)
-        make_folds(cfg, paths.data, args.out or paths.folds, args.tfrecords)
+        run_folds(cfg, paths.data, args.out or paths.folds, args.tfrecords)
     elif cmd == "prepare":
-        from melanoma.prepare import prepare
+        from melanoma.data.prepare import prepare
 
         cfg = _load(args, {"n_folds": args.n_folds, "seed": seed, "paths.data": args.data,
                            "paths.tfrecords": args.out, "prepare.size": args.size, "prepare.resize": args.resize,
@@ -425,7 +260,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         _check_out(args.out or paths.tfrecords, folder=True)
         prepare(cfg, paths.data, args.out or paths.tfrecords, args.folds_file)
     elif cmd == "check":
-        from melanoma.check import run_check
+        from melanoma.data.check import run_check
 
         cfg = _load(args, {"paths.data": args.data, "prepare.duplicates": args.duplicates,
                            "prepare.dup_max_distance": args.max_distance, "prepare.workers": args.workers})
@@ -444,7 +279,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                            "train.precision": args.precision, "train.resume": False if args.restart else None,
                            "train.backend": args.backend})
         paths = resolve_paths(cfg)
-        from melanoma.train import train  # after the config is valid: a bad value never waits for TensorFlow
+        from melanoma.image.train import train  # after the config is valid: a bad value never waits for TensorFlow
 
         _check_out(args.out or paths.image_run, folder=True)
         train(cfg, paths.tfrecords, args.out or paths.image_run)
@@ -471,16 +306,16 @@ def _dispatch(args: argparse.Namespace) -> None:
         _check_out(paths.submission, folder=False)
         run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission, sample)
     elif cmd == "augment-preview":
-        from melanoma.preview import augment_preview
+        from melanoma.image.preview import augment_preview
 
         cfg = _load(args, {"seed": seed, "paths.tfrecords": args.tfrecords, "train.size": args.size})
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd in ("kaggle", "submit"):
-        _kaggle(args)
+        run_kaggle_command(args, _load)
     elif cmd == "doctor":
         import json
 
-        from melanoma.doctor import doctor, format_report
+        from melanoma.kaggle.doctor import doctor, format_report
 
         report = doctor(_load(args, {}), devices=not args.no_devices)
         print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))

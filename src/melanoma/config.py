@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
-import os
 import platform
 import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,37 +20,7 @@ import yaml
 from melanoma import __version__
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
-
-
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a number field, checked at load: `Annotated[int, Range(1)]` is an integer >= 1.
-
-    Every number in the config carries one, so a stage never starts on a value that makes no sense.
-    """
-
-    min: float | None = None
-    max: float | None = None
-    min_open: bool = False  # the bound itself is excluded
-    max_open: bool = False
-
-    def describe(self) -> str:
-        parts = [f"{'>' if self.min_open else '>='} {_num(self.min)}"] if self.min is not None else []
-        if self.max is not None:
-            parts.append(f"{'<' if self.max_open else '<='} {_num(self.max)}")
-        return " and ".join(parts)
-
-    def check(self, value: float, key: str) -> None:
-        low = self.min is None or (value > self.min if self.min_open else value >= self.min)
-        high = self.max is None or (value < self.max if self.max_open else value <= self.max)
-        if not (low and high):
-            kind = "an integer" if isinstance(value, int) else "a number"
-            raise ConfigError(f"{key}: expected {kind} {self.describe()}, got {_num(value)}")
-
-
-def _num(x: float) -> str:
-    """A number as a person writes it: 5, 0.25, 1e-06 (never np.float64(...) or 5.0)."""
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{float(x):g}"
+from melanoma.typedconfig import CROSS_CHECKS, Range, build, set_path
 
 
 Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy seeds are unsigned 32-bit
@@ -157,7 +123,7 @@ class TrainConfig:
     resume: bool = True  # re-running into the same folder continues it: finished folds are kept
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Keras backend: auto = jax when a TPU is attached that TensorFlow cannot drive (Kaggle/Colab TPU images
-    # ship tensorflow-cpu + jax[tpu]), else tensorflow. Fixed before Keras is imported (melanoma.backend).
+    # ship tensorflow-cpu + jax[tpu]), else tensorflow. Fixed before Keras is imported (melanoma.image.backend).
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
     cpu_replicas: PositiveInt = 1  # > 1: this many CPU devices (MirroredStrategy on TF, DataParallel on JAX): tests multi-replica
@@ -254,7 +220,7 @@ class ReportConfig:
 class KaggleConfig:
     """Kaggle and Colab settings: `melanoma kaggle ...`, `melanoma submit` and the auto-detected paths.
 
-    Credentials are never config keys: they stay in ~/.kaggle or the environment (see melanoma.kaggle).
+    Credentials are never config keys: they stay in ~/.kaggle or the environment (see melanoma.kaggle.api).
     """
 
     competition: str = "siim-isic-melanoma-classification"
@@ -353,8 +319,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value")
-        _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
-    return _build(Config, raw, "")
+        set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+    return build(Config, raw, "")
 
 
 def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
@@ -362,8 +328,8 @@ def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
     raw = to_dict(cfg)
     for key, value in values.items():
         if value is not None:
-            _set_path(raw, key.split("."), value)
-    return _build(Config, raw, "")
+            set_path(raw, key.split("."), value)
+    return build(Config, raw, "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -397,110 +363,6 @@ def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str,
     write_json(out_dir / f"{prefix}run.json", info)
 
 
-def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = raw
-    for k in keys[:-1]:
-        child = node.get(k)
-        if child is None:
-            child = node[k] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(keys)}: {k} is not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]} (known keys{' in ' + prefix if prefix else ''}: "
-            f"{', '.join(sorted(names))})"
-        )
-    kwargs = {name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name) for name, value in raw.items()}
-    obj = cls(**kwargs)
-    for check in _CROSS_CHECKS.get(cls, ()):
-        problem = check(obj)
-        if problem:
-            raise ConfigError(f"{prefix + '.' if prefix else ''}{problem}")
-    return obj
-
-
-def _choice(value: Any, choices: tuple, key: str) -> Any:
-    """A Literal field: the value must be one of the choices (YAML 1.1 reads off/on as booleans)."""
-    if isinstance(value, bool):
-        word = "on" if value else "off"
-        if word in choices:
-            return word
-    for c in choices:
-        if value == c and type(value) is type(c):  # 1 is not True, "1" is not 1
-            return c
-    shown = ", ".join(map(str, choices))
-    raise ConfigError(f"{key}: expected one of {shown}, got {value!r}")
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        base, *meta = typing.get_args(tp)
-        value = _coerce(base, value, key)
-        for m in meta:
-            if isinstance(m, Range):
-                m.check(value, key)
-        return value
-    if origin is Literal:
-        return _choice(value, typing.get_args(tp), key)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0])
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value if value is not None else {}, key)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):  # "0,1,2" from the command line
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is not None:
-            if not math.isfinite(number):
-                raise ConfigError(f"{key}: expected a finite number, got {value}")
-            return number
-    elif tp is str:
-        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
-            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
-    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
 def _augment_problem(a: AugmentConfig) -> str | None:
     if a.cutout and a.cutout_size == 0:
         return f"cutout_size: 0 with cutout {a.cutout} cuts nothing: set cutout_size > 0, or cutout: 0"
@@ -525,10 +387,10 @@ def _config_problem(c: Config) -> str | None:
     return None
 
 
-# Checks that involve several fields of a section, run by _build once the fields themselves are valid.
-_CROSS_CHECKS: dict[type, tuple] = {
+# Checks that involve several fields of a section, run by build once the fields themselves are valid.
+CROSS_CHECKS.update({
     AugmentConfig: (_augment_problem,),
     TrainConfig: (_train_problem,),
     TabularConfig: (_tabular_problem,),
     Config: (_config_problem,),
-}
+})

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from melanoma.data import ID, TARGET, check_unique_ids
+from melanoma.data.schema import ID, TARGET, check_unique_ids
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
 

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from melanoma.config import STAGES, Config, save_run_info
-from melanoma.data import ID, TARGET
-from melanoma.environment import Place, auto_paths, detect, previous_runs
+from melanoma.config import STAGES, Config
+from melanoma.data.schema import ID, PATIENT, TARGET
+from melanoma.kaggle.environment import Place, auto_paths, detect, previous_runs
 from melanoma.errors import ConfigError, input_error
-from melanoma.files import write_bytes
 from melanoma.results import auc, fmt_auc, read_metrics
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class RunPaths:
 
 def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:
     """The config's paths; on Kaggle or Colab, the keys left at their defaults come from the place
-    (melanoma.environment; `place` fakes one in tests)."""
+    (melanoma.kaggle.environment; `place` fakes one in tests)."""
     p = auto_paths(cfg, place)
     data, runs = Path(p.data), Path(p.runs)
     sample = Path(p.sample_submission) if p.sample_submission else data / "sample_submission.csv"
@@ -130,31 +129,30 @@ def run_pipeline(cfg: Config) -> dict:
 
     # Imported here so `melanoma run` with only some stages never pays for TensorFlow's import needlessly.
     from melanoma.blend import run_blend
-    from melanoma.folds import make_folds
-    from melanoma.prepare import prepare
+    from melanoma.data.folds import run_folds, write_folds
+    from melanoma.data.prepare import prepare
     from melanoma.tabular import run_tabular
 
     def train_stage(*args):
-        from melanoma.train import train
+        from melanoma.image.train import train
 
         return train(*args)
 
     def prepare_with_folds():
-        # prepare hashes every image, so when it runs it deals the folds itself: duplicate images (linked by
-        # their dHash) then land in one fold. Its folds.csv becomes the one every later stage reads.
+        # prepare hashes every image, so when it runs it deals the folds itself (make_folds with the duplicate
+        # pairs): duplicate images then land in one fold. Its folds.csv becomes the one every later stage reads.
         manifest = prepare(cfg, paths.data, paths.tfrecords, None)
-        import tensorflow as tf
+        import tensorflow as tf  # tf.io.gfile: the TFRecords may be on gs://
 
         with tf.io.gfile.GFile(f"{str(paths.tfrecords).rstrip('/')}/folds.csv", "rb") as f:
-            write_bytes(paths.folds, f.read())
-        save_run_info(paths.folds.parent, cfg, "folds", prefix=f"{paths.folds.stem}.")
+            write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), paths.folds, cfg)
         return manifest
 
     if "folds" in cfg.stages and "prepare" in cfg.stages:
         log.info("== folds: dealt by prepare, which sees duplicate images")
         timed("prepare", prepare_with_folds)
     else:
-        timed("folds", make_folds, cfg, paths.data, paths.folds, paths.tfrecords)
+        timed("folds", run_folds, cfg, paths.data, paths.folds, paths.tfrecords)
         timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
     if "train" in cfg.stages:
         previous = previous_runs(detect(cfg), cfg.kaggle.slug)

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from melanoma.config import Config
-from melanoma.data import AGE, ID, PATIENT, SEX, SITE, TARGET
+from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError
 from melanoma.files import staged_dir, write_json, write_text
 from melanoma.report import calibration, figures, html
@@ -84,7 +84,7 @@ def _calibrate(run: Run, oof: pd.DataFrame, test: pd.DataFrame | None, cfg: Conf
     cal = calibration.fit(oof[TARGET], oof["pred"], method)
     info = {"fitted_on": str(run.path), "stage": run.stage, "n": int(len(oof)),
             "score": "blended OOF ranks" if run.stage == "blend" else "OOF predictions"}
-    calibration.save(stage / f"calibrator-{run.label}.json", cal, **info)
+    calibration.save_calibrator(stage / f"calibrator-{run.label}.json", cal, **info)
     out: dict[str, Any] = {"method": method, "file": f"calibrator-{run.label}.json"}
     for split, df in (("oof", oof), ("test", test)):
         if df is None:

@@ -16,7 +16,7 @@ import numpy as np
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, write_json
 
-METHODS = ("isotonic", "platt")
+CALIBRATION_METHODS = ("isotonic", "platt")
 _EPS = 1e-6
 
 
@@ -29,8 +29,8 @@ def fit(y, score, method: str = "isotonic") -> dict[str, Any]:
     """A calibrator as a JSON-ready dict (method and parameters)."""
     y = np.asarray(y, dtype=np.float64)
     score = np.asarray(score, dtype=np.float64)
-    if method not in METHODS:
-        raise ConfigError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
     if len(np.unique(y)) < 2:
         raise ValueError("a calibrator needs both classes in the OOF predictions")
     if method == "isotonic":
@@ -53,12 +53,12 @@ def apply(cal: dict[str, Any], score) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def save(path: str | Path, cal: dict[str, Any], **info: Any) -> Path:
+def save_calibrator(path: str | Path, cal: dict[str, Any], **info: Any) -> Path:
     return write_json(path, {**cal, **info})
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """A calibrator written by `save` (the report's calibrator.json); one-line errors for anything else."""
+def load_calibrator(path: str | Path) -> dict[str, Any]:
+    """A calibrator written by `save_calibrator` (the report's calibrator.json); one-line errors for anything else."""
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "calibrator file not found (write one with `melanoma report`, or use "

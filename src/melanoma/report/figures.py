@@ -35,17 +35,27 @@ def roc_figure(items: list[tuple[str, dict]], path: Path, title: str) -> Path:
     ax.axhspan(0.8, 1.0, color="#f2f2f2", zorder=0)
     ax.plot([0, 1], [0, 1], color="#9a9a9a", linestyle=":", linewidth=1)
     for i, (label, ev) in enumerate(items):
-        c = PALETTE[i % len(PALETTE)]
-        band = ev["roc"]["band"]
-        if band is not None:
-            ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
-        ax.plot(ev["roc"]["fpr"], ev["roc"]["tpr"], color=c, linewidth=2,
-                label=f"{label}: AUC {_fmt(ev['auc'])}, pAUC {_fmt(ev['pauc'])}")
+        _curve(ax, i, ev["roc"], ev["roc"]["fpr"], ev["roc"]["tpr"],
+                f"{label}: AUC {_fmt(ev['auc'])}, pAUC {_fmt(ev['pauc'])}")
     ax.text(0.98, 0.81, "pAUC region: TPR >= 0.8", ha="right", fontsize=7, color="#6e6e6e")
     _style(ax, title, "false-positive rate (1 - specificity)", "true-positive rate (sensitivity)")
+    return _finish_unit_square(fig, ax, path, "lower right")
+
+
+def _curve(ax, i: int, curve: dict, x, y, label: str) -> str:
+    """One run's curve with its bootstrap band (when computed), in the run's colour; returns the colour."""
+    c = PALETTE[i % len(PALETTE)]
+    band = curve["band"]
+    if band is not None:
+        ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
+    ax.plot(x, y, color=c, linewidth=2, label=label)
+    return c
+
+
+def _finish_unit_square(fig, ax, path: Path, legend_loc: str) -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc=legend_loc)
     fig.tight_layout()
     return save(fig, path)
 
@@ -54,20 +64,11 @@ def pr_figure(items: list[tuple[str, dict]], path: Path, title: str) -> Path:
     fig = figure(640, 560)
     ax = fig.subplots()
     for i, (label, ev) in enumerate(items):
-        c = PALETTE[i % len(PALETTE)]
-        band = ev["pr"]["band"]
-        if band is not None:
-            ax.fill_between(band["x"], band["lo"], band["hi"], color=c, alpha=0.18, linewidth=0)
-        ax.plot(ev["pr"]["recall"], ev["pr"]["precision"], color=c, linewidth=2,
-                label=f"{label}: AP {_fmt(ev['ap'])}")
+        c = _curve(ax, i, ev["pr"], ev["pr"]["recall"], ev["pr"]["precision"], f"{label}: AP {_fmt(ev['ap'])}")
         if ev["pr"]["prevalence"] is not None:
             ax.axhline(ev["pr"]["prevalence"], color=c, linestyle=":", linewidth=1)
     _style(ax, title, "recall (sensitivity)", "precision (PPV)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return save(fig, path)
+    return _finish_unit_square(fig, ax, path, "upper right")
 
 
 def calibration_figure(items: list[tuple[str, dict, dict | None]], path: Path, title: str) -> Path:

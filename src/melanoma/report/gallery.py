@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.data import AGE, ID, SEX, SITE, TARGET
+from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET
 from melanoma.report.figures import gallery_card
 from melanoma.report.inputs import Run
 
@@ -36,11 +36,11 @@ def pick(oof: pd.DataFrame, k: int) -> pd.DataFrame:
     return pd.concat([pos, neg], ignore_index=True)
 
 
-def read_records(tfrec_dir: str, names: list[str], n_folds: int) -> tuple[dict[str, dict], int | None]:
+def records_by_name(tfrec_dir: str, names: list[str], n_folds: int) -> tuple[dict[str, dict], int | None]:
     """name -> {"jpeg": bytes, and the metadata codes} for the named training images, and the stored size."""
     import tensorflow as tf
 
-    from melanoma.pipeline import META_FIELDS, find_shards, parse_fn, read_records as records
+    from melanoma.image.pipeline import META_FIELDS, find_shards, parse_fn, read_records as records
 
     shardset = find_shards(str(tfrec_dir), n_folds)
     shards = [s.path for s in shardset.validation()]
@@ -66,7 +66,7 @@ def decode(jpeg: bytes, size: int | None = None) -> np.ndarray:
 def _meta_vector(rec: dict) -> np.ndarray:
     import tensorflow as tf
 
-    from melanoma.pipeline import meta_vector
+    from melanoma.image.pipeline import meta_vector
 
     return meta_vector({k: tf.constant(rec[k], tf.int64) for k in (SEX, AGE, SITE)}).numpy()
 
@@ -78,8 +78,8 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
     train = run.config.get("train") or {}
     if "model" not in train or "size" not in train:
         return {}, "no heat maps: the run's config.yaml does not name its model and size"
-    from melanoma.models import build_model
-    from melanoma.pipeline import META_DIM
+    from melanoma.image.models import build_model
+    from melanoma.image.pipeline import META_DIM
     from melanoma.report.gradcam import GradCAM
 
     maps: dict[str, np.ndarray] = {}
@@ -119,7 +119,7 @@ def gallery(run: Run, meta: pd.DataFrame, tfrec_dir: str | None, n_folds: int, k
         result["notes"].append("no thumbnails: no TFRecords folder (paths.tfrecords)")
     else:
         try:
-            recs, _ = read_records(tfrec_dir, list(rows[ID]), n_folds)
+            recs, _ = records_by_name(tfrec_dir, list(rows[ID]), n_folds)
         except _reader_errors() as e:  # a missing folder or a bad shard costs the thumbnails, not the report
             result["notes"].append(f"no thumbnails: cannot read the TFRecords in {tfrec_dir} ({e})")
     maps: dict[str, np.ndarray] = {}

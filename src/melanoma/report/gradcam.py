@@ -1,6 +1,6 @@
 """Grad-CAM heat maps of this package's image models, on the TensorFlow and JAX backends.
 
-Every model of melanoma.models is input -> (rescaling) -> backbone ending in global average pooling ->
+Every model of melanoma.image.models is input -> (rescaling) -> backbone ending in global average pooling ->
 (metadata join) -> dropout -> sigmoid unit "pred". Grad-CAM needs the gradient of the prediction with respect to
 the last feature map A (the pooling's input): the model is split there, the head is re-applied to A with
 keras.ops, and the gradient is taken by the backend's own machinery (tf.GradientTape on TensorFlow, jax.grad of

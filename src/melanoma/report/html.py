@@ -60,16 +60,15 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _splits(entry: dict) -> list[tuple[str, dict]]:
+    """(split, its section) for the OOF and test sections an entry has."""
+    return [(split, entry[split]) for split in ("oof", "test") if entry.get(split) is not None]
+
+
 def _summary(rep: dict) -> str:
-    rows = []
-    for run in rep["runs"]:
-        for split in ("oof", "test"):
-            ev = run.get(split)
-            if ev is None:
-                continue
-            rows.append([esc(run["label"]), split, str(ev["n"]), str(ev["positives"]), str(ev["units"]),
-                         with_ci(ev["auc"]), with_ci(ev["pauc"]), with_ci(ev["ap"]), num(ev["brier"], 4),
-                         num(ev["ece"], 4)])
+    rows = [[esc(run["label"]), split, str(ev["n"]), str(ev["positives"]), str(ev["units"]), with_ci(ev["auc"]),
+             with_ci(ev["pauc"]), with_ci(ev["ap"]), num(ev["brier"], 4), num(ev["ece"], 4)]
+            for run in rep["runs"] for split, ev in _splits(run)]
     return table(["run", "set", "images", "malignant", "resampled units", "AUC [95% CI]",
                   "pAUC above 80% TPR (0-0.2)", "average precision", "Brier", "ECE"], rows)
 
@@ -77,15 +76,10 @@ def _summary(rep: dict) -> str:
 def _operating(rep: dict) -> str:
     parts = []
     for run in rep["runs"]:
-        rows = []
-        for op in run["operating_points"]:
-            for split in ("oof", "test"):
-                c = op.get(split)
-                if c is None:
-                    continue
-                rows.append([esc(op["name"]), f"{op['threshold']:.4g}", split, str(c["tp"]), str(c["fp"]),
-                             str(c["fn"]), str(c["tn"]), num(c["sensitivity"]), num(c["specificity"]),
-                             num(c["ppv"]), num(c["npv"]), num(c["f1"]), num(c["fn_per_1000"], 1)])
+        rows = [[esc(op["name"]), f"{op['threshold']:.4g}", split, str(c["tp"]), str(c["fp"]), str(c["fn"]),
+                 str(c["tn"]), num(c["sensitivity"]), num(c["specificity"]), num(c["ppv"]), num(c["npv"]),
+                 num(c["f1"]), num(c["fn_per_1000"], 1)]
+                for op in run["operating_points"] for split, c in _splits(op)]
         parts.append(f"<h3>{esc(run['label'])}</h3>" + table(
             ["threshold chosen for", "threshold", "set", "TP", "FP", "FN", "TN", "sensitivity", "specificity",
              "PPV", "NPV", "F1", "missed melanomas per 1,000 lesions"], rows))
@@ -97,11 +91,9 @@ def _calibration(rep: dict, folder: Path) -> str:
     rows = []
     for run in rep["runs"]:
         cal = run.get("calibration") or {}
-        for split in ("oof", "test"):
-            if run.get(split) is None:
-                continue
+        for split, ev in _splits(run):
             after = (cal.get(split) or {})
-            rows.append([esc(run["label"]), split, num(run[split]["brier"], 4), num(run[split]["ece"], 4),
+            rows.append([esc(run["label"]), split, num(ev["brier"], 4), num(ev["ece"], 4),
                          num(after.get("brier"), 4), num(after.get("ece"), 4)])
     method = rep["settings"]["calibration"]
     note = (f"<p>Calibrator: {esc(method)}, fitted on each run's OOF predictions (so its OOF figures are "

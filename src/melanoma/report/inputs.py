@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.data import AGE, ID, PATIENT, SEX, SITE, TARGET
+from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError, input_error
 from melanoma.files import read_json
 from melanoma.results import read_metrics, read_run
 
 log = logging.getLogger(__name__)
 
-META = (PATIENT, SEX, AGE, SITE)
+PATIENT_META = (PATIENT, SEX, AGE, SITE)
 
 
 @dataclass
@@ -166,7 +166,7 @@ def metadata(data_dir: str | Path | None, tfrec_dir: str | Path | None) -> tuple
     frames = []
     if data_dir is not None:
         for name in ("train.csv", "test.csv"):
-            df = _csv(Path(data_dir) / name, {ID, *META, "width", "height"})
+            df = _csv(Path(data_dir) / name, {ID, *PATIENT_META, "width", "height"})
             if df is not None and ID in df.columns:
                 frames.append(df)
     meta = pd.concat(frames, ignore_index=True).drop_duplicates(ID) if frames else pd.DataFrame({ID: []})
@@ -176,7 +176,7 @@ def metadata(data_dir: str | Path | None, tfrec_dir: str | Path | None) -> tuple
     sizes = _sizes(tfrec_dir)
     if sizes is not None and not {"width", "height"} <= set(meta.columns):
         meta = meta.merge(sizes, on=ID, how="outer") if len(meta) else sizes
-    for col in (*META, "width", "height"):
+    for col in (*PATIENT_META, "width", "height"):
         if col not in meta.columns:
             meta[col] = np.nan
     if meta[PATIENT].isna().all():

@@ -7,6 +7,6 @@
 - multipart.py: an in-memory multipart/form-data parser (uploads never touch the disk)
 - app.py: the FastAPI app that `serve` runs under uvicorn
 
-Preprocessing is `melanoma.images.model_input`, the same steps `prepare` and the train reader apply.
+Preprocessing is `melanoma.data.images.model_input`, the same steps `prepare` and the train reader apply.
 Nothing here imports Keras or TensorFlow at module level, so the CLI can choose the backend first.
 """

@@ -23,15 +23,15 @@ from fastapi import FastAPI, Request  # module level: FastAPI resolves the handl
 from fastapi.responses import JSONResponse
 
 from melanoma.config import ServeConfig
-from melanoma.data import AGE, SEX, SITE
-from melanoma.images import BadImage
+from melanoma.data.schema import AGE, SEX, SITE
+from melanoma.data.images import BadImage
 from melanoma.serve.artifact import Artifact, BadMetadata
 from melanoma.serve.batching import MicroBatcher
 from melanoma.serve.multipart import MultipartError, Part, boundary_of, parse
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp", "application/octet-stream")
-META_FIELDS = (AGE, SEX, SITE)
+FORM_FIELDS = (AGE, SEX, SITE)
 
 
 class RequestProblem(Exception):
@@ -119,10 +119,10 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
 
     def split(parts: list[Part], file_field: str, many: bool) -> tuple[list[Part], dict[str, list[str]]]:
         files = [p for p in parts if p.name == file_field]
-        unknown = sorted({p.name for p in parts} - {file_field, *META_FIELDS})
+        unknown = sorted({p.name for p in parts} - {file_field, *FORM_FIELDS})
         if unknown:
             raise RequestProblem(400, f"unknown form field {unknown[0]!r} (expected {file_field!r} and optional "
-                                      f"{', '.join(META_FIELDS)})")
+                                      f"{', '.join(FORM_FIELDS)})")
         if not files:
             raise RequestProblem(400, f"no {file_field!r} file part in the form")
         if not many and len(files) > 1:
@@ -130,7 +130,7 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
         if len(files) > scfg.max_images:
             raise RequestProblem(413, f"{len(files)} images exceed serve.max_images ({scfg.max_images})")
         fields = {}
-        for f in META_FIELDS:
+        for f in FORM_FIELDS:
             values = [bytes(p.data).decode("utf-8", "replace") for p in parts if p.name == f]
             if not many and len(values) > 1:
                 raise RequestProblem(422, f"{f} given {len(values)} times")

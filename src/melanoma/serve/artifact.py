@@ -1,7 +1,7 @@
 """The exported artefact: model.json (everything inference needs) and the model it describes.
 
 `Artifact.load(model_dir)` gives one object that `predict` and `serve` share: the image preprocessing
-(`melanoma.images.model_input` with prepare's settings), the metadata encoding (the same vector as
+(`melanoma.data.images.model_input` with prepare's settings), the metadata encoding (the same vector as
 `pipeline.meta_vector` builds from record codes), the model call, the calibrator and the thresholds.
 """
 
@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from melanoma.data import AGE, SEX, SITE
+from melanoma.data.schema import AGE, SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json
-from melanoma.images import ImageSettings, model_input
+from melanoma.data.images import ImageSettings, model_input
+from melanoma.data.records import N_SEX, N_SITE
 
 FORMAT_VERSION = 1
 MODEL_FILE, INFO_FILE = "model.keras", "model.json"
-N_SEX, N_SITE = 2, 6  # as pipeline.N_SEX / N_SITE: codes beyond them share the "other/missing" column
 MAX_AGE = 120.0
 
 
@@ -31,7 +31,7 @@ class BadMetadata(ValueError):
 
 # ---------------------------------------------------------------- calibrator (the report's, melanoma.report.calibration)
 
-def calibrate(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
+def apply_calibrator(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
     """The exported calibrator applied as the report and the blend apply it; identity without one."""
     from melanoma.report import calibration
 
@@ -122,7 +122,7 @@ class Artifact:
         return cls(info, load_keras_model(model_dir / MODEL_FILE), model_dir)
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        """Image bytes -> model input (raises melanoma.images.BadImage)."""
+        """Image bytes -> model input (raises melanoma.data.images.BadImage)."""
         return model_input(data, self.settings, self.size, self.stored_size)
 
     def predict(self, images: np.ndarray, meta: np.ndarray | None = None) -> np.ndarray:
@@ -131,7 +131,7 @@ class Artifact:
         return np.asarray(self.model.predict_on_batch(x), dtype=np.float64).reshape(-1)
 
     def calibrated(self, p: np.ndarray) -> np.ndarray:
-        return calibrate(p, self.calibrator)
+        return apply_calibrator(p, self.calibrator)
 
     def labels(self, p: np.ndarray) -> dict[str, np.ndarray]:
         """0/1 per threshold name: malignant when the (uncalibrated) probability reaches the threshold."""
@@ -151,7 +151,7 @@ def load_keras_model(path: Path):
     """model.keras without its training state; our custom layers register themselves on import."""
     import keras
 
-    import melanoma.models  # noqa: F401  (registers ImagenetPreprocess)
+    import melanoma.image.models  # noqa: F401  (registers ImagenetPreprocess)
     import melanoma.serve.layers  # noqa: F401  (registers Flip)
 
     if not path.is_file():

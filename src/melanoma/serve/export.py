@@ -19,10 +19,10 @@ import numpy as np
 
 from melanoma import __version__
 from melanoma.config import Config, load_config, to_dict
-from melanoma.data import SEX, SITE
+from melanoma.data.schema import SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
-from melanoma.records import VOCABULARIES
+from melanoma.data.records import VOCABULARIES
 from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def input_spec(run_cfg: Config, tfrecords: str | None) -> tuple[dict, int | None
 
 def load_fold_model(run_cfg: Config, weights: Path):
     """The fold's trained model, for inference: built as training built it, without the augmentation layer."""
-    from melanoma.models import build_model
-    from melanoma.pipeline import META_DIM
+    from melanoma.image.models import build_model
+    from melanoma.image.pipeline import META_DIM
 
     t = run_cfg.train
     meta_dim = META_DIM if t.metadata else 0
@@ -136,7 +136,7 @@ def report_extras(report_dir: Path | None, run_dir: Path) -> tuple[dict | None, 
     thresholds = {op["name"]: float(op["threshold"]) for op in section.get("operating_points", [])
                   if op.get("threshold") is not None and 0 <= op["threshold"] <= 1}
     cal_info = section.get("calibration") or {}
-    calibrator = calibration.load(report_dir / cal_info["file"]) if cal_info.get("file") else None
+    calibrator = calibration.load_calibrator(report_dir / cal_info["file"]) if cal_info.get("file") else None
     return calibrator, thresholds, str(report_dir)
 
 
@@ -176,7 +176,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
         "model": {"name": t.model, "folds": list(weights), "combine": ecfg.combine,
                   "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
         "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "float32",
-                  "range": [0, 255], "note": "melanoma.images.model_input(bytes, prepare, size, stored_size)"},
+                  "range": [0, 255], "note": "melanoma.data.images.model_input(bytes, prepare, size, stored_size)"},
         "metadata": {"used": bool(t.metadata), "vocab": vocab, "n_sex": 2, "n_site": 6,
                      "encoding": "one-hot sex (2 + other/missing), one-hot site (6 + other/missing), "
                                  "age/100, age-missing flag; codes index the vocabularies (-1 = missing)"},

@@ -132,7 +132,7 @@ class LoadResult:
                 f"{self.ok / max(self.seconds, 1e-9):.1f} req/s")
 
 
-def load(url: str, images: list[bytes], n_requests: int, clients: int, malformed_every: int = 0,
+def run_load(url: str, images: list[bytes], n_requests: int, clients: int, malformed_every: int = 0,
          max_body: int = 20 * 2**20, deadline_s: float = 600.0) -> LoadResult:
     """Send n_requests (every malformed_every-th one malformed) from `clients` threads; stops at the deadline."""
     import httpx

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config
-from melanoma.data import AGE, ID, SEX, SITE, csv_line
+from melanoma.data.schema import AGE, ID, SEX, SITE, csv_line
 from melanoma.errors import input_error
 from melanoma.files import write_csv
-from melanoma.images import BadImage
+from melanoma.data.images import BadImage
 from melanoma.serve.artifact import Artifact, BadMetadata
 
 log = logging.getLogger(__name__)

@@ -23,11 +23,11 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline as SkPipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, OrdinalEncoder
 
-from melanoma.data import AGE, PATIENT, SEX, SITE
+from melanoma.data.schema import AGE, PATIENT, SEX, SITE
 
 CATEGORICAL = [SEX, SITE]
 NUMERIC = [AGE]
-META = [SEX, AGE, SITE]  # the metadata columns, as read by melanoma.data
+META = [SEX, AGE, SITE]  # the metadata columns, as read by melanoma.data.schema
 FEATURE_COLUMNS = [PATIENT, SEX, AGE, SITE]  # the input columns every pipeline reads (patient_id: for the context)
 SIZE = ["width", "height"]  # original image size columns (see melanoma.tabular.sources.add_image_sizes)
 FILE_SIZE = "file_size"  # bytes of the image file (see imagestats)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data import ID
+from melanoma.data.schema import ID
 from melanoma.progress import progress_bar
 from melanoma.tabular.features import COLOR_STATS, FILE_SIZE
 
@@ -49,7 +49,7 @@ def color_stats(rgb: np.ndarray) -> dict[str, float]:
 
 def stats_of(source: str | bytes) -> dict[str, float]:
     """file_size and COLOR_STATS of one image file or its bytes; NaN statistics when it cannot be decoded."""
-    from melanoma.images import BadImage, load_rgb, square
+    from melanoma.data.images import BadImage, load_rgb, square
 
     size = float(len(source) if isinstance(source, bytes) else os.path.getsize(source))
     try:
@@ -110,7 +110,7 @@ def tfrecord_stats(tfrec_dir: str | Path, names: set[str]) -> pd.DataFrame | Non
     """image_name, file_size (of the stored JPEG), COLOR_STATS of the records in TFREC_DIR's shards whose
     names are in `names` (the first record of a name: upsampled copies repeat it); None, with the reason
     logged, unless every name is found."""
-    from melanoma.records import parse_shard_name
+    from melanoma.data.records import parse_shard_name
 
     shards = sorted(str(p) for p in Path(tfrec_dir).glob("*.tfrec") if parse_shard_name(p))
     if not shards:

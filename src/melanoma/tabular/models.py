@@ -314,41 +314,37 @@ def _logreg(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
     ])
 
 
+def _on_gbm_features(tcfg: TabularConfig, clf) -> SkPipeline:
+    """The tree models' pipeline: their feature set (categories kept as codes), then the classifier."""
+    return SkPipeline([("features", make_gbm_features(context=tcfg.context)), ("clf", clf)])
+
+
 def _gbm(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
-    return SkPipeline([
-        ("features", make_gbm_features(context=tcfg.context)),
-        ("clf", HistGradientBoostingClassifier(
-            learning_rate=tcfg.gbm_learning_rate, max_iter=tcfg.gbm_max_iter,
-            max_leaf_nodes=tcfg.gbm_max_leaf_nodes, min_samples_leaf=tcfg.gbm_min_samples_leaf,
-            l2_regularization=1.0, categorical_features=list(CATEGORY_COLUMNS),
-            # early stopping on the log-loss of a fixed, seeded, stratified 10% of the training fold
-            early_stopping=tcfg.gbm_early_stopping, validation_fraction=0.1, n_iter_no_change=20,
-            random_state=seed)),
-    ])
+    return _on_gbm_features(tcfg, HistGradientBoostingClassifier(
+        learning_rate=tcfg.gbm_learning_rate, max_iter=tcfg.gbm_max_iter,
+        max_leaf_nodes=tcfg.gbm_max_leaf_nodes, min_samples_leaf=tcfg.gbm_min_samples_leaf,
+        l2_regularization=1.0, categorical_features=list(CATEGORY_COLUMNS),
+        # early stopping on the log-loss of a fixed, seeded, stratified 10% of the training fold
+        early_stopping=tcfg.gbm_early_stopping, validation_fraction=0.1, n_iter_no_change=20,
+        random_state=seed))
 
 
 def _lgbm(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
-    return SkPipeline([
-        ("features", make_gbm_features(context=tcfg.context)),
-        ("clf", LightGBMClassifier(
-            max_rounds=tcfg.lgbm_max_rounds, learning_rate=tcfg.lgbm_learning_rate,
-            num_leaves=tcfg.lgbm_num_leaves, min_child_samples=tcfg.lgbm_min_child_samples,
-            feature_fraction=tcfg.lgbm_feature_fraction, bagging_fraction=tcfg.lgbm_bagging_fraction,
-            lambda_l2=tcfg.lgbm_lambda_l2, early_stopping_rounds=tcfg.early_stopping_rounds,
-            validation_fraction=tcfg.inner_validation, seed=seed)),
-    ])
+    return _on_gbm_features(tcfg, LightGBMClassifier(
+        max_rounds=tcfg.lgbm_max_rounds, learning_rate=tcfg.lgbm_learning_rate,
+        num_leaves=tcfg.lgbm_num_leaves, min_child_samples=tcfg.lgbm_min_child_samples,
+        feature_fraction=tcfg.lgbm_feature_fraction, bagging_fraction=tcfg.lgbm_bagging_fraction,
+        lambda_l2=tcfg.lgbm_lambda_l2, early_stopping_rounds=tcfg.early_stopping_rounds,
+        validation_fraction=tcfg.inner_validation, seed=seed))
 
 
 def _hgb(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
-    return SkPipeline([
-        ("features", make_gbm_features(context=tcfg.context)),
-        ("clf", TunedHGBClassifier(
-            max_rounds=tcfg.hgb_max_iter, learning_rate=tcfg.hgb_learning_rate,
-            max_leaf_nodes=tcfg.hgb_max_leaf_nodes, min_samples_leaf=tcfg.hgb_min_samples_leaf,
-            l2_regularization=tcfg.hgb_l2_regularization, max_features=tcfg.hgb_max_features,
-            early_stopping_rounds=tcfg.early_stopping_rounds, validation_fraction=tcfg.inner_validation,
-            seed=seed)),
-    ])
+    return _on_gbm_features(tcfg, TunedHGBClassifier(
+        max_rounds=tcfg.hgb_max_iter, learning_rate=tcfg.hgb_learning_rate,
+        max_leaf_nodes=tcfg.hgb_max_leaf_nodes, min_samples_leaf=tcfg.hgb_min_samples_leaf,
+        l2_regularization=tcfg.hgb_l2_regularization, max_features=tcfg.hgb_max_features,
+        early_stopping_rounds=tcfg.early_stopping_rounds, validation_fraction=tcfg.inner_validation,
+        seed=seed))
 
 
 # name -> factory(tcfg, seed, y): an unfitted pipeline whose first step is `features` and last `clf`.

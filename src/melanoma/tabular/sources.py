@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data import ID
+from melanoma.data.schema import ID
 from melanoma.tabular import imagestats
 from melanoma.tabular.features import FEATURE_COLUMNS, IMAGE_COLUMNS, SIZE
 

@@ -24,10 +24,10 @@ from threadpoolctl import threadpool_limits
 from melanoma import config as config_mod
 from melanoma import results
 from melanoma.config import Config, TabularConfig
-from melanoma.data import ID, PATIENT, TARGET, read_test, read_train
+from melanoma.data.schema import ID, PATIENT, TARGET, read_test, read_train
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_csv
-from melanoma.folds import read_folds
+from melanoma.data.folds import read_folds
 from melanoma.tabular import models, sources
 from melanoma.tabular.features import META, SIZE, IMAGE_COLUMNS, context_columns, feature_table
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from melanoma.data import AGE, ID, PATIENT, SEX, SITE, TARGET
+from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 
 # (width, height, share of patients, log-odds shift): common dermoscopy camera sizes of the 2020 data.
 CAMERAS = [

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data import AGE, DIAGNOSIS, ID, PATIENT, SEX, SITE, TARGET, csv_line, image_path, read_train
+from melanoma.data.schema import AGE, DIAGNOSIS, ID, PATIENT, SEX, SITE, TARGET, csv_line, image_path, read_train
 from melanoma.errors import input_error
 
 ISIC2019_TRUTH = "ISIC_2019_Training_GroundTruth.csv"

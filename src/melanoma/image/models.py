@@ -200,7 +200,7 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     image = keras.Input((size, size, 3), name="image")
     x = image
     if augment is not None:
-        from melanoma.augment import Augment
+        from melanoma.image.augment import Augment
 
         x = Augment(augment, size, name="augment")(x)
     if spec.scale is not None:

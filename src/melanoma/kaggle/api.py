@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from melanoma.errors import KaggleError
-from melanoma.files import read_json, write_json, write_text
+from melanoma.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,6 @@ CREDENTIALS_HELP = (
     "~/.kaggle/kaggle.json (chmod 600; KAGGLE_CONFIG_DIR moves the folder), or set KAGGLE_USERNAME and "
     "KAGGLE_KEY, or put an access token in KAGGLE_API_TOKEN or ~/.kaggle/access_token"
 )
-NOTEBOOK_SOURCE = "notebook.ipy"  # in kernels/: the one source of both generated notebooks
-NOTEBOOKS = {"kaggle": "melanoma_kaggle.ipynb", "colab": "melanoma_colab.ipynb"}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -246,155 +243,6 @@ def download(api: Any, out: str | Path, competition: str = COMPETITION, csv_only
         written += _fetch(out, dataset, out / dataset.split("/")[1], lambda tmp: _call(
             f"downloading {dataset}", api.dataset_download_files, dataset, path=str(tmp), quiet=True, unzip=False))
     return written
-
-
-# --------------------------------------------------------------------------------------------------------
-# notebooks
-
-
-def parse_cells(text: str, target: str) -> list[tuple[str, str]]:
-    """Cells of the notebook source for one target: [(cell_type, source)].
-
-    `# %%` starts a code cell, `# %% [markdown]` a markdown cell (its lines lose their leading `# `); a tag
-    after the marker (`# %% kaggle`, `# %% [markdown] colab`) keeps the cell to that target only.
-    """
-    cells: list[tuple[str, str]] = []
-    header, lines = None, []
-
-    def flush() -> None:
-        if header is None:
-            return
-        kind, tags = header
-        if tags and target not in tags:
-            return
-        body = [re.sub(r"^# ?", "", ln) for ln in lines] if kind == "markdown" else lines
-        cells.append((kind, "\n".join(body).strip("\n")))
-
-    for line in text.splitlines():
-        m = re.match(r"^# %%(?: \[(markdown)\])?(.*)$", line)
-        if m:
-            flush()
-            header, lines = ("markdown" if m.group(1) else "code", m.group(2).split()), []
-        elif header is not None:
-            lines.append(line)
-    flush()
-    return cells
-
-
-def build_notebook(text: str, target: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The .ipynb (as a dict) for `target` (kaggle | colab) from the source text.
-
-    `params` replaces the values of top-level `NAME = "..."` lines (how `kaggle push` sets SOURCE).
-    """
-    if target not in NOTEBOOKS:
-        raise ValueError(f"unknown notebook target {target!r}")
-    cells = []
-    for kind, source in parse_cells(text, target):
-        for name, value in (params or {}).items():
-            source = re.sub(rf"^{name} = .*$", f"{name} = {json.dumps(value)}", source, flags=re.M)
-        cell: dict[str, Any] = {"cell_type": kind, "metadata": {}, "source": source.splitlines(keepends=True)}
-        if kind == "code":
-            cell.update(execution_count=None, outputs=[])
-        cells.append(cell)
-    metadata: dict[str, Any] = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    if target == "colab":
-        metadata["accelerator"] = "TPU"
-        metadata["colab"] = {"provenance": []}
-    return {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
-
-
-def notebook_json(nb: dict[str, Any]) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-
-
-def build_notebooks(kernels_dir: str | Path, check: bool = False) -> list[Path]:
-    """Write (or with check=True: compare) every generated notebook in kernels/; return the stale ones."""
-    kernels_dir = Path(kernels_dir)
-    src = kernels_dir / NOTEBOOK_SOURCE
-    if not src.is_file():
-        raise KaggleError(f"{src}: notebook source not found (run from the repository root)")
-    text, stale = src.read_text(), []
-    for target, name in NOTEBOOKS.items():
-        path, content = kernels_dir / name, notebook_json(build_notebook(text, target))
-        if not path.is_file() or path.read_text() != content:
-            stale.append(path)
-            if not check:
-                write_text(path, content)
-    return stale
-
-
-# --------------------------------------------------------------------------------------------------------
-# kernels
-
-
-def kernel_id(kcfg: Any, creds: Credentials | None) -> str:
-    username = kcfg.username or (creds.username if creds else None)
-    if not username:
-        raise KaggleError("no Kaggle username for the kernel id: set kaggle.username (an access token does not "
-                          "name its user)")
-    return f"{username}/{kcfg.slug}"
-
-
-def dataset_ref(source: str, owner: str) -> str:
-    """OWNER/SLUG of a dataset named as OWNER/SLUG, SLUG (the user's own) or a /kaggle/input/... path."""
-    parts = source.rstrip("/").split("/")
-    if source.startswith("/kaggle/input/datasets/"):
-        return "/".join(parts[4:6])
-    if source.startswith("/"):
-        return f"{owner}/{parts[-1]}"
-    return source if "/" in source else f"{owner}/{source}"
-
-
-def _notebook_source(source: str) -> str:
-    """SOURCE for the notebook: a git URL as it is, or the mount path of a Kaggle dataset (OWNER/SLUG mounts at
-    /kaggle/input/datasets/OWNER/SLUG today; a bare SLUG keeps the older /kaggle/input/SLUG)."""
-    if "://" in source or source.startswith("/"):
-        return source
-    return f"/kaggle/input/datasets/{source}" if "/" in source else f"/kaggle/input/{source}"
-
-
-def kernel_metadata(cfg: Any, kid: str, accelerator: str, code_file: str) -> dict[str, Any]:
-    """kernel-metadata.json for the notebook: sources, accelerator, no docker image pin (latest image)."""
-    k = cfg.kaggle
-    if accelerator not in ACCELERATORS:
-        raise KaggleError(f"unknown accelerator {accelerator!r} (tpu, gpu or none)")
-    if len(k.title) < 5:
-        raise KaggleError(f"kaggle.title must have at least 5 characters, got {k.title!r}")
-    slug = re.sub(r"[^a-z0-9]+", "-", k.title.lower()).strip("-")
-    if slug != kid.split("/")[1]:
-        log.warning("kaggle: the title %r does not slugify to the kernel slug %r; Kaggle may rename it",
-                    k.title, kid.split("/")[1])
-    datasets = [tfrecords_dataset(cfg.prepare.size)] if cfg.prepare.size in TFRECORD_DATASETS else []
-    owner = kid.split("/")[0]
-    for ref in (k.source, k.wheels):  # the package's own dataset; offline, the wheels `kaggle wheels` built
-        if ref and _notebook_source(ref).startswith("/kaggle/input/"):
-            datasets.append(dataset_ref(ref, owner))
-    meta = {"id": kid, "title": k.title, "code_file": code_file, "language": "python",
-            "kernel_type": "notebook", "is_private": k.private, "enable_internet": k.internet,
-            "competition_sources": [k.competition], "dataset_sources": datasets,
-            # chain: the notebook's own last output comes back as an input, and `run` resumes from it
-            "kernel_sources": [kid] if k.chain else [], "model_sources": []}
-    meta.update(ACCELERATORS[accelerator])
-    return meta
-
-
-def write_push_folder(cfg: Any, folder: str | Path, kid: str, accelerator: str, notebook_text: str) -> Path:
-    """The folder `kaggle kernels push -p` takes: the notebook (SOURCE set from kaggle.source) + metadata."""
-    folder = Path(folder)
-    source = cfg.kaggle.source
-    if "YOUR-GITHUB-NAME" in source:
-        raise KaggleError("set kaggle.source to your copy of this repository: a git URL "
-                          "(https://github.com/<you>/melanoma.git) or the slug of your Kaggle dataset holding it")
-    params = {"SOURCE": _notebook_source(source)}
-    if cfg.kaggle.wheels:
-        params["WHEELS"] = _notebook_source(cfg.kaggle.wheels)
-    nb = build_notebook(notebook_text, "kaggle", params)
-    write_text(folder / NOTEBOOKS["kaggle"], notebook_json(nb))
-    write_json(folder / "kernel-metadata.json", kernel_metadata(cfg, kid, accelerator, NOTEBOOKS["kaggle"]))
-    return folder
 
 
 def push(api: Any, folder: str | Path) -> dict[str, Any]:

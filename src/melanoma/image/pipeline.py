@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from melanoma.augment import augment_batch
-from melanoma.config import AugmentConfig
-from melanoma.data import AGE, ID, SEX, SITE, TARGET
+from melanoma.image.augment import augment_batch
+from melanoma.config import AugmentConfig, TrainConfig
+from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET
 from melanoma.errors import input_error
-from melanoma.records import check_prepared, feature_description, parse_shard_name
+from melanoma.data.records import N_SEX, N_SITE, check_prepared, feature_description, parse_shard_name
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
@@ -117,7 +117,6 @@ def parse_fn(split: str, names: tuple[str, ...]):
 # ---------------------------------------------------------------- datasets
 
 META_FIELDS = (SEX, AGE, SITE)
-N_SEX, N_SITE = 2, 6  # codes of the public schema; any other code (-1 = missing) sets the "other" column
 META_DIM = (N_SEX + 1) + (N_SITE + 1) + 2
 
 
@@ -147,16 +146,18 @@ def _augment_inputs(x, acfg: AugmentConfig, size: int):
     return augment_batch(x, acfg, size)
 
 
-def train_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int, acfg: AugmentConfig | None,
-                  pos_share: float | None, shuffle_buffer: int, seed: int, meta: bool = False,
-                  cache: bool = False) -> tf.data.Dataset:
+def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
+                  pos_share: float | None, seed: int, augment: bool = True) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
-    With `pos_share`, positives and negatives are read as two streams and drawn at that rate (oversampling);
-    with None they come at their natural rate. `acfg` None: no augmentation here (it runs inside the model).
-    With `meta` the inputs are {"image", "meta"}. `cache` keeps the encoded records in memory after the
-    first pass (small datasets, or repeated epochs from slow storage).
+    From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
+    read as two streams and drawn at that rate (oversampling); with None they come at their natural rate.
+    `augment` False: no augmentation here (it runs inside the model). With `tcfg.metadata` the inputs are
+    {"image", "meta"}. `tcfg.cache` keeps the encoded records in memory after the first pass (small
+    datasets, or repeated epochs from slow storage).
     """
+    size, meta, cache, shuffle_buffer = tcfg.size, tcfg.metadata, tcfg.cache, tcfg.shuffle_buffer
+    acfg = tcfg.augment if augment else None
     paths = [s.path for s in shards]
     parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
 

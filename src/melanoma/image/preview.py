@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from melanoma.config import Config
-from melanoma.data import ID
+from melanoma.data.schema import ID
 from melanoma.errors import ConfigError, input_error
 from melanoma.plots import DPI, figure, save
-from melanoma.pipeline import read_records, augment_batch, decode_image, find_shards, parse_fn
+from melanoma.image.pipeline import read_records, augment_batch, decode_image, find_shards, parse_fn
 
 log = logging.getLogger(__name__)
 

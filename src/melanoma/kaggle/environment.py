@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from melanoma.kaggle import TFRECORD_DATASETS
+from melanoma.kaggle.api import TFRECORD_DATASETS
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.data import AGE, DIAGNOSIS, ID, PATIENT, SEX, SEXES, SITE, SITES, TARGET
+from melanoma.data.schema import AGE, DIAGNOSIS, ID, PATIENT, SEX, SEXES, SITE, SITES, TARGET
 
 SPLITS = ("train", "test")
 
@@ -57,6 +57,10 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
     DIAGNOSIS: ("unknown", "nevus", "melanoma", "seborrheic keratosis", "lentigo nos", "lichenoid keratosis",
                 "solar lentigo", "cafe-au-lait macule", "atypical melanocytic proliferation"),
 }
+
+# The metadata vector of the image models (and of the exported model) one-hot encodes the public schema's codes
+# below these; any other code (-1 = missing) sets the "other" column.
+N_SEX, N_SITE = 2, 6
 
 SHARD_RE = re.compile(r"^(train|test)(\d+)-(\d+)\.tfrec$")
 

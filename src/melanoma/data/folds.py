@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data import ID, PATIENT, TARGET, check_unique_ids, read_train
+from melanoma.data.schema import ID, PATIENT, TARGET, check_unique_ids, read_train
 from melanoma.config import Config, save_run_info
+from melanoma.data.dedup import union_groups
 from melanoma.errors import input_error
 from melanoma.files import write_csv
 
@@ -136,21 +137,40 @@ def public_folds_csv(tfrecords_dir: str | Path | None) -> Path | None:
     return csv if "tfrecord" in header else None
 
 
-def make_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir: str | Path | None = None
-               ) -> pd.DataFrame:
-    """The `folds` stage: DATA/train.csv -> folds.csv (cfg.n_folds folds, cfg.seed).
+def make_folds(train: pd.DataFrame, n_folds: int, seed: int, duplicates: list[tuple[int, int]] | None = None,
+               public_csv: Path | None = None) -> pd.DataFrame:
+    """The one function that deals folds (the `folds` stage, `prepare` and `run` all come here).
 
-    When `tfrecords_dir` holds the public Kaggle TFRecords with their train.csv, the folds follow its files.
+    `duplicates`: pairs of row positions of `train` showing the same image (from `dedup`, known once images are
+    hashed). When given, even empty, the groups dealt are patients linked by duplicates (`dedup.union_groups`,
+    labelled by their first row); without it, patients. `public_csv`: the companion train.csv of the public
+    Kaggle TFRecords, whose files then decide the folds.
     """
-    train = read_train(data_dir, cfg.data.patient_id)
-    public = public_folds_csv(tfrecords_dir)
-    folds = (folds_from_tfrecord_column(train, public, cfg.n_folds, cfg.seed) if public is not None
-             else assign_folds(train, cfg.n_folds, cfg.seed))
+    if public_csv is not None:
+        return folds_from_tfrecord_column(train, public_csv, n_folds, seed)
+    groups = None if duplicates is None else union_groups(train[PATIENT].tolist(), duplicates)
+    return assign_folds(train, n_folds, seed, groups)
+
+
+def write_folds(folds: pd.DataFrame, out: str | Path, cfg: Config) -> Path:
+    """folds.csv (atomically) with its run info beside it, and the fold table in the log."""
     out = Path(out)
     write_csv(out, folds)
     save_run_info(out.parent, cfg, "folds", prefix=f"{out.stem}.")
     log.info("folds: %d images, %d patients -> %s\n%s", len(folds), folds[PATIENT].nunique(), out,
              format_fold_table(fold_summary(folds)))
+    return out
+
+
+def run_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir: str | Path | None = None
+              ) -> pd.DataFrame:
+    """The `folds` stage: DATA/train.csv -> folds.csv (cfg.n_folds folds, cfg.seed).
+
+    When `tfrecords_dir` holds the public Kaggle TFRecords with their train.csv, the folds follow its files.
+    """
+    train = read_train(data_dir, cfg.data.patient_id)
+    folds = make_folds(train, cfg.n_folds, cfg.seed, public_csv=public_folds_csv(tfrecords_dir))
+    write_folds(folds, out, cfg)
     return folds
 
 

@@ -6,7 +6,7 @@ installed, and TensorFlow otherwise. The backend is fixed when Keras is first im
 before that (the CLI calls it while loading the config); asking for another backend afterwards is an error.
 
 On JAX, `keras.distribution.DataParallel` spreads each global batch over every device (a TPU v5e-8's eight
-chips; in tests, CPU devices made by XLA_FLAGS). On TensorFlow, melanoma.strategy picks a tf.distribute
+chips; in tests, CPU devices made by XLA_FLAGS). On TensorFlow, melanoma.image.strategy picks a tf.distribute
 strategy. Either way a run sees a `Devices`: its backend, device kind and count, and the scope to build in.
 """
 
@@ -147,7 +147,7 @@ def setup_devices(tpu: str = "auto", cpu_replicas: int = 1) -> Devices:
         return _jax_devices(cpu_replicas)
     if backend != "tensorflow":
         raise ConfigError(f"Keras backend {backend} is not supported: use tensorflow or jax")
-    from melanoma.strategy import accelerated, get_strategy
+    from melanoma.image.strategy import accelerated, get_strategy
 
     strategy = get_strategy(tpu, cpu_replicas)
     return Devices("tensorflow", accelerated(strategy), strategy.num_replicas_in_sync, strategy.scope,

@@ -133,7 +133,7 @@ def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: in
     """
     import tensorflow as tf
 
-    from melanoma.pipeline import decode_image
+    from melanoma.image.pipeline import decode_image
 
     img, _, _ = load_rgb(data, settings.size, settings.max_pixels)
     jpeg = stored_jpeg(img, settings)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from melanoma import __version__
-from melanoma.backend import (framework_versions, resolve_backend, resolve_precision, tensorflow_can_use_tpu,
+from melanoma.image.backend import (framework_versions, resolve_backend, resolve_precision, tensorflow_can_use_tpu,
                               tpu_attached)
-from melanoma.environment import Place, detect, explain_paths
+from melanoma.kaggle.environment import Place, detect, explain_paths
 from melanoma.errors import ConfigError
 
 

@@ -1,0 +1,89 @@
+"""Class imbalance: oversampling in tf.data and class weights in the loss, from the training folds' counts.
+
+The two are separate settings; `Imbalance.describe` states what they add up to (the malignant share of the
+images drawn and of the loss), so they are never stacked by accident.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from melanoma.config import TrainConfig
+from melanoma.data.schema import TARGET
+from melanoma.errors import ConfigError
+
+if TYPE_CHECKING:  # pipeline imports TensorFlow
+    from melanoma.image.pipeline import Shard, ShardSet
+
+
+@dataclass(frozen=True)
+class Imbalance:
+    n_pos: int
+    n_neg: int
+    oversample: float
+    weights: dict[int, float]  # class -> loss weight
+
+    @property
+    def natural_share(self) -> float:
+        return self.n_pos / (self.n_pos + self.n_neg)
+
+    @property
+    def sampled_share(self) -> float:
+        """Positive share of the images drawn per epoch (each positive drawn `oversample` times as often)."""
+        return self.oversample * self.n_pos / (self.oversample * self.n_pos + self.n_neg)
+
+    @property
+    def loss_share(self) -> float:
+        """Positive share of the loss per epoch: what the model effectively sees."""
+        s, w0, w1 = self.sampled_share, self.weights[0], self.weights[1]
+        return w1 * s / (w1 * s + w0 * (1 - s))
+
+    @property
+    def epoch_images(self) -> int:
+        return int(round(self.n_neg + self.oversample * self.n_pos))
+
+    def describe(self) -> str:
+        return (f"{self.n_pos + self.n_neg} training images, {self.n_pos} malignant ({self.natural_share:.2%}); "
+                f"oversample x{self.oversample:g} -> {self.sampled_share:.2%} of images drawn; class weights "
+                f"0: {self.weights[0]:.3f}, 1: {self.weights[1]:.3f} -> malignant share of the loss "
+                f"{self.loss_share:.2%}")
+
+
+def class_weights(n_pos: int, n_neg: int, mode: str) -> dict[int, float]:
+    """Loss weights from the training-fold counts: balanced = n / (2 n_c); sqrt = its square root.
+    (Settings are validated when the config loads: `mode` is one of none | balanced | sqrt.)"""
+    if mode == "none":
+        return {0: 1.0, 1: 1.0}
+    n = n_pos + n_neg
+    w = {0: n / (2 * n_neg), 1: n / (2 * n_pos)}
+    return {k: math.sqrt(v) for k, v in w.items()} if mode == "sqrt" else w
+
+
+def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig) -> Imbalance:
+    """Sampling and loss weights from the training-fold counts; `positive_share` sets the oversampling factor."""
+    if n_pos == 0 or n_neg == 0:
+        raise ConfigError(f"the training folds have {n_pos} malignant and {n_neg} benign images: both are needed")
+    oversample = tcfg.oversample
+    if tcfg.positive_share is not None:
+        share, natural = tcfg.positive_share, n_pos / (n_pos + n_neg)
+        if not natural <= share < 1:
+            raise ConfigError(f"train.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
+                              f"training folds up to all-malignant), got {share}")
+        oversample = share / (1 - share) * n_neg / n_pos
+    return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
+
+
+def training_counts(shardset: ShardSet, index: pd.DataFrame, fold: int, extra: dict[Shard, tuple[int, int]]
+                    ) -> tuple[int, int]:
+    """(malignant, benign) images in fold's training pool: the other folds plus train-only shards (external
+    data, upsampled copies) not tagged with this fold."""
+    rest = index[index["fold"] != fold]
+    pos, neg = int(rest[TARGET].sum()), int((rest[TARGET] == 0).sum())
+    for shard, (p, n) in extra.items():
+        if shard.fold != fold:
+            pos, neg = pos + p, neg + n
+    return pos, neg

@@ -1,0 +1,158 @@
+"""A train run folder: per-epoch history and best weights, the resume fingerprint, and the run-level outputs.
+
+Re-running `train` into the same folder resumes it: finished folds (foldK/done.json) are kept and an
+interrupted fold continues from its epoch backup; other settings or data are refused unless told to restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from melanoma.config import Config, to_dict
+from melanoma.data.schema import ID, TARGET
+from melanoma.errors import ConfigError
+from melanoma.files import read_json, write_csv, write_json
+from melanoma.image.pipeline import ShardSet
+from melanoma.image.tta import prediction_views
+from melanoma.results import auc, fmt_auc, write_run
+
+log = logging.getLogger("melanoma.image.train")  # the stage's one logger
+
+
+class FoldLog(keras.callbacks.Callback):
+    """After each epoch: rewrite history.csv (atomically) and save the weights when validation AUC improves.
+
+    Listed before BackupAndRestore, so an epoch is in the history and the best weights before the backup
+    says it is done; a resumed epoch replaces its own row.
+    """
+
+    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int):
+        super().__init__()
+        self.fold_dir, self.schedule, self.steps = fold_dir, schedule, steps_per_epoch
+        self.history = read_history(fold_dir)
+        self.best = best_auc(self.history)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
+               "learning_rate": float(self.schedule((epoch + 1) * self.steps - 1))}
+        self.history = pd.concat([self.history[self.history["epoch"] < epoch], pd.DataFrame([row])],
+                                 ignore_index=True) if len(self.history) else pd.DataFrame([row])
+        write_csv(self.fold_dir / "history.csv", self.history)
+        current = row.get("val_auc")
+        if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
+            self.best = current
+            save_weights_atomic(self.model, self.fold_dir / BEST)
+
+
+BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
+
+
+def read_history(fold_dir: Path) -> pd.DataFrame:
+    path = fold_dir / "history.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame({"epoch": []})
+
+
+def best_auc(history: pd.DataFrame) -> float | None:
+    if "val_auc" not in history.columns or history["val_auc"].isna().all():
+        return None
+    return float(history["val_auc"].max())
+
+
+def save_weights_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")  # Keras wants the .weights.h5 suffix
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def fingerprint(cfg: Config, shardset: ShardSet) -> str:
+    """What a resumed run must share with the folds already in its folder: the training settings and data."""
+    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard", "backend")}
+    data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
+    blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+RUN_OUTPUTS = ("oof.csv", "test_pred.csv", "metrics.json")
+
+
+def fold_progress(out_dir: Path) -> tuple[list[str], list[str]]:
+    """(finished folds, interrupted folds) in a run folder."""
+    done = sorted(p.parent.name for p in out_dir.glob(f"fold*/{DONE}"))
+    backups = sorted(p.parent.name for p in out_dir.glob("fold*/backup") if p.parent.name not in done)
+    return done, backups
+
+
+def check_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: str) -> bool:
+    """Whether the run resumes the folder's work; raises before anything is trained or moved when it cannot.
+
+    A folder written with the same settings keeps its finished folds and epoch backups. One with other settings
+    is refused unless train.resume is false (--restart). A folder whose earlier try made no progress (it failed
+    before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
+    """
+    state_path = out_dir / "resume.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, not a run folder: choose another --out")
+    if not (cfg.train.resume and state_path.is_file()):
+        return False
+    done, backups = fold_progress(out_dir)
+    if not (done or backups):
+        return False
+    state = read_json(state_path)
+    if state.get("fingerprint") != fingerprint(cfg, shardset):
+        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
+                          "or --restart (train.resume=false) to start it over (the old folds are kept aside)")
+    previous = state.get("backend", "tensorflow")
+    if backups and previous != backend:
+        # Finished folds are plain files; an interrupted fold's optimizer backup is only resumed where it began.
+        raise ConfigError(f"{out_dir}: {backups[0]} was interrupted on the {previous} backend: resume it with "
+                          f"--set train.backend={previous}, or use another --out")
+    log.info("train: resuming %s (finished: %s; interrupted: %s)", out_dir, ", ".join(done) or "none",
+             ", ".join(backups) or "none")
+    return True
+
+
+def start_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: str, resume: bool) -> None:
+    """Record the run's fingerprint. Starting over, the old fold outputs are moved into a replaced-TIME/
+    folder, never deleted: the user made them in another call."""
+    if not resume:
+        old = [p for p in sorted(out_dir.glob("fold*")) + [out_dir / n for n in RUN_OUTPUTS] if p.exists()]
+        if old:
+            aside = out_dir / f"replaced-{dt.datetime.now():%Y%m%d-%H%M%S}"
+            aside.mkdir(parents=True)
+            for path in old:
+                os.replace(path, aside / path.name)
+            log.info("train: starting %s over; the earlier outputs are in %s", out_dir, aside)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "resume.json", {"fingerprint": fingerprint(cfg, shardset), "backend": backend})
+
+
+def collect(out_dir: Path, cfg: Config, replicas: int, precision: str) -> dict:
+    """Run-level oof.csv, test_pred.csv and metrics.json from every finished fold in the folder (so folds
+    trained in different sessions, e.g. Kaggle's 9-hour limit, add up)."""
+    tcfg = cfg.train
+    done = sorted(int(p.parent.name[4:]) for p in out_dir.glob(f"fold*/{DONE}"))
+    if not done:
+        raise ConfigError(f"{out_dir}: no finished fold to collect")
+    oof = pd.concat([pd.read_csv(out_dir / f"fold{k}" / "oof.csv", dtype={ID: "string"}) for k in done],
+                    ignore_index=True)
+    tests = [pd.read_csv(out_dir / f"fold{k}" / "test_pred.csv", dtype={ID: "string"}).set_index(ID)[TARGET]
+             for k in done if (out_dir / f"fold{k}" / "test_pred.csv").is_file()]
+    test_pred = (pd.concat(tests, axis=1).mean(axis=1).rename(TARGET).rename_axis(ID).reset_index() if tests
+                 else pd.DataFrame({ID: [], TARGET: []}))
+    info = {str(k): read_json(out_dir / f"fold{k}" / DONE) for k in done}
+    metrics = write_run(out_dir, oof, test_pred, {
+        "model": tcfg.model, "size": tcfg.size, "tta_views": [n for n, _ in prediction_views(tcfg)],
+        "oof_auc_no_tta": auc(oof[TARGET], oof["pred_plain"]), "replicas": replicas, "precision": precision,
+        "folds": info})
+    log.info("train: OOF AUC %s (no TTA %s) over folds %s -> %s", fmt_auc(metrics["oof_auc"]),
+             fmt_auc(metrics["oof_auc_no_tta"]), done, out_dir)
+    return metrics

@@ -1,0 +1,80 @@
+"""Learning-rate schedules (warmup, then exponential or cosine decay) and the loss, in keras.ops (any backend).
+
+The schedule classes are registered as Keras serializables under the package "melanoma": their names are part
+of saved optimizer state and must not change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from melanoma.config import TrainConfig
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear ramp from `start` to `peak`, optional sustain, then `peak` decays by `decay` per epoch to `minimum`.
+
+    The public SIIM-ISIC TPU recipe, computed per step so it works with any steps_per_execution.
+    """
+
+    def __init__(self, start, peak, minimum, warmup_steps, sustain_steps, decay, steps_per_epoch):
+        self.start, self.peak, self.minimum = float(start), float(peak), float(minimum)
+        self.warmup_steps, self.sustain_steps = float(warmup_steps), float(sustain_steps)
+        self.decay, self.steps_per_epoch = float(decay), float(max(1, steps_per_epoch))
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        ramp = self.start + (self.peak - self.start) * step / max(self.warmup_steps, 1.0)
+        epochs_decayed = (step - self.warmup_steps - self.sustain_steps) / self.steps_per_epoch
+        decayed = (self.peak - self.minimum) * keras.ops.power(self.decay, epochs_decayed) + self.minimum
+        after_warmup = keras.ops.where(step < self.warmup_steps + self.sustain_steps, self.peak, decayed)
+        return keras.ops.where(step < self.warmup_steps, ramp, after_warmup)
+
+    def get_config(self):
+        return {"start": self.start, "peak": self.peak, "minimum": self.minimum, "warmup_steps": self.warmup_steps,
+                "sustain_steps": self.sustain_steps, "decay": self.decay, "steps_per_epoch": self.steps_per_epoch}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear ramp from `start` to `peak`, optional sustain, then a half cosine from `peak` to `minimum` at the
+    last step."""
+
+    def __init__(self, start, peak, minimum, warmup_steps, sustain_steps, total_steps):
+        self.start, self.peak, self.minimum = float(start), float(peak), float(minimum)
+        self.warmup_steps, self.sustain_steps = float(warmup_steps), float(sustain_steps)
+        self.total_steps = float(total_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        ramp = self.start + (self.peak - self.start) * step / max(self.warmup_steps, 1.0)
+        begin = self.warmup_steps + self.sustain_steps
+        progress = keras.ops.clip((step - begin) / max(self.total_steps - begin, 1.0), 0.0, 1.0)
+        cosine = self.minimum + (self.peak - self.minimum) * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        after_warmup = keras.ops.where(step < begin, self.peak, cosine)
+        return keras.ops.where(step < self.warmup_steps, ramp, after_warmup)
+
+    def get_config(self):
+        return {"start": self.start, "peak": self.peak, "minimum": self.minimum, "warmup_steps": self.warmup_steps,
+                "sustain_steps": self.sustain_steps, "total_steps": self.total_steps}
+
+
+def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int):
+    """The learning rate per step; its peak scales with the global batch (lr_max_per_image x batch)."""
+    peak = tcfg.lr_max_per_image * global_batch
+    warmup, sustain = tcfg.warmup_epochs * steps_per_epoch, tcfg.sustain_epochs * steps_per_epoch
+    if tcfg.schedule == "exponential":
+        return WarmupExponentialDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.decay, steps_per_epoch)
+    return WarmupCosineDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
+
+
+def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
+    if tcfg.loss == "bce":
+        return keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing)
+    balanced = tcfg.focal_alpha is not None  # focal (the config allows only bce | focal)
+    return keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=balanced, alpha=tcfg.focal_alpha if balanced else 0.25, gamma=tcfg.focal_gamma,
+        label_smoothing=tcfg.label_smoothing)

@@ -1,0 +1,268 @@
+"""The `train` stage: an image model per fold, out-of-fold and (TTA) test predictions.
+
+`train()` reads as the stage: set up the devices and data, build and compile the model once, then per fold
+train (schedules.py, imbalance.py), keep the best weights (runfolder.py) and predict with TTA (tta.py).
+Imbalance is handled by two separate settings, oversampling in tf.data and class weights in the loss, and
+the log states what they add up to, so they are never stacked by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from melanoma.config import Config, TrainConfig, save_run_info, to_dict
+from melanoma.data.schema import ID, TARGET
+from melanoma.errors import ConfigError
+from melanoma.files import write_csv, write_json
+from melanoma.image.backend import Devices, resolve_backend, resolve_precision, setup_devices
+from melanoma.image.imbalance import Imbalance, imbalance, training_counts
+from melanoma.image.models import build_model, prediction_model
+from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
+                                     validation_dataset)
+from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
+                                      save_weights_atomic, start_run_folder)
+from melanoma.image.schedules import make_loss, make_schedule
+from melanoma.image.tta import mean_views, predict
+from melanoma.results import auc, fmt_auc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """What every fold of one `train` call shares: data, devices, the compiled model and its schedule."""
+    cfg: Config
+    out_dir: Path
+    shardset: ShardSet
+    folds: list[int]
+    backend: str
+    devices: Devices
+    precision: str
+    in_model: bool  # augmentation inside the model (accelerators) rather than in tf.data
+    index: pd.DataFrame = None  # the validation records: image_name, target, fold
+    test_names: np.ndarray = None
+    plans: dict[int, Imbalance] = None
+    steps: int = 0
+    model: keras.Model = None
+    predictor: keras.Model = None
+    schedule: object = None
+    initial_weights: list = None
+    tensorboard: bool = False
+
+    @property
+    def replicas(self) -> int:
+        return self.devices.count
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.devices.count
+
+
+def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
+    """The `train` stage. Returns the metrics written to OUT/metrics.json.
+
+    Re-running the same command into the same folder resumes it: finished folds are kept, and the current
+    fold continues from its last completed epoch (model and optimizer state restored).
+    """
+    keras.utils.set_random_seed(cfg.seed)
+    s = _open_session(cfg, tfrec_dir, Path(out_dir))
+    resume = check_run_folder(s.out_dir, cfg, s.shardset, s.backend)
+    if resume and all((s.out_dir / f"fold{k}" / DONE).is_file() for k in s.folds):
+        log.info("train: folds %s already finished in %s", s.folds, s.out_dir)
+        return collect(s.out_dir, cfg, s.replicas, s.precision)
+    _plan_folds(s)
+    _compile(s)
+    # Everything that can refuse the settings has run: only now is the folder changed.
+    start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
+    save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
+                                            "replicas": s.replicas, "precision": s.precision})
+    for fold in s.folds:
+        if (s.out_dir / f"fold{fold}" / DONE).is_file():
+            log.info("fold %d: finished in an earlier run, kept", fold)
+            continue
+        _train_fold(s, fold)
+    return collect(s.out_dir, cfg, s.replicas, s.precision)
+
+
+def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
+    """The shards, the folds to train, the backend, devices and precision (logged)."""
+    tcfg = cfg.train
+    shardset: ShardSet = find_shards(str(tfrec_dir), cfg.n_folds)
+    folds = tcfg.folds if tcfg.folds is not None else list(range(shardset.n_folds))
+    bad = [k for k in folds if not 0 <= k < shardset.n_folds]
+    if bad:
+        raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
+    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
+    devices: Devices = setup_devices(tcfg.tpu, tcfg.cpu_replicas)
+    s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
+                augment_in_model(tcfg, devices.kind))
+    log.info("train: backend %s (%s), %s", backend, why, devices.detail)
+    log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
+             "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,
+             s.precision, "the model" if s.in_model else "tf.data", folds)
+    return s
+
+
+def _plan_folds(s: Session) -> None:
+    """Validation index, test names, each fold's imbalance plan, and one step count for every fold."""
+    s.index = read_index(s.shardset.validation())
+    extra = {sh: count_targets([sh]) for sh in s.shardset.train() if sh.train_only}
+    test_shards = s.shardset.test()
+    s.test_names = read_index(test_shards)[ID].to_numpy() if test_shards else np.array([], dtype=object)
+    s.plans = {fold: imbalance(*training_counts(s.shardset, s.index, fold, extra), s.cfg.train) for fold in s.folds}
+    # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
+    s.steps = max(1, math.ceil(max(p.epoch_images for p in s.plans.values()) / s.global_batch))
+    s.tensorboard = s.cfg.train.tensorboard and tensorboard_available()  # checked (and warned about) once
+
+
+def _compile(s: Session) -> None:
+    """Build and compile once; each fold restarts from the same initial weights and a zeroed optimizer.
+    Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters."""
+    tcfg = s.cfg.train
+    s.schedule = make_schedule(tcfg, s.steps, s.global_batch)
+    with s.devices.scope(), dtype_policy(s.precision):
+        s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
+                              meta_dim=META_DIM if tcfg.metadata else 0,
+                              augment=to_dict(tcfg.augment) if s.in_model else None)
+        s.model.compile(
+            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay),
+            loss=make_loss(tcfg),
+            metrics=[keras.metrics.AUC(name="auc")],
+            steps_per_execution=tcfg.steps_per_execution,
+            jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
+        )
+        s.predictor = prediction_model(s.model)
+    s.initial_weights = s.model.get_weights()
+
+
+def _train_fold(s: Session, fold: int) -> None:
+    """Train one fold from the initial weights, keep its best (or last) weights, predict OOF and test."""
+    tcfg, fold_dir, start = s.cfg.train, s.out_dir / f"fold{fold}", time.perf_counter()
+    val = s.index[s.index["fold"] == fold].reset_index(drop=True)
+    imb = s.plans[fold]
+    log.info("fold %d: %s", fold, imb.describe())
+    if imb.loss_share > 0.5 + 1e-9:
+        log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
+                    "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
+    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
+                       imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
+                       augment=not s.in_model)
+    val_shards = s.shardset.validation([fold])
+    val_ds = validation_dataset(val_shards, tcfg.size, s.shardset.image_size, s.global_batch, meta=tcfg.metadata,
+                                pad=s.replicas > 1)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    reset(s.model, s.initial_weights)
+    # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
+    # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
+    s.model._initial_epoch = None
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps)
+    s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
+                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log),
+                class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
+    history = fold_log.history
+    weights_file = _final_weights(s.model, tcfg, fold_dir)
+    curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
+    oof = _predict_fold(s, fold, val, val_shards, fold_dir)
+    best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
+    info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
+            "best_epoch": best_epoch, "best_val_auc": best_auc(history),
+            "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
+            "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share}
+    write_json(fold_dir / DONE, info)
+    shutil.rmtree(fold_dir / "backup", ignore_errors=True)
+    log.info("fold %d: OOF AUC %s (no TTA %s), %d images, %.0f s", fold, fmt_auc(info["oof_auc"]),
+             fmt_auc(info["oof_auc_no_tta"]), len(val), time.perf_counter() - start)
+
+
+def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog) -> list:
+    callbacks = [fold_log,
+                 # Model and optimizer state at each epoch end: a re-run continues from there.
+                 keras.callbacks.BackupAndRestore(str(fold_dir / "backup"), double_checkpoint=True,
+                                                  delete_checkpoint=False)]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False))
+    return callbacks
+
+
+def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Path:
+    """The fold's weights to predict with: the best epoch's (already saved by FoldLog), or the last."""
+    weights_file = fold_dir / BEST
+    if tcfg.checkpoint == "last" or not weights_file.is_file():
+        weights_file = fold_dir / LAST
+        save_weights_atomic(model, weights_file)
+    else:
+        model.load_weights(weights_file)
+    return weights_file
+
+
+def _predict_fold(s: Session, fold: int, val: pd.DataFrame, val_shards: list, fold_dir: Path) -> pd.DataFrame:
+    """foldK/oof.csv (TTA mean and the plain pass) and foldK/test_pred.csv."""
+    tcfg, pad = s.cfg.train, s.replicas > 1
+    val_views = predict(s.predictor, val_shards, val[ID].to_numpy(), tcfg, s.shardset.image_size, s.global_batch,
+                        pad)
+    oof = val.assign(pred=mean_views(val_views), pred_plain=val_views["plain"], fold=fold)
+    write_csv(fold_dir / "oof.csv", oof)
+    if len(s.test_names):
+        test_views = predict(s.predictor, s.shardset.test(), s.test_names, tcfg, s.shardset.image_size,
+                             s.global_batch, pad)
+        write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: s.test_names, TARGET: mean_views(test_views)}))
+    return oof
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers take the global dtype policy when built: set it for the build, then put the old one back."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
+    """Back to the initial weights with a fresh optimizer state (moments and step count zeroed)."""
+    model.set_weights(weights)
+    for var in model.optimizer.variables:
+        var.assign(keras.ops.zeros(var.shape, var.dtype))
+
+
+def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") -> bool | str:
+    """XLA helps on GPUs and TPUs but makes TensorFlow's EfficientNet training steps about 10x slower on a CPU.
+    JAX always compiles: uncompiled JAX runs op by op."""
+    if setting is not None:
+        return setting
+    return "auto" if device != "cpu" or backend == "jax" else False
+
+
+def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
+    return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        log.warning("train: TensorBoard is not installed, so no TensorBoard logs (pip install tensorboard)")
+        return False
+    return True
+
+
+def curves(history: pd.DataFrame, fold_dir: Path, title: str) -> None:
+    """The training-curve PNG; a plotting problem must not cost a trained fold, so it only warns."""
+    try:
+        from melanoma.plots import training_curves
+
+        training_curves(history, fold_dir / "curves.png", title)
+    except (ImportError, ValueError, KeyError, OSError) as e:
+        log.warning("%s: no training-curve PNG (%s)", fold_dir, e)
