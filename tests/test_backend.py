@@ -167,7 +167,7 @@ def jax_train(rec: Path, out: Path, epochs: int, *extra: str, devices: int = 8) 
 def test_jax_run_on_8_devices_writes_complete_aligned_outputs_and_resumes(records, tmp_path):
     rec, train_names, test_names = records
     out = tmp_path / "run"
-    res = jax_train(rec, out, 3, "--folds", "0", "--tta-flips", "--set", "train.augment.where=model")
+    res = jax_train(rec, out, 3, "--fold-ids", "0", "--tta-flips", "--set", "train.augment.where=model")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "backend jax" in res.stderr and "DataParallel over 8 x cpu" in res.stderr
     assert "global batch 16 (2 per device x 8 devices)" in res.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from melanoma.cli import main
+from melanoma.cli import build_parser, main
 
 
 def run_cli(capsys, *args):
@@ -90,7 +90,7 @@ def test_stage_commands_end_to_end(demo_subset, tmp_path, capsys):
     """The documented stage commands, one after another, on 40 real images: a valid submission."""
     out = tmp_path / "out"
     test_ids = list(pd.read_csv(demo_subset / "test.csv").image_name)
-    assert run_cli(capsys, "folds", "--data", demo_subset, "--out", out / "folds.csv", "--folds", 2)[0] == 0
+    assert run_cli(capsys, "folds", "--data", demo_subset, "--out", out / "folds.csv", "--n-folds", 2)[0] == 0
     folds = pd.read_csv(out / "folds.csv")
     assert list(folds.columns) == ["image_name", "patient_id", "target", "fold"] and len(folds) == 40
 
@@ -101,7 +101,7 @@ def test_stage_commands_end_to_end(demo_subset, tmp_path, capsys):
     assert sorted(p.name.split("-")[0] for p in (out / "tf").glob("*.tfrec")) == ["test00", "train00", "train01"]
 
     code, _, err = run_cli(capsys, "train", "--tfrecords", out / "tf", "--out", out / "image", "--model",
-                           "efficientnet_b0", "--size", 32, "--epochs", 1, "--batch-size", 8, "--folds", "0",
+                           "efficientnet_b0", "--size", 32, "--epochs", 1, "--batch-size", 8, "--fold-ids", "0",
                            "--weights", "none", "--tta", 1, "--set", "train.verbose=0")
     assert code == 0, err
     n_fold0 = int((folds.fold == 0).sum())
@@ -109,7 +109,7 @@ def test_stage_commands_end_to_end(demo_subset, tmp_path, capsys):
     assert set(metrics["fold_auc"]) == {"0"}
     assert "malignant share of the loss" in err  # the imbalance line is logged
 
-    assert run_cli(capsys, "tabular", "--data", demo_subset, "--folds", out / "folds.csv", "--out",
+    assert run_cli(capsys, "tabular", "--data", demo_subset, "--folds-file", out / "folds.csv", "--out",
                    out / "tabular", "--set", "tabular.epochs=3")[0] == 0
     check_run_folder(out / "tabular", 40, test_ids)
 
@@ -156,3 +156,18 @@ tabular: {{epochs: 2}}
     assert folds.equals(pd.read_csv(out / "tf" / "folds.csv")) and (out / "runs" / "folds.run.json").is_file()
     fold_of = dict(zip(folds.image_name, folds.fold))
     assert all(fold_of[a] == fold_of[b] for a, b in pairs)
+
+
+@pytest.mark.parametrize("argv,dest,value,new", [
+    (["folds", "--folds", "3"], "n_folds", 3, "--n-folds"),
+    (["prepare", "--folds", "3"], "n_folds", 3, "--n-folds"),
+    (["train", "--folds", "0,1"], "fold_ids", "0,1", "--fold-ids"),
+    (["export", "RUN", "--out", "m", "--folds", "1"], "fold_ids", "1", "--fold-ids"),
+    (["tabular", "--folds", "f.csv"], "folds_file", Path("f.csv"), "--folds-file"),
+])
+def test_each_meaning_of_folds_has_its_flag_and_the_old_spelling_still_works(capsys, argv, dest, value, new):
+    old = build_parser().parse_args(argv)
+    assert getattr(old, dest) == value
+    assert f"--folds is deprecated here, use {new}" in capsys.readouterr().err
+    renamed = build_parser().parse_args([new if a == "--folds" else a for a in argv])
+    assert getattr(renamed, dest) == value and capsys.readouterr().err == ""

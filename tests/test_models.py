@@ -57,6 +57,7 @@ def test_seed_backbones_scale_their_input_as_keras_applications_preprocess_input
         keras.backend.clear_session()
 
 
+@pytest.mark.slow  # builds and saves several backbones: ~17 s
 def test_weights_from_a_path_round_trip(tmp_path):
     a = build_model("efficientnet_b0", 32, "none")
     x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")

@@ -43,7 +43,7 @@ def test_killed_prepare_resumes_to_the_same_shards(tmp_path, hook, value, worker
 
     out = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "melanoma", "-q", "prepare", "--data", str(data), "--out", str(out), "--size", "16",
-           "--folds", "2", "--workers", str(workers), "--set", "prepare.shard_mb=0.01"]
+           "--n-folds", "2", "--workers", str(workers), "--set", "prepare.shard_mb=0.01"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **{hook: value})
     killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]

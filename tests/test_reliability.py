@@ -61,8 +61,8 @@ def data(tmp_path) -> Path:
     (["train", "--epochs", "-1"], "train.epochs"),
     (["train", "--batch-size", "0"], "train.batch_size"),
     (["train", "--tta", "-1"], "train.tta"),
-    (["prepare", "--folds", "1"], "n_folds"),
-    (["folds", "--folds", "1"], "n_folds"),
+    (["prepare", "--n-folds", "1"], "n_folds"),
+    (["folds", "--n-folds", "1"], "n_folds"),
     (["train", "--set", "train.augment.zoom=1.5"], "train.augment.zoom"),
     (["train", "--epochs", "x"], "--epochs"),  # argparse's own error, as one line
     (["blend", "--method", "median"], "--method"),
@@ -157,7 +157,7 @@ def test_csv_validation_property(tmp_path, rows, drop):
 
 def test_prepare_more_folds_than_patients_refused_before_decoding(capsys, data, tmp_path):
     out = tmp_path / "tf"
-    refused(capsys, ["prepare", "--data", str(data), "--out", str(out), "--folds", "9"],
+    refused(capsys, ["prepare", "--data", str(data), "--out", str(out), "--n-folds", "9"],
             "8 patients cannot fill 9 folds", roots=[data])
     assert not out.exists()  # no work folder, no empty output
 
@@ -169,8 +169,8 @@ def test_tabular_without_tfrecords_does_not_read_the_default_folder(tmp_path, da
     names = list(pd.read_csv(data / "train.csv").image_name) + list(pd.read_csv(data / "test.csv").image_name)
     pd.DataFrame({"image_name": names, "split": "train", "width": 100, "height": 80}).to_csv(
         default / "image_sizes.csv", index=False)
-    assert main(["folds", "--data", str(data), "--out", str(tmp_path / "folds.csv"), "--folds", "3"]) == 0
-    argv = ["tabular", "--data", str(data), "--folds", str(tmp_path / "folds.csv"), "--model", "logreg", "--out"]
+    assert main(["folds", "--data", str(data), "--out", str(tmp_path / "folds.csv"), "--n-folds", "3"]) == 0
+    argv = ["tabular", "--data", str(data), "--folds-file", str(tmp_path / "folds.csv"), "--model", "logreg", "--out"]
     assert main(argv + [str(tmp_path / "a")]) == 0
     assert pd.read_json(tmp_path / "a" / "metrics.json", typ="series").get("image_sizes_from") is None
     assert main(argv + [str(tmp_path / "b"), "--tfrecords", str(default)]) == 0  # asked for: used
@@ -178,10 +178,10 @@ def test_tabular_without_tfrecords_does_not_read_the_default_folder(tmp_path, da
 
 
 def test_tabular_header_only_test_csv(capsys, data, tmp_path):
-    assert main(["folds", "--data", str(data), "--out", str(tmp_path / "folds.csv"), "--folds", "3"]) == 0
+    assert main(["folds", "--data", str(data), "--out", str(tmp_path / "folds.csv"), "--n-folds", "3"]) == 0
     pd.read_csv(data / "test.csv").head(0).to_csv(data / "test.csv", index=False)
     capsys.readouterr()
-    refused(capsys, ["tabular", "--data", str(data), "--folds", str(tmp_path / "folds.csv"), "--out",
+    refused(capsys, ["tabular", "--data", str(data), "--folds-file", str(tmp_path / "folds.csv"), "--out",
                      str(tmp_path / "run")], "test.csv", "no rows", roots=[data, tmp_path])
 
 
@@ -239,7 +239,7 @@ def test_two_prepares_into_one_folder(capsys, data, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / ".prepare.lock").write_text(f"{holder.pid}\n")
-        refused(capsys, ["prepare", "--data", str(data), "--out", str(out), "--folds", "3"],
+        refused(capsys, ["prepare", "--data", str(data), "--out", str(out), "--n-folds", "3"],
                 "another `melanoma prepare`", str(holder.pid), roots=[out, data])
     finally:
         holder.kill()

@@ -171,6 +171,7 @@ def chromium() -> str | None:
     return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
+@pytest.mark.slow  # starts a browser: ~11 s
 @pytest.mark.skipif(chromium() is None, reason="no chromium, chromium-browser or google-chrome on PATH")
 def test_page_opens_in_headless_chromium(runs, tmp_path):
     root, cfg = runs

@@ -497,7 +497,7 @@ def test_single_model_run_replaces_an_all_run_and_cli_model_flag(all_run, tmp_pa
     out = tmp_path / "run"
     shutil.copytree(all_run["out"], out)
     data = all_run["root"] / "data"
-    code = cli.main(["-q", "tabular", "--data", str(data), "--folds", str(all_run["folds_path"]),
+    code = cli.main(["-q", "tabular", "--data", str(data), "--folds-file", str(all_run["folds_path"]),
                      "--out", str(out), "--model", "logreg"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -609,7 +609,7 @@ def test_public_tfrecords_csvs_with_width_and_height_via_cli(sized, tmp_path):
     test.assign(width=sizes.loc[test[ID], "width"].to_numpy(),
                 height=sizes.loc[test[ID], "height"].to_numpy()).to_csv(public / "test.csv", index=False)
     out = tmp_path / "run"
-    code = cli.main(["-q", "tabular", "--data", str(sized["data"]), "--folds", str(sized["folds_path"]),
+    code = cli.main(["-q", "tabular", "--data", str(sized["data"]), "--folds-file", str(sized["folds_path"]),
                      "--out", str(out), "--model", "logreg", "--tfrecords", str(public)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -254,7 +254,7 @@ def test_cli_model_choices_and_bad_settings(shaped, tmp_path):
     from melanoma import cli
 
     root, folds = shaped
-    args = ["-q", "tabular", "--data", str(root), "--folds", str(folds), "--out", str(tmp_path / "o")]
+    args = ["-q", "tabular", "--data", str(root), "--folds-file", str(folds), "--out", str(tmp_path / "o")]
     assert cli.main(args + ["--set", "tabular.test_predictions=sometimes"]) == 2
     assert cli.main(args + ["--set", "tabular.auto_models=[lgbm,xgboost]"]) == 2
     assert cli.main(args + ["--set", "tabular.inner_validation=0.7"]) == 2

@@ -79,6 +79,7 @@ def records(tmp_path_factory):
     return root, train_names, test_names
 
 
+@pytest.mark.slow  # train subprocesses: 17-33 s on 2 cores
 def test_train_writes_aligned_tta_predictions_and_metadata_model(records, tmp_path):
     rec, train_names, test_names = records
     out = tmp_path / "run"
@@ -146,6 +147,7 @@ def test_killed_run_resumes_to_the_same_outputs(records, tmp_path):
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
+@pytest.mark.slow  # train subprocesses: 17-33 s on 2 cores
 def test_two_cpu_replicas_split_the_global_batch(records, tmp_path):
     rec, _, _ = records
     code = """
@@ -162,7 +164,7 @@ print(s.num_replicas_in_sync, shapes)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "2 [8, 8]"
     out = tmp_path / "run"
-    res = run_cli(train_args(rec, out, 1, "--folds", "0", "--set", "train.cpu_replicas=2"))
+    res = run_cli(train_args(rec, out, 1, "--fold-ids", "0", "--set", "train.cpu_replicas=2"))
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and "global batch 16 (8 per device x 2 devices)" in res.stderr
@@ -215,6 +217,7 @@ def test_prediction_views():
     assert [n for n, _ in prediction_views(Config().train)] == ["plain"]
 
 
+@pytest.mark.slow  # train subprocesses: 17-33 s on 2 cores
 def test_train_only_shards_are_trained_on_but_never_validated(records, tmp_path):
     """External data (fold -1, train_only) joins every fold's training pool and stays out of the OOF."""
     import shutil
@@ -235,7 +238,7 @@ def test_train_only_shards_are_trained_on_but_never_validated(records, tmp_path)
     (folder / "manifest.json").write_text(json.dumps({"image_size": 32, "n_folds": N_FOLDS, "shards": shards}))
 
     out = tmp_path / "run"
-    res = run_cli(train_args(folder, out, 1, "--folds", "0"))
+    res = run_cli(train_args(folder, out, 1, "--fold-ids", "0"))
     assert res.returncode == 0, res.stderr[-3000:]
     # 80 images of folds 1-2 plus 40 external (their 10 malignant counted by reading the shard)
     assert "fold 0: 120 training images, 30 malignant" in res.stderr
@@ -254,18 +257,19 @@ def tree_digest(root: Path) -> dict[str, str]:
 def test_restart_refuses_bad_settings_before_touching_the_run_and_keeps_the_old_one(records, tmp_path):
     rec, train_names, _ = records
     out = tmp_path / "run"
-    assert run_cli(train_args(rec, out, 1, "--folds", "0")).returncode == 0
+    assert run_cli(train_args(rec, out, 1, "--fold-ids", "0")).returncode == 0
     before = tree_digest(out)
-    bad = run_cli(train_args(rec, out, 1, "--folds", "0", "--restart", "--model", "efficientnet_b99"))
+    bad = run_cli(train_args(rec, out, 1, "--fold-ids", "0", "--restart", "--model", "efficientnet_b99"))
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("melanoma: error: unknown model")
     assert tree_digest(out) == before  # a typo costs nothing
-    res = run_cli(train_args(rec, out, 1, "--folds", "0", "--restart"))
+    res = run_cli(train_args(rec, out, 1, "--fold-ids", "0", "--restart"))
     assert res.returncode == 0, res.stderr[-2000:]
     aside = list(out.glob("replaced-*"))
     assert len(aside) == 1 and (aside[0] / "fold0" / "done.json").is_file()  # moved aside, never deleted
     assert (out / "fold0" / "done.json").is_file()
 
 
+@pytest.mark.slow  # train subprocesses: 17-33 s on 2 cores
 def test_a_failed_first_try_does_not_block_the_corrected_run(records, tmp_path):
     """A run that failed before finishing an epoch leaves resume.json but no progress: other settings start it
     over instead of being refused as 'another run'."""
@@ -273,7 +277,7 @@ def test_a_failed_first_try_does_not_block_the_corrected_run(records, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "resume.json").write_text('{"fingerprint": "from-a-failed-try", "backend": "tensorflow"}')
-    res = run_cli(train_args(rec, out, 1, "--folds", "0"))
+    res = run_cli(train_args(rec, out, 1, "--fold-ids", "0"))
     assert res.returncode == 0, res.stderr[-2000:]
 
 

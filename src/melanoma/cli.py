@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from melanoma import __version__
+from melanoma.cliflags import Parser, command, folds_flag
 from melanoma.errors import MelanomaError
 from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
 from melanoma.serve.commands import add_serving_parsers
@@ -21,42 +22,26 @@ from melanoma.serve.commands import add_serving_parsers
 log = logging.getLogger("melanoma")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors as one line and exit status 2, like every other error of the command."""
-
-    def error(self, message: str):
-        command = self.prog.split(maxsplit=1)[1] + ": " if " " in self.prog else ""
-        self.exit(2, f"melanoma: error: {command}{message} (see `{self.prog} --help`)\n")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML config file (defaults apply to keys it does not set)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="melanoma", description="SIIM-ISIC melanoma pipeline: "
+    parser = Parser(prog="melanoma", description="SIIM-ISIC melanoma pipeline: "
                                      "folds -> prepare -> train -> tabular -> blend")
     parser.add_argument("--version", action="version", version=f"melanoma {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("folds", help="patient-level stratified folds: train.csv -> folds.csv")
-    _common(p)
+    p = command(sub, "folds", "patient-level stratified folds: train.csv -> folds.csv")
     p.add_argument("--data", type=Path, help="folder with train.csv (competition layout)")
     p.add_argument("--out", type=Path, help="folds.csv to write")
     p.add_argument("--tfrecords", help="public Kaggle TFRecords whose train.csv has a `tfrecord` column: "
                                        "folds follow their files")
-    p.add_argument("--folds", type=int, dest="n_folds", help="number of folds (default 5)")
+    folds_flag(p, "--n-folds", "number of folds (default 5)", type=int)
     p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("prepare", help="competition layout -> sharded TFRecords, folds.csv, manifest.json")
-    _common(p)
+    p = command(sub, "prepare", "competition layout -> sharded TFRecords, folds.csv, manifest.json")
     p.add_argument("--data", type=Path, help="folder with train.csv, test.csv, jpeg/train, jpeg/test")
     p.add_argument("--out", help="output folder for the shards (a gs:// path works)")
     p.add_argument("--size", type=int, help="stored image side in pixels")
-    p.add_argument("--folds", type=int, dest="n_folds", help="number of folds (ignored with --folds-file)")
+    folds_flag(p, "--n-folds", "number of folds (ignored with --folds-file)", type=int)
     p.add_argument("--folds-file", type=Path, help="use this folds.csv instead of computing folds")
     p.add_argument("--seed", type=int)
     p.add_argument("--resize", choices=["crop", "pad", "stretch"], help="how to make images square")
@@ -73,16 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample-malignant", type=int, metavar="K",
                    help="K copies of each malignant training image, in train-only shards (default 1)")
 
-    p = sub.add_parser("check", help="leakage report: patients in train and test, duplicate images by content")
-    _common(p)
+    p = command(sub, "check", "leakage report: patients in train and test, duplicate images by content")
     p.add_argument("--data", type=Path, help="folder with train.csv, test.csv, jpeg/train, jpeg/test")
     p.add_argument("--duplicates", help="duplicates CSV (image_name_1,image_name_2), added to those found by hash")
     p.add_argument("--out", type=Path, help="report.json to write (and REPORT.duplicates.csv beside it)")
     p.add_argument("--max-distance", type=int, help="near-duplicate dHash distance in bits (default 4)")
     p.add_argument("--workers", type=int, help="parallel image decoders (default 0 = one per core)")
 
-    p = sub.add_parser("train", help="image model, fold by fold: OOF and test predictions")
-    _common(p)
+    p = command(sub, "train", "image model, fold by fold: OOF and test predictions")
     p.add_argument("--tfrecords", type=Path, help="folder written by `prepare`, or the public Kaggle TFRecords")
     p.add_argument("--out", type=Path, help="run folder to write")
     p.add_argument("--model", help="e.g. efficientnet_b0 ... b7, efficientnet_v2_s, inception_resnet_v2 "
@@ -90,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="model input side in pixels")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per replica")
-    p.add_argument("--folds", help="folds to train, e.g. 0,1,2 (default: all)")
+    folds_flag(p, "--fold-ids", "folds to train, e.g. 0,1,2 (default: all)")
     p.add_argument("--weights", help="none | imagenet | path to a weights file")
     p.add_argument("--tta", type=int, help="augmented prediction passes")
     p.add_argument("--oversample", type=float, help="draw malignant images this many times as often")
@@ -105,11 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="start the run folder over instead of resuming it")
     p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("tabular", help="metadata model (SMOTE + MLP, logistic regression, boosting) on the "
-                                       "same folds")
-    _common(p)
+    p = command(sub, "tabular", "metadata model (SMOTE + MLP, logistic regression, boosting) on the "
+                      "same folds")
     p.add_argument("--data", type=Path, help="folder with train.csv and test.csv")
-    p.add_argument("--folds", type=Path, dest="folds_file", help="folds.csv")
+    folds_flag(p, "--folds-file", "folds.csv (written by `folds` or `prepare`)", type=Path)
     p.add_argument("--tfrecords", help="folder with image_sizes.csv or the public TFRecords' train.csv/test.csv, "
                                        "for image width/height")
     p.add_argument("--out", type=Path, help="run folder to write")
@@ -118,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the best OOF AUC at the top of the run folder)")
     p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("blend", help="blend run folders on OOF AUC and write submission.csv")
-    _common(p)
+    p = command(sub, "blend", "blend run folders on OOF AUC and write submission.csv")
     p.add_argument("--runs", type=Path, nargs="+", help="run folders (each with oof.csv and test_pred.csv)")
     p.add_argument("--out", type=Path, help="submission.csv to write")
     p.add_argument("--sample-submission", type=Path, help="the competition's sample_submission.csv")
@@ -130,10 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix the total weight of the metadata (tabular) runs, e.g. 0.25 (default: as found)")
     p.add_argument("--step", type=float, help="grid step of the weight search (default 0.05)")
 
-    add_kaggle_parsers(sub, _common)
+    add_kaggle_parsers(sub)
 
-    p = sub.add_parser("augment-preview", help="PNG grid of training images and augmented copies of each")
-    _common(p)
+    p = command(sub, "augment-preview", "PNG grid of training images and augmented copies of each")
     p.add_argument("--tfrecords", type=Path, help="folder written by `prepare`, or the public Kaggle TFRecords")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=8, help="images (rows), default 8")
@@ -141,11 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="image side in pixels (default: train.size)")
     p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("run", help="chain the stages from one config")
-    _common(p)
+    p = command(sub, "run", "chain the stages from one config")
 
-    p = sub.add_parser("report", help="evaluation report of runs or blends: report.html, report.json, PNGs")
-    _common(p)
+    p = command(sub, "report", "evaluation report of runs or blends: report.html, report.json, PNGs")
     p.add_argument("runs", type=Path, nargs="*", metavar="RUN_DIR",
                    help="run folders, or a blend's folder / blend.json (default: the config's image and tabular "
                         "runs and blend, where they exist)")
@@ -157,8 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the config's seed)")
     p.add_argument("--no-gradcam", action="store_true", help="no heat maps in the error gallery")
 
-    p = sub.add_parser("compare", help="paired OOF AUC difference of two runs: patient bootstrap and DeLong")
-    _common(p)
+    p = command(sub, "compare", "paired OOF AUC difference of two runs: patient bootstrap and DeLong")
     p.add_argument("run_a", type=Path, metavar="RUN_A")
     p.add_argument("run_b", type=Path, metavar="RUN_B")
     p.add_argument("--out", type=Path, help="also write the result as JSON to this file")
@@ -166,13 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, help="patient resamples (default 1000)")
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the config's seed)")
 
-    add_serving_parsers(sub, _common)
+    add_serving_parsers(sub)
 
     sub.add_parser("models", help="list the model names")
 
-    p = sub.add_parser("doctor", help="where this runs, resolved paths, backend and devices, versions, and what "
-                                      "the configured run lacks")
-    _common(p)
+    p = command(sub, "doctor", "where this runs, resolved paths, backend and devices, versions, and what "
+                      "the configured run lacks")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-devices", action="store_true", help="do not import the backend to list its devices")
     return parser
@@ -271,7 +247,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif cmd == "train":
         cfg = _load(args, {"seed": seed, "paths.tfrecords": args.tfrecords, "train.model": args.model,
                            "train.size": args.size, "train.epochs": args.epochs,
-                           "train.batch_size": args.batch_size, "train.folds": args.folds,
+                           "train.batch_size": args.batch_size, "train.folds": args.fold_ids,
                            "train.weights": args.weights, "train.tta": args.tta,
                            "train.oversample": args.oversample, "train.class_weight": args.class_weight,
                            "train.positive_share": args.positive_share, "train.loss": args.loss,
@@ -342,7 +318,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from melanoma.serve.export import export
 
         cfg = _load(args, {"train.backend": args.backend, "export.tfrecords": args.tfrecords,
-                           "export.report": args.report, "export.combine": args.combine, "export.folds": args.folds})
+                           "export.report": args.report, "export.combine": args.combine, "export.folds": args.fold_ids})
         _check_out(args.out, folder=True)
         print(export(cfg, args.run_dir, args.out)["model_version"])
     elif cmd == "predict":

@@ -131,7 +131,7 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     n_patients = train[PATIENT].nunique()
     if folds_given is None and n_patients < cfg.n_folds:  # before any decoding, not after it
         raise input_error(data_dir / "train.csv", f"{n_patients} patients cannot fill {cfg.n_folds} folds: "
-                                                  f"use --folds {n_patients} or fewer")
+                                                  f"use --n-folds {n_patients} or fewer")
     csv_pairs = read_duplicates_csv(pcfg.duplicates) if pcfg.duplicates else None
 
     vocab = build_vocabularies(train, test, items)

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from melanoma.cliflags import common
+
 
 log = logging.getLogger("melanoma")
 
 
-def add_kaggle_parsers(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_kaggle_parsers(sub) -> None:
     """`melanoma kaggle download|push|status|output|notebook` and `melanoma submit`."""
     k = sub.add_parser("kaggle", help="download data, push the notebook, fetch its status and output")
     ksub = k.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
 from pathlib import Path
 
+from melanoma.cliflags import common, folds_flag
 
-def add_serving_parsers(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
+
+def add_serving_parsers(sub) -> None:
     """`melanoma export`, `predict` and `serve` (melanoma.serve)."""
     p = sub.add_parser("export", help="a trained image run -> model/ (model.keras, model.json, SavedModel, ONNX)")
     common(p)
@@ -17,7 +17,7 @@ def add_serving_parsers(sub, common: Callable[[argparse.ArgumentParser], None]) 
     p.add_argument("--report", help="report folder with calibrator.json / report.json (default: RUN_DIR/report)")
     p.add_argument("--combine", choices=["ensemble", "average"],
                    help="ensemble: fold models averaged in one graph (default); average: averaged weights")
-    p.add_argument("--folds", help="folds to export, e.g. 0,1 (default: every finished fold)")
+    folds_flag(p, "--fold-ids", "folds to export, e.g. 0,1 (default: every finished fold)")
     p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
 
     p = sub.add_parser("predict", help="batch prediction on image files with an exported model")

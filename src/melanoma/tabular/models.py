@@ -16,6 +16,7 @@ They then refit on all the training rows with the number of rounds found.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -329,22 +330,23 @@ def _gbm(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
         random_state=seed))
 
 
+def _settings(tcfg: TabularConfig, prefix: str, renamed: dict[str, str] | None = None) -> dict[str, Any]:
+    """A booster's own config keys (`lgbm_*`, `hgb_*`) as its estimator's arguments: the prefix dropped,
+    `renamed` keys given their estimator name."""
+    renamed = renamed or {}
+    return {renamed.get(k, k[len(prefix):]): v for k, v in dataclasses.asdict(tcfg).items() if k.startswith(prefix)}
+
+
 def _lgbm(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
     return _on_gbm_features(tcfg, LightGBMClassifier(
-        max_rounds=tcfg.lgbm_max_rounds, learning_rate=tcfg.lgbm_learning_rate,
-        num_leaves=tcfg.lgbm_num_leaves, min_child_samples=tcfg.lgbm_min_child_samples,
-        feature_fraction=tcfg.lgbm_feature_fraction, bagging_fraction=tcfg.lgbm_bagging_fraction,
-        lambda_l2=tcfg.lgbm_lambda_l2, early_stopping_rounds=tcfg.early_stopping_rounds,
+        **_settings(tcfg, "lgbm_"), early_stopping_rounds=tcfg.early_stopping_rounds,
         validation_fraction=tcfg.inner_validation, seed=seed))
 
 
 def _hgb(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
     return _on_gbm_features(tcfg, TunedHGBClassifier(
-        max_rounds=tcfg.hgb_max_iter, learning_rate=tcfg.hgb_learning_rate,
-        max_leaf_nodes=tcfg.hgb_max_leaf_nodes, min_samples_leaf=tcfg.hgb_min_samples_leaf,
-        l2_regularization=tcfg.hgb_l2_regularization, max_features=tcfg.hgb_max_features,
-        early_stopping_rounds=tcfg.early_stopping_rounds, validation_fraction=tcfg.inner_validation,
-        seed=seed))
+        **_settings(tcfg, "hgb_", {"hgb_max_iter": "max_rounds"}), early_stopping_rounds=tcfg.early_stopping_rounds,
+        validation_fraction=tcfg.inner_validation, seed=seed))
 
 
 # name -> factory(tcfg, seed, y): an unfitted pipeline whose first step is `features` and last `clf`.
