@@ -131,6 +131,7 @@ def test_augmentation_gives_the_same_pixels_on_both_backends(tmp_path):
     np.testing.assert_allclose(on_jax[2], data_shift, atol=1e-3)
 
 
+@pytest.mark.slow  # a JAX subprocess that trains: ~23 s on 2 cores
 def test_augment_layer_trains_randomly_and_predicts_unchanged_on_jax():
     out = jax_run("""
         import numpy as np, keras
