@@ -31,6 +31,7 @@ class Ops:
     rgb_to_hsv: Callable[[Any], Any]
     hsv_to_rgb: Callable[[Any], Any]
     batch: Callable[[Any], Any]  # the batch size of a tensor (static when known)
+    cast: Callable[[Any, Any], Any]  # cast(x, dtype)
     range: Callable[[Any], Any]  # int32 0..n-1, n possibly a tensor (tf.data's last batch)
     zeros: Callable[[Any], Any]  # float32 zeros of a shape that may hold a tensor
     int32: Any
@@ -44,7 +45,7 @@ def tf_ops() -> Ops:
 
     return Ops(np=tnp, uniform=lambda shape, lo, hi: tf.random.uniform(shape, lo, hi),
                rgb_to_hsv=tf.image.rgb_to_hsv, hsv_to_rgb=tf.image.hsv_to_rgb,
-               batch=lambda x: x.shape[0] if x.shape[0] is not None else tf.shape(x)[0],
+               batch=lambda x: x.shape[0] if x.shape[0] is not None else tf.shape(x)[0], cast=tf.cast,
                range=lambda k: tf.range(k, dtype=tf.int32), zeros=lambda shape: tf.zeros(shape, tf.float32),
                int32=tf.int32, float32=tf.float32)
 
@@ -55,12 +56,8 @@ def keras_ops(seed: keras.random.SeedGenerator | None = None) -> Ops:
     ops = keras.ops
     return Ops(np=ops, uniform=lambda shape, lo, hi: keras.random.uniform(shape, lo, hi, seed=seed),
                rgb_to_hsv=ops.image.rgb_to_hsv, hsv_to_rgb=ops.image.hsv_to_rgb,
-               batch=lambda x: ops.shape(x)[0], range=lambda k: ops.arange(k, dtype="int32"),
+               batch=lambda x: ops.shape(x)[0], cast=ops.cast, range=lambda k: ops.arange(k, dtype="int32"),
                zeros=lambda shape: ops.zeros(shape, "float32"), int32="int32", float32="float32")
-
-
-def _cast(o: Ops, x, dtype):
-    return o.np.asarray(x, dtype=dtype) if o.np is not keras.ops else keras.ops.cast(x, dtype)
 
 
 def affine_matrices(angles, shears, zoom_x, zoom_y, shift_x, shift_y, size: int, o: Ops | None = None):
@@ -106,13 +103,13 @@ def transform(images, matrices, o: Ops | None = None):
         raise ValueError("transform needs a static image size")
     batch = o.batch(images)
     coords = o.range(size * size)
-    xs, ys = _cast(o, n.mod(coords, size), o.float32), _cast(o, n.floor_divide(coords, size), o.float32)
+    xs, ys = o.cast(n.mod(coords, size), o.float32), o.cast(n.floor_divide(coords, size), o.float32)
     grid = n.stack([xs, ys, n.ones_like(xs)])  # (3, size*size): output pixel (x, y, 1), row-major
-    src = n.einsum("bij,jk->bik", _cast(o, matrices, o.float32), grid)
+    src = n.einsum("bij,jk->bik", o.cast(matrices, o.float32), grid)
     x, y = src[:, 0], src[:, 1]
     x0, y0 = n.floor(x), n.floor(y)
     wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    x0, y0 = _cast(o, x0, o.int32), _cast(o, y0, o.int32)
+    x0, y0 = o.cast(x0, o.int32), o.cast(y0, o.int32)
     # One gather over the flattened batch: row b*size*size + y*size + x.
     flat = n.reshape(images, (-1, channels))
     offset = (o.range(batch) * (size * size))[:, None]
@@ -184,7 +181,7 @@ def _cutout(images, acfg: AugmentConfig, size: int, o: Ops):
     n, batch = o.np, o.batch(images)
     half = acfg.cutout_size * size / 2.0
     centres = o.uniform((batch, acfg.cutout, 2), 0.0, float(size))
-    pos = _cast(o, o.range(size), o.float32)
+    pos = o.cast(o.range(size), o.float32)
     inside_y = n.abs(pos[None, None, :] - centres[..., :1]) < half  # (batch, holes, size)
     inside_x = n.abs(pos[None, None, :] - centres[..., 1:]) < half
     holes = n.logical_and(inside_y[:, :, :, None], inside_x[:, :, None, :])  # (batch, holes, size, size)

@@ -35,14 +35,18 @@ TPU_ENV = ("ISTPUVM", "TPU_PROCESS_ADDRESSES", "TPU_ACCELERATOR_TYPE", "TPU_NAME
            "TPU_WORKER_ID")
 
 
-def tpu_attached(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
-    """A TPU on this machine (TPU VM: /dev/accel* or /dev/vfio/N) or named by the environment (TPU node)."""
+def local_tpu_devices(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
+    """The device files of a TPU VM: /dev/accel* (v2-v4) or /dev/vfio/N with the TPU runtime's environment (v5e+)."""
     environ = os.environ if environ is None else environ
     if glob.glob(f"{dev}/accel[0-9]*"):
         return True
-    if glob.glob(f"{dev}/vfio/[0-9]*") and any(k.startswith("TPU_") for k in environ):
-        return True
-    return any(environ.get(k) for k in TPU_ENV)
+    return bool(glob.glob(f"{dev}/vfio/[0-9]*")) and any(k.startswith("TPU_") for k in environ)
+
+
+def tpu_attached(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
+    """A TPU on this machine (its device files) or named by the environment (TPU VM variables, TPU node)."""
+    environ = os.environ if environ is None else environ
+    return local_tpu_devices(environ, dev) or any(environ.get(k) for k in TPU_ENV)
 
 
 def installed(dist: str) -> str | None:

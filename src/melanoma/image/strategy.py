@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -10,16 +9,9 @@ import os
 import tensorflow as tf
 
 from melanoma.errors import ConfigError
+from melanoma.image.backend import local_tpu_devices
 
 log = logging.getLogger(__name__)
-
-
-def _local_tpu_present() -> bool:
-    # TPUClusterResolver(tpu="local") does not fail on a machine without a TPU, so look for the devices of a
-    # TPU VM (v2-v4: /dev/accel*, v5e and later: /dev/vfio/N with the TPU runtime's environment) first.
-    if glob.glob("/dev/accel[0-9]*"):
-        return True
-    return bool(glob.glob("/dev/vfio/[0-9]*")) and any(k.startswith("TPU_") for k in os.environ)
 
 
 def tpu_resolver(tpu: str = "auto") -> tf.distribute.cluster_resolver.TPUClusterResolver | None:
@@ -33,7 +25,8 @@ def tpu_resolver(tpu: str = "auto") -> tf.distribute.cluster_resolver.TPUCluster
         return tf.distribute.cluster_resolver.TPUClusterResolver()
     except ValueError:
         pass
-    if _local_tpu_present():
+    # TPUClusterResolver(tpu="local") does not fail on a machine without a TPU: look for the devices first.
+    if local_tpu_devices():
         return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
     return None
 
