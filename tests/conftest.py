@@ -30,6 +30,16 @@ def make_layout(root: Path, train: pd.DataFrame, test: pd.DataFrame, image_for) 
     return root
 
 
+def copy_demo_layout(root: Path, train: pd.DataFrame, test: pd.DataFrame) -> Path:
+    """train.csv, test.csv and the JPEGs of the chosen rows of the shipped demo set, in competition layout."""
+    for split, df in (("train", train), ("test", test)):
+        (root / "jpeg" / split).mkdir(parents=True)
+        for name in df.image_name:
+            shutil.copyfile(DEMO / "jpeg" / split / f"{name}.jpg", root / "jpeg" / split / f"{name}.jpg")
+        df.to_csv(root / f"{split}.csv", index=False)
+    return root
+
+
 @pytest.fixture
 def demo_subset(tmp_path) -> Path:
     """40 training and 10 test images of the shipped demo set, in competition layout."""
@@ -39,11 +49,7 @@ def demo_subset(tmp_path) -> Path:
         "image_name")
     test = test.head(10)
     root = tmp_path / "data"
-    for split, df in (("train", train), ("test", test)):
-        (root / "jpeg" / split).mkdir(parents=True)
-        for name in df.image_name:
-            shutil.copyfile(DEMO / "jpeg" / split / f"{name}.jpg", root / "jpeg" / split / f"{name}.jpg")
-        df.to_csv(root / f"{split}.csv", index=False)
+    copy_demo_layout(root, train, test)
     test[["image_name"]].assign(target=0).to_csv(root / "sample_submission.csv", index=False)
     return root
 

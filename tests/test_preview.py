@@ -1,7 +1,6 @@
 """augment-preview: grid geometry, originals exactly as decoded, augmentation visible (and absent when off)."""
 
 import dataclasses
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import DEMO
+from conftest import copy_demo_layout
 from melanoma.cli import main
 from melanoma.config import AugmentConfig, Config, apply_overrides
 from melanoma.errors import InputError
@@ -27,11 +27,7 @@ def shards(tmp_path_factory):
     train = pd.read_csv(DEMO / "train.csv", dtype={"patient_id": "string"})
     train = pd.concat([train[train.target == 1].head(4), train[train.target == 0].head(6)])
     test = pd.read_csv(DEMO / "test.csv", dtype={"patient_id": "string"}).head(2)
-    for split, df in (("train", train), ("test", test)):
-        (data / "jpeg" / split).mkdir(parents=True)
-        for name in df.image_name:
-            shutil.copyfile(DEMO / "jpeg" / split / f"{name}.jpg", data / "jpeg" / split / f"{name}.jpg")
-        df.to_csv(data / f"{split}.csv", index=False)
+    copy_demo_layout(data, train, test)
     cfg = apply_overrides(Config(), {"n_folds": 2, "prepare.size": SIZE})
     prepare(cfg, data, root / "tf")
     return root / "tf"

@@ -19,6 +19,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from conftest import DEMO
+from conftest import copy_demo_layout
 from melanoma.blend import run_blend
 from melanoma.cli import main
 from melanoma.config import Config, apply_overrides, save_run_info
@@ -44,11 +45,7 @@ def runs(tmp_path_factory):
     keep = set(truth[truth.target == 1].image_name[:3]) | set(truth[truth.target == 0].image_name[:3])
     test = pd.read_csv(DEMO / "test.csv", dtype={"patient_id": "string"})
     test = test[test.image_name.isin(keep)].reset_index(drop=True)
-    for split, df in (("train", train), ("test", test)):
-        (data / "jpeg" / split).mkdir(parents=True)
-        for name in df.image_name:
-            shutil.copyfile(DEMO / "jpeg" / split / f"{name}.jpg", data / "jpeg" / split / f"{name}.jpg")
-        df.to_csv(data / f"{split}.csv", index=False)
+    copy_demo_layout(data, train, test)
     test[["image_name"]].assign(target=0).to_csv(data / "sample_submission.csv", index=False)
     labels = pd.read_csv(DEMO / "test_labels.csv").set_index("image_name").loc[test.image_name].reset_index()
     labels.to_csv(root / "test_labels.csv", index=False)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import copy_demo_layout
 from melanoma.config import ServeConfig, apply_overrides, load_config
 from melanoma.errors import ConfigError
 from melanoma.data.images import BadImage
@@ -31,11 +32,7 @@ def _small_layout(root: Path) -> Path:
     test = pd.read_csv(DEMO / "test.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
     test = test.head(10)
     train = pd.concat([train[train.target == 1].head(8), train[train.target == 0].head(16)]).sort_values("image_name")
-    for split, df in (("train", train), ("test", test)):
-        (root / "jpeg" / split).mkdir(parents=True)
-        for name in df.image_name:
-            shutil.copyfile(DEMO / "jpeg" / split / f"{name}.jpg", root / "jpeg" / split / f"{name}.jpg")
-        df.to_csv(root / f"{split}.csv", index=False)
+    copy_demo_layout(root, train, test)
     return root
 
 
