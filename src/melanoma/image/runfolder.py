@@ -104,10 +104,13 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: st
     if not (cfg.train.resume and state_path.is_file()):
         return False
     done, backups = fold_progress(out_dir)
-    if not (done or backups):
-        return False
     state = read_json(state_path)
-    if state.get("fingerprint") != fingerprint(cfg, shardset):
+    same = state.get("fingerprint") == fingerprint(cfg, shardset)
+    if not (done or backups):
+        # Killed before an epoch ended: with the same settings the folder is simply continued (nothing to keep is
+        # moved aside); with others, the failed try never blocks the corrected run.
+        return same
+    if not same:
         raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
                           "or --restart (train.resume=false) to start it over (the old folds are kept aside)")
     previous = state.get("backend", "tensorflow")

@@ -161,6 +161,8 @@ def _train_fold(s: Session, fold: int) -> None:
     val_ds = validation_dataset(val_shards, tcfg.size, s.shardset.image_size, s.global_batch, meta=tcfg.metadata,
                                 pad=s.replicas > 1)
     fold_dir.mkdir(parents=True, exist_ok=True)
+    for stale in fold_dir.glob(".tmp-*"):  # a write of ours cut short by a kill; never a finished file
+        stale.unlink()
     reset(s.model, s.initial_weights)
     # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
