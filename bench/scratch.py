@@ -1,7 +1,7 @@
 """Scratch-recipe benchmark (issue 18): one fold trained without pretrained weights on ISIC 2017, scored on
 the 150 images of its validation set.
 
-    .venv/bin/python bench/scratch.py                                # the configured recipe, weights none
+    .venv/bin/python bench/scratch.py            # weights none: train.recipe auto picks the scratch recipe
     .venv/bin/python bench/scratch.py --set train.model=small_cnn_64 --set train.epochs=20 --name cnn64
 
 Steps:
@@ -42,8 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path("/tmp/isic2017-runs"), help="run folders go here")
     p.add_argument("--name", default="default", help="run folder name under --runs")
     p.add_argument("--prep-size", type=int, default=128, help="stored image side of the records")
-    p.add_argument("--train-size", default="records",
-                   help="train.size: 'records' (= --prep-size), 'recipe' (leave it to the config), or pixels")
+    p.add_argument("--train-size", default="recipe",
+                   help="train.size: 'recipe' (default: the recipe's or the config's), 'records' (= --prep-size), "
+                        "or pixels")
     p.add_argument("--fold", type=int, default=0, help="the validation fold; the other four are trained on")
     p.add_argument("--config", type=Path, help="YAML config passed to `melanoma train`")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

@@ -7,6 +7,7 @@ the seed, so a run can be reproduced from its own outputs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import platform
@@ -20,6 +21,7 @@ import yaml
 from melanoma import __version__
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
+from melanoma.recipes import with_recipe
 from melanoma.typedconfig import CROSS_CHECKS, Range, build, set_path
 
 
@@ -67,6 +69,12 @@ class PrepareConfig:
     drop_duplicates: bool = False  # keep one image per duplicate group (else: duplicates share a fold)
     external: list[str] = field(default_factory=list)  # extra training data folders (ISIC 2019 or competition)
     upsample_malignant: PositiveInt = 1  # extra copies of malignant training images (train-only shards; 1 = none)
+    # Lesion step before the resize (the same in prepare, predict and serve): none | mask (background blacked
+    # out) | crop (a square box around the lesion, with lesion_margin). Masks come from prepare.segmenter, else
+    # the classical method (Otsu on darkness + saturation, largest component, holes filled; melanoma.segment).
+    lesion: Literal["none", "mask", "crop"] = "none"
+    segmenter: str | None = None  # a `melanoma segment train` folder (or its segmenter.keras); None: classical
+    lesion_margin: Annotated[float, Range(0, 2)] = 0.1  # crop: added on each side, as a share of the lesion box side
 
 
 @dataclass
@@ -92,6 +100,9 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
+    # auto: finetune with weights (imagenet or a file), scratch with weights none. A recipe is a set of defaults
+    # (RECIPES below); any key the config file, a --set or a flag names still wins. The log says which and why.
+    recipe: Literal["auto", "finetune", "scratch"] = "auto"
     model: str = "efficientnet_b0"
     size: Annotated[int, Range(8, 4096)] = 256  # model input side; records of another size are resized on the fly
     epochs: PositiveInt = 12
@@ -242,6 +253,25 @@ class KaggleConfig:
 
 
 @dataclass
+class SegmentConfig:
+    """`melanoma segment train`: a small U-Net (Dice + BCE) on ISIC_x.jpg images and ISIC_x_segmentation.png masks."""
+
+    size: Annotated[int, Range(16, 1024)] = 128  # network input side (images and masks are resized to it)
+    width: PositiveInt = 16  # filters of the first level, doubled at each level down
+    depth: Annotated[int, Range(1, 6)] = 3  # poolings; size must be divisible by 2**depth
+    epochs: PositiveInt = 20
+    steps_per_epoch: Count = 0  # batches per epoch (0: one pass over the training images)
+    batch_size: PositiveInt = 16
+    learning_rate: Positive = 1e-3  # Adam
+    dice_weight: Share = 0.5  # loss = dice_weight x soft Dice loss + (1 - dice_weight) x binary cross-entropy
+    val_share: Annotated[float, Range(0, 1, True, True)] = 0.2  # images held out (per image: no patient ids) for Dice/Jaccard
+    threshold: Annotated[float, Range(0, 1, True, True)] = 0.5  # probability above which a pixel is lesion
+    augment: bool = True  # random flips and transposes of image and mask together
+    seed: Seed | None = None  # split and initialisation; None: the config's seed
+    figure_images: Count = 6  # held-out predictions drawn in predictions.png
+
+
+@dataclass
 class ExportConfig:
     """`melanoma export RUN_DIR --out model/`: a trained image run as one inference artefact."""
 
@@ -297,6 +327,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
 
 
 STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
@@ -320,16 +351,51 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value")
         set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
-    return build(Config, raw, "")
+    return _build_config(raw)
 
 
 def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
-    """Return a copy of cfg with dotted keys set (None values are skipped): how CLI flags reach the config."""
-    raw = to_dict(cfg)
+    """Return a copy of cfg with dotted keys set (None values are skipped): how CLI flags reach the config.
+
+    A config from load_config remembers what the user set, so the training recipe is chosen again with the new
+    values (a flag --weights none picks the scratch recipe). A Config made in code counts every value as set.
+    """
+    in_code = not hasattr(cfg, "_raw")
+    raw = to_dict(cfg) if in_code else copy.deepcopy(cfg._raw)
     for key, value in values.items():
         if value is not None:
             set_path(raw, key.split("."), value)
-    return build(Config, raw, "")
+    out = _build_config(raw)
+    if in_code:
+        del out._raw  # still made in code: every value counts as set
+        out._recipe_why = f"{out._recipe_why.split(';')[0]}; no defaults filled: every value as given in code"
+    return out
+
+
+def _build_config(raw: dict[str, Any]) -> Config:
+    """The typed config of what the user set, with the chosen training recipe's defaults under it."""
+    filled, _, why = with_recipe(raw)
+    cfg = build(Config, filled, "")
+    cfg._raw = raw  # what the user set, before the recipe: apply_overrides and is_explicit read it
+    cfg._recipe_why = why
+    return cfg
+
+
+def is_explicit(cfg: Config, key: str) -> bool:
+    """Whether the config file, a --set or a flag named `key` (rather than it keeping a default)."""
+    node: Any = getattr(cfg, "_raw", None)
+    if node is None:
+        return True
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def recipe_summary(cfg: Config) -> str:
+    """Which training recipe the config uses, and why (logged by the train stage)."""
+    return f"{cfg.train.recipe} ({getattr(cfg, '_recipe_why', '') or 'every value as given in code'})"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -381,6 +447,12 @@ def _tabular_problem(t: TabularConfig) -> str | None:
     return None if t.hidden else "hidden: expected at least one layer size, got []"
 
 
+def _segment_problem(s: SegmentConfig) -> str | None:
+    if s.size % 2 ** s.depth:
+        return f"size: {s.size} is not divisible by 2**depth = {2 ** s.depth}: change size or depth"
+    return None
+
+
 def _config_problem(c: Config) -> str | None:
     if not c.stages or len(set(c.stages)) != len(c.stages):
         return f"stages: expected distinct stages from {', '.join(STAGES)}, got {c.stages}"
@@ -392,5 +464,6 @@ CROSS_CHECKS.update({
     AugmentConfig: (_augment_problem,),
     TrainConfig: (_train_problem,),
     TabularConfig: (_tabular_problem,),
+    SegmentConfig: (_segment_problem,),
     Config: (_config_problem,),
 })

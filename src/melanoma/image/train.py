@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from melanoma.config import Config, TrainConfig, save_run_info, to_dict
+from melanoma.config import Config, TrainConfig, recipe_summary, save_run_info, to_dict
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import write_csv, write_json
@@ -107,6 +107,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
     s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
                 augment_in_model(tcfg, devices.kind))
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
+    log.info("train: recipe %s", recipe_summary(cfg))
     log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
              "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,
              s.precision, "the model" if s.in_model else "tf.data", folds)

@@ -1,0 +1,90 @@
+"""Training recipes: named sets of `train.*` defaults, chosen by `train.recipe` (issue 18).
+
+- `finetune` is the public SIIM-ISIC TPU recipe for ImageNet-initialised EfficientNets (ramp from 5e-6 to
+  1.25e-6 x global batch over 5 epochs, then x0.8 per epoch): the dataclass defaults of TrainConfig, unchanged.
+- `scratch` is for weights none. A randomly initialised network with BatchNorm barely moves under the
+  fine-tuning learning rates (constant predictions, validation AUC 0.5 for epochs), so it gets a small
+  Conv-BN-ReLU network at 32 px that runs many epochs on a CPU, a 1.6x higher peak learning rate per image
+  with a short warm-up and a cosine decay, BatchNorm momentum for few steps per epoch, no label smoothing, the
+  metadata joined to the image features, and no colour or shear jitter (colour is diagnostic; small networks
+  lean on it). Chosen by measurement on ISIC 2017 (bench/scratch.py, bench/RESULTS.md "scratch recipe").
+
+`auto` picks finetune when weights are given (imagenet or a file) and scratch for weights none. A recipe only
+fills keys the user did not set: a key named in the config file, a `--set` or a flag always wins.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "finetune": {},
+    "scratch": {
+        "model": "small_cnn_32",
+        "size": 32,
+        "epochs": 60,
+        "batch_size": 32,
+        "schedule": "cosine",
+        "lr_start": 1e-4,
+        "lr_max_per_image": 6.25e-5,  # peak 2e-3 at a global batch of 32
+        "lr_min": 1e-6,
+        "warmup_epochs": 2.0,
+        "bn_momentum": 0.9,
+        "label_smoothing": 0.0,
+        "metadata": True,
+        "augment": {"shear": 0.0, "hue": 0.0, "saturation": 0.0, "contrast": 0.0, "brightness": 0.0},
+    },
+}
+
+# Keys that only make sense together: the recipe sets them all or none (a model named by the user keeps the
+# default input size, not the 32 px of the recipe's small network).
+LINKED = (("model", "size"),)
+
+
+def choose(train_raw: dict[str, Any]) -> tuple[str, str]:
+    """The recipe a raw `train` section asks for, and why (for the log)."""
+    asked = train_raw.get("recipe", "auto")
+    if asked in RECIPES:
+        return asked, "set in the config"
+    weights = train_raw.get("weights", "imagenet")
+    if weights is None or str(weights).strip().lower() in ("none", "null", ""):
+        return "scratch", "weights none: a randomly initialised network needs the from-scratch recipe"
+    return "finetune", f"weights {weights}: fine-tuning pretrained weights"
+
+
+def with_recipe(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None, str]:
+    """A copy of the raw config with the chosen recipe's defaults filled in where the user set nothing.
+
+    Returns (raw', recipe, why); recipe is None when the train section is not a mapping (the config's own
+    validation then names the problem).
+    """
+    train = raw.get("train", {}) if isinstance(raw, dict) else None
+    if train is None:
+        train = {}
+    if not isinstance(train, dict) or train.get("recipe", "auto") not in ("auto", *RECIPES):
+        return raw, None, ""  # the config's own validation names the bad value
+    name, why = choose(train)
+    out = copy.deepcopy(raw)
+    filled = _fill(out.setdefault("train", {}), RECIPES[name])
+    out["train"]["recipe"] = name
+    if filled:
+        why += f"; it set {', '.join(filled)}"
+    return out, name, why
+
+
+def _fill(section: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> list[str]:
+    """Fill unset keys of `section` from `defaults` (nested for augment); returns the keys filled."""
+    filled = []
+    blocked = {k for group in LINKED for k in group if any(g in section for g in group)} if not prefix else set()
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            child = section.get(key)
+            if child is None:
+                child = section[key] = {}
+            if isinstance(child, dict):
+                filled += _fill(child, value, f"{prefix}{key}.")
+        elif key not in section and key not in blocked:
+            section[key] = value
+            filled.append(prefix + key)
+    return filled
