@@ -145,6 +145,11 @@ class TrainConfig:
     shuffle_buffer: PositiveInt = 2048
     tensorboard: bool = True  # TensorBoard logs per fold (foldK/tensorboard)
     verbose: Literal[0, 1, 2] = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
+    # Extra training sources (melanoma.image.extras): trained on, never validated, never in the OOF.
+    external: list[str] = field(default_factory=list)  # external TFRecords: folders, Kaggle OWNER/SLUGs or isic2019 (the public set at prepare.size)
+    external_share: Share | None = None  # cap of the external images' share of a batch (None = natural rate)
+    pseudo: str | None = None  # a `melanoma pseudo` output folder: soft-labelled test images in every fold's training
+    pseudo_share: Share | None = None  # cap of the pseudo-labelled images' share of a batch (None = natural rate)
 
 
 @dataclass

@@ -28,10 +28,11 @@ SPLITS = ("train", "test")
 @dataclass(frozen=True)
 class Feature:
     name: str
-    dtype: str  # "bytes" or "int64"
+    dtype: str  # "bytes", "int64" or "float"
     splits: tuple[str, ...] = SPLITS
     required: bool = True  # optional features get `default` when a record lacks them
     default: Any = None
+    write_default: bool = True  # False: a record that lacks the value is written without the feature
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -48,6 +49,8 @@ FEATURES: tuple[Feature, ...] = (
     # Where a training record comes from: "" for the competition's own images (and the public datasets, which
     # lack the field), else the external data set's name (e.g. "isic2019"). External records are train-only.
     Feature("source", "bytes", ("train",), required=False, default=""),
+    # A soft label in [0, 1] (pseudo-labelled test images, image/pseudo.py); -1 = none: the loss uses `target`.
+    Feature("soft_target", "float", ("train",), required=False, default=-1.0, write_default=False),
 )
 
 # Known values first, so codes are stable across datasets; values not listed are appended, sorted.
@@ -84,7 +87,7 @@ def feature_description(split: str, names: Iterable[str] | None = None) -> dict[
     for f in features_for(split):
         if wanted is not None and f.name not in wanted:
             continue
-        dtype = tf.string if f.dtype == "bytes" else tf.int64
+        dtype = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}[f.dtype]
         desc[f.name] = tf.io.FixedLenFeature([], dtype, default_value=None if f.required else f.default)
     return desc
 
@@ -95,12 +98,16 @@ def serialize_example(values: Mapping[str, Any], split: str) -> bytes:
 
     feats = {}
     for f in features_for(split):
+        if f.name not in values and not (f.required or f.write_default):
+            continue  # (prepare's shards stay byte-identical to those written before the feature existed)
         value = values.get(f.name, None if f.required else f.default)
         if value is None:
             raise KeyError(f"record for split {split!r} lacks feature {f.name!r}")
         if f.dtype == "bytes":
             value = value.encode() if isinstance(value, str) else bytes(value)
             feats[f.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        elif f.dtype == "float":
+            feats[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
         else:
             feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
     # deterministic: map fields in key order, so a shard's bytes do not depend on the process's hash seed

@@ -114,6 +114,16 @@ def parse_fn(split: str, names: tuple[str, ...]):
     return lambda serialized: tf.io.parse_single_example(serialized, desc)
 
 
+def lenient_parse(names: tuple[str, ...]):
+    """A training-record parser where every field but `image` may be missing (public external sets lack some):
+    ints default to -1, bytes to "", floats to -1 (`target` -1 = no label)."""
+    desc = {}
+    for name, spec in feature_description("train", names).items():
+        default = "" if spec.dtype == tf.string else -1
+        desc[name] = spec if name == "image" else tf.io.FixedLenFeature([], spec.dtype, default_value=default)
+    return lambda serialized: tf.io.parse_single_example(serialized, desc)
+
+
 # ---------------------------------------------------------------- datasets
 
 META_FIELDS = (SEX, AGE, SITE)
@@ -147,19 +157,23 @@ def _augment_inputs(x, acfg: AugmentConfig, size: int):
 
 
 def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
-                  pos_share: float | None, seed: int, augment: bool = True) -> tf.data.Dataset:
+                  pos_share: float | None, seed: int, augment: bool = True, extras: list | None = None,
+                  base_images: int | None = None) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
     From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
     read as two streams and drawn at that rate (oversampling); with None they come at their natural rate.
     `augment` False: no augmentation here (it runs inside the model). With `tcfg.metadata` the inputs are
     {"image", "meta"}. `tcfg.cache` keeps the encoded records in memory after the first pass (small
-    datasets, or repeated epochs from slow storage).
+    datasets, or repeated epochs from slow storage). `extras` (image/extras.py ExtraSource, already chosen for
+    the fold) are mixed in by sample_from_datasets, weighted against `base_images` (the shards' images drawn
+    per epoch); a record's `soft_target` >= 0 is its label.
     """
     size, meta, cache, shuffle_buffer = tcfg.size, tcfg.metadata, tcfg.cache, tcfg.shuffle_buffer
     acfg = tcfg.augment if augment else None
     paths = [s.path for s in shards]
-    parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
+    fields = ("image", TARGET, "soft_target") + (META_FIELDS if meta else ())
+    parse = lenient_parse(fields)
 
     def stream(keep=None):
         ds = read_records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
@@ -174,12 +188,23 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     else:
         ds = tf.data.Dataset.sample_from_datasets([stream(0), stream(1)], weights=[1.0 - pos_share, pos_share],
                                                   seed=seed)
-    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)),
+    if extras:
+        from melanoma.image.extras import mix_weights, source_dataset
+
+        weights = mix_weights(base_images or sum(s.count for s in shards), extras)
+        streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]
+        ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
+    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), _label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True)
     ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size), y[:, None]),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     return ds.prefetch(AUTOTUNE)
+
+
+def _label(ex: dict) -> tf.Tensor:
+    """The soft label where the record has one (>= 0), else the 0/1 target."""
+    return tf.where(ex["soft_target"] >= 0, ex["soft_target"], tf.cast(ex[TARGET], tf.float32))
 
 
 def with_batches(ds: tf.data.Dataset, shards: list[Shard], batch: int) -> tf.data.Dataset:

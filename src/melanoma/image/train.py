@@ -25,6 +25,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import write_csv, write_json
 from melanoma.image.backend import Devices, resolve_backend, resolve_precision, setup_devices
+from melanoma.image.extras import configured_sources, describe, epoch_images, fold_counts, for_fold
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.models import build_model, prediction_model
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
@@ -58,6 +59,7 @@ class Session:
     schedule: object = None
     initial_weights: list = None
     tensorboard: bool = False
+    extras: list = None  # image/extras.py ExtraSource: external, pseudo-labelled, synthetic training data
 
     @property
     def replicas(self) -> int:
@@ -107,6 +109,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
     s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
                 augment_in_model(tcfg, devices.kind))
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
+    s.extras = configured_sources(cfg, str(tfrec_dir))
     log.info("train: recipe %s", recipe_summary(cfg))
     log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
              "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,
@@ -122,7 +125,8 @@ def _plan_folds(s: Session) -> None:
     s.test_names = read_index(test_shards)[ID].to_numpy() if test_shards else np.array([], dtype=object)
     s.plans = {fold: imbalance(*training_counts(s.shardset, s.index, fold, extra), s.cfg.train) for fold in s.folds}
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
-    s.steps = max(1, math.ceil(max(p.epoch_images for p in s.plans.values()) / s.global_batch))
+    s.steps = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
+                               / s.global_batch))
     s.tensorboard = s.cfg.train.tensorboard and tensorboard_available()  # checked (and warned about) once
 
 
@@ -157,7 +161,9 @@ def _train_fold(s: Session, fold: int) -> None:
                     "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
     ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
-                       augment=not s.in_model)
+                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images)
+    extra_images = fold_counts(s.extras, fold)
+    log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
     val_shards = s.shardset.validation([fold])
     val_ds = validation_dataset(val_shards, tcfg.size, s.shardset.image_size, s.global_batch, meta=tcfg.metadata,
                                 pad=s.replicas > 1)
@@ -180,7 +186,8 @@ def _train_fold(s: Session, fold: int) -> None:
     info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
             "best_epoch": best_epoch, "best_val_auc": best_auc(history),
             "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
-            "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share}
+            "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share,
+            "extra_images": extra_images, "external_images": extra_images.get("external", 0)}
     write_json(fold_dir / DONE, info)
     shutil.rmtree(fold_dir / "backup", ignore_errors=True)
     log.info("fold %d: OOF AUC %s (no TTA %s), %d images, %.0f s", fold, fmt_auc(info["oof_auc"]),

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from melanoma.files import write_json, write_text
-from melanoma.kaggle.api import ACCELERATORS, TFRECORD_DATASETS, Credentials, KaggleError, tfrecords_dataset
+from melanoma.kaggle.api import (ACCELERATORS, TFRECORD_DATASETS, Credentials, KaggleError, external_dataset,
+                                 tfrecords_dataset)
 
 log = logging.getLogger("melanoma.kaggle.api")  # kaggle's one logger
 
@@ -142,6 +143,10 @@ def kernel_metadata(cfg: Any, kid: str, accelerator: str, code_file: str) -> dic
     for ref in (k.source, k.wheels):  # the package's own dataset; offline, the wheels `kaggle wheels` built
         if ref and _notebook_source(ref).startswith("/kaggle/input/"):
             datasets.append(dataset_ref(ref, owner))
+    for ref in cfg.train.external:  # external training data (EXTERNAL_DATASETS names at the configured size)
+        slug = external_dataset(ref, cfg.prepare.size)
+        if slug and slug not in datasets:
+            datasets.append(slug)
     meta = {"id": kid, "title": k.title, "code_file": code_file, "language": "python",
             "kernel_type": "notebook", "is_private": k.private, "enable_internet": k.internet,
             "competition_sources": [k.competition], "dataset_sources": datasets,
