@@ -127,6 +127,10 @@ class TrainConfig:
     oversample: Annotated[float, Range(1)] = 1.0  # malignant images are drawn this many times as often (1 = natural rate)
     positive_share: Annotated[float, Range(0, 1, True, True)] | None = None  # or: draw malignant images at this share (overrides oversample)
     class_weight: Literal["none", "balanced", "sqrt"] = "none"  # none | balanced | sqrt: loss weights computed from the training folds
+    # binary: one sigmoid unit (melanoma) | diagnosis: a softmax over class_map's classes from the records'
+    # diagnosis (categorical cross-entropy); its melanoma column is the prediction everywhere downstream
+    head: Literal["binary", "diagnosis"] = "binary"
+    class_map: Literal["isic2017", "winners9"] = "winners9"  # diagnosis head: the 3 ISIC 2017 classes or the 1st-place solution's 9 (melanoma.image.heads)
     metadata: bool = False  # join one-hot site and sex and scaled age to the image features before the head
     tta: Count = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
     tta_flips: bool = False  # also average the left-right, up-down and both flips (3 deterministic passes)
@@ -443,6 +447,8 @@ def _augment_problem(a: AugmentConfig) -> str | None:
 def _train_problem(t: TrainConfig) -> str | None:
     if t.folds is not None and (not t.folds or len(set(t.folds)) != len(t.folds)):
         return f"folds: expected distinct fold numbers (or null for all), got {t.folds}"
+    if t.head == "diagnosis" and t.focal_alpha is not None:
+        return "focal_alpha weighs the malignant class of the binary head: with head: diagnosis use class_weight"
     return None
 
 

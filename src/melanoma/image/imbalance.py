@@ -26,6 +26,9 @@ class Imbalance:
     n_neg: int
     oversample: float
     weights: dict[int, float]  # class -> loss weight
+    # Diagnosis head: training images per class (melanoma included) and melanoma's class; () for the binary head
+    class_counts: tuple[int, ...] = ()
+    melanoma: int = 1
 
     @property
     def natural_share(self) -> float:
@@ -39,18 +42,30 @@ class Imbalance:
     @property
     def loss_share(self) -> float:
         """Positive share of the loss per epoch: what the model effectively sees."""
-        s, w0, w1 = self.sampled_share, self.weights[0], self.weights[1]
+        s, w0, w1 = self.sampled_share, self.benign_weight, self.weights[self.melanoma]
         return w1 * s / (w1 * s + w0 * (1 - s))
+
+    @property
+    def benign_weight(self) -> float:
+        """Mean loss weight of a non-melanoma image (the binary head: class 0's weight)."""
+        if not self.class_counts:
+            return self.weights[0]
+        rest = [(c, n) for c, n in enumerate(self.class_counts) if c != self.melanoma]
+        return sum(self.weights[c] * n for c, n in rest) / max(1, sum(n for _, n in rest))
 
     @property
     def epoch_images(self) -> int:
         return int(round(self.n_neg + self.oversample * self.n_pos))
 
     def describe(self) -> str:
+        if self.class_counts:  # the diagnosis head: melanoma drawn at its share, the other classes as they come
+            per_class = ", ".join(f"{c}: {n} x {self.weights[c]:.3f}" for c, n in enumerate(self.class_counts))
+            weights = f"images x class weight per class {per_class}"
+        else:
+            weights = f"class weights 0: {self.weights[0]:.3f}, 1: {self.weights[1]:.3f}"
         return (f"{self.n_pos + self.n_neg} training images, {self.n_pos} malignant ({self.natural_share:.2%}); "
-                f"oversample x{self.oversample:g} -> {self.sampled_share:.2%} of images drawn; class weights "
-                f"0: {self.weights[0]:.3f}, 1: {self.weights[1]:.3f} -> malignant share of the loss "
-                f"{self.loss_share:.2%}")
+                f"oversample x{self.oversample:g} -> {self.sampled_share:.2%} of images drawn; {weights} "
+                f"-> malignant share of the loss {self.loss_share:.2%}")
 
 
 def class_weights(n_pos: int, n_neg: int, mode: str) -> dict[int, float]:
@@ -63,8 +78,10 @@ def class_weights(n_pos: int, n_neg: int, mode: str) -> dict[int, float]:
     return {k: math.sqrt(v) for k, v in w.items()} if mode == "sqrt" else w
 
 
-def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig) -> Imbalance:
-    """Sampling and loss weights from the training-fold counts; `positive_share` sets the oversampling factor."""
+def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig, class_counts: tuple[int, ...] = (),
+              melanoma: int = 1) -> Imbalance:
+    """Sampling and loss weights from the training-fold counts; `positive_share` sets the oversampling factor.
+    With `class_counts` (the diagnosis head) the class weights are per class (heads.multiclass_weights)."""
     if n_pos == 0 or n_neg == 0:
         raise ConfigError(f"the training folds have {n_pos} malignant and {n_neg} benign images: both are needed")
     oversample = tcfg.oversample
@@ -74,6 +91,11 @@ def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig) -> Imbalance:
             raise ConfigError(f"train.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
                               f"training folds up to all-malignant), got {share}")
         oversample = share / (1 - share) * n_neg / n_pos
+    if class_counts:
+        from melanoma.image.heads import multiclass_weights
+
+        return Imbalance(n_pos, n_neg, oversample, multiclass_weights(class_counts, tcfg.class_weight),
+                         tuple(class_counts), melanoma)
     return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
 
 

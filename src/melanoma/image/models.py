@@ -181,8 +181,10 @@ def resolve_weights(weights: str | None) -> str | None:
 
 
 def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2,
-                bn_momentum: float | None = None, meta_dim: int = 0, augment: dict | None = None) -> keras.Model:
-    """A backbone from keras.applications with global average pooling, dropout and one sigmoid unit.
+                bn_momentum: float | None = None, meta_dim: int = 0, augment: dict | None = None,
+                classes: int = 1) -> keras.Model:
+    """A backbone from keras.applications with global average pooling, dropout and one sigmoid unit (or, with
+    `classes` > 1, a softmax over that many classes: the diagnosis head, melanoma.image.heads).
 
     `weights` is None, 'imagenet', or a file: either backbone weights (for example a Kaggle dataset of
     'notop' .h5 files) or the weights of a whole model saved by this package (`model.save_weights`).
@@ -237,7 +239,8 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
         inputs = {"image": image, "meta": meta}
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pred")(x)
+    outputs = keras.layers.Dense(classes, activation="sigmoid" if classes == 1 else "softmax", dtype="float32",
+                                 name="pred")(x)
     model = keras.Model(inputs, outputs, name=name)
     if full_model_weights is not None:
         _checked_load(lambda: model.load_weights(full_model_weights), full_model_weights,
@@ -280,9 +283,54 @@ def _is_full_model_file(path: str) -> bool:
         raise ConfigError(f"weights file {path} is not an HDF5 weights file: {e}") from None
 
 
-def prediction_model(model: keras.Model) -> keras.Model:
-    """Wrap a model so it returns its prediction beside an `idx` input it passes through unchanged."""
+def prediction_model(model: keras.Model, column: int | None = None) -> keras.Model:
+    """Wrap a model so it returns its prediction beside an `idx` input it passes through unchanged.
+    `column`: a diagnosis head's melanoma column, the one prediction kept."""
     ins = {t.name: keras.Input(t.shape[1:], dtype=t.dtype, name=t.name) for t in model.inputs}
     idx = keras.Input((), dtype="int32", name="idx")
     pred = model(ins if len(ins) > 1 else ins["image"])
+    if column is not None:
+        pred = SelectColumn(column, name="melanoma")(pred)
     return keras.Model({**ins, "idx": idx}, {"pred": pred, "idx": keras.layers.Identity()(idx)})
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class SelectColumn(keras.layers.Layer):
+    """(batch, K) -> (batch, 1): one column of a softmax, the melanoma probability of a diagnosis head (in
+    training's predictions and in the exported model alike)."""
+
+    def __init__(self, column: int, **kwargs):
+        super().__init__(**kwargs)
+        self.column = int(column)
+
+    def call(self, x):
+        return x[:, self.column:self.column + 1]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "column": self.column}
+
+
+def melanoma_output(model: keras.Model, column: int | None) -> keras.Model:
+    """The model with only its melanoma probability as output (unchanged for the binary head)."""
+    if column is None:
+        return model
+    return keras.Model(model.input, SelectColumn(column, name="melanoma")(model.output), name=model.name)
+
+
+class MelanomaAUC(keras.metrics.AUC):
+    """AUC of melanoma vs rest on a diagnosis head: the melanoma column of the one-hot label (exactly the
+    record's target, see heads) against the melanoma column of the softmax."""
+
+    def __init__(self, column: int, **kwargs):
+        super().__init__(**kwargs)
+        self.column = int(column)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        c = self.column
+        return super().update_state(y_true[:, c:c + 1], y_pred[:, c:c + 1], sample_weight=sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "column": self.column}

@@ -158,7 +158,7 @@ def _augment_inputs(x, acfg: AugmentConfig, size: int):
 
 def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
                   pos_share: float | None, seed: int, augment: bool = True, extras: list | None = None,
-                  base_images: int | None = None) -> tf.data.Dataset:
+                  base_images: int | None = None, labels=None) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
     From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
@@ -173,6 +173,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     acfg = tcfg.augment if augment else None
     paths = [s.path for s in shards]
     fields = ("image", TARGET, "soft_target") + (META_FIELDS if meta else ())
+    fields += labels.fields if labels is not None else ()  # the diagnosis head (heads.Labels): one-hot labels
     parse = lenient_parse(fields)
 
     def stream(keep=None):
@@ -194,10 +195,11 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         weights = mix_weights(base_images or sum(s.count for s in shards), extras)
         streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]
         ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
-    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), _label(ex)),
+    label = _label if labels is None else labels.one_hot
+    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size), y[:, None]),
+    ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size), y if labels is not None else y[:, None]),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     return ds.prefetch(AUTOTUNE)
 
@@ -268,12 +270,14 @@ def pad_batch(tree, batch: int, fill: dict[str, float] | None = None):
 
 
 def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int,
-                       meta: bool = False, pad: bool = False) -> tf.data.Dataset:
+                       meta: bool = False, pad: bool = False, labels=None) -> tf.data.Dataset:
     """Batches of (image, target) for Keras' validation during fit; with `pad`, (image, target, weight) with
-    the last batch padded to full size at weight 0 (see pad_batch)."""
-    parse = parse_fn("train", ("image", TARGET) + (META_FIELDS if meta else ()))
+    the last batch padded to full size at weight 0 (see pad_batch). `labels` (heads.Labels): one-hot labels."""
+    fields = ("image", TARGET) + (META_FIELDS if meta else ()) + (labels.fields if labels is not None else ())
+    parse = parse_fn("train", fields)
     ds = read_records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), tf.cast(ex[TARGET], tf.float32)[None]),
+    label = (lambda ex: tf.cast(ex[TARGET], tf.float32)[None]) if labels is None else labels.one_hot
+    ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch)
     if pad:

@@ -27,7 +27,8 @@ from melanoma.files import write_csv, write_json
 from melanoma.image.backend import Devices, resolve_backend, resolve_precision, setup_devices
 from melanoma.image.extras import configured_sources, describe, epoch_images, fold_counts, for_fold
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
-from melanoma.image.models import build_model, prediction_model
+from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
+from melanoma.image.models import MelanomaAUC, build_model, prediction_model
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
                                      validation_dataset)
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
@@ -60,6 +61,7 @@ class Session:
     initial_weights: list = None
     tensorboard: bool = False
     extras: list = None  # image/extras.py ExtraSource: external, pseudo-labelled, synthetic training data
+    labels: object = None  # heads.Labels of a diagnosis head (None: the binary head)
 
     @property
     def replicas(self) -> int:
@@ -110,6 +112,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
                 augment_in_model(tcfg, devices.kind))
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
+    s.labels = labels_for(tcfg, str(tfrec_dir))
     log.info("train: recipe %s", recipe_summary(cfg))
     log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
              "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,
@@ -124,6 +127,8 @@ def _plan_folds(s: Session) -> None:
     test_shards = s.shardset.test()
     s.test_names = read_index(test_shards)[ID].to_numpy() if test_shards else np.array([], dtype=object)
     s.plans = {fold: imbalance(*training_counts(s.shardset, s.index, fold, extra), s.cfg.train) for fold in s.folds}
+    if s.labels is not None:  # the diagnosis head: class weights per class, from the pool's class counts
+        s.plans = diagnosis_plans(s.shardset, s.folds, s.labels, s.cfg.train)
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
     s.steps = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
                                / s.global_batch))
@@ -138,15 +143,17 @@ def _compile(s: Session) -> None:
     with s.devices.scope(), dtype_policy(s.precision):
         s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
                               meta_dim=META_DIM if tcfg.metadata else 0,
-                              augment=to_dict(tcfg.augment) if s.in_model else None)
+                              augment=to_dict(tcfg.augment) if s.in_model else None,
+                              classes=head_classes(tcfg)[0])
         s.model.compile(
             optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay),
-            loss=make_loss(tcfg),
-            metrics=[keras.metrics.AUC(name="auc")],
+            loss=make_loss(tcfg) if s.labels is None else head_loss(tcfg),
+            metrics=[keras.metrics.AUC(name="auc") if s.labels is None else MelanomaAUC(head_classes(tcfg)[1],
+                                                                                         name="auc")],
             steps_per_execution=tcfg.steps_per_execution,
             jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
         )
-        s.predictor = prediction_model(s.model)
+        s.predictor = prediction_model(s.model, head_classes(tcfg)[1])
     s.initial_weights = s.model.get_weights()
 
 
@@ -161,12 +168,13 @@ def _train_fold(s: Session, fold: int) -> None:
                     "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
     ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
-                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images)
+                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
+                       labels=s.labels)
     extra_images = fold_counts(s.extras, fold)
     log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
     val_shards = s.shardset.validation([fold])
     val_ds = validation_dataset(val_shards, tcfg.size, s.shardset.image_size, s.global_batch, meta=tcfg.metadata,
-                                pad=s.replicas > 1)
+                                pad=s.replicas > 1, labels=s.labels)
     fold_dir.mkdir(parents=True, exist_ok=True)
     for stale in fold_dir.glob(".tmp-*"):  # a write of ours cut short by a kill; never a finished file
         stale.unlink()

@@ -79,23 +79,26 @@ def input_spec(run_cfg: Config, tfrecords: str | None) -> tuple[dict, int | None
 
 def load_fold_model(run_cfg: Config, weights: Path):
     """The fold's trained model, for inference: built as training built it, without the augmentation layer."""
-    from melanoma.image.models import build_model
+    from melanoma.image.heads import head_classes
+    from melanoma.image.models import build_model, melanoma_output
     from melanoma.image.pipeline import META_DIM
 
     t = run_cfg.train
     meta_dim = META_DIM if t.metadata else 0
+    k, column = head_classes(t)  # a diagnosis head's model outputs only its melanoma column
     try:
-        return build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim)
+        return melanoma_output(build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim, classes=k),
+                               column)
     except ConfigError:
         # Trained with augmentation inside the model (GPU/TPU default): load it that way, then copy the
         # weights of every other layer into a model without it (Augment does nothing at inference anyway).
         trained = build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim,
-                              augment=to_dict(t.augment))
-        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim)
+                              augment=to_dict(t.augment), classes=k)
+        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim, classes=k)
         for layer in model.layers:
             if layer.weights:
                 layer.set_weights(trained.get_layer(layer.name).get_weights())
-        return model
+        return melanoma_output(model, column)
 
 
 def combined_model(models: list, combine: str, flips: bool, size: int, meta: bool):

@@ -1,0 +1,210 @@
+"""The model's head: `train.head: binary` (one sigmoid unit: melanoma) or `diagnosis` (a softmax over a class map).
+
+A diagnosis head learns from the records' `diagnosis` codes, mapped to the classes of `train.class_map`; its
+melanoma column is the one output used downstream (oof.csv, test_pred.csv, blend, report, export), so every
+later stage is the same for both heads. The record's `target` always wins over its diagnosis: target 1 is the
+melanoma class, and a record whose diagnosis says melanoma with target 0 goes to the map's benign fallback. So
+the melanoma column's label is exactly `target`, and the validation AUC (checkpoint choice) is melanoma vs rest.
+
+Codes -> names: our shards' `manifest.json` records the diagnosis vocabulary (VOCABULARIES first, then the
+other names seen, e.g. ISIC 2019's, sorted); the public Kaggle TFRecords, which have no manifest, use the
+order of VOCABULARIES (their label encoding). A code missing (-1) reads as "unknown".
+
+This module imports no TensorFlow or Keras at load time (config checks and `ablate` import it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from melanoma.data.records import VOCABULARIES
+from melanoma.data.schema import DIAGNOSIS, ID, TARGET
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    name: str
+    classes: tuple[str, ...]  # softmax column order
+    members: dict[str, tuple[str, ...]]  # class -> the diagnosis names (lower case) it takes
+    default: str  # class of any diagnosis not listed (and of a missing one)
+    fallback: str  # class of a record with target 0 whose diagnosis maps to melanoma
+
+    @property
+    def melanoma(self) -> int:
+        return self.classes.index("melanoma")
+
+    def class_of(self, diagnosis: str | None) -> int:
+        name = (diagnosis or "unknown").strip().lower()
+        for cls, names in self.members.items():
+            if name in names:
+                return self.classes.index(cls)
+        return self.classes.index(self.default)
+
+
+_KERATOSES = ("seborrheic keratosis", "benign keratosis", "bkl", "lichenoid keratosis", "solar lentigo",
+              "lentigo nos")
+
+# ISIC 2017 part 3: melanoma, nevus, seborrheic keratosis. The benign keratoses (ISIC 2019's BKL and the 2020
+# keratoses and lentigines) join seborrheic keratosis; every other diagnosis, unknown and missing included
+# (also ISIC 2019's BCC, SCC, AK, DF, VASC with target 0), is the "nevus" class, read as nevus-or-other benign:
+# nothing is dropped, so the training set is the same as the binary head's.
+ISIC2017 = ClassMap("isic2017", ("melanoma", "nevus", "seborrheic keratosis"),
+                    {"melanoma": ("melanoma", "mel"), "seborrheic keratosis": _KERATOSES}, "nevus", "nevus")
+
+# The nine classes of the 1st-place SIIM-ISIC 2020 solution (Ha, Liu, Liu; "bo-liu"), as in its get_df
+# (haqishen/SIIM-ISIC-Melanoma-Classification-1st-Place-Solution, dataset.py, out_dim == 9): 2020 seborrheic
+# keratosis, lichenoid keratosis, solar lentigo and lentigo NOS -> BKL; cafe-au-lait macule and atypical
+# melanocytic proliferation -> unknown; 2020's own "unknown" (most of its images, benign) stays a class of its
+# own, `unknown`; ISIC 2019 (with 2018) keeps AK, BCC, BKL, DF, SCC, VASC, MEL -> melanoma, NV -> nevus. Column
+# order is theirs (sorted names), so melanoma is column 6 as their mel_idx.
+WINNERS9 = ClassMap("winners9", ("AK", "BCC", "BKL", "DF", "SCC", "VASC", "melanoma", "nevus", "unknown"),
+                    {"melanoma": ("melanoma", "mel"), "nevus": ("nevus", "nv"), "BKL": _KERATOSES,
+                     "AK": ("actinic keratosis", "ak", "akiec"), "BCC": ("basal cell carcinoma", "bcc"),
+                     "DF": ("dermatofibroma", "df"), "VASC": ("vascular lesion", "vasc"),
+                     "SCC": ("squamous cell carcinoma", "scc"),
+                     "unknown": ("unknown", "unk", "cafe-au-lait macule", "atypical melanocytic proliferation")},
+                    "unknown", "unknown")
+
+CLASS_MAPS: dict[str, ClassMap] = {m.name: m for m in (ISIC2017, WINNERS9)}
+
+
+def head_classes(tcfg) -> tuple[int, int | None]:
+    """(outputs, melanoma column) of the model the train config builds: (1, None) for the binary head."""
+    if tcfg.head == "binary":
+        return 1, None
+    cmap = CLASS_MAPS[tcfg.class_map]
+    return len(cmap.classes), cmap.melanoma
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A class map applied to one diagnosis vocabulary: code -> class, and the target override."""
+
+    cmap: ClassMap
+    table: np.ndarray  # int32, class of code c at c + 1; entry 0 is the missing code -1
+    fields = (DIAGNOSIS,)  # the record fields one_hot reads besides target
+
+    @classmethod
+    def of(cls, cmap: ClassMap, vocab: list[str]) -> Labels:
+        table = np.array([cmap.class_of(None)] + [cmap.class_of(v) for v in vocab], dtype=np.int32)
+        return cls(cmap, table)
+
+    @property
+    def n(self) -> int:
+        return len(self.cmap.classes)
+
+    def classes(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Class index per record (numpy): the same rule as `one_hot` (counts, class weights, tests)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        inside = (codes >= -1) & (codes < len(self.table) - 1)
+        cls = np.where(inside, self.table[np.clip(codes + 1, 0, len(self.table) - 1)], self.table[0])
+        mel, fallback = self.cmap.melanoma, self.cmap.classes.index(self.cmap.fallback)
+        cls = np.where(np.asarray(targets) == 1, mel, np.where(cls == mel, fallback, cls))
+        return cls.astype(np.int64)
+
+    def one_hot(self, ex: dict):
+        """The float one-hot label of a parsed record (needs its diagnosis and target), in TensorFlow ops."""
+        import tensorflow as tf
+
+        table = tf.constant(self.table)
+        code = tf.cast(ex[DIAGNOSIS], tf.int32)
+        inside = tf.logical_and(code >= -1, code < len(self.table) - 1)
+        cls = tf.where(inside, tf.gather(table, tf.clip_by_value(code + 1, 0, len(self.table) - 1)), table[0])
+        mel, fallback = self.cmap.melanoma, self.cmap.classes.index(self.cmap.fallback)
+        cls = tf.where(tf.equal(ex[TARGET], 1), mel, tf.where(tf.equal(cls, mel), fallback, cls))
+        y = tf.one_hot(cls, self.n, dtype=tf.float32)
+        if "soft_target" in ex:  # a pseudo-label p: p on melanoma, the rest on the record's benign class
+            p = tf.cast(ex["soft_target"], tf.float32)[..., None]  # one record or a batch of them
+            rest = tf.one_hot(tf.where(tf.equal(cls, mel), fallback, cls), self.n, dtype=tf.float32)
+            y = tf.where(p >= 0, p * tf.one_hot(mel, self.n, dtype=tf.float32) + (1 - p) * rest, y)
+        return y
+
+
+def diagnosis_vocab(tfrec_dir: str) -> list[str]:
+    """The diagnosis names by code: our manifest's vocabulary, else the public TFRecords' (VOCABULARIES)."""
+    import tensorflow as tf
+
+    path = f"{str(tfrec_dir).rstrip('/')}/manifest.json"
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            vocab = json.load(f).get("vocab", {}).get(DIAGNOSIS)
+        if vocab:
+            return list(vocab)
+    return list(VOCABULARIES[DIAGNOSIS])
+
+
+def labels_for(tcfg, tfrec_dir: str) -> Labels | None:
+    """The diagnosis head's labels for these records; None for the binary head."""
+    if tcfg.head == "binary":
+        return None
+    labels = Labels.of(CLASS_MAPS[tcfg.class_map], diagnosis_vocab(tfrec_dir))
+    mapping = {v: labels.cmap.classes[labels.table[i + 1]] for i, v in enumerate(diagnosis_vocab(tfrec_dir))}
+    log.info("train: diagnosis head, class map %s (%s); diagnoses -> classes: %s", labels.cmap.name,
+             ", ".join(labels.cmap.classes), ", ".join(f"{k} -> {v}" for k, v in mapping.items()))
+    return labels
+
+
+def read_classes(shards: list, labels: Labels) -> np.ndarray:
+    """Class index of every record in training shards, read without decoding images (diagnosis, target)."""
+    import tensorflow as tf
+
+    from melanoma.image.pipeline import parse_fn, read_records
+
+    if not shards:
+        return np.zeros(0, dtype=np.int64)
+    ds = read_records([s.path for s in shards], deterministic=True).map(
+        parse_fn("train", (ID, DIAGNOSIS, TARGET)), num_parallel_calls=tf.data.AUTOTUNE)
+    codes, targets = [], []
+    for part in ds.batch(8192).as_numpy_iterator():
+        codes.append(part[DIAGNOSIS])
+        targets.append(part[TARGET])
+    if not codes:
+        return np.zeros(0, dtype=np.int64)
+    return labels.classes(np.concatenate(codes), np.concatenate(targets))
+
+
+def class_counts(classes: np.ndarray, n: int) -> tuple[int, ...]:
+    return tuple(int(c) for c in np.bincount(np.asarray(classes, dtype=np.int64), minlength=n)[:n])
+
+
+def multiclass_weights(counts: tuple[int, ...], mode: str) -> dict[int, float]:
+    """Loss weight per class from the training-fold counts: balanced = n / (K n_c) over the K classes present
+    (each present class then carries the same share of the loss); sqrt = its square root; absent classes 1."""
+    if mode == "none":
+        return {c: 1.0 for c in range(len(counts))}
+    present = [c for c, k in enumerate(counts) if k > 0]
+    total = sum(counts)
+    w = {c: (total / (len(present) * counts[c]) if counts[c] else 1.0) for c in range(len(counts))}
+    return {c: math.sqrt(v) for c, v in w.items()} if mode == "sqrt" else w
+
+
+def diagnosis_plans(shardset, folds: list[int], labels: Labels, tcfg) -> dict:
+    """Each fold's Imbalance from the class counts of its training pool (the shards `train(exclude=[fold])`
+    reads: the other folds and the train-only shards not tagged with this fold)."""
+    from melanoma.image.imbalance import imbalance
+
+    per_shard = {sh: class_counts(read_classes([sh], labels), labels.n) for sh in shardset.train()}
+    plans = {}
+    for fold in folds:
+        counts = np.sum([per_shard[sh] for sh in shardset.train(exclude=[fold])], axis=0).astype(int)
+        n_pos = int(counts[labels.cmap.melanoma])
+        plans[fold] = imbalance(n_pos, int(counts.sum()) - n_pos, tcfg, tuple(int(c) for c in counts),
+                                labels.cmap.melanoma)
+    return plans
+
+
+def head_loss(tcfg):
+    """Categorical cross-entropy with the train config's label smoothing (focal: its categorical form)."""
+    import keras
+
+    if tcfg.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=tcfg.focal_gamma,
+                                                         label_smoothing=tcfg.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing)
