@@ -34,10 +34,22 @@ class ImageSettings:
     quality: int = 95
     max_pixels: int = 200_000_000
     encode: bool = True  # False: only hash (the `check` pass)
+    lesion: str = "none"  # none | mask | crop: melanoma.segment.apply.apply_lesion before the resize
+    lesion_margin: float = 0.1
+    segmenter: str | None = None  # segmenter.keras (None: the classical mask)
+    segmenter_sha256: str | None = None  # part of the key: another segmenter redoes the chunks
 
     def key(self) -> str:
         # "v2": hash and quality flags from the fixed-size view (chunks of older runs are redone)
-        return f"v2/{self.size}/{self.resize}/{self.quality}/{self.max_pixels}/{int(self.encode)}"
+        key = f"v2/{self.size}/{self.resize}/{self.quality}/{self.max_pixels}/{int(self.encode)}"
+        if self.lesion != "none":  # appended only then: keys (and resumable work) without it are unchanged
+            key += f"/{self.lesion}/{self.lesion_margin}/{self.segmenter_sha256}"
+        return key
+
+    @property
+    def decode_side(self) -> int:
+        """Side the JPEG draft decode must reach: twice the stored side when a lesion crop will zoom in."""
+        return self.size * 2 if self.lesion == "crop" else self.size
 
 
 def _open(source: str | bytes, max_pixels: int) -> Image.Image:
@@ -118,7 +130,12 @@ def to_jpeg(img: Image.Image, quality: int) -> bytes:
 
 
 def stored_jpeg(img: Image.Image, settings: ImageSettings) -> bytes:
-    """What `prepare` stores for a decoded image: made square, Lanczos-resized, JPEG at prepare.quality."""
+    """What `prepare` stores for a decoded image: the lesion step (prepare.lesion), made square,
+    Lanczos-resized, JPEG at prepare.quality."""
+    if settings.lesion != "none":
+        from melanoma.segment.apply import apply_lesion  # scikit-image: only when a lesion step is asked for
+
+        img = apply_lesion(img, settings.lesion, settings.lesion_margin, settings.segmenter)
     return to_jpeg(square(img, settings.size, settings.resize), settings.quality)
 
 
@@ -135,7 +152,7 @@ def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: in
 
     from melanoma.image.pipeline import decode_image
 
-    img, _, _ = load_rgb(data, settings.size, settings.max_pixels)
+    img, _, _ = load_rgb(data, settings.decode_side, settings.max_pixels)
     jpeg = stored_jpeg(img, settings)
     stored = settings.size if stored_size == -1 else stored_size
     return decode_image(tf.constant(jpeg), size, stored).numpy()
@@ -221,8 +238,8 @@ def process_chunk(paths: list[str], settings: ImageSettings, spool: str | None, 
         offset = 0
         for p in paths:
             try:
-                img, w, h = load_rgb(p, settings.size, settings.max_pixels)
-                view = img if settings.size == VIEW_SIDE else view_of(p, settings.max_pixels)
+                img, w, h = load_rgb(p, settings.decode_side, settings.max_pixels)
+                view = img if settings.decode_side == VIEW_SIDE else view_of(p, settings.max_pixels)
                 entry = {"w": w, "h": h, "dhash": dhash(view), "degenerate": degenerate(view)}
                 if settings.encode:
                     data = stored_jpeg(img, settings)

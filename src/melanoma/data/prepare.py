@@ -51,6 +51,7 @@ from melanoma.data.schema import ID, PATIENT, TARGET, check_images_exist, csv_li
 from melanoma.data.shards import is_remote, plan_shards, remove_stale_shards, save_run_info_to, write_output, \
     write_shards
 from melanoma.errors import ConfigError, InputError, input_error
+from melanoma.segment.apply import lesion_record, resolve_segmenter
 from melanoma.files import _json_default as _plain
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,9 @@ def _settings(cfg: Config) -> ImageSettings:
         raise ConfigError(f"prepare.dup_max_distance must be between 0 and 15, got {pcfg.dup_max_distance}")
     if not 1 <= pcfg.quality <= 100:
         raise ConfigError(f"prepare.quality must be between 1 and 100, got {pcfg.quality}")
-    return ImageSettings(pcfg.size, pcfg.resize, pcfg.quality, pcfg.max_pixels)
+    segmenter, sha = resolve_segmenter(pcfg.segmenter) if pcfg.lesion != "none" else (None, None)
+    return ImageSettings(pcfg.size, pcfg.resize, pcfg.quality, pcfg.max_pixels, lesion=pcfg.lesion,
+                         lesion_margin=pcfg.lesion_margin, segmenter=segmenter, segmenter_sha256=sha)
 
 
 def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: str | Path | None = None
@@ -200,6 +203,7 @@ def _run(cfg: Config, data_dir: Path, out: str, folds_path, settings: ImageSetti
         "image_size": pcfg.size,
         "resize": pcfg.resize,
         "quality": pcfg.quality,
+        "lesion": lesion_record(settings),  # export and predict apply the same lesion step
         "n_folds": n_folds,
         "seed": cfg.seed,
         "counts": _counts(shards, bool(externals) or pcfg.upsample_malignant > 1),

@@ -101,7 +101,8 @@ class Artifact:
         inp = info["input"]
         self.size = int(inp["size"])
         p = inp["prepare"]
-        self.settings = ImageSettings(int(p["size"]), p["resize"], int(p["quality"]), int(p["max_pixels"]))
+        self.settings = ImageSettings(int(p["size"]), p["resize"], int(p["quality"]), int(p["max_pixels"]),
+                                      **lesion_settings(p.get("lesion") or {}, model_dir))
         self.stored_size = inp["stored_size"]
         self.uses_meta = bool(info["metadata"]["used"])
         self.meta = MetaEncoder.from_info(info["metadata"])
@@ -145,6 +146,17 @@ class Artifact:
             raise ConfigError(f"serve.threshold {name!r} is not in model.json (exported: "
                               f"{', '.join(self.thresholds)})")
         return name, self.thresholds[name]
+
+
+def lesion_settings(lesion: dict, model_dir: Path) -> dict:
+    """The lesion step model.json records (exports before it had none), with the shipped segmenter's path."""
+    mode = lesion.get("mode", "none")
+    segmenter = lesion.get("segmenter") if mode != "none" else None
+    path = model_dir / segmenter if segmenter else None
+    if path is not None and not path.is_file():
+        raise input_error(path, "model.json's lesion step needs this segmenter: re-run `melanoma export`")
+    return {"lesion": mode, "lesion_margin": float(lesion.get("margin", 0.1)),
+            "segmenter": str(path) if path else None, "segmenter_sha256": lesion.get("segmenter_sha256")}
 
 
 def load_keras_model(path: Path):

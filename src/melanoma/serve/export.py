@@ -23,11 +23,14 @@ from melanoma.data.schema import SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
 from melanoma.data.records import VOCABULARIES
+from melanoma.segment.apply import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
+    resolve_segmenter
 from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 DEFAULT_THRESHOLDS = {"p50": 0.5}  # when the report exported none: a label at probability 0.5
-OWN = (MODEL_FILE, INFO_FILE, "model.onnx", "savedmodel")  # what a previous export of ours left in model/
+# what a previous export of ours left in model/
+OWN = (MODEL_FILE, INFO_FILE, "model.onnx", "savedmodel", SEGMENTER_FILE, SEGMENTER_INFO)
 
 
 def run_config(run_dir: Path) -> Config:
@@ -67,14 +70,35 @@ def input_spec(run_cfg: Config, tfrecords: str | None) -> tuple[dict, int | None
     if manifest_path is not None and manifest_path.is_file():
         m = read_json(manifest_path)
         prep = {"size": int(m["image_size"]), "resize": m.get("resize", p.resize),
-                "quality": int(m.get("quality", p.quality)), "max_pixels": p.max_pixels}
+                "quality": int(m.get("quality", p.quality)), "max_pixels": p.max_pixels,
+                "lesion": m.get("lesion") or {"mode": "none"}}  # manifests before the lesion step had none
         vocab = m.get("vocab") or {}
         return prep, int(m["image_size"]), {k: list(vocab.get(k, VOCABULARIES[k])) for k in (SEX, SITE)}
     log.warning("export: no manifest.json in %s: preprocessing taken from the run's prepare settings (%dpx, %s, "
                 "quality %d); pass --tfrecords with the run's records folder to use theirs", tfrecords, p.size,
                 p.resize, p.quality)
-    prep = {"size": p.size, "resize": p.resize, "quality": p.quality, "max_pixels": p.max_pixels}
+    segmenter, sha = resolve_segmenter(p.segmenter) if p.lesion != "none" else (None, None)
+    prep = {"size": p.size, "resize": p.resize, "quality": p.quality, "max_pixels": p.max_pixels,
+            "lesion": {"mode": p.lesion, "margin": p.lesion_margin, "segmenter": segmenter, "segmenter_sha256": sha}}
     return prep, None, {k: list(VOCABULARIES[k]) for k in (SEX, SITE)}
+
+
+def ship_segmenter(lesion: dict, stage: Path) -> dict:
+    """The lesion step for model.json: a trained segmenter is copied into the export folder (checked against
+    the sha256 prepare recorded, so predictions use the very masks training saw) and named relative to it."""
+    source = lesion.get("segmenter")
+    if lesion.get("mode", "none") == "none" or not source:
+        return lesion
+    source = Path(source)
+    if not source.is_file():
+        raise input_error(source, "the segmenter prepare used (manifest.json, lesion) is gone: it must be "
+                                  "exported with the model")
+    if file_sha256(source) != lesion.get("segmenter_sha256"):
+        raise input_error(source, "changed since prepare used it (sha256 differs from manifest.json): "
+                                  "re-run prepare and train with it, or restore the file")
+    shutil.copyfile(source, stage / SEGMENTER_FILE)
+    shutil.copyfile(source.with_name(SEGMENTER_INFO), stage / SEGMENTER_INFO)
+    return {**lesion, "segmenter": SEGMENTER_FILE, "segmenter_from": str(source)}
 
 
 def load_fold_model(run_cfg: Config, weights: Path):
@@ -195,6 +219,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
         info["formats"]["keras"] = MODEL_FILE
         info["formats"]["savedmodel"] = _savedmodel(model, stage) if ecfg.savedmodel else "off"
         info["formats"]["onnx"] = _onnx(model, stage, t.size, t.metadata) if ecfg.onnx else "off"
+        prep["lesion"] = ship_segmenter(prep["lesion"], stage)
         write_json(stage / INFO_FILE, info)
         _remove_previous(out)
     log.info("export: %s (%s, folds %s, %s) -> %s; savedmodel: %s; onnx: %s", run_dir, t.model, list(weights),

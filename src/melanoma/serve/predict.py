@@ -100,6 +100,9 @@ def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str
     art = Artifact.load(model_dir)
     df = list_images(images, pcfg.image_dir)
     meta = meta_vectors(art, df, images)
+    if art.settings.lesion != "none":  # the lesion step prepare applied, with the exported segmenter or classical
+        log.info("predict: lesion %s before the resize (%s)", art.settings.lesion,
+                 art.settings.segmenter or "classical mask")
     n, batch = len(df), pcfg.batch_size
     prob = np.full(n, np.nan)
     errors = [""] * n
