@@ -161,8 +161,8 @@ tabular: {{epochs: 2}}
 @pytest.mark.parametrize("argv,dest,value,new", [
     (["folds", "--folds", "3"], "n_folds", 3, "--n-folds"),
     (["prepare", "--folds", "3"], "n_folds", 3, "--n-folds"),
-    (["train", "--folds", "0,1"], "fold_ids", "0,1", "--fold-ids"),
-    (["export", "RUN", "--out", "m", "--folds", "1"], "fold_ids", "1", "--fold-ids"),
+    (["train", "--folds", "0,1"], "fold_ids", [0, 1], "--fold-ids"),
+    (["export", "RUN", "--out", "m", "--folds", "1"], "fold_ids", [1], "--fold-ids"),
     (["tabular", "--folds", "f.csv"], "folds_file", Path("f.csv"), "--folds-file"),
 ])
 def test_each_meaning_of_folds_has_its_flag_and_the_old_spelling_still_works(capsys, argv, dest, value, new):

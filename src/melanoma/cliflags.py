@@ -1,13 +1,35 @@
-"""The CLI's shared flag helpers: one-line argparse errors, the flags every command has, the folds flags.
+"""The CLI's flags: generated from the config dataclasses, plus one-line argparse errors and --config/--set.
 
+A command lists the config keys it exposes (`config_flags(p, "train.model", "train.epochs")`); each flag's
+name, type, choices, bool form and help come from the field in config.py (its `# comment`), so a setting is
+declared once. `config_values(args)` hands every given flag to the config, for every command alike.
 cli.py and the packages that declare their own commands (kaggle/commands.py, serve/commands.py) use them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import functools
+import inspect
+import io
 import sys
+import tokenize
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+# Namespace attribute of a parsed command: {dest: config key} of its generated flags.
+KEYS_ATTR = "_config_keys"
+
+# Flags named otherwise than their field: which folds to use are fold ids wherever they are asked for.
+NAMES = {"train.folds": "--fold-ids", "export.folds": "--fold-ids"}
+# The old `--folds` spelling meant a count, a list or a file depending on the command; each meaning now has
+# its own flag, and the old spelling still works with a note (tabular's file flag: folds_flag).
+OLD_SPELLINGS = {"n_folds": "--folds", "train.folds": "--folds", "export.folds": "--folds"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -18,21 +40,197 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"melanoma: error: {command}{message} (see `{self.prog} --help`)\n")
 
 
-class OldSpelling(argparse.Action):
-    """A flag's old spelling: still works, and says which flag replaces it (`--folds` meant a count, a list or a
-    file depending on the command; each meaning now has its own name)."""
+@dataclass(frozen=True)
+class ConfigField:
+    """One config setting as the CLI sees it: the field's type with Annotated and `| None` removed."""
 
-    def __init__(self, option_strings, dest, new: str = "", **kwargs):
-        self.new = new
+    key: str
+    type: Any
+    optional: bool  # the field also takes None
+    default: Any
+    help: str  # the field's comment in config.py
+
+
+def config_field(key: str) -> ConfigField:
+    """The setting behind a dotted config key (KeyError when there is none)."""
+    from melanoma.config import Config
+
+    cls, parts = Config, key.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            raise KeyError(f"{key}: not a config key")
+        tp, optional = _unwrap(typing.get_type_hints(cls, include_extras=True)[part])
+        if i < len(parts) - 1:
+            cls = tp
+            continue
+        if dataclasses.is_dataclass(tp):
+            raise KeyError(f"{key}: a config section, not a setting")
+        f = fields[part]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        return ConfigField(key, tp, optional, default, field_comments().get((cls.__name__, part), ""))
+    raise KeyError(key)
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(type, optional): Annotated[...] and `X | None` peeled off."""
+    optional = False
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            optional = optional or len(args) < len(typing.get_args(tp))
+            if len(args) != 1:
+                raise TypeError(f"{tp}: a union of several types has no flag form")
+            tp = args[0]
+        else:
+            return tp, optional
+
+
+@functools.cache
+def field_comments() -> dict[tuple[str, str], str]:
+    """(dataclass name, field name) -> the comment explaining the field in config.py: the comment on the field's
+    own lines (a field may span several), else the comment lines directly above it."""
+    import melanoma.config
+
+    source = inspect.getsource(melanoma.config)
+    comments: dict[int, tuple[str, bool]] = {}  # line -> (text, alone on its line)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = (tok.string.lstrip("#").strip(), not tok.line[:tok.start[1]].strip())
+    found = {}
+    for cls in (n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)):
+        for node in cls.body:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            own = [comments[n][0] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+            above, line = [], node.lineno - 1
+            while line in comments and comments[line][1]:
+                above.insert(0, comments[line][0])
+                line -= 1
+            found[(cls.name, node.target.id)] = " ".join(own or above)
+    return found
+
+
+class ListFlag(argparse.Action):
+    """A list setting: comma-separated items (`--fold-ids 0,1`) and repeatable (`--external A --external B`);
+    items of free text (folder names) are taken whole, never split."""
+
+    def __init__(self, option_strings, dest, item_type=str, split=True, item_choices=(), **kwargs):
+        self.item_type, self.split, self.item_choices = item_type, split, tuple(item_choices)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = [v.strip() for v in values.split(",")] if self.split else [values]
+        try:
+            parsed = [self.item_type(v) for v in items if v != ""]
+        except ValueError:
+            parser.error(f"argument {option_string}: expected comma-separated {self.item_type.__name__} values, "
+                         f"got {values!r}")
+        bad = [v for v in parsed if self.item_choices and v not in self.item_choices]
+        if bad:
+            parser.error(f"argument {option_string}: invalid choice: {bad[0]!r} "
+                         f"(choose from {', '.join(map(str, self.item_choices))})")
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), *parsed])
+
+
+class OldSpelling(argparse.Action):
+    """A flag's old spelling: still works as the new flag does (`inner`), and says which flag replaces it."""
+
+    def __init__(self, option_strings, dest, new: str = "", inner: argparse.Action | None = None, **kwargs):
+        self.new, self.inner = new, inner
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"melanoma: note: {option_string} is deprecated here, use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        if self.inner is not None:
+            self.inner(parser, namespace, values, option_string)
+        else:
+            setattr(namespace, self.dest, values)
+
+
+def flag_kwargs(f: ConfigField) -> dict[str, Any]:
+    """argparse keywords from the field's type: bools are switches, Literals choices, lists ListFlag."""
+    if f.type is bool:
+        if f.optional:  # None means "decide for me": both --x and --no-x
+            return {"action": argparse.BooleanOptionalAction}
+        return {"action": "store_const", "const": not f.default}  # the flag flips the default
+    if typing.get_origin(f.type) is list:
+        item, _ = _unwrap(typing.get_args(f.type)[0])
+        if typing.get_origin(item) is Literal:
+            choices = typing.get_args(item)
+            return {"action": ListFlag, "item_type": type(choices[0]), "item_choices": choices}
+        return {"action": ListFlag, "item_type": item, "split": item is not str}
+    if typing.get_origin(f.type) is Literal:
+        choices = typing.get_args(f.type)
+        return {"type": type(choices[0]), "choices": choices}
+    if f.type in (int, float, str, Path):
+        return {"type": f.type}
+    raise TypeError(f"{f.key}: type {f.type} has no flag form")
+
+
+def flag_name(f: ConfigField) -> str:
+    """`--epochs` for train.epochs; `--no-gradcam` for a setting that is on by default (report.gradcam)."""
+    if f.key in NAMES:
+        return NAMES[f.key]
+    name = f.key.rsplit(".", 1)[-1].replace("_", "-")
+    return f"--no-{name}" if f.type is bool and not f.optional and f.default else f"--{name}"
+
+
+def flag_help(f: ConfigField, override: str | None = None) -> str:
+    text = override or f.help or f.key.rsplit(".", 1)[-1].replace("_", " ")
+    if override is None and f.type is bool and not f.optional and f.default:
+        text = f"turn off: {text}"
+    if override is None and "default" not in text and f.type is not bool and f.default not in (None, []):
+        default = ",".join(map(str, f.default)) if isinstance(f.default, list) else f.default
+        text += f" (default {default}{'; train.recipe may set another' if _recipe_sets(f.key) else ''})"
+    return f"{text} [{f.key}]".replace("%", "%%")  # argparse formats help with %
+
+
+def _recipe_sets(key: str) -> bool:
+    """Whether a training recipe fills this key when the user leaves it unset (so the dataclass default may not
+    be the value used)."""
+    from melanoma.recipes import RECIPES
+
+    section, _, name = key.partition(".")
+    return section == "train" and any(name in recipe for recipe in RECIPES.values())
+
+
+def config_flags(p: argparse.ArgumentParser, *keys: str, renames: dict[str, str] | None = None,
+                 helps: dict[str, str] | None = None) -> None:
+    """Add a flag for each config key: the flag sets that key (over --config and --set).
+
+    `renames` gives a flag another name than the field's (`{"paths.tfrecords": "--out"}`); `helps` another
+    help where the command's meaning differs from the field's comment (an inverted switch).
+    """
+    renames, helps = renames or {}, helps or {}
+    mapping = p.get_default(KEYS_ATTR)
+    if mapping is None:
+        mapping = {}
+        p.set_defaults(**{KEYS_ATTR: mapping})
+    for key in keys:
+        f = config_field(key)
+        name = renames.get(key) or flag_name(f)
+        dest = name.lstrip("-").replace("-", "_")
+        kwargs = flag_kwargs(f)
+        action = p.add_argument(name, dest=dest, default=None, help=flag_help(f, helps.get(key)), **kwargs)
+        mapping[dest] = key
+        if key in OLD_SPELLINGS and OLD_SPELLINGS[key] != name:
+            old = {k: v for k, v in kwargs.items() if k == "type"}
+            p.add_argument(OLD_SPELLINGS[key], dest=dest, action=OldSpelling, new=name, help=argparse.SUPPRESS,
+                           inner=None if old else action, **old)
+
+
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """{config key: value} of the generated flags that were given: how every command's flags reach the config."""
+    keys = getattr(args, KEYS_ATTR, None) or {}
+    return {key: getattr(args, dest) for dest, key in keys.items() if getattr(args, dest, None) is not None}
 
 
 def folds_flag(p: argparse.ArgumentParser, new: str, help_: str, **kwargs) -> None:
-    """One meaning of the folds: its own flag name, plus the old `--folds` spelling (hidden, with a note)."""
+    """A folds flag that is not a config key (tabular's --folds-file), plus the old `--folds` spelling."""
     dest = new.lstrip("-").replace("-", "_")
     p.add_argument(new, dest=dest, help=help_, **kwargs)
     p.add_argument("--folds", dest=dest, action=OldSpelling, new=new, help=argparse.SUPPRESS, **kwargs)

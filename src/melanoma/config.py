@@ -38,9 +38,9 @@ class PathsConfig:
     """Where the stages of `melanoma run` read and write (each stage command also takes them as flags)."""
 
     data: str = "data/demo"  # competition layout: train.csv, test.csv, jpeg/train, jpeg/test
-    tfrecords: str = "tfrecords/demo"
+    tfrecords: str = "tfrecords/demo"  # the sharded TFRecords: written by prepare, read by train (a gs:// path works)
     runs: str = "runs/demo"  # folds.csv, image/ and tabular/ run folders go here
-    submission: str = "submissions/submission.csv"
+    submission: str = "submissions/submission.csv"  # the blend's submission.csv (blend.json beside it)
     sample_submission: str | None = None  # default: DATA/sample_submission.csv when it exists
     test_labels: str | None = None  # optional image_name,target file to report a held-out test AUC
 
@@ -103,9 +103,9 @@ class TrainConfig:
     # auto: finetune with weights (imagenet or a file), scratch with weights none. A recipe is a set of defaults
     # (RECIPES below); any key the config file, a --set or a flag names still wins. The log says which and why.
     recipe: Literal["auto", "finetune", "scratch"] = "auto"
-    model: str = "efficientnet_b0"
+    model: str = "efficientnet_b0"  # backbone name (`melanoma models` lists them)
     size: Annotated[int, Range(8, 4096)] = 256  # model input side; records of another size are resized on the fly
-    epochs: PositiveInt = 12
+    epochs: PositiveInt = 12  # training epochs per fold
     batch_size: PositiveInt = 32  # per replica; the global batch is this times the replica count
     folds: list[Count] | None = None  # folds to train (None = all)
     weights: str = "imagenet"  # none | imagenet | path to a weights file
@@ -299,7 +299,7 @@ class ExportConfig:
 class PredictConfig:
     """`melanoma predict`: batch prediction on plain image files."""
 
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = 32  # images per model call
     workers: Count = 0  # threads decoding images in parallel (0 = one per core)
     image_dir: str | None = None  # with a CSV of image_name: the folder of NAME.jpg (default: the CSV's folder)
 
@@ -309,7 +309,7 @@ class ServeConfig:
     """`melanoma serve`: the REST service (FastAPI under uvicorn)."""
 
     host: str = "127.0.0.1"  # localhost only unless told otherwise
-    port: Annotated[int, Range(1, 65535)] = 8000
+    port: Annotated[int, Range(1, 65535)] = 8000  # TCP port to listen on
     max_body_mb: Positive = 20.0  # larger request bodies get 413 before they are read
     max_images: PositiveInt = 32  # images per /predict/batch request
     max_batch: PositiveInt = 32  # micro-batching: most images per model call
@@ -321,8 +321,8 @@ class ServeConfig:
 
 @dataclass
 class Config:
-    seed: Seed = 42
-    n_folds: Annotated[int, Range(2, 100)] = 5
+    seed: Seed = 42  # one seed for folds, shuffling, initial weights and augmentation
+    n_folds: Annotated[int, Range(2, 100)] = 5  # number of folds (patient-level, stratified)
     stages: list[Literal["folds", "prepare", "train", "tabular", "blend", "report"]] = field(
         default_factory=lambda: ["folds", "prepare", "train", "tabular", "blend", "report"])
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.cliflags import common
+from melanoma.cliflags import common, config_flags
 
 
 log = logging.getLogger("melanoma")
@@ -31,11 +31,8 @@ def add_kaggle_parsers(sub) -> None:
                    help="folder for <competition>/ and melanoma-SxS/ (default: data)")
     p = ksub.add_parser("push", help="write kernel-metadata.json + the notebook and push them to Kaggle")
     common(p)
-    p.add_argument("--accelerator", choices=["tpu", "gpu", "none"], help="default: kaggle.accelerator (tpu)")
+    config_flags(p, "kaggle.accelerator", "kaggle.chain")
     p.add_argument("--dry-run", action="store_true", help="write the push folder, do not push")
-    p.add_argument("--chain", action="store_true", default=None,
-                   help="take this notebook's previous output as an input and resume its finished folds "
-                        "(kaggle.chain; push once without it first)")
     p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"), help="the push folder")
     p.add_argument("--kernels", type=Path, default=Path("kernels"), help="folder with notebook.ipy")
     for name, help_ in (("status", "the status of the pushed notebook's latest run"),
@@ -59,12 +56,11 @@ def add_kaggle_parsers(sub) -> None:
     common(p)
     p.add_argument("file", type=Path, help="submission.csv")
     p.add_argument("--message", "-m", required=True, help="the submission's description")
-    p.add_argument("--sample-submission", type=Path,
-                   help="the competition's sample_submission.csv (default: in paths.data)")
+    config_flags(p, "paths.sample_submission")
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the score (default 120)")
 
 
-def run_kaggle_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
+def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> None:
     """The commands that talk to Kaggle (`load` reads the config as the CLI does)."""
     from melanoma.kaggle import api as kaggle, notebooks  # here, not at the top: `melanoma --help` stays fast
 
@@ -75,7 +71,7 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[[argparse.Namesp
             raise kaggle.KaggleError(f"{', '.join(map(str, stale))} out of date: run `melanoma kaggle notebook`")
         print("\n".join(f"wrote {p}" for p in stale) if stale and not args.check else "notebooks up to date")
         return
-    cfg = load(args, {"kaggle.chain": getattr(args, "chain", None)})
+    cfg = load(args)
     k = cfg.kaggle
     api = creds = None
     if action == "wheels":  # builds files only: credentials just to name the owner when it is not given
@@ -100,7 +96,7 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[[argparse.Namesp
         if not src.is_file():
             raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
         kid = notebooks.kernel_id(k, creds)
-        folder = notebooks.write_push_folder(cfg, args.out, kid, args.accelerator or k.accelerator, src.read_text())
+        folder = notebooks.write_push_folder(cfg, args.out, kid, k.accelerator, src.read_text())
         if args.dry_run:
             print(f"wrote {folder}/kernel-metadata.json and {notebooks.NOTEBOOKS['kaggle']} (not pushed)")
             return
@@ -126,7 +122,7 @@ def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
 
     if not args.file.is_file():
         raise kaggle.KaggleError(f"{args.file}: not found")
-    sample_path = args.sample_submission or resolve_paths(cfg).sample_submission
+    sample_path = resolve_paths(cfg).sample_submission
     if sample_path is None:
         raise kaggle.KaggleError("no sample submission to validate against: pass --sample-submission PATH")
     n = check_submission_file(args.file, sample_path)
