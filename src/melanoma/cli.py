@@ -17,6 +17,7 @@ from melanoma import __version__
 from melanoma.cliflags import Parser, command, config_flags, config_values, folds_flag
 from melanoma.errors import MelanomaError
 from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
+from melanoma.image.pseudocli import add_pseudo_parsers, run_pseudo_command
 from melanoma.serve.commands import add_serving_parsers
 
 log = logging.getLogger("melanoma")
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, nargs="+", help="run folders (each with oof.csv and test_pred.csv)")
 
     add_kaggle_parsers(sub)
+    add_pseudo_parsers(sub)
 
     p = command(sub, "augment-preview", "PNG grid of training images and augmented copies of each")
     config_flags(p, "paths.tfrecords", "train.size", "seed")
@@ -217,6 +219,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd in ("kaggle", "submit"):
         run_kaggle_command(args, _load)
+    elif cmd == "pseudo":
+        run_pseudo_command(args, _load)
     elif cmd == "doctor":
         import json
 

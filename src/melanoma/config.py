@@ -320,6 +320,24 @@ class ServeConfig:
 
 
 @dataclass
+class PseudoConfig:
+    """`melanoma pseudo`: confidently predicted test images as soft-labelled training data (melanoma.image.pseudo)."""
+
+    min_confidence: Annotated[float, Range(0.5, 1, min_open=True)] = 0.9  # keep a test image whose blended probability is >= this or <= 1 - this
+    calibrate: Literal["platt", "isotonic"] = "platt"  # blended score -> probability, fitted on the blended OOF
+    shard_images: PositiveInt = 2048  # records per shard
+
+
+@dataclass
+class VariantConfig:
+    """One image model of a multi-model `melanoma run` (melanoma.variants)."""
+
+    name: str = ""  # its run folder: PATHS.runs/image-NAME
+    seed: Seed | None = None  # its seed (None: the config's seed)
+    train: TrainConfig = field(default_factory=TrainConfig)  # only the keys given here change the config's train section
+
+
+@dataclass
 class Config:
     seed: Seed = 42  # one seed for folds, shuffling, initial weights and augmentation
     n_folds: Annotated[int, Range(2, 100)] = 5  # number of folds (patient-level, stratified)
@@ -336,6 +354,10 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    # Several image models in one `melanoma run`: each its own run folder, trained in turn, all blended (empty:
+    # the one image model of the train section, in PATHS.runs/image)
+    variants: list[VariantConfig] = field(default_factory=list)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
 
@@ -470,11 +492,21 @@ def _config_problem(c: Config) -> str | None:
     return None
 
 
+def _variants_problem(c: Config) -> str | None:
+    names = [v.name for v in c.variants]
+    bad = [n for n in names if not n or not all(ch.isalnum() or ch in "-_." for ch in n) or n.startswith(".")]
+    if bad:
+        return f"variants: name {bad[0]!r} must be a non-empty folder name (letters, digits, - _ .)"
+    if len(set(names)) != len(names):
+        return f"variants: names must be distinct, got {names}"
+    return None
+
+
 # Checks that involve several fields of a section, run by build once the fields themselves are valid.
 CROSS_CHECKS.update({
     AugmentConfig: (_augment_problem,),
     TrainConfig: (_train_problem,),
     TabularConfig: (_tabular_problem,),
     SegmentConfig: (_segment_problem,),
-    Config: (_config_problem,),
+    Config: (_config_problem, _variants_problem),
 })

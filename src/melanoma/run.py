@@ -71,7 +71,7 @@ def report_dir(cfg: Config) -> Path:
 def default_report_runs(cfg: Config) -> list[Path]:
     """The config's image and tabular runs and its blend (blend.json beside the submission), where they exist."""
     paths = resolve_paths(cfg)
-    runs = [d for d in (paths.image_run, paths.tabular_run) if (d / "oof.csv").is_file()]
+    runs = [d for d in [r for _, r in image_run_configs(cfg, paths)] + [paths.tabular_run] if (d / "oof.csv").is_file()]
     blend = paths.submission.parent / "blend.json"
     if blend.is_file() and paths.submission.is_file():
         runs.append(blend)
@@ -107,6 +107,16 @@ def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
         if (previous / name).is_file() and not (run_dir / name).exists():
             shutil.copy2(previous / name, run_dir / name)
     return copied
+
+
+def image_run_configs(cfg: Config, paths: RunPaths) -> list[tuple[Config, Path]]:
+    """The image models to train: the train section into PATHS.runs/image, or each variant (melanoma.variants)
+    into PATHS.runs/image-NAME."""
+    if not cfg.variants:
+        return [(cfg, paths.image_run)]
+    from melanoma.variants import variant_configs, variant_dir
+
+    return [(vcfg, variant_dir(paths.image_run.parent, name)) for name, vcfg in variant_configs(cfg)]
 
 
 def run_pipeline(cfg: Config) -> dict:
@@ -154,15 +164,25 @@ def run_pipeline(cfg: Config) -> dict:
     else:
         timed("folds", run_folds, cfg, paths.data, paths.folds, paths.tfrecords)
         timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
+    image_runs = image_run_configs(cfg, paths)  # (config, folder): one, or one per variant
     if "train" in cfg.stages:
         previous = previous_runs(detect(cfg), cfg.kaggle.slug)
         if previous is not None:
-            copied = adopt_finished_folds(previous / "image", paths.image_run)
-            log.info("== train: continuing the attached earlier session %s (%s)", previous,
-                     f"copied {', '.join(copied)}" if copied else "nothing new to copy")
-    timed("train", train_stage, cfg, paths.tfrecords, paths.image_run)
+            for _, run_dir in image_runs:  # per folder, so chained sessions continue across variants
+                copied = adopt_finished_folds(previous / run_dir.name, run_dir)
+                log.info("== train: continuing the attached earlier session %s (%s)", previous / run_dir.name,
+                         f"copied {', '.join(copied)}" if copied else "nothing new to copy")
+
+    def train_all():
+        for i, (vcfg, run_dir) in enumerate(image_runs):
+            if len(image_runs) > 1:
+                log.info("== train: variant %d of %d -> %s", i + 1, len(image_runs), run_dir)
+            train_stage(vcfg, paths.tfrecords, run_dir)
+
+    timed("train", train_all)
     timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
-    runs = [r for r, s in ((paths.image_run, "train"), (paths.tabular_run, "tabular")) if s in cfg.stages]
+    runs = [r for _, r in image_runs] if "train" in cfg.stages else []
+    runs += [paths.tabular_run] if "tabular" in cfg.stages else []
     blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
     report_error = None
     try:
@@ -176,6 +196,9 @@ def run_pipeline(cfg: Config) -> dict:
         summary["report"] = f"failed ({report_error})" if report_error else str(report_dir(cfg) / "report.html")
     for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
         summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
+    if cfg.variants:
+        summary.pop("image_oof_auc")
+        summary["variants_oof_auc"] = {r.name: read_metrics(r).get("oof_auc") for _, r in image_runs}
     if blend:
         summary["blend_oof_auc"] = blend.get("blended_oof_auc")
         if paths.test_labels is not None:
@@ -189,6 +212,8 @@ def format_summary(summary: dict) -> str:
                        ("blend_oof_auc", "blended OOF AUC"), ("test_auc", "held-out test AUC")):
         if key in summary:
             lines.append(f"  {label:<24} {fmt_auc(summary[key])}")
+    for name, value in summary.get("variants_oof_auc", {}).items():
+        lines.append(f"  {name + ' OOF AUC':<24} {fmt_auc(value)}")
     if summary.get("submission"):
         lines.append(f"  {'submission':<24} {summary['submission']}")
     if summary.get("report"):
