@@ -149,6 +149,10 @@ class TrainConfig:
     shuffle_buffer: PositiveInt = 2048
     tensorboard: bool = True  # TensorBoard logs per fold (foldK/tensorboard)
     verbose: Literal[0, 1, 2] = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
+    # Folder written by `melanoma synth` (None: no synthetic images). Fold k trains on the images tagged
+    # synthetic:k only (their sources are in its training folds); they are never validated or predicted.
+    synthetic: str | None = None
+    synthetic_share: Annotated[float, Range(0, 1, max_open=True)] = 0.2  # synthetic images per training batch, at most this share (rounded down)
     # Extra training sources (melanoma.image.extras): trained on, never validated, never in the OOF.
     external: list[str] = field(default_factory=list)  # external TFRecords: folders, Kaggle OWNER/SLUGs or isic2019 (the public set at prepare.size)
     external_share: Share | None = None  # cap of the external images' share of a batch (None = natural rate)
@@ -281,6 +285,36 @@ class SegmentConfig:
 
 
 @dataclass
+class SynthConfig:
+    """`melanoma synth`: per fold, a CycleGAN turns benign training images into synthetic melanomas (melanoma.synth).
+
+    The defaults are the seeds' recipe: least-squares GAN loss, cycle weight 10, identity weight 1, Adam 2e-4 with
+    beta1 0.5, instance norm, a U-Net (256 px) or ResNet-9 (224 px) generator and a 70x70 PatchGAN."""
+
+    out: str | None = None  # folder to write (default: train.synthetic)
+    generator: Literal["unet", "resnet9"] = "unet"  # unet: pix2pix U-Net with skips | resnet9: ResNet blocks between 2 down/up-samplings
+    size: Annotated[int, Range(16, 1024)] = 256  # side the CycleGAN works at (a multiple of 4); outputs are resized to the stored side
+    gen_filters: PositiveInt = 64  # generator width: filters of its first layer (doubled per level, at most x8)
+    disc_filters: PositiveInt = 64  # PatchGAN width: filters of its first layer
+    disc_layers: Annotated[int, Range(1, 6)] = 3  # PatchGAN stride-2 convolutions (3: the 70x70 PatchGAN)
+    unet_depth: Annotated[int, Range(1, 8)] = 8  # U-Net down-samplings at most (fewer when the side stops halving evenly)
+    resnet_blocks: PositiveInt = 9  # residual blocks of the resnet9 generator
+    cycle_weight: NonNegative = 10.0  # weight of the L1 cycle-consistency loss (each direction)
+    identity_weight: NonNegative = 1.0  # weight of the L1 identity loss: G(malignant) should stay malignant
+    learning_rate: Positive = 2e-4  # Adam, both generators and both discriminators
+    beta_1: Share = 0.5  # Adam's first-moment decay
+    decay_from: Share = 0.5  # the learning rate falls linearly to 0 over the steps after this share of the budget
+    batch_size: PositiveInt = 1  # image pairs per step (CycleGAN: 1)
+    steps: PositiveInt = 20000  # step budget per fold: training stops there (a re-run continues up to it)
+    checkpoint_every: PositiveInt = 500  # steps between checkpoints (weights, optimizer state, step, loss history)
+    sample_every: PositiveInt = 1000  # steps between sample grids (real, translated, cycled); one more at the end
+    sample_images: PositiveInt = 4  # rows of each sample grid
+    flip: bool = True  # random flips and transposes of the training images (lesions have no up)
+    folds: list[Count] | None = None  # folds to synthesise for (None = all)
+    max_images: PositiveInt | None = None  # benign training images translated per fold (None = every one)
+
+
+@dataclass
 class ExportConfig:
     """`melanoma export RUN_DIR --out model/`: a trained image run as one inference artefact."""
 
@@ -354,6 +388,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     # Several image models in one `melanoma run`: each its own run folder, trained in turn, all blended (empty:
     # the one image model of the train section, in PATHS.runs/image)
@@ -486,6 +521,14 @@ def _segment_problem(s: SegmentConfig) -> str | None:
     return None
 
 
+def _synth_problem(s: SynthConfig) -> str | None:
+    if s.size % 4:
+        return f"size: {s.size} is not a multiple of 4 (both generators down-sample twice): change it"
+    if s.folds is not None and (not s.folds or len(set(s.folds)) != len(s.folds)):
+        return f"folds: expected distinct fold numbers (or null for all), got {s.folds}"
+    return None
+
+
 def _config_problem(c: Config) -> str | None:
     if not c.stages or len(set(c.stages)) != len(c.stages):
         return f"stages: expected distinct stages from {', '.join(STAGES)}, got {c.stages}"
@@ -507,6 +550,7 @@ CROSS_CHECKS.update({
     AugmentConfig: (_augment_problem,),
     TrainConfig: (_train_problem,),
     TabularConfig: (_tabular_problem,),
+    SynthConfig: (_synth_problem,),
     SegmentConfig: (_segment_problem,),
     Config: (_config_problem, _variants_problem),
 })

@@ -65,6 +65,9 @@ def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
     if tf.io.gfile.exists(manifest_path):
         with tf.io.gfile.GFile(manifest_path) as f:
             manifest = json.load(f)
+        if manifest.get("format") == "melanoma-synthetic":  # its fold-k shards train fold k only: not folds
+            raise input_error(manifest_path, "written by `melanoma synth`: give it as train.synthetic, not as "
+                                             "the TFRecords folder")
         shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]),
                              bool(s.get("train_only", False)),
                              int(s["positives"]) if s.get("positives") is not None else None)
