@@ -19,6 +19,7 @@ from melanoma.errors import MelanomaError
 from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
 from melanoma.image.pseudocli import add_pseudo_parsers, run_pseudo_command
 from melanoma.serve.commands import add_serving_parsers
+from melanoma.ablate import add_ablate_parsers, run_ablate_command
 
 log = logging.getLogger("melanoma")
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, nargs="+", help="run folders (each with oof.csv and test_pred.csv)")
 
     add_kaggle_parsers(sub)
+    add_ablate_parsers(sub)
     add_pseudo_parsers(sub)
 
     p = command(sub, "augment-preview", "PNG grid of training images and augmented copies of each")
@@ -221,6 +223,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         run_kaggle_command(args, _load)
     elif cmd == "pseudo":
         run_pseudo_command(args, _load)
+    elif cmd == "ablate":
+        run_ablate_command(args, _load)
     elif cmd == "doctor":
         import json
 
