@@ -132,3 +132,11 @@ def test_scratch_recipe_learns_on_the_demo_images(tmp_path):
     history = pd.read_csv(run / "fold0" / "history.csv")
     assert fold["oof_auc"] >= 0.65, fold
     assert int(history["val_auc"].idxmax()) > 0  # the best epoch is not the first
+
+
+def test_doctor_names_the_recipe():
+    from melanoma.kaggle.doctor import doctor, format_report
+
+    report = doctor(load_config(ROOT / "configs" / "demo.yaml"), devices=False)
+    assert report["recipe"].startswith("scratch (weights none")
+    assert "recipe     scratch" in format_report(report)

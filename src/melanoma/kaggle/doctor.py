@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from melanoma import __version__
+from melanoma.config import recipe_summary
 from melanoma.image.backend import (framework_versions, resolve_backend, resolve_precision, tensorflow_can_use_tpu,
                               tpu_attached)
 from melanoma.kaggle.environment import Place, detect, explain_paths
@@ -86,6 +87,7 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
             report["devices"] = {"error": str(e)}
     kind = report.get("devices", {}).get("kind", "cpu")
     report["precision"] = resolve_precision(cfg.train.precision, kind)
+    report["recipe"] = recipe_summary(cfg)
     report["problems"] = problems(cfg, paths, backend or "tensorflow", versions, tpu)
     if backend is None:
         report["problems"].insert(0, {"problem": why, "fix": "see train.backend in the config"})
@@ -102,6 +104,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"backend    {report['backend']} ({report['backend_reason']})",
               f"devices    {device_text}",
               f"precision  {report['precision']}",
+              f"recipe     {report['recipe']}",
               "versions   " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v)]
     missing = [k for k, v in report["versions"].items() if not v]
     if missing:
