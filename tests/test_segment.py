@@ -148,3 +148,145 @@ def test_unet_learns_held_out_ellipses(tmp_path):
     print(f"U-Net 48px, 300 steps: held-out Dice {metrics['dice']:.3f}, Jaccard {metrics['jaccard']:.3f} "
           f"({metrics['n_heldout']} images) in {time.perf_counter() - start:.0f} s")
     assert metrics["n_heldout"] == 40 and metrics["dice"] >= 0.9
+
+
+# ---------------------------------------------------------------- the lesion step through prepare, export, predict
+
+def _demo_layout(root: Path) -> Path:
+    """16 training (6 malignant) and 6 test images of the shipped demo set (real dermoscopy, past the striped
+    thumbnails that prepare refuses)."""
+    import pandas as pd
+
+    from conftest import DEMO, copy_demo_layout
+
+    train = pd.read_csv(DEMO / "train.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
+    test = pd.read_csv(DEMO / "test.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
+    train = pd.concat([train[train.target == 1].head(6), train[train.target == 0].head(10)]).sort_values("image_name")
+    return copy_demo_layout(root, train, test.head(6))
+
+
+def _records(rec: Path, split: str, size: int | None = None) -> dict[str, object]:
+    """image_name -> stored JPEG bytes (size None) or the train reader's tensor at `size`."""
+    import tensorflow as tf
+
+    from melanoma.image.pipeline import decode_image, find_shards, parse_fn
+
+    shards = find_shards(str(rec), 2)
+    out = {}
+    for s in (shards.test() if split == "test" else shards.train()):
+        for raw in tf.data.TFRecordDataset(s.path):
+            ex = parse_fn(split, ("image", "image_name"))(raw)
+            img = ex["image"] if size is None else decode_image(ex["image"], size, shards.image_size)
+            out[ex["image_name"].numpy().decode()] = img.numpy()
+    return out
+
+
+LESION_ARGS = ["--size", "32", "--workers", "1", "--n-folds", "2", "--set", "data.patient_id=per_image"]
+
+
+def test_prepare_lesion_crop_through_the_cli_stores_cropped_images(tmp_path):
+    from melanoma.data.images import ImageSettings, load_rgb, stored_jpeg
+
+    data = _demo_layout(tmp_path / "data")
+    rec = tmp_path / "rec"
+    assert main(["-q", "prepare", "--data", str(data), "--out", str(rec), "--lesion", "crop", *LESION_ARGS]) == 0
+    manifest = json.loads((rec / "manifest.json").read_text())
+    assert manifest["lesion"] == {"mode": "crop", "margin": 0.1, "method": "classical", "segmenter": None,
+                                  "segmenter_sha256": None}
+    stored = _records(rec, "test")
+    assert len(stored) == 6 and sorted(p.name for p in rec.glob("*.tfrec"))
+    crop, plain = ImageSettings(32, lesion="crop"), ImageSettings(32)
+    differ = 0
+    for name, data_bytes in stored.items():
+        img = load_rgb(data / "jpeg" / "test" / f"{name}.jpg", crop.decode_side)[0]
+        assert data_bytes == stored_jpeg(img, crop), name  # the crop, exactly as the one function makes it
+        differ += data_bytes != stored_jpeg(load_rgb(data / "jpeg" / "test" / f"{name}.jpg", 32)[0], plain)
+    assert differ >= 4  # on real lesions the crop changes what is stored
+
+
+@pytest.mark.slow  # about 40 s: prepare, a one-epoch simple_cnn fold, export, predict
+def test_predict_on_an_exported_lesion_crop_run_applies_the_same_crop(tmp_path):
+    import pandas as pd
+
+    from melanoma.config import load_config
+    from melanoma.data.images import ImageSettings, model_input
+    from melanoma.data.prepare import prepare
+    from melanoma.image.train import train
+    from melanoma.serve.artifact import Artifact
+    from melanoma.serve.export import export
+    from melanoma.serve.predict import run_predict
+
+    data = _demo_layout(tmp_path / "data")
+    rec, run, model = tmp_path / "rec", tmp_path / "run", tmp_path / "model"
+    cfg = load_config(None, [
+        "prepare.size=32", "prepare.workers=1", "prepare.lesion=crop", "prepare.lesion_margin=0.2", "n_folds=2",
+        "data.patient_id=per_image", "train.model=simple_cnn", "train.size=32", "train.epochs=1",
+        "train.folds=[0]", "train.weights=none", "train.batch_size=4", "train.tensorboard=false",
+        "train.verbose=0", "train.metadata=false", f"paths.tfrecords={rec}", "train.backend=tensorflow"])
+    prepare(cfg, data, rec)
+    train(cfg, rec, run)
+    info = export(cfg, run, model)
+    assert info["input"]["prepare"]["lesion"]["mode"] == "crop" and info["input"]["prepare"]["lesion"]["margin"] == 0.2
+    art = Artifact.load(model)
+    assert art.settings.lesion == "crop" and art.settings.lesion_margin == 0.2
+    differ = 0
+    for name, want in _records(rec, "test", 32).items():
+        raw = (data / "jpeg" / "test" / f"{name}.jpg").read_bytes()
+        np.testing.assert_array_equal(model_input(raw, art.settings, 32), want, err_msg=name)
+        differ += not np.array_equal(model_input(raw, ImageSettings(32), 32), want)  # without the crop
+    assert differ >= 4  # so the equality above is the crop's, not the plain resize's
+    preds = run_predict(cfg, model, data / "jpeg" / "test", tmp_path / "preds.csv").set_index("image_name")
+    test_pred = pd.read_csv(run / "test_pred.csv").set_index("image_name")["target"]
+    np.testing.assert_allclose(preds.loc[test_pred.index, "probability"], test_pred, atol=1e-5, rtol=0)
+
+
+def _dark_pixel_segmenter(folder: Path, side: int = 32) -> Path:
+    """A segmenter.keras that calls a pixel lesion when its mean RGB is under 128 (a 1x1 convolution with set
+    weights): no training, yet non-trivial masks on real images, so a missing lesion step would show."""
+    import keras
+
+    image = keras.Input((side, side, 3))
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    model = keras.Model(image, conv(image))
+    conv.set_weights([np.full((1, 1, 3, 1), -20 / (3 * 128), np.float32), np.array([20.0], np.float32)])
+    folder.mkdir(parents=True)
+    model.save(folder / "segmenter.keras")
+    (folder / "segmenter.json").write_text(json.dumps({"input_size": side, "threshold": 0.5}))
+    return folder
+
+
+@pytest.mark.slow  # about 50 s: prepare with a segmenter, a one-epoch simple_cnn fold, export
+def test_a_trained_segmenter_is_recorded_shipped_with_the_export_and_applied_by_predict(tmp_path, capsys):
+    from melanoma.config import load_config
+    from melanoma.data.images import ImageSettings, model_input
+    from melanoma.image.train import train
+    from melanoma.segment.apply import file_sha256
+    from melanoma.serve.artifact import Artifact
+    from melanoma.serve.export import export
+
+    seg = _dark_pixel_segmenter(tmp_path / "seg")
+    data = _demo_layout(tmp_path / "data")
+    rec, run, model = tmp_path / "rec", tmp_path / "run", tmp_path / "model"
+    assert main(["-q", "prepare", "--data", str(data), "--out", str(rec), "--lesion", "mask", "--segmenter",
+                 str(seg), *LESION_ARGS]) == 0
+    lesion = json.loads((rec / "manifest.json").read_text())["lesion"]
+    assert lesion["method"] == "segmenter" and lesion["segmenter_sha256"] == file_sha256(seg / "segmenter.keras")
+    cfg = load_config(None, [
+        "prepare.size=32", "n_folds=2", "data.patient_id=per_image", "train.model=simple_cnn", "train.size=32",
+        "train.epochs=1", "train.folds=[0]", "train.weights=none", "train.batch_size=4", "train.tensorboard=false",
+        "train.verbose=0", "train.metadata=false", f"paths.tfrecords={rec}", "train.backend=tensorflow",
+        "export.onnx=false", "export.savedmodel=false"])
+    train(cfg, rec, run)
+    export(cfg, run, model)
+    assert file_sha256(model / "segmenter.keras") == lesion["segmenter_sha256"]  # shipped, the very file
+    art = Artifact.load(model)
+    assert art.settings.lesion == "mask" and Path(art.settings.segmenter) == model / "segmenter.keras"
+    differ = 0
+    for name, want in _records(rec, "test", 32).items():
+        raw = (data / "jpeg" / "test" / f"{name}.jpg").read_bytes()
+        np.testing.assert_array_equal(model_input(raw, art.settings, 32), want, err_msg=name)
+        differ += not np.array_equal(model_input(raw, ImageSettings(32), 32), want)
+    assert differ >= 4  # the segmenter's masks changed the stored pixels
+    (seg / "segmenter.keras").write_bytes(b"changed")  # a segmenter edited after prepare is refused at export
+    assert main(["-q", "export", str(run), "--out", str(tmp_path / "m2"), "--tfrecords", str(rec)]) == 2
+    assert "changed since prepare used it" in capsys.readouterr().err
