@@ -158,3 +158,19 @@ def competition_test_files(root: Path, seed: int = 0) -> tuple[Path, Path]:
     pd.DataFrame({"image_name": ids, "patient_id": [f"IP_{i // 16:07d}" for i in range(N_TEST)]}).to_csv(
         test, index=False)
     return sample, test
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shared-data", action="store_true",
+                     help="also run the tests marked shared_data, which read ../shared (not part of the repository)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that read ../shared are left out (deselected, never skipped) unless --shared-data asks for them:
+    the suite depends only on what the repository holds."""
+    if config.getoption("--shared-data"):
+        return
+    kept = [item for item in items if "shared_data" not in item.keywords]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if "shared_data" in item.keywords])
+        items[:] = kept

@@ -1,5 +1,6 @@
 """Writer -> reader round trips through the one shared FEATURES description."""
 
+import io
 import json
 
 import numpy as np
@@ -10,7 +11,8 @@ from PIL import Image
 
 from conftest import SHARED, make_layout, solid_image
 from melanoma.config import apply_overrides, Config
-from melanoma.image.pipeline import decode_image, find_shards, parse_fn
+from melanoma.image.pipeline import (META_DIM, decode_image, find_shards, parse_fn, predict_dataset, read_index,
+                                     validation_dataset)
 from melanoma.data.decode import encode_image
 from melanoma.data.prepare import prepare
 from melanoma.data.records import VOCABULARIES, parse_shard_name, serialize_example, shard_name
@@ -135,7 +137,53 @@ def test_resize_modes_give_square_rgb(tmp_path, mode):
     assert img.shape == (24, 24, 3) and (w, h) == (90, 40)
 
 
-@pytest.mark.skipif(not (SHARED / "siim2020_samples").exists(), reason="shared samples absent")
+def public_example(image: bytes, name: str, ints: dict[str, int]) -> bytes:
+    """One record as the widely shared Kaggle SIIM-ISIC TFRecords hold it, written with tf.train.Example alone
+    (not our writer): `image` and `image_name` bytes, every other field int64, no width/height/source."""
+    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+               "image_name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode()]))}
+    feature.update({k: tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) for k, v in ints.items()})
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_records_in_the_public_schema_feed_validation_and_prediction(tmp_path):
+    """15 training files (5 folds of 3, each patient in one file) and a test file, named with their counts as
+    the public sets are: folds, labels, metadata and images come out of our readers as written."""
+    rng = np.random.default_rng(0)
+    jpegs = {}
+    for i in range(15):
+        with tf.io.TFRecordWriter(str(tmp_path / f"train{i:02d}-2.tfrec")) as w:
+            for j in range(2):
+                name = f"ISIC_{100 * i + j:07d}"
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                jpegs[name] = buf.getvalue()
+                w.write(public_example(jpegs[name], name, {
+                    "patient_id": i, "sex": j, "age_approx": 40 + 5 * j, "anatom_site_general_challenge": i % 6,
+                    "diagnosis": 2 * j, "target": j}))
+    with tf.io.TFRecordWriter(str(tmp_path / "test00-1.tfrec")) as w:
+        w.write(public_example(jpegs["ISIC_0000000"], "ISIC_T", {
+            "patient_id": 99, "sex": -1, "age_approx": -1, "anatom_site_general_challenge": -1}))
+
+    shards = find_shards(str(tmp_path), 5)
+    assert shards.image_size is None  # no manifest: the stored size is unknown, images are resized on read
+    index = read_index(shards.train())
+    assert len(index) == 30 and index.target.sum() == 15
+    assert (index.fold == index.image_name.str[5:].astype(int) // 300).all()  # files 0-2 fold 0, ...
+
+    fold1 = [s for s in shards.train() if s.fold == 1]
+    (x, y), = validation_dataset(fold1, 32, None, 6, meta=True).as_numpy_iterator()
+    assert x["image"].shape == (6, 32, 32, 3) and sorted(y[:, 0]) == [0, 0, 0, 1, 1, 1]
+    assert x["meta"].shape == (6, META_DIM) and np.allclose(sorted(x["meta"][:, -2]), [0.4] * 3 + [0.45] * 3)
+
+    names = np.array(["ISIC_T"])
+    batch, = predict_dataset(shards.test(), names, 48, None, 1, None, meta=True).as_numpy_iterator()
+    assert batch["idx"].tolist() == [0] and batch["meta"][0, -1] == 1  # age missing (-1) is flagged
+    expected = tf.io.decode_jpeg(jpegs["ISIC_0000000"]).numpy().astype(np.float32)
+    assert np.allclose(batch["image"][0], expected, atol=1e-3)  # at the stored size: the JPEG as written
+
+
+@pytest.mark.shared_data  # reads ../shared, which the repository may not hold: `pytest --shared-data` only
 def test_real_competition_jpegs(tmp_path):
     labels = pd.read_csv(SHARED / "siim2020_samples" / "labels.csv")
     for _, row in labels.iterrows():
