@@ -17,6 +17,7 @@ from melanoma import __version__
 from melanoma.cliflags import Parser, command, config_flags, config_values, folds_flag
 from melanoma.errors import MelanomaError
 from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
+from melanoma.segment.commands import add_segment_parsers, run_segment_command
 from melanoma.image.pseudocli import add_pseudo_parsers, run_pseudo_command
 from melanoma.serve.commands import add_serving_parsers
 from melanoma.ablate import add_ablate_parsers, run_ablate_command
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, nargs="+", help="run folders (each with oof.csv and test_pred.csv)")
 
     add_kaggle_parsers(sub)
+    add_segment_parsers(sub)
     add_ablate_parsers(sub)
     add_pseudo_parsers(sub)
 
@@ -221,6 +223,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd in ("kaggle", "submit"):
         run_kaggle_command(args, _load)
+    elif cmd == "segment":
+        run_segment_command(args, _load)
     elif cmd == "pseudo":
         run_pseudo_command(args, _load)
     elif cmd == "ablate":
