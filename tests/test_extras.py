@@ -327,3 +327,23 @@ variants:
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stderr.count("already finished") == 2  # each variant kept, nothing retrained
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("image-*/fold*/done.json")}
+
+
+def test_a_chained_session_adopts_finished_folds_per_variant_folder(tmp_path):
+    from melanoma.run import adopt_previous_session
+
+    previous = tmp_path / "input" / "runs"  # the earlier session's output, attached read-only
+    for name, folds in (("image-s1", [0, 1, 2]), ("image-s2", [0])):
+        (previous / name).mkdir(parents=True)
+        (previous / name / "resume.json").write_text("{}")
+        for k in folds:
+            (previous / name / f"fold{k}").mkdir()
+            (previous / name / f"fold{k}" / "done.json").write_text(json.dumps({"fold": k, "from": name}))
+    runs = tmp_path / "working" / "runs"
+    (runs / "image-s2" / "fold0").mkdir(parents=True)  # already here: kept, never replaced
+    (runs / "image-s2" / "fold0" / "mine.txt").write_text("x")
+    copied = adopt_previous_session(previous, [runs / "image-s1", runs / "image-s2", runs / "image-s3"])
+    assert copied == {"image-s1": ["fold0", "fold1", "fold2"], "image-s2": [], "image-s3": []}
+    assert json.loads((runs / "image-s1" / "fold2" / "done.json").read_text())["from"] == "image-s1"
+    assert (runs / "image-s1" / "resume.json").is_file() and (runs / "image-s2" / "fold0" / "mine.txt").is_file()
+    assert not (runs / "image-s2" / "fold0" / "done.json").exists()

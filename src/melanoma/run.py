@@ -119,6 +119,17 @@ def image_run_configs(cfg: Config, paths: RunPaths) -> list[tuple[Config, Path]]
     return [(vcfg, variant_dir(paths.image_run.parent, name)) for name, vcfg in variant_configs(cfg)]
 
 
+def adopt_previous_session(previous: Path, run_dirs: list[Path]) -> dict[str, list[str]]:
+    """Each image run folder takes the finished folds of its namesake in an earlier session's runs/ (per folder,
+    so chained Kaggle sessions continue across variants). Returns the folds copied per folder."""
+    copied = {}
+    for run_dir in run_dirs:
+        copied[run_dir.name] = adopt_finished_folds(previous / run_dir.name, run_dir)
+        log.info("== train: continuing the attached earlier session %s (%s)", previous / run_dir.name,
+                 f"copied {', '.join(copied[run_dir.name])}" if copied[run_dir.name] else "nothing new to copy")
+    return copied
+
+
 def run_pipeline(cfg: Config) -> dict:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
@@ -168,10 +179,7 @@ def run_pipeline(cfg: Config) -> dict:
     if "train" in cfg.stages:
         previous = previous_runs(detect(cfg), cfg.kaggle.slug)
         if previous is not None:
-            for _, run_dir in image_runs:  # per folder, so chained sessions continue across variants
-                copied = adopt_finished_folds(previous / run_dir.name, run_dir)
-                log.info("== train: continuing the attached earlier session %s (%s)", previous / run_dir.name,
-                         f"copied {', '.join(copied)}" if copied else "nothing new to copy")
+            adopt_previous_session(previous, [r for _, r in image_runs])
 
     def train_all():
         for i, (vcfg, run_dir) in enumerate(image_runs):
