@@ -71,7 +71,8 @@ def report_dir(cfg: Config) -> Path:
 def default_report_runs(cfg: Config) -> list[Path]:
     """The config's image and tabular runs and its blend (blend.json beside the submission), where they exist."""
     paths = resolve_paths(cfg)
-    runs = [d for d in [r for _, r in image_run_configs(cfg, paths)] + [paths.tabular_run] if (d / "oof.csv").is_file()]
+    candidates = [r for _, r in image_run_configs(cfg, paths)] + [paths.tabular_run]
+    runs = [d for d in candidates if (d / "oof.csv").is_file()]
     blend = paths.submission.parent / "blend.json"
     if blend.is_file() and paths.submission.is_file():
         runs.append(blend)
