@@ -198,6 +198,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         weights = mix_weights(base_images or sum(s.count for s in shards), extras)
         streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]
         ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
+        stored_size = None  # extra data may be stored at another side (ISIC 2019 at 512, ours at 384): resize all
     label = _label if labels is None else labels.one_hot
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
