@@ -4,14 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from melanoma.ablate import grid, markdown, paired, parse_vary, seed_interval, setting_cfg, setting_folder
+from melanoma.ablate import grid, paired, parse_vary, seed_interval, setting_cfg, setting_folder
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import ConfigError
 from melanoma.report.evaluate import compare_pair
@@ -55,7 +54,8 @@ def test_paired_difference_matches_compare_and_its_bootstrap():
     patients = pd.Series([f"P{i // 3}" for i in range(n)], index=names)
 
     def oof(noise):
-        return pd.DataFrame({"target": y, "pred": y + rng.normal(0, noise, n)}, index=pd.Index(names, name="image_name"))
+        return pd.DataFrame({"target": y, "pred": y + rng.normal(0, noise, n)},
+                            index=pd.Index(names, name="image_name"))
 
     a, b = {1: oof(0.5)}, {1: oof(1.5)}
     res = paired(a, b, patients, 200, 3, compare_pair)

@@ -203,7 +203,8 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size), y if labels is not None else y[:, None]),
+    ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size),
+                              y if labels is not None else y[:, None]),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     return ds.prefetch(AUTOTUNE)
 
