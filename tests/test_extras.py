@@ -25,8 +25,8 @@ N_FOLDS = 3
 
 
 def write_records(folder: Path, prefix: str, n_files: int, per_file: int, split: str = "train", seed: int = 0,
-                  extra: dict | None = None, fields: tuple | None = None) -> list[str]:
-    """Files SPLITnn-COUNT.tfrec of 32px images named PREFIX_nnnn; every 4th is malignant (a bright square).
+                  extra: dict | None = None, fields: tuple | None = None, side: int = 32) -> list[str]:
+    """Files SPLITnn-COUNT.tfrec of SIDE px images named PREFIX_nnnn; every 4th is malignant (a bright square).
     `fields` limits the written features (a foreign schema); `extra` adds fixed values to every record."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ def write_records(folder: Path, prefix: str, n_files: int, per_file: int, split:
         with tf.io.TFRecordWriter(str(folder / shard_name(split, f, per_file))) as w:
             for _ in range(per_file):
                 pos = int(k % 4 == 0)
-                img = rng.integers(0, 60, (32, 32, 3)).astype(np.uint8)
+                img = rng.integers(0, 60, (side, side, 3)).astype(np.uint8)
                 if pos:
                     img[8:18, 8:18] = 230
                 values = {"image": tf.io.encode_jpeg(img, quality=95).numpy(), "image_name": f"{prefix}_{k:04d}",
@@ -104,6 +104,17 @@ def test_share_caps_the_extra_images_of_a_batch_and_soft_labels_are_the_labels(d
         assert _batches_share(ds, 40, is_pseudo) == pytest.approx(expected, abs=0.04)
     ds = train_dataset(base, cfg, None, 50, None, 0, augment=False)
     assert _batches_share(ds, 4, is_pseudo) == 0  # and without the source, none
+
+
+def test_extra_images_stored_at_another_side_are_resized(data, tmp_path):
+    root, *_ = data
+    write_records(tmp_path / "big", "BIG", 1, 20, side=48)  # the competition shards are 32 px, stored as such
+    cfg = apply_overrides(Config(), {"train.size": 32, "train.augment.where": "data"}).train
+    base = find_shards(str(root / "rec"), N_FOLDS).train(exclude=[0])
+    extras = sources_from_folder("x", str(tmp_path / "big"))
+    ds = train_dataset(base, cfg, 32, 25, None, 0, augment=False, extras=extras, base_images=80)
+    for x, _ in ds.take(3):
+        assert x.shape == (25, 32, 32, 3)
 
 
 def test_soft_target_round_trips_and_older_records_parse_without_it():
