@@ -315,7 +315,8 @@ def test_variants_train_one_folder_each_blend_all_and_a_second_run_reuses_them(d
     config.write_text(f"""
 n_folds: {N_FOLDS}
 stages: [train, blend]
-paths: {{data: {tmp_path / 'nodata'}, tfrecords: {root / 'rec'}, runs: {out}/runs, submission: {out}/sub/submission.csv}}
+paths: {{data: {tmp_path / 'nodata'}, tfrecords: {root / 'rec'}, runs: {out}/runs,
+        submission: {out}/sub/submission.csv}}
 train: {{model: small_cnn_32, size: 32, epochs: 1, batch_size: 16, weights: none, verbose: 0, tensorboard: false}}
 variants:
   - {{name: s1, seed: 1}}
