@@ -157,7 +157,9 @@ def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
     cfg, data, rec, run, model = trained
     info = json.loads((model / "model.json").read_text())
     assert info["input"] == {**info["input"], "size": 32, "stored_size": 32,
-                             "prepare": {"size": 32, "resize": "crop", "quality": 95, "max_pixels": 200_000_000}}
+                             "prepare": {"size": 32, "resize": "crop", "quality": 95, "max_pixels": 200_000_000,
+                                         "lesion": {"mode": "none", "margin": 0.1, "method": "none",
+                                                    "segmenter": None, "segmenter_sha256": None}}}
     assert info["model"]["folds"] == [0] and info["tta"]["flips"] is False and info["metadata"]["used"] is False
     assert info["thresholds"] == {"p50": 0.5} and info["package"]["version"]
     art = Artifact.load(model)
