@@ -120,3 +120,15 @@ def test_ablate_through_the_cli_reuses_finished_runs(demo_subset, tmp_path):
         oof = pd.read_csv(folder / "seed42" / "oof.csv")
         folds = pd.read_csv(out / "folds.csv").set_index("image_name").fold
         assert (oof.fold == oof.image_name.map(folds)).all()
+
+
+def test_ablate_refuses_a_bad_grid_in_one_line_before_writing(tmp_path, capsys):
+    from melanoma.cli import main
+
+    out = tmp_path / "ablate"
+    assert main(["ablate", "--vary", "train.head=binary,softmax", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "melanoma: error: train.head: expected one of binary, diagnosis, got 'softmax'"]
+    assert main(["ablate", "--vary", "train.head=binary", "--seeds", "0", "--out", str(out)]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
+    assert not out.exists()
