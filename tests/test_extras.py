@@ -81,6 +81,8 @@ def test_manifest_tags_limit_a_shard_to_its_fold_and_counts_per_fold(tmp_path):
     # the cap holds when the natural rate is higher; below it the natural rate stays
     assert mix_weights(30, [sources[0]]) == pytest.approx([0.8, 0.2])
     assert mix_weights(90, [sources[0]]) == pytest.approx([0.9, 0.1])
+    # one cap for a kind: two capped sources of 10 beside 20 base images share 0.2 (natural rate 0.5)
+    assert mix_weights(20, sources) == pytest.approx([0.8, 0.1, 0.1])
     # an epoch still draws the base images about once: 20 base + 5 capped, or 80 base + 10 at the natural rate
     assert epoch_images(20, [sources[0]]) == 25 and epoch_images(80, [sources[0]]) == 90
 

@@ -9,8 +9,8 @@ External data (`train.external`), pseudo-labelled test images (`train.pseudo`) a
   where every field but `image` may be missing (public external TFRecords): `target` (or a float
   `soft_target` >= 0, which then is the label: soft labels) and the metadata fields as far as they exist.
 - `share`: None mixes the source in at its natural rate (its images over all training images of the fold);
-  a number caps the fraction of every training batch drawn from it: the streams are drawn by
-  `tf.data.Dataset.sample_from_datasets` with weight min(share, natural rate).
+  a number caps the fraction of every training batch drawn from its kind: the streams are drawn by
+  `tf.data.Dataset.sample_from_datasets` with weight min(share, natural rate) (`mix_weights`).
 - `folds`: None = every fold trains on it; a frozenset = only those folds do (a synthetic image made from
   images of fold 3's training folds may train fold 3 only).
 - `labels` (name -> target) replaces the records' own target where a companion CSV gives it, and `drop`
@@ -31,15 +31,11 @@ shards: file, split "train", fold K, count, train_only true, source "synthetic:K
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from melanoma.data.records import parse_shard_name
 from melanoma.errors import input_error
-
-log = logging.getLogger("melanoma.image.train")  # the train stage's logger: these lines belong to its log
-
 
 @dataclass(frozen=True)
 class ExtraSource:
@@ -77,10 +73,16 @@ def fold_counts(sources: list[ExtraSource], fold: int) -> dict[str, int]:
 
 
 def mix_weights(base_images: int, sources: list[ExtraSource]) -> list[float]:
-    """Sampling weights of [base, *sources]: natural-rate sources by their size, capped ones at
-    min(share, natural rate); the competition's own images take the rest."""
+    """Sampling weights of [base, *sources]: each source at its natural rate (its images over all), a capped
+    kind at most at its share in all (several external folders share one cap, in proportion to their size);
+    the competition's own images take the rest."""
     total = base_images + sum(s.images for s in sources)
-    weights = [s.images / total if s.share is None else min(s.share, s.images / total) for s in sources]
+    natural = [s.images / total for s in sources]
+    kind_rate: dict[str, float] = {}
+    for s, w in zip(sources, natural):
+        kind_rate[s.kind] = kind_rate.get(s.kind, 0.0) + w
+    weights = [w if s.share is None or kind_rate[s.kind] <= s.share else w * s.share / kind_rate[s.kind]
+               for s, w in zip(sources, natural)]
     return [max(0.0, 1.0 - sum(weights))] + weights
 
 
