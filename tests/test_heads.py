@@ -68,6 +68,11 @@ def test_tf_labels_match_the_numpy_rule():
     soft = lab.one_hot({"diagnosis": tf.constant(codes[:2]), "target": tf.constant([-1, -1], tf.int64),
                         "soft_target": tf.constant([0.3, -1.0])}).numpy()
     assert soft[0, 6] == pytest.approx(0.3) and soft[0, 8] == pytest.approx(0.7) and soft[1, 8] == 1.0
+    # another data set's codes are not ours: only its target counts (benign -> the map's default class)
+    ds = tf.data.Dataset.from_tensor_slices({"diagnosis": tf.constant([1, 1], tf.int64),
+                                             "target": tf.constant([0, 1], tf.int64)})
+    got = [lab.one_hot(ex).numpy().argmax() for ex in lab.without_diagnosis(ds)]
+    assert [lab.cmap.classes[i] for i in got] == ["unknown", "melanoma"]
 
 
 def test_class_weights_per_class():

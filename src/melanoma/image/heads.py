@@ -127,6 +127,15 @@ class Labels:
         return y
 
 
+    def without_diagnosis(self, ds):
+        """Records of another data set (train.external, pseudo, synthetic: image/extras.py), whose diagnosis codes
+        are not in this vocabulary: read as missing, so target 1 is melanoma and the rest the map's default."""
+        import tensorflow as tf
+
+        return ds.map(lambda ex: {**ex, DIAGNOSIS: tf.constant(-1, tf.int64)},
+                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+
 def diagnosis_vocab(tfrec_dir: str) -> list[str]:
     """The diagnosis names by code: our manifest's vocabulary, else the public TFRecords' (VOCABULARIES)."""
     import tensorflow as tf
@@ -144,8 +153,9 @@ def labels_for(tcfg, tfrec_dir: str) -> Labels | None:
     """The diagnosis head's labels for these records; None for the binary head."""
     if tcfg.head == "binary":
         return None
-    labels = Labels.of(CLASS_MAPS[tcfg.class_map], diagnosis_vocab(tfrec_dir))
-    mapping = {v: labels.cmap.classes[labels.table[i + 1]] for i, v in enumerate(diagnosis_vocab(tfrec_dir))}
+    vocab = diagnosis_vocab(tfrec_dir)
+    labels = Labels.of(CLASS_MAPS[tcfg.class_map], vocab)
+    mapping = {v: labels.cmap.classes[labels.table[i + 1]] for i, v in enumerate(vocab)}
     log.info("train: diagnosis head, class map %s (%s); diagnoses -> classes: %s", labels.cmap.name,
              ", ".join(labels.cmap.classes), ", ".join(f"{k} -> {v}" for k, v in mapping.items()))
     return labels

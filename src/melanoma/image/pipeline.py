@@ -197,6 +197,8 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
 
         weights = mix_weights(base_images or sum(s.count for s in shards), extras)
         streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]
+        if labels is not None:  # their diagnosis codes follow their own vocabularies: only their target counts
+            streams = streams[:1] + [labels.without_diagnosis(s) for s in streams[1:]]
         ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
         stored_size = None  # extra data may be stored at another side (ISIC 2019 at 512, ours at 384): resize all
     label = _label if labels is None else labels.one_hot
