@@ -20,6 +20,7 @@ from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
 from melanoma.segment.commands import add_segment_parsers, run_segment_command
 from melanoma.image.pseudocli import add_pseudo_parsers, run_pseudo_command
 from melanoma.serve.commands import add_serving_parsers
+from melanoma.synth.commands import add_synth_parsers, run_synth_command
 from melanoma.ablate import add_ablate_parsers, run_ablate_command
 
 log = logging.getLogger("melanoma")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_parsers(sub)
     add_ablate_parsers(sub)
     add_pseudo_parsers(sub)
+    add_synth_parsers(sub)
 
     p = command(sub, "augment-preview", "PNG grid of training images and augmented copies of each")
     config_flags(p, "paths.tfrecords", "train.size", "seed")
@@ -227,6 +229,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         run_segment_command(args, _load)
     elif cmd == "pseudo":
         run_pseudo_command(args, _load)
+    elif cmd == "synth":
+        run_synth_command(args, _load)
     elif cmd == "ablate":
         run_ablate_command(args, _load)
     elif cmd == "doctor":

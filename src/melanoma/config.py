@@ -152,7 +152,7 @@ class TrainConfig:
     # Folder written by `melanoma synth` (None: no synthetic images). Fold k trains on the images tagged
     # synthetic:k only (their sources are in its training folds); they are never validated or predicted.
     synthetic: str | None = None
-    synthetic_share: Annotated[float, Range(0, 1, max_open=True)] = 0.2  # synthetic images per training batch, at most this share (rounded down)
+    synthetic_share: Annotated[float, Range(0, 1, max_open=True)] = 0.2  # cap of the synthetic images' share of a batch: drawn at min(this, their natural rate)
     # Extra training sources (melanoma.image.extras): trained on, never validated, never in the OOF.
     external: list[str] = field(default_factory=list)  # external TFRecords: folders, Kaggle OWNER/SLUGs or isic2019 (the public set at prepare.size)
     external_share: Share | None = None  # cap of the external images' share of a batch (None = natural rate)

@@ -120,7 +120,9 @@ def _fold(cfg: Config, shardset: ShardSet, fold: int, fold_dir: Path, settings: 
         sample_grid(fixed, nets.g_ab, nets.g_ba, fold_dir / "samples" / f"step_{step:06d}.png",
                     f"fold {fold}, step {step}: {scfg.generator} {scfg.size} px")
 
-    trained = loop.train_cyclegan(nets, step_fn, initial, iter(pairs), scfg, fold_dir, f"fold {fold}", draw)
+    # numpy batches: what both backends' steps take (a jitted JAX function refuses TensorFlow tensors)
+    trained = loop.train_cyclegan(nets, step_fn, initial, pairs.as_numpy_iterator(), scfg, fold_dir,
+                                  f"fold {fold}", draw)
     total = sum(s.count - (s.positives or 0) for s in sources)  # benign images (an upper bound without counts)
     batches = data.benign_sources(sources, scfg.size, shardset.image_size, 16, scfg.max_images)
     image_settings = ImageSettings(settings["stored_size"], "stretch", int(manifest.get("quality",
