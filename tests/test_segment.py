@@ -110,6 +110,28 @@ def test_segment_train_through_the_cli_writes_its_outputs(tmp_path, capsys):
     assert not list(out.glob(".staging-*"))
 
 
+@pytest.mark.slow  # about 1-2 minutes: a fresh process compiles the U-Net on JAX
+def test_segment_train_on_the_jax_backend_and_its_segmenter_on_tensorflow(tmp_path):
+    """The U-Net is Keras layers and keras.ops only: it trains on JAX, and what JAX saved masks on TensorFlow."""
+    import os
+    import subprocess
+    import sys
+
+    from melanoma.segment.apply import predicted_mask
+
+    images, masks = ellipse_folders(tmp_path / "set", 8, 32)
+    out = tmp_path / "seg"
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-m", "melanoma", "-q", "segment", "train", "--images", str(images),
+                           "--masks", str(masks), "--out", str(out), "--size", "32", "--epochs", "1", "--steps", "2",
+                           "--batch-size", "4", "--set", "segment.width=4", "--set", "segment.depth=2",
+                           "--backend", "jax"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["backend"] == "jax"
+    img, _ = ellipse_image(7, 40)
+    assert predicted_mask(img, str(out)).shape == (40, 40)  # this process: TensorFlow
+
+
 def test_segment_train_refuses_unpaired_files_naming_them(tmp_path, capsys):
     images, masks = ellipse_folders(tmp_path / "set", 4, 32)
     args = ["segment", "train", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "o")]
