@@ -164,3 +164,18 @@ def test_writer_goes_through_gfile_paths(textured_data, tmp_path):
     assert tf.io.gfile.exists(out + "manifest.json") and tf.io.gfile.exists(out + "folds.csv")
     assert all(tf.io.gfile.exists(out + s["file"]) for s in m["shards"])
     assert all(len(s["sha256"]) == 64 for s in m["shards"])
+
+
+def test_prepare_writes_the_image_hashes_that_external_dedup_reads(textured_data, tmp_path):
+    from melanoma.data.images import dhash, view_of
+    from melanoma.image.extras import hashes_of
+
+    out = tmp_path / "tf"
+    prepare(cfg_for(), textured_data, out)
+    table = pd.read_csv(out / "image_hashes.csv", dtype=str, keep_default_na=False)
+    train = pd.read_csv(textured_data / "train.csv")
+    assert set(train["image_name"]) <= set(table["image_name"])
+    name = train["image_name"].iloc[0]
+    expected = dhash(view_of(textured_data / "jpeg" / "train" / f"{name}.jpg", 200_000_000))
+    assert table.set_index("image_name").loc[name, "image_hash"] == f"{expected:016x}"
+    assert hashes_of(str(out))[name] == f"{expected:016x}"

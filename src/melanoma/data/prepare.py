@@ -299,13 +299,19 @@ def _counts(shards: list[dict], train_only: bool) -> dict[str, int]:
 
 def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, items: pd.DataFrame,
                    decoded: pd.DataFrame, ok: np.ndarray, manifest: dict) -> None:
-    """folds.csv, duplicates.csv, image_sizes.csv, the run info, and the manifest last (it marks completion)."""
+    """folds.csv, duplicates.csv, image_sizes.csv, image_hashes.csv, the run info, and the manifest last (it
+    marks completion)."""
     write_output(out, "folds.csv", folds.to_csv(index=False).encode())
     write_output(out, "duplicates.csv", dedup.pairs.to_csv(index=False).encode())
     # Original sizes for the tabular stage (a strong feature: they tell the camera). Every decoded image, also
     # a duplicate left out of the shards: tabular needs a size for every row of train.csv and test.csv.
     sizes = pd.DataFrame({ID: items[ID], "split": _split_of(items), "width": decoded["w"], "height": decoded["h"]})
     write_output(out, "image_sizes.csv", sizes[ok].to_csv(index=False).encode())
+    # Content hashes (dHash, 16 hex digits; empty for flat images): train.external drops an external image
+    # whose hash equals one of these competition images (image/external.py).
+    hashes = pd.DataFrame({ID: items[ID], "split": _split_of(items), "image_hash": [
+        f"{int(h):016x}" if h is not None and not pd.isna(h) else "" for h in decoded["dhash"]]})
+    write_output(out, "image_hashes.csv", hashes[ok].to_csv(index=False).encode())
     save_run_info_to(out, cfg)
     write_output(out, "manifest.json", (json.dumps(manifest, indent=2, default=_plain) + "\n").encode())
     remove_stale_shards(out, {s["file"] for s in manifest["shards"]})
