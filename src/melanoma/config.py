@@ -272,9 +272,9 @@ class SegmentConfig:
     size: Annotated[int, Range(16, 1024)] = 128  # network input side (images and masks are resized to it)
     width: PositiveInt = 16  # filters of the first level, doubled at each level down
     depth: Annotated[int, Range(1, 6)] = 3  # poolings; size must be divisible by 2**depth
-    epochs: PositiveInt = 20
+    epochs: PositiveInt = 20  # training epochs of steps_per_epoch batches each
     steps_per_epoch: Count = 0  # batches per epoch (0: one pass over the training images)
-    batch_size: PositiveInt = 16
+    batch_size: PositiveInt = 16  # image/mask pairs per training step
     learning_rate: Positive = 1e-3  # Adam
     dice_weight: Share = 0.5  # loss = dice_weight x soft Dice loss + (1 - dice_weight) x binary cross-entropy
     val_share: Annotated[float, Range(0, 1, True, True)] = 0.2  # images held out (per image: no patient ids) for Dice/Jaccard
