@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.cliflags import common
+from melanoma.cliflags import common, config_flags, config_values
 
 
 def add_segment_parsers(sub) -> None:
@@ -18,35 +18,29 @@ def add_segment_parsers(sub) -> None:
     p.add_argument("--images", type=Path, required=True, help="folder of ISIC_x.jpg images")
     p.add_argument("--masks", type=Path, required=True, help="folder of ISIC_x_segmentation.png masks")
     p.add_argument("--out", type=Path, required=True, help="folder for segmenter.keras, metrics.json, figures")
-    p.add_argument("--size", type=int, help="network input side (default 128)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int, help="batches per epoch (default: one pass)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--val-share", type=float, help="share of images held out for Dice/Jaccard (default 0.2)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
+    config_flags(p, "segment.size", "segment.epochs", "segment.steps_per_epoch", "segment.batch_size",
+                 "segment.learning_rate", "segment.val_share", "segment.seed", "train.backend",
+                 renames={"segment.steps_per_epoch": "--steps"})
     p = ssub.add_parser("mask", help="lesion masks for a folder of images (trained segmenter or classical)")
     common(p)
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="folder for NAME_segmentation.png")
     p.add_argument("--segmenter", help="a `segment train` folder (default: the classical method)")
-    p.add_argument("--backend", choices=["auto", "tensorflow", "jax"], help="Keras backend (train.backend)")
+    config_flags(p, "train.backend")
 
 
 def run_segment_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
     from melanoma.image.backend import use_backend
 
     if args.segment_command == "train":
-        cfg = load(args, {"seed": args.seed, "segment.size": args.size, "segment.epochs": args.epochs,
-                          "segment.steps_per_epoch": args.steps, "segment.batch_size": args.batch_size,
-                          "segment.val_share": args.val_share, "train.backend": args.backend})
+        cfg = load(args, config_values(args))
         use_backend(cfg.train.backend)  # before the first Keras import
         from melanoma.segment.train import train_segmenter
 
         m = train_segmenter(cfg, args.images, args.masks, args.out)
         print(f"held-out Dice {m['dice']:.3f}, Jaccard {m['jaccard']:.3f} ({m['n_heldout']} images): {args.out}")
     else:
-        cfg = load(args, {"train.backend": args.backend})
+        cfg = load(args, config_values(args))
         use_backend(cfg.train.backend)
         from melanoma.segment.masks import write_masks
 
