@@ -154,6 +154,19 @@ def test_segment_train_refuses_unpaired_files_naming_them(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_segment_mask_writes_the_classical_masks(tmp_path, capsys):
+    images, masks = ellipse_folders(tmp_path / "set", 4, 64)
+    out = tmp_path / "found"
+    assert main(["-q", "segment", "mask", "--images", str(images), "--out", str(out)]) == 0
+    assert "4 masks" in capsys.readouterr().out
+    for truth in sorted(masks.glob("*.png")):
+        found = np.asarray(Image.open(out / truth.name)) > 127
+        assert scores((np.asarray(Image.open(truth)) > 127)[None], found[None])["jaccard"][0] > 0.8
+    assert main(["-q", "segment", "mask", "--images", str(images), "--out", str(out), "--segmenter",
+                 str(tmp_path / "nothing")]) == 2
+    assert "--segmenter" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # about a minute on 2 cores
 def test_unet_learns_held_out_ellipses(tmp_path):
     """The issue's bar: a few hundred steps on drawn ellipses give Dice >= 0.9 on held-out ones."""
