@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
         "prepare.size=32", "prepare.workers=1", "n_folds=2", "data.patient_id=per_image", "train.model=simple_cnn",
         "train.size=32", "train.epochs=1", "train.folds=[0]", "train.weights=none", "train.batch_size=8",
         "train.tensorboard=false", "train.bn_momentum=0.5", "train.verbose=0", f"paths.tfrecords={rec}",
-        "train.backend=tensorflow"])
+        "train.backend=tensorflow", "train.metadata=false"])  # image only: predict reads a folder without metadata
     prepare(cfg, data, rec)
     train(cfg, rec, run)
     export(cfg, run, model)
