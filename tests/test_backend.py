@@ -79,18 +79,32 @@ def test_use_backend_sets_the_environment_before_keras_loads():
 
 # ---------------------------------------------------------------- the same code on both backends
 
-def test_data_parallel_splits_the_global_batch_over_8_devices():
-    out = jax_run("""
-        import jax, keras, numpy as np
-        from melanoma.image.backend import setup_devices
-        d = setup_devices(cpu_replicas=8)
-        dist = keras.distribution.distribution()
-        layout = dist.get_data_layout((32, 16, 16, 3))
-        x = jax.device_put(np.zeros((32, 16, 16, 3), np.float32), layout.backend_layout)
-        shards = sorted(s.data.shape[0] for s in x.addressable_shards)
-        print(d.backend, d.kind, d.count, type(dist).__name__, shards)
-    """)
-    assert out == "jax cpu 8 DataParallel [4, 4, 4, 4, 4, 4, 4, 4]"
+DATA_PARALLEL_CODE = """
+    import jax, keras, numpy as np
+    from melanoma.image.backend import setup_devices
+    d = setup_devices(cpu_replicas=8)
+    dist = keras.distribution.distribution()
+    layout = dist.get_data_layout((32, 16, 16, 3))
+    x = jax.device_put(np.zeros((32, 16, 16, 3), np.float32), layout.backend_layout)
+    shards = sorted(s.data.shape[0] for s in x.addressable_shards)
+    print(d.backend, d.kind, d.count, type(dist).__name__, shards)
+"""
+
+
+@pytest.fixture(scope="module")
+def on_jax(tmp_path_factory) -> tuple[list[str], Path]:
+    """One JAX process (8 CPU devices; starting one costs ~5 s of CPU) runs the augmentation warp, then sets up
+    DataParallel: its stdout lines and the warped images."""
+    out = tmp_path_factory.mktemp("jax") / "jax.npy"
+    res = subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + textwrap.dedent(AUGMENT_CODE)
+                          + textwrap.dedent(DATA_PARALLEL_CODE)], capture_output=True, text=True, env=jax_env(8),
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout.strip().splitlines(), out
+
+
+def test_data_parallel_splits_the_global_batch_over_8_devices(on_jax):
+    assert on_jax[0][-1] == "jax cpu 8 DataParallel [4, 4, 4, 4, 4, 4, 4, 4]"
 
 
 AUGMENT_CODE = """
@@ -108,15 +122,15 @@ AUGMENT_CODE = """
 """
 
 
-def test_augmentation_gives_the_same_pixels_on_both_backends(tmp_path):
+def test_augmentation_gives_the_same_pixels_on_both_backends(tmp_path, on_jax):
     """The in-model warp (keras.ops) on JAX equals the one on TensorFlow and the tf.data one: an identity
     matrix is the identity and a 90-degree rotation is rot90."""
     import tensorflow as tf
 
     from melanoma.image.augment import affine_matrices, transform
 
-    jax_file = tmp_path / "jax.npy"
-    assert jax_run(f"OUT = {str(jax_file)!r}\n" + textwrap.dedent(AUGMENT_CODE), devices=1) == "jax"
+    lines, jax_file = on_jax
+    assert lines[-2] == "jax"
     on_jax = np.load(jax_file)
     tf_file = tmp_path / "tf.npy"
     exec(textwrap.dedent(AUGMENT_CODE), {"OUT": str(tf_file)})  # keras.ops on the TensorFlow backend

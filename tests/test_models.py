@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from melanoma.errors import ConfigError
-from melanoma.image.models import MODELS, build_model, get_spec, prediction_model
+from melanoma.image.models import MODELS, ImagenetPreprocess, build_model, get_spec, prediction_model
 
 REQUIRED = [f"efficientnet_b{i}" for i in range(8)] + [f"efficientnet_v2_{s}" for s in
                                                         ("b0", "b1", "b2", "b3", "s", "m", "l")] + [
@@ -31,6 +31,19 @@ def test_model_builds_and_predicts_probabilities(name):
     keras.backend.clear_session()
 
 
+def test_input_scaling_is_a_layer_of_the_model():
+    # InceptionResNetV2 and ResNet101V2 want [-1, 1]: a Rescaling made from the registry's scale and offset.
+    spec = get_spec("inception_resnet_v2")
+    out = keras.layers.Rescaling(spec.scale, spec.offset)(np.array([[0.0, 127.5, 255.0]], dtype="float32"))
+    np.testing.assert_allclose(np.asarray(out), [[-1.0, 0.0, 1.0]], atol=1e-6)
+    # build_model puts that layer first in the model (a small network here; the large ones in make test-all)
+    scale = build_model("small_cnn_32", 32, "none").get_layer("scale")
+    np.testing.assert_allclose(np.asarray(scale(np.array([[0.0, 255.0]], dtype="float32"))), [[0.0, 1.0]], atol=1e-6)
+    # EfficientNets rescale 0-255 internally (keras.applications), so no extra layer is added.
+    assert "scale" not in [l.name for l in build_model("efficientnet_b0", 32, "none").layers]
+
+
+@pytest.mark.slow  # builds InceptionResNetV2: ~8 s of CPU; the fast test above checks the same layer
 def test_input_scaling_is_inside_the_model():
     # InceptionResNetV2 wants [-1, 1]: the model rescales the 0-255 input itself.
     model = build_model("inception_resnet_v2", 75, "none")
@@ -41,6 +54,21 @@ def test_input_scaling_is_inside_the_model():
     assert "scale" not in [l.name for l in build_model("efficientnet_b0", 32, "none").layers]
 
 
+def test_seed_backbone_scalings_match_keras_applications_preprocess_input():
+    # The three scalings, each against keras.applications' own preprocess_input; VGG16's built into its model.
+    x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    apps = keras.applications
+    caffe = build_model("vgg16", 32, "none").get_layer("vgg16_caffe").get_layer("imagenet_preprocess")
+    np.testing.assert_allclose(np.asarray(caffe(x)), apps.vgg16.preprocess_input(x.copy()), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ImagenetPreprocess("torch")(x)), apps.densenet.preprocess_input(x.copy()),
+                               atol=1e-5)
+    spec = get_spec("resnet101v2")
+    np.testing.assert_allclose(np.asarray(keras.layers.Rescaling(spec.scale, spec.offset)(x)),
+                               apps.resnet_v2.preprocess_input(x.copy()), atol=1e-5)
+    keras.backend.clear_session()
+
+
+@pytest.mark.slow  # builds DenseNet121 and ResNet101V2: ~8 s of CPU; the fast test above checks each scaling
 def test_seed_backbones_scale_their_input_as_keras_applications_preprocess_input():
     # Each backbone was trained on its own input scaling: the model must apply it to the 0-255 input itself.
     x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
@@ -92,7 +120,7 @@ def test_unknown_model_and_too_small_input():
 
 
 def test_prediction_model_passes_ids_through():
-    model = build_model("efficientnet_b0", 32, "none")
+    model = build_model("small_cnn_32", 32, "none")  # the wrapper does not depend on the backbone
     pm = prediction_model(model)
     x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     out = pm.predict({"image": x, "idx": np.array([7, 3, 9, 1], dtype="int32")}, verbose=0)

@@ -32,8 +32,11 @@ def leftovers(out):
     return [p.name for p in out.rglob("*") if p.name.endswith(".tmp") or ".prepare-work" in str(p)]
 
 
-@pytest.mark.parametrize("hook,value,workers", [("MELANOMA_PREPARE_KILL_AFTER_SHARDS", "3", 1),
-                                                ("MELANOMA_PREPARE_KILL_AFTER_CHUNKS", "1", 2)])
+# Each kill runs prepare in a fresh interpreter (~8 s of CPU): the shard-phase kill is in the fast suite, the
+# decode-phase kill with two workers in make test-all.
+@pytest.mark.parametrize("hook,value,workers", [
+    ("MELANOMA_PREPARE_KILL_AFTER_SHARDS", "3", 1),
+    pytest.param("MELANOMA_PREPARE_KILL_AFTER_CHUNKS", "1", 2, marks=pytest.mark.slow)])
 def test_killed_prepare_resumes_to_the_same_shards(tmp_path, hook, value, workers):
     """Must hold: kill prepare halfway (SIGKILL, in the shard phase or the decode phase), re-run it: the same
     shard names, counts and bytes as an uninterrupted run, and no temporary files."""
