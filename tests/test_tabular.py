@@ -213,6 +213,7 @@ def test_run_outputs_and_learnable_signal(signal_run):
     assert sum("OOF AUC" in m for m in signal_run["log"]) == 1
 
 
+@pytest.mark.slow  # the Keras MLP's fold fits: ~6 s of CPU; logreg and gbm cover the missing column in the fast suite
 def test_entirely_missing_site_column_end_to_end(tmp_path):
     folds_path = make_data(tmp_path / "data", n=90, n_test=12, seed=3, site=False)
     assert read_train(tmp_path / "data")[SITE].isna().all()
