@@ -109,6 +109,8 @@ def _fold(cfg: Config, shardset: ShardSet, fold: int, fold_dir: Path, settings: 
     scfg, start = cfg.synth, time.perf_counter()
     nets, step_fn, initial = gan
     fold_dir.mkdir(parents=True, exist_ok=True)
+    for stale in fold_dir.glob(".*.tmp"):  # an atomic write of ours cut short by a kill; never a finished file
+        stale.unlink()
     pool, sources = data.training_pool(shardset, fold), data.source_shards(shardset, fold)
     log.info("synth: fold %d: CycleGAN on %d training shards (fold %d's own never read)", fold, len(pool), fold)
     pairs = data.training_pairs(pool, scfg.size, shardset.image_size, scfg.batch_size, cfg.seed + fold, scfg.flip,
