@@ -1,7 +1,8 @@
 """`melanoma ablate --config base.yaml --vary KEY=V1,V2 [--vary ...] --seeds N [--out DIR]`: a measured grid.
 
 Every setting (the cartesian product of the varied values, plus the base config's own values) is trained with
-N seeds (the config's seed, +1, ...) on the SAME folds: OUT/folds.csv is dealt once, and every TFRecords folder
+N seeds (the config's seed, +1, ...) on the SAME folds: OUT/folds.csv is dealt once, by the base setting's
+prepare (duplicate images share a fold, as in `melanoma run`), and every other TFRecords folder
 (OUT/tfrecords/<hash>: one per distinct `prepare` section, so varying a prepare key prepares again) is written
 from it. Each run goes to OUT/runs/<hash>-<values>/seed<S>/: a hash of everything that changes the result (a
 folder with the same hash is the same setting, whatever --vary keys reached it), then the setting's values. A
@@ -119,25 +120,38 @@ def finished(run_dir: Path, cfg: Config) -> bool:
 
 
 def shared_folds(cfg: Config, out: Path) -> Path:
-    """OUT/folds.csv, dealt once (the base config's seed and n_folds); every run's records use it."""
-    from melanoma.data.folds import run_folds
+    """OUT/folds.csv, dealt once by the base setting's prepare (as `melanoma run` does: it hashes every image,
+    so duplicate images share a fold); every other records folder is written from it."""
+    from melanoma.data.folds import write_folds
 
     path = out / "folds.csv"
     if not path.is_file():
-        run_folds(cfg, cfg.paths.data, path)
-        log.info("ablate: folds dealt once into %s", path)
+        base = records_folder(cfg, out)
+        if not (base / "manifest.json").is_file():
+            _prepare(cfg, base, None)
+        write_folds(pd.read_csv(base / "folds.csv", dtype={ID: "string", PATIENT: "string"}), path, cfg)
+        log.info("ablate: folds dealt once, by the base setting's prepare, into %s", path)
     return path
 
 
-def records_for(cfg: Config, out: Path, folds: Path) -> Path:
-    """OUT/tfrecords/<hash of the prepare section>: prepared from the shared folds, once per distinct section."""
+def records_folder(cfg: Config, out: Path) -> Path:
+    """OUT/tfrecords/<hash of what prepare reads and how>: one folder per distinct prepare section."""
+    d = to_dict(cfg)
+    return out / "tfrecords" / _hash({"prepare": d["prepare"], "data": d["data"], "n_folds": d["n_folds"],
+                                      "data_dir": d["paths"]["data"]})
+
+
+def _prepare(cfg: Config, folder: Path, folds: Path | None) -> None:
     from melanoma.data.prepare import prepare
 
-    d = to_dict(cfg)
-    folder = out / "tfrecords" / _hash({"prepare": d["prepare"], "data": d["data"], "n_folds": d["n_folds"],
-                                        "data_dir": d["paths"]["data"]})
+    prepare(cfg, cfg.paths.data, folder, folds)
+
+
+def records_for(cfg: Config, out: Path, folds: Path) -> Path:
+    """The setting's records folder, prepared from the shared folds unless it is there already."""
+    folder = records_folder(cfg, out)
     if not (folder / "manifest.json").is_file():
-        prepare(cfg, cfg.paths.data, folder, folds)
+        _prepare(cfg, folder, folds)
     return folder
 
 
