@@ -49,7 +49,8 @@ def tfrecords(tmp_path_factory):
 
 
 def run_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    # without the KERAS_BACKEND an in-process run of this session set: the subprocess picks its own
+    env = {**{k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "melanoma", *args], capture_output=True, text=True, env=env)
 
 
