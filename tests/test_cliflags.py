@@ -134,3 +134,31 @@ def test_flag_names_follow_the_field_names():
     p = Parser(prog="melanoma x")
     config_flags(p, "tabular.gbm_early_stopping")
     assert "10%" in p.format_help()
+
+
+# Every flag the commands had before they were generated from the config (each must keep its name).
+FLAGS_BEFORE = {
+    "folds": "--data --folds --n-folds --out --seed --tfrecords",
+    "prepare": "--data --drop-duplicates --duplicates --external --folds --folds-file --n-folds --on-bad-image --out "
+               "--quality --resize --seed --size --upsample-malignant --workers",
+    "check": "--data --duplicates --max-distance --out --workers",
+    "train": "--backend --batch-size --class-weight --epochs --fold-ids --folds --loss --metadata --model --out "
+             "--oversample --positive-share --precision --restart --seed --size --tfrecords --tta --tta-flips --weights",
+    "tabular": "--data --folds --folds-file --model --out --seed --tfrecords",
+    "blend": "--method --out --power --runs --sample-submission --step --tabular-weight",
+    "kaggle push": "--accelerator --chain --dry-run --kernels --out",
+    "submit": "--message --sample-submission --wait",
+    "augment-preview": "--copies --n --out --seed --size --tfrecords",
+    "report": "--bootstrap --data --no-gradcam --out --seed --test-labels --tfrecords",
+    "compare": "--bootstrap --data --out --seed",
+    "export": "--backend --combine --fold-ids --folds --out --report --tfrecords",
+    "predict": "--backend --batch-size --image-dir --images --model --out --workers",
+    "serve": "--backend --host --model --port --threshold",
+}
+
+
+def test_every_earlier_flag_name_still_exists():
+    parsers = dict(ALL)
+    for name, flags in FLAGS_BEFORE.items():
+        known = {o for a in parsers[name]._actions for o in a.option_strings}
+        assert not set(flags.split()) - known, name
