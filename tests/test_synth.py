@@ -160,7 +160,7 @@ def test_the_cyclegan_learns_its_cycle_on_demo_images(tfrecords, tmp_path):
     assert np.isfinite(history[["g_loss", "d_loss"]].to_numpy()).all()
 
 
-@pytest.mark.slow  # a subprocess on the JAX backend: ~80 s on 2 busy cores
+@pytest.mark.slow  # a subprocess on the JAX backend: 45-80 s on 2 busy cores
 def test_synth_runs_on_the_jax_backend(tfrecords, tmp_path):
     out = tmp_path / "synth"
     res = run_cli(["synth", "--tfrecords", str(tfrecords), "--out", str(out), "--generator", "unet", "--steps", "2",

@@ -197,6 +197,28 @@ def reset(nets: Nets, initial: list[np.ndarray]) -> None:
         var.assign(value)
 
 
+def inference(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled forward pass (numpy in and out) with the model's current weights. Not predict_on_batch: on
+    JAX that donates the variables' buffers and leaves the Keras variables pointing at deleted arrays; and not
+    eager calls, which on JAX dispatch op by op."""
+    if keras.backend.backend() != "jax":
+        return model.predict_on_batch
+    if id(model) not in _JITTED:  # one compiled function per network for the run (sample grids reuse it)
+        import jax
+
+        _JITTED[id(model)] = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+    run = _JITTED[id(model)]
+
+    def call(x: np.ndarray) -> np.ndarray:
+        values = [[v.value for v in vs] for vs in (model.trainable_variables, model.non_trainable_variables)]
+        return np.asarray(run(*values, x))
+
+    return call
+
+
+_JITTED: dict[int, Callable] = {}
+
+
 # ---------------------------------------------------------------- checkpoints
 
 

@@ -14,12 +14,11 @@ COLUMNS = ("real (benign)", "translated (synthetic melanoma)", "cycled back")
 
 def sample_grid(real: np.ndarray, g_ab, g_ba, path: Path, title: str) -> Path:
     """real: images in [-1, 1], (n, size, size, 3). Written atomically with matplotlib (Agg)."""
-    import keras
-
+    from melanoma.synth.loop import inference
     from melanoma.synth.writer import to_uint8
 
-    fake = keras.ops.convert_to_numpy(g_ab(real, training=False))
-    cycled = keras.ops.convert_to_numpy(g_ba(fake, training=False))
+    fake = inference(g_ab)(real)
+    cycled = inference(g_ba)(fake)
     panels = [to_uint8(x) for x in (real, fake, cycled)]
     n = len(real)
     fig = figure(3 * 160, n * 160 + 40)

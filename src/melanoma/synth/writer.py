@@ -88,13 +88,14 @@ def write_fold(g_ab, batches, fold_dir: Path, fold: int, settings: ImageSettings
                shard_bytes: float, total: int) -> tuple[list[dict], list[dict]]:
     """Translate every batch with the benign -> malignant generator and write the records.
     Returns (shards, index rows: image_name, source_image)."""
-    import keras
+    from melanoma.synth.loop import inference
 
+    translate = inference(g_ab)
     writer = ShardWriter(fold_dir, fold, shard_bytes)
     rows = []
     with progress_bar(total, f"synth: fold {fold} translate") as bar:
         for batch in batches.as_numpy_iterator():
-            fakes = to_uint8(keras.ops.convert_to_numpy(g_ab(batch["pixels"], training=False)))
+            fakes = to_uint8(translate(batch["pixels"]))
             for i, pixels in enumerate(fakes):
                 source = batch[ID][i].decode()
                 name = synthetic_name(fold, source)
