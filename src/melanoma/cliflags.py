@@ -1,7 +1,7 @@
 """The CLI's flags: generated from the config dataclasses, plus one-line argparse errors and --config/--set.
 
 A command lists the config keys it exposes (`config_flags(p, "train.model", "train.epochs")`); each flag's
-name, type, choices, bool form and help come from the field in config.py (its `# comment`), so a setting is
+name, type, choices, bool form and help come from the field in config/sections.py (its `# comment`), so a setting is
 declared once. `config_values(args)` hands every given flag to the config, for every command alike.
 cli.py and the packages that declare their own commands (kaggle/commands.py, serve/commands.py) use them.
 """
@@ -48,7 +48,7 @@ class ConfigField:
     type: Any
     optional: bool  # the field also takes None
     default: Any
-    help: str  # the field's comment in config.py
+    help: str  # the field's comment in config/sections.py
 
 
 def config_field(key: str) -> ConfigField:
@@ -91,11 +91,11 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
 
 @functools.cache
 def field_comments() -> dict[tuple[str, str], str]:
-    """(dataclass name, field name) -> the comment explaining the field in config.py: the comment on the field's
-    own lines (a field may span several), else the comment lines directly above it."""
-    import melanoma.config
+    """(dataclass name, field name) -> the comment explaining the field in config/sections.py: the comment on
+    the field's own lines (a field may span several), else the comment lines directly above it."""
+    import melanoma.config.sections
 
-    source = inspect.getsource(melanoma.config)
+    source = inspect.getsource(melanoma.config.sections)
     comments: dict[int, tuple[str, bool]] = {}  # line -> (text, alone on its line)
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:

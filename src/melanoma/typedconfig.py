@@ -1,4 +1,4 @@
-"""The typed-config machinery behind config.py: YAML values checked against dataclass fields.
+"""The typed-config machinery behind melanoma.config: YAML values checked against dataclass fields.
 
 Fields are plain types, `Literal` choices, unions with None, nested dataclasses, lists and numbers annotated
 with a `Range`; `build` turns a raw mapping into the dataclass or raises one ConfigError naming the key.

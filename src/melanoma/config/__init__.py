@@ -1,0 +1,211 @@
+"""One typed config for every stage, loaded from YAML with `key.path=value` overrides.
+
+Unknown keys and values of the wrong type are errors, so a typo never silently falls back to a default.
+Every output folder gets the resolved config (`config.yaml`) and a `run.json` with the package version and
+the seed, so a run can be reproduced from its own outputs. The sections themselves are in sections.py;
+the training recipes' defaults (train.recipe) in melanoma/recipes.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as _dt
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from melanoma import __version__
+from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melanoma.config import TrainConfig`)
+    PathsConfig,
+    DataConfig,
+    PrepareConfig,
+    AugmentConfig,
+    TrainConfig,
+    TabularConfig,
+    BlendConfig,
+    ReportConfig,
+    KaggleConfig,
+    SegmentConfig,
+    SynthConfig,
+    ExportConfig,
+    PredictConfig,
+    ServeConfig,
+    PseudoConfig,
+    VariantConfig,
+    Config,
+    Seed,
+    PositiveInt,
+    Count,
+    Positive,
+    NonNegative,
+    Share,
+    Dropout,
+)
+from melanoma.errors import ConfigError
+from melanoma.files import write_json, write_text
+from melanoma.recipes import with_recipe
+from melanoma.typedconfig import CROSS_CHECKS, build, set_path
+
+
+STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then `key.path=value` overrides, all type-checked."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+    return _build_config(raw)
+
+
+def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
+    """Return a copy of cfg with dotted keys set (None values are skipped): how CLI flags reach the config.
+
+    A config from load_config remembers what the user set, so the training recipe is chosen again with the new
+    values (a flag --weights none picks the scratch recipe). A Config made in code counts every value as set.
+    """
+    in_code = not hasattr(cfg, "_raw")
+    raw = to_dict(cfg) if in_code else copy.deepcopy(cfg._raw)
+    for key, value in values.items():
+        if value is not None:
+            set_path(raw, key.split("."), value)
+    out = _build_config(raw)
+    if in_code:
+        del out._raw  # still made in code: every value counts as set
+        out._recipe_why = f"{out._recipe_why.split(';')[0]}; no defaults filled: every value as given in code"
+    return out
+
+
+def _build_config(raw: dict[str, Any]) -> Config:
+    """The typed config of what the user set, with the chosen training recipe's defaults under it."""
+    filled, _, why = with_recipe(raw)
+    cfg = build(Config, filled, "")
+    cfg._raw = raw  # what the user set, before the recipe: apply_overrides and is_explicit read it
+    cfg._recipe_why = why
+    return cfg
+
+
+def is_explicit(cfg: Config, key: str) -> bool:
+    """Whether the config file, a --set or a flag named `key` (rather than it keeping a default)."""
+    node: Any = getattr(cfg, "_raw", None)
+    if node is None:
+        return True
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def recipe_summary(cfg: Config) -> str:
+    """Which training recipe the config uses, and why (logged by the train stage)."""
+    return f"{cfg.train.recipe} ({getattr(cfg, '_recipe_why', '') or 'every value as given in code'})"
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str, Any] | None = None,
+                  prefix: str = "") -> None:
+    """Write the resolved config (`config.yaml`), the package version and the seed (`run.json`) into a folder.
+
+    `prefix` names them for a stage that writes a single file into a folder it does not own (folds.csv).
+    """
+    out_dir = Path(out_dir)
+    write_text(out_dir / f"{prefix}config.yaml", dump_config(cfg))
+    info = {
+        "stage": stage,
+        "package": "melanoma",
+        "version": __version__,
+        "seed": cfg.seed,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "python": platform.python_version(),
+    }
+    if "tensorflow" in sys.modules:
+        info["tensorflow"] = sys.modules["tensorflow"].__version__
+    info.update(extra or {})
+    write_json(out_dir / f"{prefix}run.json", info)
+
+
+def _augment_problem(a: AugmentConfig) -> str | None:
+    if a.cutout and a.cutout_size == 0:
+        return f"cutout_size: 0 with cutout {a.cutout} cuts nothing: set cutout_size > 0, or cutout: 0"
+    return None
+
+
+def _train_problem(t: TrainConfig) -> str | None:
+    if t.folds is not None and (not t.folds or len(set(t.folds)) != len(t.folds)):
+        return f"folds: expected distinct fold numbers (or null for all), got {t.folds}"
+    if t.head == "diagnosis" and t.focal_alpha is not None:
+        return "focal_alpha weighs the malignant class of the binary head: with head: diagnosis use class_weight"
+    return None
+
+
+def _tabular_problem(t: TabularConfig) -> str | None:
+    if not t.auto_models:
+        return "auto_models: expected at least one model, got []"
+    return None if t.hidden else "hidden: expected at least one layer size, got []"
+
+
+def _segment_problem(s: SegmentConfig) -> str | None:
+    if s.size % 2 ** s.depth:
+        return f"size: {s.size} is not divisible by 2**depth = {2 ** s.depth}: change size or depth"
+    return None
+
+
+def _synth_problem(s: SynthConfig) -> str | None:
+    if s.size % 4:
+        return f"size: {s.size} is not a multiple of 4 (both generators down-sample twice): change it"
+    if s.folds is not None and (not s.folds or len(set(s.folds)) != len(s.folds)):
+        return f"folds: expected distinct fold numbers (or null for all), got {s.folds}"
+    return None
+
+
+def _config_problem(c: Config) -> str | None:
+    if not c.stages or len(set(c.stages)) != len(c.stages):
+        return f"stages: expected distinct stages from {', '.join(STAGES)}, got {c.stages}"
+    return None
+
+
+def _variants_problem(c: Config) -> str | None:
+    names = [v.name for v in c.variants]
+    bad = [n for n in names if not n or not all(ch.isalnum() or ch in "-_." for ch in n) or n.startswith(".")]
+    if bad:
+        return f"variants: name {bad[0]!r} must be a non-empty folder name (letters, digits, - _ .)"
+    if len(set(names)) != len(names):
+        return f"variants: names must be distinct, got {names}"
+    return None
+
+
+# Checks that involve several fields of a section, run by build once the fields themselves are valid.
+CROSS_CHECKS.update({
+    AugmentConfig: (_augment_problem,),
+    TrainConfig: (_train_problem,),
+    TabularConfig: (_tabular_problem,),
+    SegmentConfig: (_segment_problem,),
+    SynthConfig: (_synth_problem,),
+    Config: (_config_problem, _variants_problem),
+})
