@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_kaggle_parsers(sub)
     add_segment_parsers(sub)
-    add_ablate_parsers(sub)
     add_pseudo_parsers(sub)
     add_synth_parsers(sub)
+    add_ablate_parsers(sub)
 
     p = command(sub, "augment-preview", "PNG grid of training images and augmented copies of each")
     config_flags(p, "paths.tfrecords", "train.size", "seed")
@@ -122,20 +122,6 @@ def _load(args: argparse.Namespace, values: dict | None = None):
 
         use_backend(cfg.train.backend, cfg.train.cpu_replicas)
     return cfg
-
-
-def _explicit(args: argparse.Namespace, key: str) -> bool:
-    """Whether the config file or a --set names `key` (rather than the key keeping its default)."""
-    import yaml
-
-    if any(o.partition("=")[0].strip() == key for o in args.overrides):
-        return True
-    node = yaml.safe_load(args.config.read_text()) if args.config is not None else None
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def _check_out(path, folder: bool) -> None:
@@ -200,13 +186,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         _check_out(args.out or paths.image_run, folder=True)
         train(cfg, paths.tfrecords, args.out or paths.image_run)
     elif cmd == "tabular":
+        from melanoma.config import is_explicit
         from melanoma.tabular import run_tabular
 
         cfg = _load(args)
         paths = resolve_paths(cfg)
         _check_out(args.out or paths.tabular_run, folder=True)
         # Image sizes only from a TFRecords folder that was asked for, never one that merely exists by default.
-        sizes_dir = paths.tfrecords if args.tfrecords or _explicit(args, "paths.tfrecords") else None
+        sizes_dir = paths.tfrecords if is_explicit(cfg, "paths.tfrecords") else None
         run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run, sizes_dir)
     elif cmd == "blend":
         from melanoma.blend import run_blend
