@@ -91,6 +91,16 @@ def test_gradcam_matches_the_class_activation_map():
             np.testing.assert_allclose(h, e / e.max(), atol=1e-4)
 
 
+
+def test_gradcam_explains_the_melanoma_column_of_a_diagnosis_head():
+    model = build_model("simple_cnn", SIZE, None, classes=3)
+    images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    probs = model.predict(images, verbose=0)
+    pred, heat = GradCAM(model, column=2)(images)
+    np.testing.assert_allclose(pred, probs[:, 2], atol=1e-5)
+    assert not np.allclose(pred, probs[:, 0], atol=1e-5)
+    assert heat.shape == (3, SIZE, SIZE) and heat.min() >= 0 and heat.max() <= 1
+
 def embedded_images(page: str) -> list[Image.Image]:
     srcs = re.findall(r'<img src="([^"]*)"', page)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # self-contained: no files, no network

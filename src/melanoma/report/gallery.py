@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,7 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
     train = run.config.get("train") or {}
     if "model" not in train or "size" not in train:
         return {}, "no heat maps: the run's config.yaml does not name its model and size"
+    from melanoma.image.heads import head_classes
     from melanoma.image.models import build_model
     from melanoma.image.pipeline import META_DIM
     from melanoma.report.gradcam import GradCAM
@@ -94,12 +96,14 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
         if not names:
             continue
         meta = bool(train.get("metadata"))
+        outputs, column = head_classes(SimpleNamespace(head=train.get("head", "binary"),
+                                                       class_map=train.get("class_map", "winners9")))
         model = build_model(train["model"], int(train["size"]), None, float(train.get("dropout", 0.2)),
-                            meta_dim=META_DIM if meta else 0)
+                            meta_dim=META_DIM if meta else 0, classes=outputs)
         model.load_weights(str(weights))
         images = np.stack([decode(recs[n]["jpeg"], int(train["size"])) for n in names])
         vectors = np.stack([_meta_vector(recs[n]) for n in names]) if meta else None
-        _, heat = GradCAM(model)(images, vectors)
+        _, heat = GradCAM(model, column or 0)(images, vectors)
         maps.update(zip(names, heat))
     note = None
     if missing:

@@ -16,7 +16,8 @@ import numpy as np
 
 
 class GradCAM:
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, column: int = 0):
+        """`column`: the output explained (a diagnosis head's melanoma column; 0 for the sigmoid unit)."""
         import keras
 
         self.keras = keras
@@ -32,6 +33,7 @@ class GradCAM:
         self.scale = model.get_layer("scale") if "scale" in names else None
         self.meta_dense = model.get_layer("meta_dense") if "meta_dense" in names else None
         self.pred = model.get_layer("pred")
+        self.column = column
 
     def _call(self, layer, x):
         """layer(x); on JAX as a stateless call, so jax.grad traces a pure function of x."""
@@ -46,7 +48,7 @@ class GradCAM:
         x = ops.mean(fmap, axis=(1, 2))
         if self.meta_dense is not None:
             x = ops.concatenate([x, self._call(self.meta_dense, meta)], axis=-1)
-        return self._call(self.pred, x)[:, 0]
+        return self._call(self.pred, x)[:, self.column]
 
     def _gradient(self, fmap, meta):
         backend = self.keras.backend.backend()
