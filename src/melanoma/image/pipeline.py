@@ -177,7 +177,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     paths = [s.path for s in shards]
     fields = ("image", TARGET, "soft_target") + (META_FIELDS if meta else ())
     fields += labels.fields if labels is not None else ()  # the diagnosis head (heads.Labels): one-hot labels
-    parse = lenient_parse(fields)
+    parse = parse_fn("train", fields)  # the competition's own records: a missing label is an error, not -1
 
     def stream(keep=None):
         ds = read_records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
