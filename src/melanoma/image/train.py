@@ -205,11 +205,29 @@ def _train_fold(s: Session, fold: int) -> None:
 def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog) -> list:
     callbacks = [fold_log,
                  # Model and optimizer state at each epoch end: a re-run continues from there.
-                 keras.callbacks.BackupAndRestore(str(fold_dir / "backup"), double_checkpoint=True,
-                                                  delete_checkpoint=False)]
+                 _backup_callback(fold_dir / "backup")]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False))
     return callbacks
+
+
+def _backup_callback(folder: Path) -> keras.callbacks.Callback:
+    """BackupAndRestore that survives a kill during the fold's first backup write: Keras falls back to the
+    previous backup when the newest is unreadable, but the first has none, so the fold would never resume.
+    Then the unreadable backup is moved aside (kept, named in the log) and the fold starts over."""
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except OSError as e:
+                aside = folder.with_name(f"backup.unreadable-{int(time.time())}")
+                folder.rename(aside)
+                folder.mkdir()
+                log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
+                            "the fold starts over", folder.parent.name, e, aside.name)
+
+    return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
 
 
 def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Path:
