@@ -92,7 +92,7 @@ def external_sources(cfg, place=None, competition_tfrecords: str | None = None) 
     import dataclasses
 
     tcfg, sources = cfg.train, []
-    share = getattr(tcfg, "external_share", None)
+    share = tcfg.external_share
     for ref in tcfg.external:
         folder = resolve_external(ref, cfg.prepare.size, place)
         labels = companion_labels(folder)

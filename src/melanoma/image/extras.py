@@ -172,10 +172,10 @@ def configured_sources(cfg, tfrec_dir: str | None = None, place=None) -> list[Ex
 
     tcfg = cfg.train
     sources = external_sources(cfg, place, tfrec_dir)
-    if getattr(tcfg, "pseudo", None):
-        sources += sources_from_folder("pseudo", tcfg.pseudo, getattr(tcfg, "pseudo_share", None))
-    if getattr(tcfg, "synthetic", None):
-        sources += sources_from_folder("synthetic", tcfg.synthetic, getattr(tcfg, "synthetic_share", None))
+    if tcfg.pseudo:
+        sources += sources_from_folder("pseudo", tcfg.pseudo, tcfg.pseudo_share)
+    if tcfg.synthetic:
+        sources += sources_from_folder("synthetic", tcfg.synthetic, tcfg.synthetic_share)
     return sources
 
 
