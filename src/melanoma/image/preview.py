@@ -16,7 +16,7 @@ import tensorflow as tf
 from melanoma.config import Config
 from melanoma.data.schema import ID
 from melanoma.errors import ConfigError, input_error
-from melanoma.plots import DPI, figure, save
+from melanoma.plots import DPI, PREVIEW_TITLE, figure, save
 from melanoma.image.pipeline import read_records, augment_batch, decode_image, find_shards, parse_fn
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,6 @@ def augment_preview(cfg: Config, tfrec_dir: str | Path, out: str | Path, n: int 
             left, top = layout.cell_box(r, 0)[:2]
             fig.text(left / layout.width, 1 - (top - 2) / layout.height, name, fontproperties=font,
                      va="bottom", ha="left")
-    out = save(fig, Path(out))
+    out = save(fig, Path(out), PREVIEW_TITLE)
     log.info("augment-preview: %d images x %d augmented copies at %dpx -> %s", len(names), copies, size, out)
     return out

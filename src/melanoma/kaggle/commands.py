@@ -15,6 +15,9 @@ from melanoma.cliflags import common, config_flags
 
 
 log = logging.getLogger("melanoma")
+# Written into a `kaggle output --out` folder after the download: it marks the folder as this command's, so a
+# later call may replace its files (melanoma.outputs).
+OUTPUT_MARKER = ".kaggle-output.json"
 
 
 def add_kaggle_parsers(sub) -> None:
@@ -109,6 +112,9 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
             print(f"{kid}: {st['status']}" + (f" ({st['failure_message']})" if st["failure_message"] else ""))
         else:
             out = args.out or Path("runs") / "kaggle" / kid.split("/")[-1]
+            from melanoma.files import write_json
+
+            write_json(Path(out) / OUTPUT_MARKER, {"kernel": kid})  # first: an interrupted download stays ours
             files = kaggle.output(api, kid, out)
             print(f"{len(files)} file(s) of {kid} in {out}")
     else:
