@@ -240,9 +240,12 @@ def _dispatch(args: argparse.Namespace) -> None:
         cfg = _load(args)
         run_predict(cfg, args.model, args.images, args.out)
     elif cmd == "serve":
+        cfg = _load(args)
+        from melanoma.serve import require_extra
+
+        require_extra()  # before FastAPI is imported: a missing extra is one line (exit 3), never an ImportError
         from melanoma.serve.app import serve
 
-        cfg = _load(args)
         serve(args.model, cfg.serve)
     elif cmd == "run":
         cfg = _load(args)
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         _dispatch(args)
     except MelanomaError as e:
         print(f"melanoma: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        return e.exit_status  # 2: input or config; 3: the environment (melanoma.errors)
     except OSError as e:  # the file system refused (read-only folder, a file where a folder should be, disk full)
         where = f"{e.filename}: " if e.filename else ""
         print(f"melanoma: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)

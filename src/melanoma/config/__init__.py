@@ -48,7 +48,7 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
 from melanoma.recipes import with_recipe
-from melanoma.typedconfig import CROSS_CHECKS, build, set_path
+from melanoma.typedconfig import CROSS_CHECKS, build, set_path, yaml_value
 
 
 STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
@@ -62,17 +62,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                              "save it as UTF-8") from None
+        try:
+            raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark is not None else f"{path}"
+            raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value")
-        set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+        parsed = yaml_value(value, f"--set {key.strip()}") if value.strip() else None
+        set_path(raw, key.strip().split("."), parsed)
     return _build_config(raw)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first}): keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:

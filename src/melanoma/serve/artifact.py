@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,21 @@ class Artifact:
         info_path = model_dir / INFO_FILE
         if not info_path.is_file():
             raise input_error(model_dir, f"no {INFO_FILE}: not a folder written by `melanoma export`")
-        info = read_json(info_path)
-        if info.get("format_version") != FORMAT_VERSION:
-            raise input_error(info_path, f"format_version {info.get('format_version')!r} is not "
-                                         f"{FORMAT_VERSION}: re-export the run with this version")
-        return cls(info, load_keras_model(model_dir / MODEL_FILE), model_dir)
+        try:
+            info = read_json(info_path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise input_error(info_path, f"not valid JSON ({' '.join(str(e).split())}): the export is damaged; "
+                                         "re-run `melanoma export`") from None
+        if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
+            found = info.get("format_version") if isinstance(info, dict) else None
+            raise input_error(info_path, f"format_version {found!r} is not {FORMAT_VERSION}: re-export the run "
+                                         "with this version")
+        model = load_keras_model(model_dir / MODEL_FILE)
+        try:
+            return cls(info, model, model_dir)
+        except (KeyError, TypeError, ValueError) as e:  # a hand-edited or truncated-then-repaired file
+            raise input_error(info_path, f"incomplete or malformed ({type(e).__name__}: {e}): re-run "
+                                         "`melanoma export`") from None
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Image bytes -> model input (raises melanoma.data.images.BadImage)."""
@@ -168,4 +179,12 @@ def load_keras_model(path: Path):
 
     if not path.is_file():
         raise input_error(path, "not found: re-run `melanoma export`")
-    return keras.saving.load_model(path, compile=False)
+    if not zipfile.is_zipfile(path):  # Keras would call a truncated archive "File not found"
+        raise input_error(path, f"not a complete .keras archive ({path.stat().st_size} bytes: truncated or "
+                                "damaged): re-run `melanoma export`")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras reports a damaged archive as anything from ValueError to OSError
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise input_error(path, f"cannot be loaded ({type(e).__name__}: {first}): the file is damaged; re-run "
+                                "`melanoma export`") from None
