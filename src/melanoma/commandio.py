@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.outputs import (Out, beside, csv_with, folds_outputs, guard, json_with, run_folder, run_inputs, stage_of,
+from melanoma.outputs import (DEBRIS, Out, beside, csv_with, folds_outputs, guard, json_with, run_folder, run_inputs, stage_of,
                               with_run_info)
 
 Plan = tuple[list[Out], dict[str, Any]]
@@ -263,7 +263,8 @@ def _kaggle_output(args, cfg) -> Plan:
 
 
 def _kaggle_wheels(args, cfg) -> Plan:
-    own = lambda q: all(f.suffix == ".whl" or f.name == "dataset-metadata.json" for f in q.iterdir())  # noqa: E731
+    own = lambda q: all(f.suffix == ".whl" or f.name == "dataset-metadata.json" or DEBRIS.match(f.name)  # noqa: E731
+                        for f in q.iterdir())
     return [Out(args.out, folder=True, own=own)], {"the repository": [Path.cwd(), Path.cwd() / "requirements.txt",
                                                                        Path.cwd() / "pyproject.toml"]}
 

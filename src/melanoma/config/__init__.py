@@ -47,6 +47,7 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
 )
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
+from melanoma.names import owner_problem, slug_problem
 from melanoma.recipes import with_recipe
 from melanoma.typedconfig import CROSS_CHECKS, build, set_path, yaml_value
 
@@ -218,12 +219,19 @@ def _config_problem(c: Config) -> str | None:
 
 def _variants_problem(c: Config) -> str | None:
     names = [v.name for v in c.variants]
-    bad = [n for n in names if not n or not all(ch.isalnum() or ch in "-_." for ch in n) or n.startswith(".")]
-    if bad:
-        return f"variants: name {bad[0]!r} must be a non-empty folder name (letters, digits, - _ .)"
+    bad = [n for n in names if slug_problem(n, "")]
+    if bad:  # it becomes the folder image-NAME, here and in a Kaggle notebook's output
+        return f"variants: name {bad[0]!r} must be a folder name that is a Kaggle slug (lowercase letters, " \
+               "digits and hyphens, starting and ending with a letter or digit, at most 50 characters)"
     if len(set(names)) != len(names):
         return f"variants: names must be distinct, got {names}"
     return None
+
+
+def _kaggle_problem(k: KaggleConfig) -> str | None:
+    # Each becomes part of a path (data/<competition>, runs/kaggle/<slug>) and of a Kaggle id.
+    return (slug_problem(k.slug, "slug") or slug_problem(k.competition, "competition")
+            or (owner_problem(k.username, "username") if k.username is not None else None))
 
 
 # Checks that involve several fields of a section, run by build once the fields themselves are valid.
@@ -233,5 +241,6 @@ CROSS_CHECKS.update({
     TabularConfig: (_tabular_problem,),
     SegmentConfig: (_segment_problem,),
     SynthConfig: (_synth_problem,),
+    KaggleConfig: (_kaggle_problem,),
     Config: (_config_problem, _variants_problem),
 })

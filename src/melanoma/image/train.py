@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config, TrainConfig, recipe_summary, save_run_info, to_dict
+from melanoma.data.records import shard_read_error
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import write_csv, write_json
@@ -94,7 +95,16 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)
             continue
-        _train_fold(s, fold)
+        try:
+            _train_fold(s, fold)
+        except Exception as e:
+            # A damaged shard surfaces as a DataLossError deep in fit/predict: one line naming it instead. The
+            # fold's epoch backup, finished folds and resume.json stay, so the same command resumes.
+            problem = shard_read_error(e, fold, [sh.path for sh in s.shardset.shards] +
+                                       [sh.path for x in for_fold(s.extras, fold) for sh in x.shards])
+            if problem is None:
+                raise
+            raise problem from None
     return collect(s.out_dir, cfg, s.replicas, s.precision)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from melanoma.cliflags import common, config_flags
+from melanoma.names import kaggle_owner
 
 
 log = logging.getLogger("melanoma")
@@ -50,7 +51,8 @@ def add_kaggle_parsers(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("build/melanoma-wheels"), help="the dataset folder")
     p.add_argument("--python", default="3.12", help="the notebook image's Python (default 3.12)")
     p.add_argument("--platform", default="manylinux2014_x86_64", help="pip --platform of the image")
-    p.add_argument("--owner", help="dataset owner (default: kaggle.username or the credentials' user)")
+    p.add_argument("--owner", type=kaggle_owner,
+                   help="dataset owner (default: kaggle.username or the credentials' user)")
     p = ksub.add_parser("notebook", help="regenerate kernels/*.ipynb from kernels/notebook.ipy")
     p.add_argument("--check", action="store_true", help="only check that they are up to date")
     p.add_argument("--kernels", type=Path, default=Path("kernels"))

@@ -65,7 +65,23 @@ def problems(cfg: Any, paths: dict[str, dict[str, str]], backend: str, versions:
     weights = str(cfg.train.weights)
     if weights.lower() not in ("none", "imagenet", "") and not Path(weights).expanduser().is_file():
         add(f"train.weights file {weights} not found", "use none, imagenet or an existing .h5 file")
+    for folder in staging_leftovers([Path(paths["runs"]["value"]), Path(paths["submission"]["value"]).parent,
+                                     Path(cfg.report.out) if cfg.report.out else None]):
+        add(f"{folder}: a staging folder left by an interrupted report, export, tabular or segment run",
+            "the next run of that command into the same folder removes it (or delete it)")
     return out
+
+
+def staging_leftovers(roots: list[Path | None], depth: int = 3) -> list[Path]:
+    """Stale .staging-* folders (their process is gone) in the roots and their subfolders, `depth` levels down."""
+    from melanoma.files import stale_staging
+
+    found: set[Path] = set()
+    level = [r for r in roots if r is not None and r.is_dir()]
+    for _ in range(depth + 1):
+        found.update(p for folder in level for p in stale_staging(folder))
+        level = [c for folder in level for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    return sorted(found)
 
 
 def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[str, Any]:

@@ -9,13 +9,14 @@ the notebook installs with `pip install --no-index --find-links` only the packag
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from melanoma.errors import KaggleError
-from melanoma.files import write_json
+from melanoma.errors import ConfigError, KaggleError
+from melanoma.files import STAGING_RE, staged_dir, write_json
 
 Runner = Callable[[Sequence[str]], None]
 
@@ -41,14 +42,25 @@ def build_wheels(repo: str | Path, out: str | Path, owner: str, slug: str = "mel
                  python: str = "3.12", platform: str = "manylinux2014_x86_64", run: Runner = _run) -> Path:
     """Write the wheels dataset folder; returns it. `run` executes each pip call (a fake in tests)."""
     repo, out = Path(repo), Path(out)
+    if not re.fullmatch(r"\d(\.\d{1,2}){0,2}|\d{2,3}", python):
+        raise ConfigError(f"--python {python!r}: expected the notebook image's Python version, e.g. 3.12")
     if not (repo / "pyproject.toml").is_file() or not (repo / "requirements.txt").is_file():
         raise KaggleError(f"{repo}: not the melanoma repository (pyproject.toml and requirements.txt expected); "
                           "run from its root")
-    if out.exists() and any(p.suffix != ".whl" and p.name != "dataset-metadata.json" for p in out.iterdir()):
+    if out.exists() and any(p.suffix != ".whl" and p.name != "dataset-metadata.json" and not STAGING_RE.match(p.name)
+                            for p in out.iterdir()):
         raise KaggleError(f"{out} holds files other than wheels: choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    for cmd in wheel_commands(repo, out, python, platform):
-        run(cmd)
-    write_json(out / "dataset-metadata.json", {"title": slug, "id": f"{owner}/{slug}",
-                                               "licenses": [{"name": "other"}]})
+    created = not out.exists()
+    try:
+        # pip writes into a staging folder: a failed call (a --python or --platform pip cannot serve) leaves
+        # nothing half-built, and the folder itself goes when this call made it.
+        with staged_dir(out, "wheels") as stage:
+            for cmd in wheel_commands(repo, stage, python, platform):
+                run(cmd)
+            write_json(stage / "dataset-metadata.json", {"title": slug, "id": f"{owner}/{slug}",
+                                                         "licenses": [{"name": "other"}]})
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return out

@@ -158,7 +158,7 @@ def report(cfg: Config, run_dirs: list[str | Path], out: str | Path) -> dict[str
                                         "min_positives": cfg.report.min_positives},
                            "notes": notes, "runs": [], "figures": {}}
     out = Path(out)
-    with staged_dir(out) as stage:
+    with staged_dir(out, "report") as stage:
         for run in runs:
             rep["runs"].append(_run_section(run, meta, labels, cfg, seed, tfrec, stage, notes))
         for split in ("oof", "test"):

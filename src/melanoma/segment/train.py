@@ -85,7 +85,7 @@ def train_segmenter(cfg: Config, images: str | Path, masks: str | Path, out: str
             "width": s.width, "depth": s.depth, "input": "RGB 0-255, stretched to input_size x input_size",
             "dice": metrics["dice"], "jaccard": metrics["jaccard"]}
     out = Path(out)
-    with staged_dir(out) as stage:
+    with staged_dir(out, "segment") as stage:
         model.save(stage / MODEL_FILE)
         write_json(stage / INFO_FILE, info)
         write_json(stage / "metrics.json", metrics)

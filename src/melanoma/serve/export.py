@@ -214,7 +214,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
         "formats": {},
     }
     out.mkdir(parents=True, exist_ok=True)
-    with staged_dir(out) as stage:
+    with staged_dir(out, "export") as stage:
         model.save(stage / MODEL_FILE)
         info["formats"]["keras"] = MODEL_FILE
         info["formats"]["savedmodel"] = _savedmodel(model, stage) if ecfg.savedmodel else "off"

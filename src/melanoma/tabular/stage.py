@@ -299,7 +299,7 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
             f"{n} {results.fmt_auc(s)} ({runs[n].extra['seconds']:.0f} s)" for n, s in scores.items()))
     extra["seconds"] = round(time.perf_counter() - start, 1)
     # Everything is computed; write the run into a staging folder and move it in only when all files exist.
-    with staged_dir(out_dir) as stage:
+    with staged_dir(out_dir, "tabular") as stage:
         write_csv(stage / "features.csv", features)
         if stats is not None:
             write_csv(stage / sources.STATS_CSV, stats)
