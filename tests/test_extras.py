@@ -204,7 +204,7 @@ def make_pseudo(data, tmp_path, cli: bool = False) -> tuple[Path, pd.DataFrame]:
     score = np.array([int(i % 4 == 0) * 0.8 + 0.1 for i in range(len(test))])  # malignant test images high
     runs = []
     for r in range(2):
-        oof = pd.DataFrame({"image_name": train, "target": y, "pred": y * 0.6 + rng.uniform(0, 0.5, len(y)),
+        oof = pd.DataFrame({"image_name": train, "target": y, "pred": y * 0.5 + rng.uniform(0, 0.5, len(y)),  # probabilities: in [0, 1]
                             "fold": [i // 40 for i in range(len(train))]})
         t = pd.DataFrame({"image_name": test, "target": score + rng.uniform(-0.05, 0.05, len(test))})
         runs.append(fake_run(tmp_path / f"run{r}", oof, t.sample(frac=1, random_state=r)))

@@ -195,9 +195,9 @@ def _dispatch(args: argparse.Namespace) -> None:
         sample = paths.sample_submission if not args.runs else cfg.paths.sample_submission
         run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission, sample)
     elif cmd == "augment-preview":
-        from melanoma.image.preview import augment_preview
-
         cfg = _load(args)
+        from melanoma.image.preview import augment_preview  # TensorFlow: after the config and outputs are checked
+
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd in ("kaggle", "submit"):
         run_kaggle_command(args, _load)

@@ -187,9 +187,10 @@ def damaged_shard(paths: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-def shard_read_error(error: Exception, fold: int, paths: list[str]) -> Exception | None:
-    """The one-line InputError for a TFRecord that broke while training `fold` (None for any other error):
-    names the damaged shard, found by a pass over the fold's shards, and says how to repair and go on."""
+def shard_read_error(error: Exception, fold: int | None, paths: list[str]) -> Exception | None:
+    """The one-line InputError for a TFRecord that broke while training `fold` (None: while reading the index
+    before any fold), or None for any other error: names the damaged shard, found by a pass over the shards
+    read, and says how to repair it and go on."""
     import tensorflow as tf
 
     from melanoma.errors import InputError
@@ -197,9 +198,10 @@ def shard_read_error(error: Exception, fold: int, paths: list[str]) -> Exception
     if not isinstance(error, tf.errors.DataLossError):
         return None
     found = damaged_shard(paths)
-    where, problem = found if found else (f"one of the {len(paths)} shards fold {fold} reads",
+    when = f"while training fold {fold}" if fold is not None else "while reading the validation index"
+    where, problem = found if found else (f"one of the {len(paths)} shards read {when}",
                                           " ".join(str(error.message).split())[:200])
-    return InputError(f"{where}: damaged TFRecord file ({problem}), met while training fold {fold}: re-run the "
+    return InputError(f"{where}: damaged TFRecord file ({problem}), met {when}: re-run the "
                       "`melanoma prepare` that wrote it (it checks every shard's checksum and rewrites damaged "
                       "ones; re-download public TFRecords), then the same `melanoma train`: finished folds are "
                       "kept and this fold resumes from its last epoch")

@@ -85,7 +85,8 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     if resume and all((s.out_dir / f"fold{k}" / DONE).is_file() for k in s.folds):
         log.info("train: folds %s already finished in %s", s.folds, s.out_dir)
         return collect(s.out_dir, cfg, s.replicas, s.precision)
-    _plan_folds(s)
+    with _naming_damaged_shards(s, None):
+        _plan_folds(s)
     _compile(s)
     # Everything that can refuse the settings has run: only now is the folder changed.
     start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
@@ -95,17 +96,24 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)
             continue
-        try:
+        with _naming_damaged_shards(s, fold):
             _train_fold(s, fold)
-        except Exception as e:
-            # A damaged shard surfaces as a DataLossError deep in fit/predict: one line naming it instead. The
-            # fold's epoch backup, finished folds and resume.json stay, so the same command resumes.
-            problem = shard_read_error(e, fold, [sh.path for sh in s.shardset.shards] +
-                                       [sh.path for x in for_fold(s.extras, fold) for sh in x.shards])
-            if problem is None:
-                raise
-            raise problem from None
     return collect(s.out_dir, cfg, s.replicas, s.precision)
+
+
+@contextlib.contextmanager
+def _naming_damaged_shards(s: Session, fold: int | None):
+    """A damaged shard surfaces as a DataLossError deep in tf.data (fit, predict, the index): one line naming it
+    instead. The fold's epoch backup, the finished folds and resume.json stay, so the same command resumes."""
+    try:
+        yield
+    except Exception as e:
+        paths = [sh.path for sh in s.shardset.shards] + [sh.path for x in (s.extras or []) for sh in x.shards
+                                                          if fold is None or x.trains(fold)]
+        problem = shard_read_error(e, fold, paths)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:

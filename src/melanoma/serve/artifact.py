@@ -172,16 +172,16 @@ def lesion_settings(lesion: dict, model_dir: Path) -> dict:
 
 def load_keras_model(path: Path):
     """model.keras without its training state; our custom layers register themselves on import."""
-    import keras
-
-    import melanoma.image.models  # noqa: F401  (registers ImagenetPreprocess)
-    import melanoma.serve.layers  # noqa: F401  (registers Flip)
-
     if not path.is_file():
         raise input_error(path, "not found: re-run `melanoma export`")
     if not zipfile.is_zipfile(path):  # Keras would call a truncated archive "File not found"
         raise input_error(path, f"not a complete .keras archive ({path.stat().st_size} bytes: truncated or "
                                 "damaged): re-run `melanoma export`")
+    import keras
+
+    import melanoma.image.models  # noqa: F401  (registers ImagenetPreprocess)
+    import melanoma.serve.layers  # noqa: F401  (registers Flip)
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - Keras reports a damaged archive as anything from ValueError to OSError
