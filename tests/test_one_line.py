@@ -201,7 +201,7 @@ def test_train_on_a_damaged_shard_names_it_keeps_finished_folds_and_resumes(tmp_
     tf_dir, run = tmp_path / "tf", tmp_path / "run"
     prep = ["prepare", "--data", data, "--out", tf_dir, "--size", 32, "--n-folds", 2]
     assert main([str(a) for a in prep]) == 0
-    train = ["train", "--tfrecords", tf_dir, "--out", run, "--model", "simple_cnn", "--size", 32, "--epochs", 1,
+    train = ["-q", "train", "--tfrecords", tf_dir, "--out", run, "--model", "simple_cnn", "--size", 32, "--epochs", 1,
              "--batch-size", 8, "--weights", "none", "--tta", 1, "--set", "train.verbose=0"]
     assert main([str(a) for a in train + ["--fold-ids", "0"]]) == 0
     shard = next(tf_dir.glob("train01-*.tfrec"))

@@ -222,11 +222,13 @@ def _pseudo(args, cfg) -> Plan:
         {"--runs": run_inputs(args.runs), "--tfrecords": _paths(cfg).tfrecords}
 
 
-def _synth(args, cfg) -> Plan:
-    from melanoma.synth.stage import SETTINGS
+SYNTH_SETTINGS = "settings.json"  # synth/stage.py SETTINGS (not imported: that module imports Keras)
 
+
+def _synth(args, cfg) -> Plan:
     out = cfg.synth.out or cfg.train.synthetic
-    return [Out(out, folder=True, own=run_folder("synth", markers=(SETTINGS,)), writes=(SETTINGS, "manifest.json"))], \
+    return [Out(out, folder=True, own=run_folder("synth", markers=(SYNTH_SETTINGS,)),
+                writes=(SYNTH_SETTINGS, "manifest.json"))], \
         {"--tfrecords": _paths(cfg).tfrecords}
 
 
