@@ -254,6 +254,11 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    nul = next((a for a in argv if "\x00" in a), None)
+    if nul is not None:  # no path or value may hold one (the file system would raise ValueError)
+        print(f"melanoma: error: argument {nul!r} holds a NUL character", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a bad flag (status 2, one line already printed), or --help / --version (0)

@@ -165,5 +165,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return number
     elif tp is str:
         if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
-            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+            text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+            if "\x00" in text:  # no path or name may hold one: the file system would raise ValueError later
+                raise ConfigError(f"{key}: {text!r} holds a NUL character")
+            return text
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
