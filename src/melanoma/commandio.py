@@ -16,7 +16,8 @@ from melanoma.outputs import (DEBRIS, Out, beside, csv_with, folds_outputs, guar
 
 Plan = tuple[list[Out], dict[str, Any]]
 
-# Commands that write no file, and why (the CLI test lists every command: each is planned or exempt).
+# Commands without a plan, and why: they write no file, or only fixed files they generate from the repository
+# (the CLI test lists every command: each is planned or exempt).
 EXEMPT = {
     "models": "prints the model names",
     "doctor": "prints a report",
