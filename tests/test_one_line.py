@@ -55,6 +55,15 @@ def test_unparsable_values(tmp_path, capsys, argv, culprit):
     one_line(capsys, argv, 2, culprit, roots=[tmp_path])
 
 
+def test_folds_with_more_folds_than_patients(tmp_path, capsys):
+    """Found by the CLI fuzz test: a ValueError traceback from the folds function."""
+    from conftest import textured_layout
+
+    data = textured_layout(tmp_path / "data", n_train=8, n_test=2, n_patients=4)
+    one_line(capsys, ["folds", "--data", data, "--out", tmp_path / "f.csv"], 2, "train.csv",
+             "4 patients cannot fill 5 folds", "--n-folds 4", roots=[tmp_path])
+
+
 # ---------------------------------------------------------------- exported models and predict
 
 @pytest.fixture
