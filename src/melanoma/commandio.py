@@ -76,8 +76,9 @@ def _check(args, cfg) -> Plan:
         return [], {}
     out = Path(args.out)
     own = json_with("degenerate_images", "unreadable_images")
-    dups = out.with_name(f"{out.stem}.duplicates.csv")
-    return [Out(out, own=own), Out(dups, own=beside(out, own))], {
+    # "", "." or "/": no file name, so no sidecar either (the guard refuses the folder as a file output)
+    dups = [Out(out.with_name(f"{out.stem}.duplicates.csv"), own=beside(out, own))] if out.name else []
+    return [Out(out, own=own), *dups], {
         "--data": _paths(cfg).data, "--duplicates": cfg.prepare.duplicates}
 
 
