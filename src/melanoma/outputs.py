@@ -169,13 +169,13 @@ def folds_outputs(path: str | Path, flag: str = "--out") -> list[Out]:
 
 def run_inputs(runs: Iterable[str | Path]) -> list[Path]:
     """What a command reading run folders reads in each: the folder and its prediction and run files."""
+    runs = [Path(r) for r in runs]
     found: list[Path] = []
     for r in runs:
-        r = Path(r)
         found.append(r)
         if r.is_dir():
             found += [r / n for n in ("oof.csv", "test_pred.csv", "run.json", "metrics.json", "config.yaml",
                                       "blend.json", "submission.csv")]
         elif r.name == "blend.json" or (r.parent / "blend.json").is_file():
             found += [r.parent / n for n in ("blend.json", "submission.csv")]
-    return found
+    return [p for p in found if p in runs or p.exists()]
