@@ -133,11 +133,9 @@ def _valid_id(isic_id: object) -> bool:
 
 
 def _bytes_dtype(dtype: np.dtype) -> bool:
-    """Fixed-length bytes (the competition's), opaque bytes, or variable-length bytes."""
-    if dtype.kind in ("S", "V"):
-        return True
-    info = h5py.check_string_dtype(dtype)
-    return info is not None and info.encoding == "ascii"
+    """Fixed-length bytes (the competition's) or opaque bytes; variable-length strings cannot hold a JPEG (HDF5
+    refuses their NUL bytes) and a compound type is a table, not an image."""
+    return dtype.kind == "S" or (dtype.kind == "V" and dtype.fields is None and dtype.subdtype is None)
 
 
 def read_tile(path: str | Path, isic_id: str) -> bytes:
