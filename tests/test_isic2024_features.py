@@ -10,7 +10,7 @@ import pytest
 
 from melanoma.errors import InputError
 from melanoma.tabular.isic2024 import (CATEGORICAL, DERIVED, NOT_FEATURES, RAW_NUMERIC, TRAIN_ONLY,
-                                       ISIC2024Features, formula_inputs, isic2024_features)
+                                       ISIC2024Features, _group_pct_rank, formula_inputs, isic2024_features)
 
 DATA = Path(__file__).resolve().parent / "data" / "isic2024"
 
@@ -117,6 +117,17 @@ def test_within_patient_features_and_counts():
     # patients are not mixed: B's lesion does not move when A gets another one
     more = pd.concat([df, df.iloc[[0]].assign(isic_id="ISIC_9", tbp_lv_areaMM2=100.0)], ignore_index=True)
     assert f.transform(more)["tbp_lv_areaMM2_pz"].iloc[4:8].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("patients", [1, 40, 70_000])  # 70,000: more groups than 16-bit sort keys hold
+def test_fast_rank_equals_pandas_groupby_rank(patients):
+    rng = np.random.default_rng(patients)
+    codes = rng.integers(0, patients, 3000)
+    values = np.round(rng.normal(size=(3000, 3)), 1)  # many ties
+    values[rng.random(values.shape) < 0.1] = np.nan
+    values[codes == codes[0], 2] = np.nan  # a patient with no value at all in one column
+    expected = pd.DataFrame(values).groupby(codes).rank(pct=True).to_numpy()
+    np.testing.assert_array_equal(_group_pct_rank(values, codes), expected)
 
 
 def test_fit_returns_self_and_learned_attributes_end_in_underscore():

@@ -129,6 +129,8 @@ def test_write_tiles_round_trip_in_the_real_layout(tmp_path):
         assert ds.shape == () and ds.dtype.kind == "S" and not h5.attrs.keys()
     with TileFile(path) as tiles:
         assert [pair for chunk in tiles.chunks(size=2) for pair in chunk] == items
+    write_tiles(path, [("ISIC_0000009", b"\xff\xd8 ends in NUL \x00\x00")])  # every byte comes back
+    assert read_tile(path, "ISIC_0000009") == b"\xff\xd8 ends in NUL \x00\x00"
 
 
 def test_write_tiles_failure_leaves_nothing_and_keeps_the_old_file(tmp_path):

@@ -163,20 +163,32 @@ class ISIC2024Features(TransformerMixin, BaseEstimator):
             codes = _patient_codes(X[PATIENT])
             parts += _within_patient(num[self.normalised_], codes)
             parts.append(_counts(X, codes, "count_per_patient_site" in self.feature_names_out_))
-        cats = pd.DataFrame({c: pd.Categorical(_as_text(X[c]), categories=levels)
-                             for c, levels in self.categories_.items()}, index=X.index)
+        cats = pd.DataFrame({c: _categorical(X[c], levels) for c, levels in self.categories_.items()},
+                            index=X.index)
         out = pd.concat(parts + [cats], axis=1)
         return out[self.feature_names_out_]
 
 
+def _factor(s: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes (-1 = missing) and levels of a text column, with surrounding blanks stripped and an empty cell
+    missing (how the real CSVs' empty cells read in any dtype). Strips the distinct values only, not each row."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    text = pd.Series(uniques, dtype="object").astype("string").str.strip()
+    again, levels = pd.factorize(text.mask(text == ""), use_na_sentinel=True)
+    codes = np.where(codes >= 0, np.append(again, -1)[codes], -1)
+    return codes, [str(v) for v in levels]
+
+
 def _levels(s: pd.Series) -> list[str]:
-    return sorted(_as_text(s).dropna().unique().tolist())
+    return sorted(_factor(s)[1])
 
 
-def _as_text(s: pd.Series) -> pd.Series:
-    """Strings, with empty or blank cells missing (how the real CSVs' empty cells read in any dtype)."""
-    text = s.astype("string").str.strip()
-    return text.mask(text == "")
+def _categorical(s: pd.Series, levels: list[str]) -> pd.Categorical:
+    """`s` as a categorical over the fitted `levels`; a level not seen in fit is missing."""
+    codes, seen = _factor(s)
+    position = {v: i for i, v in enumerate(levels)}
+    lookup = np.array([position.get(v, -1) for v in seen] + [-1], dtype=np.int64)
+    return pd.Categorical.from_codes(lookup[codes], categories=levels)
 
 
 def _numeric(X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -186,8 +198,7 @@ def _numeric(X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         values = pd.to_numeric(X[c], errors="coerce")
         bad = values.isna().to_numpy() & X[c].notna().to_numpy()
         if bad.any():
-            text = _as_text(X[c])
-            bad &= text.notna().to_numpy()  # a blank cell is missing, not bad
+            bad &= _factor(X[c])[0] >= 0  # a blank cell is missing, not bad
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(f"ISIC 2024 metadata: {c} must be a number, got {X[c].iloc[i]!r} (row "
@@ -198,7 +209,7 @@ def _numeric(X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def _patient_codes(patient: pd.Series) -> np.ndarray:
     """0..P-1 per patient; a tile without a patient id is a patient of its own."""
-    codes, _ = pd.factorize(_as_text(patient), use_na_sentinel=True)
+    codes = _factor(patient)[0]
     missing = codes < 0
     codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
     return codes
@@ -210,14 +221,38 @@ def _within_patient(num: pd.DataFrame, codes: np.ndarray) -> list[pd.DataFrame]:
     mean, std = groups.transform("mean"), groups.transform("std")
     z = (num - mean) / std.where(std > 0)
     z = z.mask(z.isna() & num.notna(), 0.0)  # one lesion, or all alike: the lesion is typical of the patient
-    rank = groups.rank(pct=True)
+    rank = pd.DataFrame(_group_pct_rank(num.to_numpy(), codes), index=num.index, columns=num.columns)
     return [z.add_suffix("_pz").astype("float32"), rank.add_suffix("_prank").astype("float32")]
+
+
+def _group_pct_rank(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """groupby(codes).rank(pct=True) of every column (ties averaged, NaN kept), about 2.5x faster than pandas:
+    per column one argsort of the values, then a stable (radix) sort by group, then runs of ties."""
+    n, sizes = len(codes), np.bincount(codes)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    key = codes.astype(np.uint16) if len(sizes) <= 65536 else codes  # 16-bit keys sort in linear time
+    values = np.asfortranarray(values)
+    out = np.empty(values.shape, dtype=np.float64)
+    for j in range(values.shape[1]):  # a loop over columns, never over rows
+        v = values[:, j]
+        by_value = np.argsort(v)  # NaN last
+        order = by_value[np.argsort(key[by_value], kind="stable")]  # by patient, then value
+        vs, cs = v[order], codes[order]
+        new_run = np.r_[True, (cs[1:] != cs[:-1]) | (vs[1:] != vs[:-1])]  # NaN != NaN: each its own run
+        first = np.flatnonzero(new_run)
+        last = np.r_[first[1:], n] - 1
+        position = (first + last)[np.cumsum(new_run) - 1] / 2.0 - start[cs] + 1.0  # mean 1-based rank
+        present = np.bincount(codes, ~np.isnan(v), len(sizes))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a patient without a value: NaN, set below
+            out[order, j] = position / present[cs]
+        out[np.isnan(v), j] = np.nan
+    return out
 
 
 def _counts(X: pd.DataFrame, codes: np.ndarray, by_site: bool) -> pd.DataFrame:
     out = {"count_per_patient": np.bincount(codes)[codes]}
     if by_site:
-        site, _ = pd.factorize(_as_text(X[SITE]), use_na_sentinel=False)  # a missing site is a site of its own
+        site = _factor(X[SITE])[0] + 1  # a missing site (-1) is a site of its own (0)
         pair, _ = pd.factorize(codes.astype(np.int64) * (int(site.max(initial=0)) + 1) + site)
         out["count_per_patient_site"] = np.bincount(pair)[pair]
     return pd.DataFrame(out, index=X.index).astype("float32")
