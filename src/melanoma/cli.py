@@ -118,10 +118,20 @@ def _load(args: argparse.Namespace, values: dict | None = None):
 
     cfg = apply_overrides(load_config(args.config, args.overrides), {**config_values(args), **(values or {})})
     if args.command in KERAS_COMMANDS:
-        from melanoma.image.backend import use_backend
+        from melanoma.image.backend import check_devices, use_backend
 
-        use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        backend = use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        if args.command == "train" or (args.command == "run" and "train" in cfg.stages):
+            # A TPU that is not there is refused here, in seconds, before TensorFlow or any stage is loaded.
+            check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend)
     return cfg
+
+
+def resolve_paths(cfg):
+    """melanoma.run.resolve_paths, imported when first needed (it loads pandas: slow next to a refusal)."""
+    from melanoma.run import resolve_paths as resolve
+
+    return resolve(cfg)
 
 
 def _check_out(path, folder: bool) -> None:
@@ -147,8 +157,6 @@ def _check_out(path, folder: bool) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    from melanoma.run import format_summary, resolve_paths, run_pipeline
-
     cmd = args.command
     if cmd == "models":
         from melanoma.image.models import MODELS
@@ -261,6 +269,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         cfg = _load(args)
         serve(args.model, cfg.serve)
     elif cmd == "run":
+        from melanoma.run import format_summary, run_pipeline
+
         cfg = _load(args)
         paths = resolve_paths(cfg)
         for out, folder in ((paths.tfrecords, True), (paths.folds.parent, True), (paths.submission, False)):
