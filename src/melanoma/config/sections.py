@@ -132,7 +132,7 @@ class TrainConfig:
     allow_cpu_fallback: bool = False
     # Hours this process may train (from its start, or MELANOMA_SESSION_START): an epoch that would end later is
     # not started; the fold resumes in the next session. auto: on Kaggle 9 h less margins, elsewhere none | 0 = none
-    time_budget: Annotated[float, Range(0)] | Literal["auto"] | None = "auto"
+    time_budget: Annotated[float, Range(0)] | Literal["auto", "none"] | None = "auto"
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
     steps_per_execution: PositiveInt = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
     jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)

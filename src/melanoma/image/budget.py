@@ -69,7 +69,7 @@ def resolve_hours(setting: float | str | None, place: str, stages: list[str]) ->
             return None
         later = any(s in stages for s in ("tabular", "blend", "report"))
         return KAGGLE_SESSION_HOURS - KAGGLE_SAFETY_HOURS - (STAGE_HOURS if later else 0.0)
-    if setting is None or float(setting) == 0:
+    if setting in (None, "none") or float(setting) == 0:
         return None
     return float(setting)
 
