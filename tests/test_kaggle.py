@@ -406,9 +406,26 @@ def test_committed_notebooks_are_generated_from_the_source():
 
 
 def notebook_commands(name: str) -> list[str]:
+    """Each `melanoma(...)` call of the notebook as the command line it runs ({ROOT} in an f-string as $ROOT)."""
+    import ast
+
+    def text(node) -> str:
+        if isinstance(node, ast.Constant):
+            return str(node.value)
+        if isinstance(node, ast.JoinedStr):
+            return "".join(text(v) for v in node.values)
+        if isinstance(node, ast.FormattedValue):
+            return f"${node.value.id}"
+        return f"${node.id}"  # a variable (ROOT)
+
     nb = json.loads((ROOT / "kernels" / name).read_text())
-    lines = [ln.strip() for c in nb["cells"] if c["cell_type"] == "code" for ln in "".join(c["source"]).splitlines()]
-    return [ln.lstrip("!") for ln in lines if ln.startswith("!melanoma ")]
+    commands = []
+    for cell in (c for c in nb["cells"] if c["cell_type"] == "code"):
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "melanoma":
+                args = [text(a) for a in node.args]
+                commands.append(" ".join(["melanoma", *(f'"{a}"' if " " in a else a for a in args)]))
+    return commands
 
 
 def test_notebooks_run_the_same_cli_as_the_readme():
