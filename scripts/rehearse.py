@@ -133,9 +133,20 @@ def versions(python: Path) -> str:
 # the fake /kaggle tree
 
 
-def public_tfrecords(out: Path) -> Path:
-    """The demo images in the public datasets' layout: trainNN-COUNT.tfrec (2 per fold of 2), testNN-COUNT.tfrec,
-    and train.csv with the `tfrecord`, `width` and `height` columns. Written with this repository's code."""
+def competition_files(out: Path) -> Path:
+    """Every other image of the demo (160 training, 40 test): the competition's CSVs for the fake mount."""
+    import pandas as pd
+
+    out.mkdir(parents=True)
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        pd.read_csv(DEMO / name, dtype=str, keep_default_na=False).iloc[::2].to_csv(out / name, index=False)
+    return out
+
+
+def public_tfrecords(comp: Path, out: Path) -> Path:
+    """The competition's images in the public datasets' layout: trainNN-COUNT.tfrec (2 per fold of 2),
+    testNN-COUNT.tfrec, and train.csv with the `tfrecord`, `width` and `height` columns (this repository's code
+    writes them)."""
     sys.path.insert(0, str(ROOT / "src"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
@@ -146,7 +157,7 @@ def public_tfrecords(out: Path) -> Path:
     from melanoma.data.records import build_vocabularies, encode_metadata, serialize_example, shard_name
 
     out.mkdir(parents=True)
-    frames = {s: pd.read_csv(DEMO / f"{s}.csv", dtype={"patient_id": "string"}) for s in ("train", "test")}
+    frames = {s: pd.read_csv(comp / f"{s}.csv", dtype={"patient_id": "string"}) for s in ("train", "test")}
     vocab = build_vocabularies(frames["train"], frames["test"])
     sizes = {}
     for split, n_files in (("train", 4), ("test", 2)):
@@ -181,16 +192,13 @@ def source_copy(out: Path) -> Path:
     return out
 
 
-def kaggle_tree(root: Path, tfrecords: Path, source: Path, previous: Path | None = None) -> Path:
+def kaggle_tree(root: Path, inputs: Path, previous: Path | None = None) -> Path:
     """ROOT/input (the competition, the public TFRecords, this repository, a previous session's output) and
     ROOT/working, in today's mount layout."""
-    comp = root / "input" / "competitions" / COMPETITION
-    comp.mkdir(parents=True)
-    for name in ("train.csv", "test.csv", "sample_submission.csv"):
-        shutil.copy2(DEMO / name, comp / name)
-    datasets = root / "input" / "datasets"
-    for link, target in ((datasets / "cdeotte" / "melanoma-384x384", tfrecords), (datasets / "alice" / "melanoma-src",
-                                                                                    source)):
+    mounts = {root / "input" / "competitions" / COMPETITION: inputs / "competition",
+              root / "input" / "datasets" / "cdeotte" / "melanoma-384x384": inputs / "melanoma-384x384",
+              root / "input" / "datasets" / "alice" / "melanoma-src": inputs / "melanoma-src"}
+    for link, target in mounts.items():
         link.parent.mkdir(parents=True, exist_ok=True)
         run(["cp", "-al", target, link])
     if previous is not None:  # `kaggle push --chain`: the notebook's own last output, attached
@@ -213,7 +221,7 @@ def kernel_spec(jupyter: Path, python: Path, env: dict[str, str]) -> str:
     return "rehearsal"
 
 
-def execute(image: Image, venv: Path, work: Path, tfrecords: Path, source: Path, label: str,
+def execute(image: Image, venv: Path, work: Path, inputs: Path, label: str,
             previous: Path | None = None) -> tuple[Path, str]:
     """Run the notebook once in a fresh copy of the image; returns the fake /kaggle root and the run's output."""
     import nbformat
@@ -221,9 +229,9 @@ def execute(image: Image, venv: Path, work: Path, tfrecords: Path, source: Path,
     from nbclient.exceptions import CellExecutionError
 
     sys.path.insert(0, str(ROOT / "src"))
-    from melanoma.kaggle.notebooks import NOTEBOOKS, build_notebook
+    from melanoma.kaggle.notebooks import NOTEBOOKS, build_notebook, notebook_json
 
-    kaggle = kaggle_tree(work / "kaggle", tfrecords, source, previous)
+    kaggle = kaggle_tree(work / "kaggle", inputs, previous)
     python = copy_venv(venv, work / "image") / "bin" / "python"
     env = {"KAGGLE_KERNEL_RUN_TYPE": "Batch", "MELANOMA_KAGGLE_ROOT": str(kaggle),
            "MELANOMA_NOTEBOOK_CHECKOUT": str(work / "checkout"), "MELANOMA_NOTEBOOK_SET": f"{TINY} {image.sets}",
@@ -236,8 +244,8 @@ def execute(image: Image, venv: Path, work: Path, tfrecords: Path, source: Path,
     os.environ["JUPYTER_PATH"] = str(work / "jupyter")
     name = kernel_spec(work / "jupyter", python, env)
     text = (ROOT / "kernels" / "notebook.ipy").read_text()
-    nb = nbformat.from_dict(build_notebook(text, "kaggle", {"SOURCE": str(kaggle / "input" / "datasets" / "alice" /
-                                                                           "melanoma-src"), "ACCELERATOR": ""}))
+    params = {"SOURCE": str(kaggle / "input" / "datasets" / "alice" / "melanoma-src"), "ACCELERATOR": ""}
+    nb = nbformat.reads(notebook_json(build_notebook(text, "kaggle", params)), as_version=4)
     log(f"{image.name}: executing {NOTEBOOKS['kaggle']} ({label}) on {versions(python)}")
     client = NotebookClient(nb, timeout=1500, kernel_name=name, resources={"metadata": {"path": str(work)}})
     start = time.time()
@@ -257,7 +265,7 @@ class RehearsalFailed(Exception):
     pass
 
 
-def check_submission(kaggle: Path, image: Image, label: str) -> None:
+def check_submission(kaggle: Path, inputs: Path, image: Image, label: str) -> None:
     import pandas as pd
 
     from melanoma.submission import validate_submission
@@ -266,17 +274,18 @@ def check_submission(kaggle: Path, image: Image, label: str) -> None:
     if not path.is_file():
         raise RehearsalFailed(f"{image.name} ({label}): no {path}")
     validate_submission(pd.read_csv(path, dtype={"image_name": "string"}),
-                        pd.read_csv(DEMO / "sample_submission.csv", dtype={"image_name": "string"}), str(path))
+                        pd.read_csv(inputs / "competition" / "sample_submission.csv", dtype={"image_name": "string"}),
+                        str(path))
 
 
-def rehearse(image: Image, work: Path, tfrecords: Path, source: Path) -> str:
+def rehearse(image: Image, work: Path, inputs: Path) -> str:
     venv = image_venv(image)
-    kaggle, output = execute(image, venv, work / "session1", tfrecords, source, "session 1")
-    check_submission(kaggle, image, "session 1")
+    kaggle, output = execute(image, venv, work / "session1", inputs, "session 1")
+    check_submission(kaggle, inputs, image, "session 1")
     if image.chained:
-        kaggle, output = execute(image, venv, work / "session2", tfrecords, source,
-                                 "session 2, the first one's output attached", previous=kaggle / "working")
-        check_submission(kaggle, image, "session 2")
+        kaggle, output = execute(image, venv, work / "session2", inputs, "session 2, the first one's output attached",
+                                 previous=kaggle / "working")
+        check_submission(kaggle, inputs, image, "session 2")
         for needed in ("copied fold0, fold1", "already finished"):
             if needed not in output:
                 raise RehearsalFailed(f"{image.name} (session 2): the attached folds were not reused ({needed!r} "
@@ -294,13 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(name, None)  # the rehearsed sessions get theirs from their kernelspec only
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     work = CACHE / "runs" / stamp
-    tfrecords = public_tfrecords(work / "inputs" / "melanoma-384x384")
-    source = source_copy(work / "inputs" / "melanoma-src")
+    inputs = work / "inputs"
+    public_tfrecords(competition_files(inputs / "competition"), inputs / "melanoma-384x384")
+    source_copy(inputs / "melanoma-src")
     results, start = {}, time.time()
     try:
         for image in images:
             t = time.time()
-            results[image.name] = f"{rehearse(image, work / image.name, tfrecords, source)} ({time.time() - t:.0f} s)"
+            results[image.name] = f"{rehearse(image, work / image.name, inputs)} ({time.time() - t:.0f} s)"
     except (RehearsalFailed, subprocess.CalledProcessError) as e:
         print(f"rehearse: error: {e}", file=sys.stderr)
         return 1

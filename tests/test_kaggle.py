@@ -403,6 +403,10 @@ def test_submit_waits_only_as_long_as_asked():
 
 def test_committed_notebooks_are_generated_from_the_source():
     assert notebooks.build_notebooks(ROOT / "kernels", check=True) == [], "run `melanoma kaggle notebook`"
+    import nbformat
+
+    for name in notebooks.NOTEBOOKS.values():  # valid nbformat 4.5 (cell ids included), as Jupyter reads it
+        nbformat.validate(nbformat.read(ROOT / "kernels" / name, as_version=4))
 
 
 def notebook_commands(name: str) -> list[str]:

@@ -60,10 +60,12 @@ def build_notebook(text: str, target: str, params: Mapping[str, str] | None = No
     if target not in NOTEBOOKS:
         raise ValueError(f"unknown notebook target {target!r}")
     cells = []
-    for kind, source in parse_cells(text, target):
+    for i, (kind, source) in enumerate(parse_cells(text, target)):
         for name, value in (params or {}).items():
             source = re.sub(rf"^{name} = .*$", f"{name} = {json.dumps(value)}", source, flags=re.M)
-        cell: dict[str, Any] = {"cell_type": kind, "metadata": {}, "source": source.splitlines(keepends=True)}
+        # nbformat 4.5 wants an id per cell: stable ones, so regenerating changes nothing
+        cell: dict[str, Any] = {"cell_type": kind, "id": f"cell-{i}", "metadata": {},
+                                "source": source.splitlines(keepends=True)}
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
         cells.append(cell)
