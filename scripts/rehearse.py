@@ -120,13 +120,22 @@ def copy_venv(venv: Path, to: Path) -> Path:
     return to
 
 
+VERSIONS = """
+import importlib.metadata as m, platform
+def v(d):
+    try:
+        return m.version(d)
+    except m.PackageNotFoundError:
+        return "none"
+tf = next((v(d) for d in ("tensorflow", "tensorflow-cpu") if v(d) != "none"), "none")
+print(f"Python {platform.python_version()}, JAX {v('jax')}, Keras {v('keras')}, TensorFlow {tf}, "
+      f"lightgbm {v('lightgbm')}, numpy {v('numpy')}")
+"""
+
+
 def versions(python: Path) -> str:
-    code = ("import importlib.metadata as m, platform\n"
-            "def v(d):\n    try:\n        return m.version(d)\n    except m.PackageNotFoundError:\n        return 'none'\n"
-            "tf = next((v(d) for d in ('tensorflow', 'tensorflow-cpu') if v(d) != 'none'), 'none')\n"
-            "print(f'Python {platform.python_version()}, JAX {v(\"jax\")}, Keras {v(\"keras\")}, TensorFlow {tf}, '"
-            "f'lightgbm {v(\"lightgbm\")}, numpy {v(\"numpy\")}')")
-    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    """The versions a virtualenv holds (asked without importing anything heavy)."""
+    return subprocess.run([python, "-c", VERSIONS], capture_output=True, text=True, check=True).stdout.strip()
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 
 from melanoma import __version__
 from melanoma.config import recipe_summary
-from melanoma.image.backend import (device_problem, expected_tpu, framework_versions, resolve_backend, resolve_precision,
-                                    tensorflow_can_use_tpu, tpu_attached)
+from melanoma.image.backend import (device_problem, expected_tpu, framework_versions, resolve_backend,
+                                    resolve_precision, tensorflow_can_use_tpu, tpu_attached)
 from melanoma.kaggle.environment import Place, detect, explain_paths
 from melanoma.errors import ConfigError
 
@@ -92,9 +92,11 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     dev = report.get("devices", {})
     wrong = device_problem(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend, dev["kind"], dev["count"]) \
         if backend and "kind" in dev else None
-    if wrong:  # what `train` would refuse: first, it costs the whole session
-        fix = wrong.split(": ", 1)[1] if ": " in wrong else "see train.allow_cpu_fallback"
-        report["problems"].insert(0, {"problem": wrong.split(": ", 1)[0], "fix": fix})
+    if wrong:  # what `train` would refuse: first, it costs the whole session (and says more than the same
+        # problem found from the environment alone)
+        report["problems"] = [p for p in report["problems"] if not p["problem"].startswith("a TPU is attached")]
+        problem, fix = wrong.split(": ", 1)
+        report["problems"].insert(0, {"problem": problem, "fix": fix})
     if backend is None:
         report["problems"].insert(0, {"problem": why, "fix": "see train.backend in the config"})
     return report
