@@ -28,6 +28,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,7 @@ IMAGES = (
                                   "matplotlib", "setuptools", *KERNEL), JAX8),
     # Kaggle's GPU image: Python 3.12, TensorFlow 2.20 (the CPU build stands in) and Keras 3.13.2; one fold.
     Image("kaggle-gpu", "3.12", ("tensorflow-cpu==2.20.*", "keras==3.13.2", "kagglehub", "scikit-learn", "pandas",
-                                 "matplotlib", "lightgbm", "setuptools", *KERNEL), "train.folds=0"),
+                                 "matplotlib", "lightgbm", "setuptools", *KERNEL), "train.folds=[0]"),
 )
 
 
@@ -244,12 +245,13 @@ def execute(image: Image, venv: Path, work: Path, inputs: Path, label: str,
     python = copy_venv(venv, work / "image") / "bin" / "python"
     env = {"KAGGLE_KERNEL_RUN_TYPE": "Batch", "MELANOMA_KAGGLE_ROOT": str(kaggle),
            "MELANOMA_NOTEBOOK_CHECKOUT": str(work / "checkout"), "MELANOMA_NOTEBOOK_SET": f"{TINY} {image.sets}",
-           "PATH": f"{python.parent}:{os.environ['PATH']}", "HOME": str(work / "home"),
+           "PATH": f"{python.parent}:{os.environ['PATH']}", "HOME": str(work / "home"), "TMPDIR": str(work / "tmp"),
            "KERAS_HOME": str(work / "keras"), "MPLCONFIGDIR": str(work / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "PIP_DISABLE_PIP_VERSION_CHECK": "1", **image.env}
     if "jax" in image.sets:  # 8 simulated devices standing in for the TPU's chips
         env.update(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     (work / "home").mkdir()
+    (work / "tmp").mkdir()
     os.environ["JUPYTER_PATH"] = str(work / "jupyter")
     name = kernel_spec(work / "jupyter", python, env)
     text = (ROOT / "kernels" / "notebook.ipy").read_text()
@@ -262,7 +264,8 @@ def execute(image: Image, venv: Path, work: Path, inputs: Path, label: str,
         client.execute()
     except CellExecutionError as e:
         nbformat.write(nb, work / NOTEBOOKS["kaggle"])
-        raise RehearsalFailed(f"{image.name} ({label}): a cell failed: {str(e).strip().splitlines()[-1]} "
+        last = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]  # without the terminal colours
+        raise RehearsalFailed(f"{image.name} ({label}): a cell failed: {last} "
                               f"(the executed notebook: {work / NOTEBOOKS['kaggle']})") from None
     nbformat.write(nb, work / NOTEBOOKS["kaggle"])
     output = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
@@ -327,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:  # this call's copies (the cached images stay); outputs and notebooks are kept
             for image in images:
                 for session in (work / image.name).glob("session*"):
-                    shutil.rmtree(session / "image", ignore_errors=True)
-                    shutil.rmtree(session / "checkout", ignore_errors=True)
+                    for made in ("image", "checkout", "tmp"):
+                        shutil.rmtree(session / made, ignore_errors=True)
     log(f"all passed in {time.time() - start:.0f} s; executed notebooks and outputs in {work}")
     for name, result in results.items():
         print(f"  {name:<11} {result}")

@@ -5,9 +5,9 @@ its projected end, plus the fold's predictions, falls inside it; otherwise it st
 backup (BackupAndRestore) is kept and the fold is not marked done, so the same command (or the next chained
 notebook session) continues it. Every fold still trains all its epochs, only across sessions.
 
-Projections come from measured epoch times: this process's epochs; before the first one, the fold's own
-history.csv from an earlier session, times 1.5 (that session's epochs ran compiled; this one compiles first);
-with nothing measured at all, the first epoch starts (nothing better is known). A fold's predictions (TTA over
+Projections come from measured epoch times: this process's epochs; before the first one, the slowest epoch in
+the run folder's history.csv files from earlier sessions, times 1.5 (those ran compiled; this one compiles
+first); with nothing measured at all, the first epoch starts if any time is left (nothing better is known). A fold's predictions (TTA over
 its validation and the test images) are estimated from the epoch time and the image counts until one fold has
 been predicted in this process. `clock` and `session_start` are module functions so tests can replace them.
 """
@@ -95,8 +95,8 @@ class Budget:
         return (clock() - self.start) / 3600
 
     def epoch_estimate(self, earlier: list[float]) -> float | None:
-        """Seconds the next epoch may take: the slowest this process has seen, else an earlier session's slowest
-        epoch of this fold with the compilation margin, else None (unknown)."""
+        """Seconds the next epoch may take: the slowest this process has seen, else the slowest of an earlier
+        session (`earlier`) with the compilation margin, else None (unknown)."""
         if self.epochs:
             return max(self.epochs)
         return max(earlier) * COMPILE_FACTOR if earlier else None

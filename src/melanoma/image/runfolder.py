@@ -52,8 +52,6 @@ class FoldLog(keras.callbacks.Callback):
         rows = self.history[self.history["epoch"] == epoch] if "seconds" in self.history.columns else []
         return float(rows["seconds"].iloc[-1]) if len(rows) and pd.notna(rows["seconds"].iloc[-1]) else None
 
-    def earlier_seconds(self) -> list[float]:
-        return [float(x) for x in self.history.get("seconds", pd.Series(dtype=float)).dropna()]
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
@@ -74,6 +72,12 @@ BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
 def read_history(fold_dir: Path) -> pd.DataFrame:
     path = fold_dir / "history.csv"
     return pd.read_csv(path) if path.is_file() else pd.DataFrame({"epoch": []})
+
+
+def epoch_seconds(out_dir: Path) -> list[float]:
+    """The measured seconds of every epoch in the run folder's fold histories (earlier sessions included)."""
+    histories = [read_history(p.parent) for p in sorted(out_dir.glob("fold*/history.csv"))]
+    return [float(x) for h in histories if "seconds" in h.columns for x in h["seconds"].dropna()]
 
 
 def best_auc(history: pd.DataFrame) -> float | None:

@@ -1,7 +1,9 @@
 """The `train` stage: an image model per fold, out-of-fold and (TTA) test predictions.
 
-`train()` reads as the stage: set up the devices and data, build and compile the model once, then per fold
-train (schedules.py, imbalance.py), keep the best weights (runfolder.py) and predict with TTA (tta.py).
+`train()` reads as the stage: refuse a TPU that is expected but not there, set up the devices (for this call
+only: backend.devices_scope) and data, build and compile the model once, then per fold train (schedules.py,
+imbalance.py) while the time budget allows (budget.py), keep the best weights (runfolder.py) and predict with
+TTA (tta.py).
 Imbalance is handled by two separate settings, oversampling in tf.data and class weights in the loss, and
 the log states what they add up to, so they are never stacked by accident.
 """
@@ -33,7 +35,7 @@ from melanoma.image.models import MelanomaAUC, build_model, prediction_model
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
                                      validation_dataset)
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
-                                      read_history, save_weights_atomic, start_run_folder)
+                                      epoch_seconds, read_history, save_weights_atomic, start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views
 from melanoma.kaggle.environment import detect
@@ -233,7 +235,7 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     def predict_seconds(epoch: float) -> float:
         return budget.predict_estimate(epoch, predicted, epoch_images)
 
-    first = budget.epoch_estimate(fold_log.earlier_seconds())
+    first = budget.epoch_estimate(epoch_seconds(s.out_dir))
     if not budget.allows(None if first is None else first + predict_seconds(first)):
         log.info("fold %d: not started: its next epoch (about %.0f s) and predictions would end after the time "
                  "budget", fold, first or 0)
