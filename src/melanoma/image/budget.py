@@ -87,6 +87,10 @@ class Budget:
     def for_session(cls, hours: float | None) -> Budget:
         return cls(hours, session_start())
 
+    @staticmethod
+    def now() -> float:
+        return clock()
+
     @property
     def deadline(self) -> float | None:
         return None if self.hours is None else self.start + self.hours * 3600

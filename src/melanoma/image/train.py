@@ -208,9 +208,9 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
     history = read_history(fold_dir)
     weights_file = _final_weights(s.model, tcfg, fold_dir)
     curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
-    predict_start = time.perf_counter()
+    predict_start = budget.now()
     oof = _predict_fold(s, fold, val, s.shardset.validation([fold]), fold_dir)
-    budget.predictions.append(time.perf_counter() - predict_start)
+    budget.predictions.append(budget.now() - predict_start)
     best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
     extra_images = fold_counts(s.extras, fold)
     info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
