@@ -79,6 +79,21 @@ def test_use_backend_sets_the_environment_before_keras_loads():
 
 # ---------------------------------------------------------------- the same code on both backends
 
+SCOPE_CODE = """
+    import keras
+    from melanoma.image.backend import devices_scope
+    with devices_scope(cpu_replicas=8) as d:
+        inside = type(keras.distribution.distribution()).__name__
+        keras.config.set_dtype_policy("mixed_bfloat16")  # what train sets for a TPU's precision
+    after = keras.distribution.distribution()
+    try:
+        with devices_scope(cpu_replicas=8):
+            raise RuntimeError("a failing fold")
+    except RuntimeError:
+        pass
+    print("scope", inside, d.count, after, keras.distribution.distribution(), keras.config.dtype_policy().name)
+"""
+
 DATA_PARALLEL_CODE = """
     import jax, keras, numpy as np
     from melanoma.image.backend import setup_devices
@@ -97,7 +112,8 @@ def on_jax(tmp_path_factory) -> tuple[list[str], Path]:
     DataParallel: its stdout lines and the warped images."""
     out = tmp_path_factory.mktemp("jax") / "jax.npy"
     res = subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + textwrap.dedent(AUGMENT_CODE)
-                          + textwrap.dedent(DATA_PARALLEL_CODE)], capture_output=True, text=True, env=jax_env(8),
+                          + textwrap.dedent(SCOPE_CODE) + textwrap.dedent(DATA_PARALLEL_CODE)],
+                         capture_output=True, text=True, env=jax_env(8),
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout.strip().splitlines(), out
@@ -105,6 +121,12 @@ def on_jax(tmp_path_factory) -> tuple[list[str], Path]:
 
 def test_data_parallel_splits_the_global_batch_over_8_devices(on_jax):
     assert on_jax[0][-1] == "jax cpu 8 DataParallel [4, 4, 4, 4, 4, 4, 4, 4]"
+
+
+def test_devices_scope_puts_back_the_distribution_and_dtype_policy(on_jax):
+    """train's devices come with a scope: on exit, exception included, the distribution (DataParallel over 8
+    devices inside) and the dtype policy are what they were, so a later stage runs as it would alone."""
+    assert on_jax[0][-2] == "scope DataParallel 8 None None float32"
 
 
 AUGMENT_CODE = """
@@ -130,7 +152,7 @@ def test_augmentation_gives_the_same_pixels_on_both_backends(tmp_path, on_jax):
     from melanoma.image.augment import affine_matrices, transform
 
     lines, jax_file = on_jax
-    assert lines[-2] == "jax"
+    assert lines[-3] == "jax"
     on_jax = np.load(jax_file)
     tf_file = tmp_path / "tf.npy"
     exec(textwrap.dedent(AUGMENT_CODE), {"OUT": str(tf_file)})  # keras.ops on the TensorFlow backend
@@ -237,3 +259,49 @@ def test_weights_move_between_backends_with_the_same_predictions(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), tf_pred, atol=1e-4)
     back = build_model("efficientnet_b0", 64, str(tmp_path / "jax.weights.h5"))
     np.testing.assert_allclose(back.predict(images, verbose=0), tf_pred, atol=1e-4)
+
+
+# ---------------------------------------------------------------- what train leaves behind (nothing)
+
+MLP_CODE = """
+    import jax, keras, numpy as np
+    from melanoma.tabular.models import KerasMLPClassifier
+    # A distribution left set (as train left it before devices_scope): the MLP still trains on one device.
+    # 100 rows in batches of 16 end with a batch of 4, which DataParallel over 8 devices cannot split.
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 5)).astype("float32")
+    y = (X[:, 0] > 0).astype(int)
+    p = KerasMLPClassifier(hidden=(8,), epochs=1, batch_size=16).fit(X, y).predict_proba(X)
+    print(type(keras.distribution.distribution()).__name__, p.shape)
+"""
+
+
+@pytest.mark.slow  # a JAX process that compiles the MLP: 30-45 s on 2 busy cores
+def test_the_tabular_mlp_never_runs_under_a_leftover_distribution():
+    assert jax_run(MLP_CODE) == "DataParallel (100, 2)"
+
+
+@pytest.mark.slow  # every stage in one JAX process on 8 devices: about 3 min on 2 cores
+def test_jax_run_on_8_devices_ends_in_a_submission_with_every_tabular_model(demo_subset, tmp_path):
+    """The must-hold command: `melanoma run` with train.backend=jax, 8 devices and tabular.model=all, every
+    stage in one process, on a tiny demo subset: train leaves no distribution for the tabular MLP."""
+    env = {**jax_env(8), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("KERAS_BACKEND")  # set by the command from train.backend, as a user would run it
+    runs, sub = tmp_path / "runs", tmp_path / "sub" / "submission.csv"
+    args = ["run", "--set", f"paths.data={demo_subset}", "--set", f"paths.tfrecords={tmp_path / 'tfrec'}",
+            "--set", f"paths.runs={runs}", "--set", f"paths.submission={sub}", "--set", "prepare.size=32",
+            "--set", "train.model=small_cnn_32", "--set", "train.size=32", "--set", "train.epochs=1",
+            "--set", "train.weights=none", "--set", "train.batch_size=2", "--set", "train.backend=jax",
+            "--set", "train.cpu_replicas=8", "--set", "tabular.model=all", "--set", "tabular.epochs=2",
+            "--set", "tabular.gbm_max_iter=20", "--set", "tabular.lgbm_max_rounds=20",
+            "--set", "tabular.hgb_max_iter=20", "--set", "report.bootstrap=0", "--set", "report.gradcam=false"]
+    res = subprocess.run([sys.executable, "-m", "melanoma", *args], capture_output=True, text=True, env=env,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "DataParallel over 8 x cpu" in res.stderr
+    for model in ("mlp_smote", "logreg", "gbm", "lgbm", "hgb"):
+        assert np.isfinite(json.loads((runs / "tabular" / model / "metrics.json").read_text())["oof_auc"]), model
+    submission = pd.read_csv(sub)
+    sample = pd.read_csv(demo_subset / "sample_submission.csv")
+    assert list(submission.image_name) == list(sample.image_name) and submission.target.between(0, 1).all()

@@ -136,15 +136,23 @@ def _load(args: argparse.Namespace, values: dict | None = None):
 
     check(args, cfg)  # the outputs against the inputs, before any work (melanoma.outputs)
     if args.command in KERAS_COMMANDS:
-        from melanoma.image.backend import use_backend
+        from melanoma.image.backend import check_devices, use_backend
 
-        use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        backend = use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        if args.command == "train" or (args.command == "run" and "train" in cfg.stages):
+            # A TPU that is not there is refused here, in seconds, before TensorFlow or any stage is loaded.
+            check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend)
     return cfg
 
 
-def _dispatch(args: argparse.Namespace) -> None:
-    from melanoma.run import format_summary, resolve_paths, run_pipeline
+def resolve_paths(cfg):
+    """melanoma.run.resolve_paths, imported when first needed (it loads pandas: slow next to a refusal)."""
+    from melanoma.run import resolve_paths as resolve
 
+    return resolve(cfg)
+
+
+def _dispatch(args: argparse.Namespace) -> None:
     cmd = args.command
     if cmd == "models":
         from melanoma.image.models import MODELS
@@ -248,6 +256,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         serve(args.model, cfg.serve)
     elif cmd == "run":
+        from melanoma.run import format_summary, run_pipeline
+
         cfg = _load(args)
         paths = resolve_paths(cfg)
         print(format_summary(run_pipeline(cfg)))

@@ -127,6 +127,12 @@ class TrainConfig:
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
     cpu_replicas: PositiveInt = 1  # > 1: this many CPU devices (MirroredStrategy on TF, DataParallel on JAX): tests multi-replica
+    # A TPU expected (a TPU VM's or Colab's environment, a notebook pushed with the TPU, train.tpu) but not seen
+    # by the backend is refused before any work; true: train on what is there (the CPU) on purpose
+    allow_cpu_fallback: bool = False
+    # Hours this process may train (from its start, or MELANOMA_SESSION_START): an epoch that would end later is
+    # not started; the fold resumes in the next session. auto: on Kaggle 9 h less margins, elsewhere none | 0 = none
+    time_budget: Annotated[float, Range(0)] | Literal["auto", "none"] | None = "auto"
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
     steps_per_execution: PositiveInt = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
     jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)
@@ -206,6 +212,9 @@ class BlendConfig:
     # Calibrate the blended score into a probability: none | isotonic | platt (fitted on the blended OOF) | the
     # path of a calibrator.json written by `melanoma report` (fitted on the same kind of score).
     calibrate: str = "none"
+    # When training stopped at train.time_budget with folds left, `melanoma run` skips tabular and blend (no
+    # submission) until a later session finishes them; true: blend the finished folds anyway
+    partial: bool = False
 
 
 @dataclass

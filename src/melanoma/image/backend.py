@@ -8,6 +8,11 @@ before that (the CLI calls it while loading the config); asking for another back
 On JAX, `keras.distribution.DataParallel` spreads each global batch over every device (a TPU v5e-8's eight
 chips; in tests, CPU devices made by XLA_FLAGS). On TensorFlow, melanoma.image.strategy picks a tf.distribute
 strategy. Either way a run sees a `Devices`: its backend, device kind and count, and the scope to build in.
+`devices_scope` sets them up for the length of a `with` and puts back the distribution and dtype policy in
+force before, so a later stage in the same process (the tabular MLP after a JAX run) runs as it would alone.
+
+A TPU that cannot be opened makes JAX fall back to the CPU silently; `device_problem` turns that into one line
+when the environment or the config says a TPU is meant to be there (`train.allow_cpu_fallback` accepts it).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +38,9 @@ XLA_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 # Environment variables that TPU VMs (Kaggle: ISTPUVM, TPU_PROCESS_ADDRESSES) and TPU nodes set.
 TPU_ENV = ("ISTPUVM", "TPU_PROCESS_ADDRESSES", "TPU_ACCELERATOR_TYPE", "TPU_NAME", "COLAB_TPU_ADDR",
            "TPU_WORKER_ID")
+# The accelerator a notebook was pushed with (`melanoma kaggle push` writes it into the notebook, which exports
+# it): Kaggle may start a kernel pushed with TpuV5E8 on its CPU image, where no TPU variable above is set.
+ACCELERATOR_ENV = "MELANOMA_ACCELERATOR"
 
 
 def local_tpu_devices(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
@@ -177,6 +185,96 @@ def _jax_devices(cpu_replicas: int) -> Devices:
     # Models must be created after this, or JAX finds their variables on the wrong devices.
     keras.distribution.set_distribution(distribution)
     return Devices("jax", kind, len(devices), distribution.scope, f"DataParallel over {names}")
+
+
+@contextlib.contextmanager
+def devices_scope(tpu: str = "auto", cpu_replicas: int = 1) -> Iterator[Devices]:
+    """`setup_devices` for the length of a `with`: the keras distribution and dtype policy in force before are
+    put back on exit, exception included, so nothing the image model set up outlives it."""
+    import keras
+
+    distribution, policy = keras.distribution.distribution(), keras.config.dtype_policy()
+    try:
+        yield setup_devices(tpu, cpu_replicas)
+    finally:
+        keras.distribution.set_distribution(distribution)
+        keras.config.set_dtype_policy(policy)
+
+
+@contextlib.contextmanager
+def no_distribution() -> Iterator[None]:
+    """No keras distribution for the length of a `with` (the previous one comes back after): a model that needs
+    no accelerator (the tabular MLP) is never built or fitted under another stage's DataParallel, whose batches
+    must divide by the device count."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
+
+
+# --------------------------------------------------------------------------------------------------------
+# a TPU that was meant to be there
+
+def expected_tpu(tpu: str = "auto", environ: Mapping[str, str] | None = None, dev: str = "/dev") -> str | None:
+    """Why a TPU is expected here, or None: the accelerator the notebook was pushed with, a TPU VM's or
+    Colab's TPU variables, TPU device files, or train.tpu naming one."""
+    environ = os.environ if environ is None else environ
+    pushed = environ.get(ACCELERATOR_ENV, "")
+    if pushed.lower().startswith("tpu"):
+        return f"{ACCELERATOR_ENV}={pushed}"
+    named = next((k for k in TPU_ENV if environ.get(k)), None)
+    if named:
+        return f"{named}={environ[named]} in the environment"
+    if local_tpu_devices(environ, dev):
+        return f"TPU device files in {dev}"
+    if tpu not in ("auto", "none"):
+        return f"train.tpu={tpu}"
+    return None
+
+
+def probe_devices(backend: str) -> tuple[str, int]:
+    """(kind, count) of what the backend would train on, without setting anything up. On TensorFlow only a TPU
+    build can drive a TPU (whether it opens is checked by the strategy itself)."""
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        return devices[0].platform, len(devices)
+    if tensorflow_can_use_tpu():
+        return "tpu", 0
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return ("gpu", len(gpus)) if gpus else ("cpu", 1)
+
+
+def device_problem(tpu: str, allow_cpu_fallback: bool, backend: str, kind: str, count: int,
+                   environ: Mapping[str, str] | None = None, dev: str = "/dev") -> str | None:
+    """One line naming what was expected, what the backend sees and the fix; None when nothing is wrong."""
+    why = expected_tpu(tpu, environ, dev)
+    if why is None or kind == "tpu" or allow_cpu_fallback:
+        return None
+    if backend == "jax":
+        cause = ("JAX could not open the TPU: another process holds it (a notebook kernel that imported jax), "
+                 "libtpu does not match jax, or the notebook landed on a machine without one; restart the session "
+                 "with the TPU accelerator, keep jax out of the notebook's own kernel and use the image's jax[tpu]")
+    else:
+        cause = "TensorFlow here has no TPU build: set train.backend=auto (or jax)"
+    return (f"a TPU is expected ({why}) but {backend} sees {count} x {kind}: {cause}; or set "
+            f"train.allow_cpu_fallback=true to train on the {kind} on purpose")
+
+
+def check_devices(tpu: str, allow_cpu_fallback: bool, backend: str) -> None:
+    """Refuse, before any work, a run that expects a TPU the backend cannot see."""
+    if expected_tpu(tpu) is None or allow_cpu_fallback:
+        return
+    problem = device_problem(tpu, allow_cpu_fallback, backend, *probe_devices(backend))
+    if problem:
+        raise ConfigError(problem)
 
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")

@@ -21,6 +21,7 @@ from melanoma.config import Config, to_dict
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
+from melanoma.image import budget
 from melanoma.image.pipeline import ShardSet
 from melanoma.image.tta import prediction_views
 from melanoma.results import auc, fmt_auc, write_run
@@ -29,7 +30,8 @@ log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 
 
 class FoldLog(keras.callbacks.Callback):
-    """After each epoch: rewrite history.csv (atomically) and save the weights when validation AUC improves.
+    """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.time_budget's
+    projections) and save the weights when validation AUC improves.
 
     Listed before BackupAndRestore, so an epoch is in the history and the best weights before the backup
     says it is done; a resumed epoch replaces its own row.
@@ -40,10 +42,21 @@ class FoldLog(keras.callbacks.Callback):
         self.fold_dir, self.schedule, self.steps = fold_dir, schedule, steps_per_epoch
         self.history = read_history(fold_dir)
         self.best = best_auc(self.history)
+        self.started = budget.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = budget.clock()
+
+    def seconds(self, epoch: int) -> float | None:
+        """The measured seconds of an epoch (this session's, or an earlier one's from history.csv)."""
+        rows = self.history[self.history["epoch"] == epoch] if "seconds" in self.history.columns else []
+        return float(rows["seconds"].iloc[-1]) if len(rows) and pd.notna(rows["seconds"].iloc[-1]) else None
+
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
-               "learning_rate": float(self.schedule((epoch + 1) * self.steps - 1))}
+               "learning_rate": float(self.schedule((epoch + 1) * self.steps - 1)),
+               "seconds": round(budget.clock() - self.started, 3)}
         self.history = pd.concat([self.history[self.history["epoch"] < epoch], pd.DataFrame([row])],
                                  ignore_index=True) if len(self.history) else pd.DataFrame([row])
         write_csv(self.fold_dir / "history.csv", self.history)
@@ -61,6 +74,12 @@ def read_history(fold_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.is_file() else pd.DataFrame({"epoch": []})
 
 
+def epoch_seconds(out_dir: Path) -> list[float]:
+    """The measured seconds of every epoch in the run folder's fold histories (earlier sessions included)."""
+    histories = [read_history(p.parent) for p in sorted(out_dir.glob("fold*/history.csv"))]
+    return [float(x) for h in histories if "seconds" in h.columns for x in h["seconds"].dropna()]
+
+
 def best_auc(history: pd.DataFrame) -> float | None:
     if "val_auc" not in history.columns or history["val_auc"].isna().all():
         return None
@@ -73,9 +92,13 @@ def save_weights_atomic(model: keras.Model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# Settings that change how or how long a session runs, never what a fold learns: sessions may differ in them.
+NOT_FINGERPRINTED = ("verbose", "folds", "resume", "tensorboard", "backend", "allow_cpu_fallback", "time_budget")
+
+
 def fingerprint(cfg: Config, shardset: ShardSet) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
-    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard", "backend")}
+    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_FINGERPRINTED}
     data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
     blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

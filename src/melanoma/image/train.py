@@ -1,7 +1,9 @@
 """The `train` stage: an image model per fold, out-of-fold and (TTA) test predictions.
 
-`train()` reads as the stage: set up the devices and data, build and compile the model once, then per fold
-train (schedules.py, imbalance.py), keep the best weights (runfolder.py) and predict with TTA (tta.py).
+`train()` reads as the stage: refuse a TPU that is expected but not there, set up the devices (for this call
+only: backend.devices_scope) and data, build and compile the model once, then per fold train (schedules.py,
+imbalance.py) while the time budget allows (budget.py), keep the best weights (runfolder.py) and predict with
+TTA (tta.py).
 Imbalance is handled by two separate settings, oversampling in tf.data and class weights in the loss, and
 the log states what they add up to, so they are never stacked by accident.
 """
@@ -25,7 +27,8 @@ from melanoma.data.records import shard_read_error
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import write_csv, write_json
-from melanoma.image.backend import Devices, resolve_backend, resolve_precision, setup_devices
+from melanoma.image.backend import Devices, check_devices, devices_scope, resolve_backend, resolve_precision
+from melanoma.image.budget import Budget, BudgetStop, resolve_hours
 from melanoma.image.extras import configured_sources, describe, epoch_images, fold_counts, for_fold
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
@@ -33,9 +36,10 @@ from melanoma.image.models import MelanomaAUC, build_model, prediction_model
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
                                      validation_dataset)
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
-                                      save_weights_atomic, start_run_folder)
+                                      epoch_seconds, read_history, save_weights_atomic, start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
-from melanoma.image.tta import mean_views, predict
+from melanoma.image.tta import mean_views, predict, prediction_views
+from melanoma.kaggle.environment import detect
 from melanoma.results import auc, fmt_auc
 
 log = logging.getLogger(__name__)
@@ -77,10 +81,20 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     """The `train` stage. Returns the metrics written to OUT/metrics.json.
 
     Re-running the same command into the same folder resumes it: finished folds are kept, and the current
-    fold continues from its last completed epoch (model and optimizer state restored).
+    fold continues from its last completed epoch (model and optimizer state restored). When train.time_budget
+    stops it with folds left, the result also has "complete": False and "left" (what the next session resumes).
+    Devices, distribution and dtype policy are set up for this call only (backend.devices_scope).
     """
     keras.utils.set_random_seed(cfg.seed)
-    s = _open_session(cfg, tfrec_dir, Path(out_dir))
+    tcfg = cfg.train
+    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
+    check_devices(tcfg.tpu, tcfg.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
+    with devices_scope(tcfg.tpu, tcfg.cpu_replicas) as devices:
+        return _train(_open_session(cfg, tfrec_dir, Path(out_dir), backend, why, devices))
+
+
+def _train(s: Session) -> dict:
+    cfg = s.cfg
     resume = check_run_folder(s.out_dir, cfg, s.shardset, s.backend)
     if resume and all((s.out_dir / f"fold{k}" / DONE).is_file() for k in s.folds):
         log.info("train: folds %s already finished in %s", s.folds, s.out_dir)
@@ -92,13 +106,34 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
     save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
                                             "replicas": s.replicas, "precision": s.precision})
+    budget = Budget.for_session(resolve_hours(cfg.train.time_budget, detect(cfg).name, cfg.stages))
+    if budget.hours is not None:
+        log.info("train: time budget %.2f h (train.time_budget=%s), %.2f h of it used before training",
+                 budget.hours, cfg.train.time_budget, budget.used_hours())
     for fold in s.folds:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)
             continue
         with _naming_damaged_shards(s, fold):
-            _train_fold(s, fold)
+            finished = _train_fold(s, fold, budget)
+        if not finished:
+            return _stopped(s, budget)
     return collect(s.out_dir, cfg, s.replicas, s.precision)
+
+
+def _stopped(s: Session, budget: Budget) -> dict:
+    """Training stopped at the time budget: say what is done and what the next session resumes."""
+    done = [k for k in s.folds if (s.out_dir / f"fold{k}" / DONE).is_file()]
+    left = []
+    for k in (k for k in s.folds if k not in done):
+        epochs = len(read_history(s.out_dir / f"fold{k}"))
+        left.append(f"fold {k} ({epochs} of {s.cfg.train.epochs} epochs done)" if epochs else f"fold {k}")
+    summary = f"finished folds: {', '.join(map(str, done)) or 'none'}; left: {', '.join(left)}"
+    log.warning("train: stopped at the time budget (%.2f of %.2f h used) in %s: %s. Run the same command again "
+                "(or the next chained notebook session) to resume.", budget.used_hours(), budget.hours, s.out_dir,
+                summary)
+    metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision) if done else {}
+    return {**metrics, "complete": False, "left": summary}
 
 
 @contextlib.contextmanager
@@ -116,7 +151,8 @@ def _naming_damaged_shards(s: Session, fold: int | None):
         raise problem from None
 
 
-def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
+def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: str, why: str,
+                  devices: Devices) -> Session:
     """The shards, the folds to train, the backend, devices and precision (logged)."""
     tcfg = cfg.train
     shardset: ShardSet = find_shards(str(tfrec_dir), cfg.n_folds)
@@ -124,8 +160,6 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
-    devices: Devices = setup_devices(tcfg.tpu, tcfg.cpu_replicas)
     s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
                 augment_in_model(tcfg, devices.kind))
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
@@ -175,8 +209,9 @@ def _compile(s: Session) -> None:
     s.initial_weights = s.model.get_weights()
 
 
-def _train_fold(s: Session, fold: int) -> None:
-    """Train one fold from the initial weights, keep its best (or last) weights, predict OOF and test."""
+def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
+    """Train one fold from the initial weights, keep its best (or last) weights, predict OOF and test.
+    False: the time budget stopped it (its epoch backup kept, not marked done)."""
     tcfg, fold_dir, start = s.cfg.train, s.out_dir / f"fold{fold}", time.perf_counter()
     val = s.index[s.index["fold"] == fold].reset_index(drop=True)
     imb = s.plans[fold]
@@ -184,31 +219,19 @@ def _train_fold(s: Session, fold: int) -> None:
     if imb.loss_share > 0.5 + 1e-9:
         log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
                     "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
-    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
-                       imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
-                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels)
-    extra_images = fold_counts(s.extras, fold)
-    log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
-    val_shards = s.shardset.validation([fold])
-    val_ds = validation_dataset(val_shards, tcfg.size, s.shardset.image_size, s.global_batch, meta=tcfg.metadata,
-                                pad=s.replicas > 1, labels=s.labels)
     fold_dir.mkdir(parents=True, exist_ok=True)
     for stale in fold_dir.glob(".tmp-*"):  # a write of ours cut short by a kill; never a finished file
         stale.unlink()
-    reset(s.model, s.initial_weights)
-    # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
-    # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
-    s.model._initial_epoch = None
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps)
-    s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
-                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log),
-                class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
-    history = fold_log.history
+    if not _fit_fold(s, fold, imb, len(val), budget):
+        return False
+    history = read_history(fold_dir)
     weights_file = _final_weights(s.model, tcfg, fold_dir)
     curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
-    oof = _predict_fold(s, fold, val, val_shards, fold_dir)
+    predict_start = budget.now()
+    oof = _predict_fold(s, fold, val, s.shardset.validation([fold]), fold_dir)
+    budget.predictions.append(budget.now() - predict_start)
     best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
+    extra_images = fold_counts(s.extras, fold)
     info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
             "best_epoch": best_epoch, "best_val_auc": best_auc(history),
             "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
@@ -218,6 +241,44 @@ def _train_fold(s: Session, fold: int) -> None:
     shutil.rmtree(fold_dir / "backup", ignore_errors=True)
     log.info("fold %d: OOF AUC %s (no TTA %s), %d images, %.0f s", fold, fmt_auc(info["oof_auc"]),
              fmt_auc(info["oof_auc_no_tta"]), len(val), time.perf_counter() - start)
+    return True
+
+
+def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget) -> bool:
+    """fit() the fold's epochs (resumed from its backup) while the time budget allows; True when all ran."""
+    tcfg, fold_dir = s.cfg.train, s.out_dir / f"fold{fold}"
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps)
+    epoch_images = s.steps * s.global_batch
+    predicted = len(prediction_views(tcfg)) * (n_val + len(s.test_names))
+
+    def predict_seconds(epoch: float) -> float:
+        return budget.predict_estimate(epoch, predicted, epoch_images)
+
+    first = budget.epoch_estimate(epoch_seconds(s.out_dir))
+    if not budget.allows(None if first is None else first + predict_seconds(first)):
+        log.info("fold %d: not started: its next epoch (about %.0f s) and predictions would end after the time "
+                 "budget", fold, first or 0)
+        return False
+    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
+                       imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
+                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
+                       labels=s.labels)
+    log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
+    val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.global_batch,
+                                meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels)
+    reset(s.model, s.initial_weights)
+    # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
+    # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
+    s.model._initial_epoch = None
+    stop = BudgetStop(budget, tcfg.epochs, fold_log.seconds, predict_seconds)
+    s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
+                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log) + [stop],
+                class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
+    if stop.stopped_after is not None:
+        log.info("fold %d: stopped after epoch %d of %d: the next epoch and the predictions would end after the "
+                 "time budget; its backup is kept", fold, stop.stopped_after + 1, tcfg.epochs)
+        return False
+    return True
 
 
 def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog) -> list:

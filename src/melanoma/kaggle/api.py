@@ -43,9 +43,9 @@ ACCELERATORS = {
     "none": {"enable_gpu": False, "enable_tpu": False},
 }
 CREDENTIALS_HELP = (
-    "create an API token at https://www.kaggle.com/settings (API -> Create New Token) and save it as "
-    "~/.kaggle/kaggle.json (chmod 600; KAGGLE_CONFIG_DIR moves the folder), or set KAGGLE_USERNAME and "
-    "KAGGLE_KEY, or put an access token in KAGGLE_API_TOKEN or ~/.kaggle/access_token"
+    "create an API token at https://www.kaggle.com/settings (API -> Generate New Token) and set it as "
+    "KAGGLE_API_TOKEN (a Colab or Kaggle secret of that name) or save it in ~/.kaggle/access_token (chmod 600); "
+    "the legacy kaggle.json (KAGGLE_CONFIG_DIR moves its folder) or KAGGLE_USERNAME and KAGGLE_KEY still work"
 )
 
 
@@ -74,9 +74,9 @@ def _config_dir(environ: Mapping[str, str], home: Path) -> Path:
 def check_credentials(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Credentials:
     """Find Kaggle credentials as the client does, or raise KaggleError saying where to put them.
 
-    Order: an access token (KAGGLE_API_TOKEN, a value or a file; ~/.kaggle/access_token), then
-    KAGGLE_USERNAME + KAGGLE_KEY, then kaggle.json in the config folder. A kaggle.json readable by others
-    gives a warning, as the client's own check does.
+    Order: an access token (KAGGLE_API_TOKEN, a value or a file; access_token in ~/.kaggle or in
+    KAGGLE_CONFIG_DIR), then the legacy forms: KAGGLE_USERNAME + KAGGLE_KEY, then kaggle.json in the config
+    folder. A credentials file readable by others gives a warning, as the client's own check does.
     """
     environ = os.environ if environ is None else environ
     home = Path.home() if home is None else home
@@ -88,11 +88,12 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         if Path(token).is_file() and not Path(token).read_text().strip():
             raise KaggleError(f"{token} (named by KAGGLE_API_TOKEN) is empty: {CREDENTIALS_HELP}")
         return Credentials("KAGGLE_API_TOKEN", user_env)
-    for name in ("access_token", "access_token.txt"):
-        path = home / ".kaggle" / name
+    folders = [home / ".kaggle"] + ([Path(environ["KAGGLE_CONFIG_DIR"])] if environ.get("KAGGLE_CONFIG_DIR") else [])
+    for path in (folder / name for folder in folders for name in ("access_token", "access_token.txt")):
         if path.is_file():
             if not path.read_text().strip():
                 raise KaggleError(f"{path} is empty: {CREDENTIALS_HELP}")
+            _warn_if_readable(path)
             return Credentials(str(path), user_env)
     if user_env or key_env:
         missing = "KAGGLE_KEY" if user_env else "KAGGLE_USERNAME"
@@ -102,8 +103,9 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         return Credentials("KAGGLE_USERNAME/KAGGLE_KEY", user_env)
     path = _config_dir(environ, home) / "kaggle.json"
     if not path.is_file():
-        raise KaggleError(f"no Kaggle credentials found (looked for {path}, KAGGLE_USERNAME/KAGGLE_KEY and "
-                          f"an access token): {CREDENTIALS_HELP}")
+        raise KaggleError(f"no Kaggle credentials found (looked for KAGGLE_API_TOKEN, "
+                          f"{' and '.join(str(f / 'access_token') for f in folders)}, KAGGLE_USERNAME/KAGGLE_KEY "
+                          f"and {path}): {CREDENTIALS_HELP}")
     try:
         data = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:
@@ -118,9 +120,13 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         if not isinstance(data.get(field), str) or not data[field].strip():
             raise KaggleError(f"{path}: missing '{field}' (expected {{\"username\": \"...\", \"key\": \"...\"}}): "
                               "download a new token from https://www.kaggle.com/settings and save it there")
+    _warn_if_readable(path)
+    return Credentials(str(path), data["username"])
+
+
+def _warn_if_readable(path: Path) -> None:
     if os.name != "nt" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning("%s is readable by other users: run chmod 600 %s", path, path)
-    return Credentials(str(path), data["username"])
 
 
 def make_api() -> Any:

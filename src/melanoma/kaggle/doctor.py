@@ -9,8 +9,8 @@ from typing import Any
 
 from melanoma import __version__
 from melanoma.config import recipe_summary
-from melanoma.image.backend import (framework_versions, resolve_backend, resolve_precision, tensorflow_can_use_tpu,
-                              tpu_attached)
+from melanoma.image.backend import (device_problem, expected_tpu, framework_versions, resolve_backend,
+                                    resolve_precision, tensorflow_can_use_tpu, tpu_attached)
 from melanoma.kaggle.environment import Place, detect, explain_paths
 from melanoma.errors import ConfigError
 
@@ -95,7 +95,7 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     except ConfigError as e:
         backend, why = None, str(e)
     report: dict[str, Any] = {"place": place.name, "paths": paths, "backend": backend, "backend_reason": why,
-                              "tpu_attached": tpu, "versions": versions}
+                              "tpu_attached": tpu, "tpu_expected": expected_tpu(cfg.train.tpu), "versions": versions}
     if backend and devices:
         try:
             report["devices"] = list_devices(backend)
@@ -105,6 +105,14 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     report["precision"] = resolve_precision(cfg.train.precision, kind)
     report["recipe"] = recipe_summary(cfg)
     report["problems"] = problems(cfg, paths, backend or "tensorflow", versions, tpu)
+    dev = report.get("devices", {})
+    wrong = device_problem(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend, dev["kind"], dev["count"]) \
+        if backend and "kind" in dev else None
+    if wrong:  # what `train` would refuse: first, it costs the whole session (and says more than the same
+        # problem found from the environment alone)
+        report["problems"] = [p for p in report["problems"] if not p["problem"].startswith("a TPU is attached")]
+        problem, fix = wrong.split(": ", 1)
+        report["problems"].insert(0, {"problem": problem, "fix": fix})
     if backend is None:
         report["problems"].insert(0, {"problem": why, "fix": "see train.backend in the config"})
     return report

@@ -1,8 +1,9 @@
 """`melanoma kaggle wheels`: a Kaggle dataset of wheels, so a notebook with the internet off (as code
 competitions require) installs this package and what the image lacks, from files alone.
 
-The folder holds this package's wheel and wheels of its requirements (requirements.txt: never TensorFlow, JAX
-or Keras, which the image has) for the notebook's Python and platform, plus dataset-metadata.json. Upload it
+The folder holds this package's wheel and wheels of its dependencies (pyproject.toml, less TensorFlow, JAX and
+Keras, which the image has: melanoma.kaggle.install decides both lists) and of its build requirements, for the
+notebook's Python and platform, plus dataset-metadata.json. Upload it
 with `kaggle datasets create -p FOLDER` and set `kaggle.wheels` to its slug: `kaggle push` then attaches it and
 the notebook installs with `pip install --no-index --find-links` only the packages its image is missing.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from melanoma.errors import ConfigError, KaggleError
 from melanoma.files import STAGING_RE, staged_dir, write_json
+from melanoma.kaggle.install import build_requirements, plan, read_requirements
 
 Runner = Callable[[Sequence[str]], None]
 
@@ -28,13 +30,22 @@ def _run(cmd: Sequence[str]) -> None:
         raise KaggleError(f"{' '.join(cmd[:4])} ... failed: {tail[0]}")
 
 
+def offline_requirements(repo: Path) -> list[str]:
+    """What an offline notebook may need from the dataset: the dependencies the install step can ask for (the
+    frameworks left out) and the build requirements (the notebook's `pip install -e .` builds this package in
+    isolation, from the same folder)."""
+    requirements, extras = read_requirements(repo)
+    # Every Kaggle image has TensorFlow: tensorflow-cpu (hundreds of MB) would never be installed from here.
+    return plan(requirements, extras, {"tensorflow": "(the image's)"}).wanted + build_requirements(repo)
+
+
 def wheel_commands(repo: Path, out: Path, python: str, platform: str) -> list[list[str]]:
-    """pip calls: this package's wheel (no dependencies), then binary wheels of requirements.txt for the target."""
+    """pip calls: this package's wheel (no dependencies), then binary wheels of its requirements for the target."""
     pip = [sys.executable, "-m", "pip"]
     return [
         [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(repo)],
         [*pip, "download", "--quiet", "--dest", str(out), "--only-binary=:all:", "--python-version", python,
-         "--platform", platform, "--requirement", str(repo / "requirements.txt")],
+         "--platform", platform, *offline_requirements(repo)],
     ]
 
 
@@ -44,8 +55,8 @@ def build_wheels(repo: str | Path, out: str | Path, owner: str, slug: str = "mel
     repo, out = Path(repo), Path(out)
     if not re.fullmatch(r"\d(\.\d{1,2}){0,2}|\d{2,3}", python):
         raise ConfigError(f"--python {python!r}: expected the notebook image's Python version, e.g. 3.12")
-    if not (repo / "pyproject.toml").is_file() or not (repo / "requirements.txt").is_file():
-        raise KaggleError(f"{repo}: not the melanoma repository (pyproject.toml and requirements.txt expected); "
+    if not (repo / "pyproject.toml").is_file() or not (repo / "src" / "melanoma").is_dir():
+        raise KaggleError(f"{repo}: not the melanoma repository (pyproject.toml and src/melanoma expected); "
                           "run from its root")
     if out.exists() and any(p.suffix != ".whl" and p.name != "dataset-metadata.json" and not STAGING_RE.match(p.name)
                             for p in out.iterdir()):
