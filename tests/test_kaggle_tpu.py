@@ -75,7 +75,8 @@ def test_the_install_cell_installs_the_package_then_what_the_image_lacks(tmp_pat
 TPU_IMAGE = {"tensorflow-cpu": "2.20.0", "jax": "0.7.2", "jaxlib": "0.7.2", "libtpu": "0.0.17", "keras": "3.13.2",
              "numpy": "2.1.3", "pandas": "2.2.3", "scikit-learn": "1.6.1", "scipy": "1.15.2", "matplotlib": "3.10.0",
              "pillow": "11.1.0", "pyyaml": "6.0.2", "tqdm": "4.67.1", "threadpoolctl": "3.5.0",
-             "scikit-image": "0.25.0", "imbalanced-learn": "0.13.0", "kagglehub": "0.3.12"}
+             "scikit-image": "0.25.0", "imbalanced-learn": "0.13.0", "kagglehub": "0.3.12",
+             "h5py": "3.13.0"}  # h5py: a dependency of keras
 
 
 def test_the_install_plan_takes_pyproject_less_the_frameworks():
