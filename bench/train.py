@@ -204,7 +204,7 @@ def step_only(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from melanoma.image.backend import setup_devices
+    from melanoma.runtime.devices import setup_devices
     from melanoma.config import TrainConfig, to_dict
     from melanoma.image.models import build_model
     from melanoma.image.schedules import make_loss

@@ -280,7 +280,7 @@ class RehearsalFailed(Exception):
 def check_submission(kaggle: Path, inputs: Path, image: Image, label: str) -> None:
     import pandas as pd
 
-    from melanoma.submission import validate_submission
+    from melanoma.data.submission import validate_submission
 
     path = kaggle / "working" / "submission.csv"
     if not path.is_file():

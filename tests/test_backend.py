@@ -1,7 +1,7 @@
 """The JAX backend, with 8 CPU devices standing in for a TPU v5e-8's chips, beside the TensorFlow one.
 
 The Keras backend is fixed when Keras is imported, and this test process runs TensorFlow, so everything on
-JAX runs in a subprocess (`jax_run`), configured the way `melanoma` configures itself (melanoma.image.backend).
+JAX runs in a subprocess (`jax_run`), configured the way `melanoma` configures itself (melanoma.runtime.backend).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.image.backend import XLA_DEVICES_FLAG, resolve_backend, set_cpu_devices, use_backend
+from melanoma.runtime.backend import XLA_DEVICES_FLAG, resolve_backend, set_cpu_devices, use_backend
 from melanoma.errors import ConfigError
 
 from test_train import N_FOLDS, fold_aucs_above, run_cli, train_args, write_learnable_records
@@ -41,7 +41,7 @@ def jax_run(code: str, devices: int = 8, timeout: int = 300) -> str:
 # ---------------------------------------------------------------- choosing the backend
 
 def test_auto_picks_jax_only_for_a_tpu_tensorflow_cannot_drive(monkeypatch):
-    import melanoma.image.backend as backend
+    import melanoma.runtime.backend as backend
 
     assert resolve_backend("auto", environ={}, modules={}, tpu=False) == ("tensorflow", "no TPU attached")
     monkeypatch.setattr(backend, "tensorflow_can_use_tpu", lambda: False)
@@ -60,7 +60,7 @@ def test_auto_picks_jax_only_for_a_tpu_tensorflow_cannot_drive(monkeypatch):
 
 
 def test_kaggle_tpu_vm_environment_counts_as_a_tpu(tmp_path):
-    from melanoma.image.backend import tpu_attached
+    from melanoma.runtime.machine import tpu_attached
 
     assert not tpu_attached({}, dev=str(tmp_path))
     assert tpu_attached({"ISTPUVM": "1", "TPU_PROCESS_ADDRESSES": "local"}, dev=str(tmp_path))
@@ -81,7 +81,7 @@ def test_use_backend_sets_the_environment_before_keras_loads():
 
 SCOPE_CODE = """
     import keras
-    from melanoma.image.backend import devices_scope
+    from melanoma.runtime.devices import devices_scope
     with devices_scope(cpu_replicas=8) as d:
         inside = type(keras.distribution.distribution()).__name__
         keras.config.set_dtype_policy("mixed_bfloat16")  # what train sets for a TPU's precision
@@ -96,7 +96,7 @@ SCOPE_CODE = """
 
 DATA_PARALLEL_CODE = """
     import jax, keras, numpy as np
-    from melanoma.image.backend import setup_devices
+    from melanoma.runtime.devices import setup_devices
     d = setup_devices(cpu_replicas=8)
     dist = keras.distribution.distribution()
     layout = dist.get_data_layout((32, 16, 16, 3))

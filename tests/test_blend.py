@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from melanoma.blend import blend_runs, combine, fit_weights, run_blend, to_ranks
-from melanoma.submission import read_sample_submission, validate_submission
+from melanoma.data.submission import read_sample_submission, validate_submission
 from melanoma.cli import main
 from melanoma.config import BlendConfig, Config
 from melanoma.errors import ConfigError, InputError, SubmissionError
-from melanoma.results import auc
+from melanoma.data.runs import auc
 from conftest import competition_test_files
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from melanoma.cli import build_parser, main
-from melanoma.cliflags import ListFlag
+from melanoma.config.flags import ListFlag
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_outputs import ALL, write_run  # noqa: E402
@@ -47,7 +47,7 @@ FAKE_MODULES = {"melanoma.image.train": {"train": _stub}, "melanoma.image.previe
 STUBS = [("melanoma.data.prepare", "prepare"), ("melanoma.data.check", "run_check"),
          ("melanoma.run", "run_pipeline"), ("melanoma.serve.export", "export"),
          ("melanoma.serve.predict", "run_predict"), ("melanoma.segment.train", "train_segmenter"),
-         ("melanoma.segment.masks", "write_masks"), ("melanoma.image.pseudo", "write_pseudo"),
+         ("melanoma.segment.masks", "write_masks"), ("melanoma.pseudo.labels", "write_pseudo"),
          ("melanoma.ablate", "run_grid"), ("melanoma.kaggle.wheels", "build_wheels"),
          ("melanoma.kaggle.doctor", "list_devices")]
 

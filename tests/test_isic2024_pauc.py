@@ -1,4 +1,4 @@
-"""melanoma.report.pauc.partial_auc against the ISIC 2024 competition's own computation."""
+"""melanoma.scoring.partial_auc against the ISIC 2024 competition's own computation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import auc, roc_auc_score, roc_curve
 
 from melanoma.report.metrics import ranking_metrics
-from melanoma.report.pauc import partial_auc
-from melanoma.results import auc as results_auc
+from melanoma.scoring import partial_auc
+from melanoma.data.runs import auc as results_auc
 
 
 def competition_score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str,

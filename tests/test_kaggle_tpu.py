@@ -15,7 +15,7 @@ import pytest
 from melanoma.kaggle import cells, install, notebooks
 from melanoma.cli import main
 from melanoma.config import load_config
-from melanoma.kaggle.environment import Place, previous_runs
+from melanoma.runtime.place import Place, previous_runs
 from melanoma.errors import KaggleError
 from melanoma.run import adopt_finished_folds
 from melanoma.kaggle.wheels import build_wheels
@@ -191,7 +191,8 @@ def test_wheels_dataset_folder(tmp_path):
 
 
 def test_what_makes_a_tpu_expected(tmp_path):
-    from melanoma.image.backend import device_problem, expected_tpu
+    from melanoma.runtime.devices import device_problem
+    from melanoma.runtime.machine import expected_tpu
 
     dev = str(tmp_path)  # no device files
     assert expected_tpu("auto", {}, dev) is None and expected_tpu("none", {}, dev) is None

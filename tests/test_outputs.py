@@ -287,7 +287,7 @@ def test_impossible_predictions_are_refused_by_every_reader(world, capsys, pred,
 
 
 def test_logit_runs_say_so(world):
-    from melanoma.results import read_run
+    from melanoma.data.runs import read_run
 
     run = write_run(world / "logit", pred=(-2.0, 3.5, 0.1, 9.0))
     (run / "metrics.json").write_text('{"pred_scale": "logit"}')

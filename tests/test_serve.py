@@ -223,7 +223,7 @@ def client(trained):
 
 
 def test_serve_predicts_like_predict_and_refuses_bad_input(trained, client):
-    from melanoma.serve.loadtest import malformed_requests
+    from loadtest import malformed_requests
 
     _, data, _, run, _ = trained
     want = pd.read_csv(run / "test_pred.csv").set_index("image_name")["target"]
@@ -298,7 +298,7 @@ def test_serve_threshold_must_be_exported(trained):
 
 
 def _load_test(model: Path, data: Path, n: int, clients: int) -> None:
-    from melanoma.serve.loadtest import rss_mb, run_load, start_server
+    from loadtest import rss_mb, run_load, start_server
 
     images = [p.read_bytes() for p in sorted((data / "jpeg" / "test").glob("*.jpg"))]
     with start_server(str(model), extra=["--set", "serve.max_body_mb=1"]) as (url, proc):
@@ -318,7 +318,7 @@ def test_serve_under_load_small(trained):
     """The same checks, fewer requests, with uvicorn in a thread of this process (no server start-up cost)."""
     from melanoma.serve.app import create_app
     from melanoma.serve.artifact import Artifact
-    from melanoma.serve.loadtest import rss_mb, run_load, serve_in_thread
+    from loadtest import rss_mb, run_load, serve_in_thread
 
     images = [p.read_bytes() for p in sorted((trained[1] / "jpeg" / "test").glob("*.jpg"))]
     app = create_app(Artifact.load(trained[4]), ServeConfig(max_body_mb=1))

@@ -9,8 +9,8 @@ import pytest
 from melanoma.cli import main
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import ConfigError
-from melanoma.image import budget
-from melanoma.image.budget import Budget, resolve_hours
+from melanoma.runtime import budget
+from melanoma.runtime.budget import Budget, resolve_hours
 from melanoma.image.runfolder import FoldLog
 
 HOUR = 3600.0

@@ -37,7 +37,7 @@ from melanoma.config import Config, apply_overrides, to_dict
 from melanoma.data.schema import ID, PATIENT, TARGET
 from melanoma.errors import ConfigError, InputError
 from melanoma.files import write_csv, write_json, write_text
-from melanoma.typedconfig import yaml_value
+from melanoma.config.typed import yaml_value
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def write_table(result: dict[str, Any], out: Path) -> str:
 # ---------------------------------------------------------------- CLI
 
 def add_ablate_parsers(sub) -> None:
-    from melanoma.cliflags import command
+    from melanoma.config.flags import command
 
     p = command(sub, "ablate", "a grid of settings x seeds on the same folds: one table of OOF AUCs against the base")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",

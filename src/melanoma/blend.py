@@ -1,6 +1,6 @@
 """Blend the runs of the model stages into one submission, with weights fitted on their OOF predictions.
 
-Every run folder (see melanoma.results) holds `oof.csv` and `test_pred.csv`. The runs are joined by
+Every run folder (see melanoma.data.runs) holds `oof.csv` and `test_pred.csv`. The runs are joined by
 image_name, never by row order: the OOF frames on the ids common to all runs (inner join), the test
 predictions on the test ids, which must be the same set in every run.
 
@@ -36,8 +36,8 @@ from melanoma.config import BlendConfig, Config, save_run_info
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.results import auc, fmt_auc, read_run
-from melanoma.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
+from melanoma.data.runs import auc, fmt_auc, read_run
+from melanoma.data.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import warnings
 from pathlib import Path
 
 from melanoma import __version__
-from melanoma.cliflags import Parser, command, config_flags, config_values, folds_flag
+from melanoma.config.flags import Parser, command, config_flags, config_values, folds_flag
 from melanoma.errors import MelanomaError
 from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
 from melanoma.segment.commands import add_segment_parsers, run_segment_command
-from melanoma.image.pseudocli import add_pseudo_parsers, run_pseudo_command
+from melanoma.pseudo.commands import add_pseudo_parsers, run_pseudo_command
 from melanoma.serve.commands import add_serving_parsers
 from melanoma.synth.commands import add_synth_parsers, run_synth_command
 from melanoma.ablate import add_ablate_parsers, run_ablate_command
@@ -136,7 +136,8 @@ def _load(args: argparse.Namespace, values: dict | None = None):
 
     check(args, cfg)  # the outputs against the inputs, before any work (melanoma.outputs)
     if args.command in KERAS_COMMANDS:
-        from melanoma.image.backend import check_devices, use_backend
+        from melanoma.runtime.backend import use_backend
+        from melanoma.runtime.devices import check_devices
 
         backend = use_backend(cfg.train.backend, cfg.train.cpu_replicas)
         if args.command == "train" or (args.command == "run" and "train" in cfg.stages):

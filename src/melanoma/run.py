@@ -18,9 +18,9 @@ import pandas as pd
 
 from melanoma.config import STAGES, Config
 from melanoma.data.schema import ID, PATIENT, TARGET
-from melanoma.kaggle.environment import Place, auto_paths, detect, previous_runs
+from melanoma.runtime.place import Place, auto_paths, detect, previous_runs
 from melanoma.errors import ConfigError, input_error
-from melanoma.results import auc, fmt_auc, read_metrics
+from melanoma.data.runs import auc, fmt_auc, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class RunPaths:
 
 def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:
     """The config's paths; on Kaggle or Colab, the keys left at their defaults come from the place
-    (melanoma.kaggle.environment; `place` fakes one in tests)."""
+    (melanoma.runtime.place; `place` fakes one in tests)."""
     p = auto_paths(cfg, place)
     data, runs = Path(p.data), Path(p.runs)
     sample = Path(p.sample_submission) if p.sample_submission else data / "sample_submission.csv"
@@ -111,11 +111,11 @@ def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
 
 
 def image_run_configs(cfg: Config, paths: RunPaths) -> list[tuple[Config, Path]]:
-    """The image models to train: the train section into PATHS.runs/image, or each variant (melanoma.variants)
+    """The image models to train: the train section into PATHS.runs/image, or each variant (melanoma.config.variants)
     into PATHS.runs/image-NAME."""
     if not cfg.variants:
         return [(cfg, paths.image_run)]
-    from melanoma.variants import variant_configs, variant_dir
+    from melanoma.config.variants import variant_configs, variant_dir
 
     return [(vcfg, variant_dir(paths.image_run.parent, name)) for name, vcfg in variant_configs(cfg)]
 
@@ -137,7 +137,8 @@ def run_pipeline(cfg: Config) -> dict:
         raise ConfigError(f"stages: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
     paths = resolve_paths(cfg)
     if "train" in cfg.stages:  # a TPU that is not there: refused before the first stage, not hours later
-        from melanoma.image.backend import check_devices, resolve_backend
+        from melanoma.runtime.backend import resolve_backend
+        from melanoma.runtime.devices import check_devices
 
         check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, resolve_backend(cfg.train.backend)[0])
     timings: dict[str, float] = {}

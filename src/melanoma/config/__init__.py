@@ -48,8 +48,8 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
 from melanoma.names import owner_problem, slug_problem
-from melanoma.recipes import with_recipe
-from melanoma.typedconfig import CROSS_CHECKS, build, set_path, yaml_value
+from melanoma.config.recipes import with_recipe
+from melanoma.config.typed import CROSS_CHECKS, build, set_path, yaml_value
 
 
 STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")

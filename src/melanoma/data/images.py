@@ -34,7 +34,7 @@ class ImageSettings:
     quality: int = 95
     max_pixels: int = 200_000_000
     encode: bool = True  # False: only hash (the `check` pass)
-    lesion: str = "none"  # none | mask | crop: melanoma.segment.apply.apply_lesion before the resize
+    lesion: str = "none"  # none | mask | crop: melanoma.data.lesion.apply_lesion before the resize
     lesion_margin: float = 0.1
     segmenter: str | None = None  # segmenter.keras (None: the classical mask)
     segmenter_sha256: str | None = None  # part of the key: another segmenter redoes the chunks
@@ -133,7 +133,7 @@ def stored_jpeg(img: Image.Image, settings: ImageSettings) -> bytes:
     """What `prepare` stores for a decoded image: the lesion step (prepare.lesion), made square,
     Lanczos-resized, JPEG at prepare.quality."""
     if settings.lesion != "none":
-        from melanoma.segment.apply import apply_lesion  # scikit-image: only when a lesion step is asked for
+        from melanoma.data.lesion import apply_lesion  # scikit-image: only when a lesion step is asked for
 
         img = apply_lesion(img, settings.lesion, settings.lesion_margin, settings.segmenter)
     return to_jpeg(square(img, settings.size, settings.resize), settings.quality)

@@ -193,7 +193,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         ds = tf.data.Dataset.sample_from_datasets([stream(0), stream(1)], weights=[1.0 - pos_share, pos_share],
                                                   seed=seed)
     if extras:
-        from melanoma.image.extras import mix_weights, source_dataset
+        from melanoma.image.sources import mix_weights, source_dataset
 
         weights = mix_weights(base_images or sum(s.count for s in shards), extras)
         streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]

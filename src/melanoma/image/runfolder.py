@@ -21,10 +21,10 @@ from melanoma.config import Config, to_dict
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.image import budget
+from melanoma.runtime import budget
 from melanoma.image.pipeline import ShardSet
 from melanoma.image.tta import prediction_views
-from melanoma.results import auc, fmt_auc, write_run
+from melanoma.data.runs import auc, fmt_auc, write_run
 
 log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 

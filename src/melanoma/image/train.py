@@ -27,9 +27,10 @@ from melanoma.data.records import shard_read_error
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import write_csv, write_json
-from melanoma.image.backend import Devices, check_devices, devices_scope, resolve_backend, resolve_precision
-from melanoma.image.budget import Budget, BudgetStop, resolve_hours
-from melanoma.image.extras import configured_sources, describe, epoch_images, fold_counts, for_fold
+from melanoma.runtime.backend import resolve_backend, resolve_precision
+from melanoma.runtime.devices import Devices, check_devices, devices_scope
+from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
+from melanoma.image.sources import configured_sources, describe, epoch_images, fold_counts, for_fold
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
 from melanoma.image.models import MelanomaAUC, build_model, prediction_model
@@ -39,8 +40,8 @@ from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check
                                       epoch_seconds, read_history, save_weights_atomic, start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views
-from melanoma.kaggle.environment import detect
-from melanoma.results import auc, fmt_auc
+from melanoma.runtime.place import detect
+from melanoma.data.runs import auc, fmt_auc
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.cliflags import common, config_flags
+from melanoma.config.flags import common, config_flags
 from melanoma.names import kaggle_owner
 
 
@@ -126,7 +126,7 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
 def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
     """The submission file must exist, parse and match the sample submission, before Kaggle is contacted."""
     from melanoma.run import resolve_paths
-    from melanoma.submission import check_submission_file  # pandas: only when submitting
+    from melanoma.data.submission import check_submission_file  # pandas: only when submitting
 
     if not args.file.is_file():
         raise kaggle.KaggleError(f"{args.file}: not found")

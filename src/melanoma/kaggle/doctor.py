@@ -9,9 +9,10 @@ from typing import Any
 
 from melanoma import __version__
 from melanoma.config import recipe_summary
-from melanoma.image.backend import (device_problem, expected_tpu, framework_versions, resolve_backend,
-                                    resolve_precision, tensorflow_can_use_tpu, tpu_attached)
-from melanoma.kaggle.environment import Place, detect, explain_paths
+from melanoma.runtime.backend import resolve_backend, resolve_precision
+from melanoma.runtime.devices import device_problem
+from melanoma.runtime.machine import expected_tpu, framework_versions, tensorflow_can_use_tpu, tpu_attached
+from melanoma.runtime.place import Place, detect, explain_paths
 from melanoma.errors import ConfigError
 
 

@@ -17,7 +17,7 @@ from melanoma.report import calibration, figures, html
 from melanoma.report.evaluate import compare_pair, evaluate, operating_points
 from melanoma.report.inputs import Run, metadata, read_any, read_runs, test_labels
 from melanoma.report.metrics import brier, cluster_codes, ece, reliability
-from melanoma.results import fmt_auc
+from melanoma.data.runs import fmt_auc
 
 log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 30, "<30"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 1000, "75+"))

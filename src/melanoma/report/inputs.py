@@ -1,6 +1,6 @@
 """What a report reads: run folders (image, tabular), blend outputs, held-out labels and image metadata.
 
-A run folder holds oof.csv and test_pred.csv (melanoma.results). A blend is its `blend.json` (or the folder or
+A run folder holds oof.csv and test_pred.csv (melanoma.data.runs). A blend is its `blend.json` (or the folder or
 submission.csv beside it): its OOF score is recomputed from the runs and weights it lists, exactly as `blend`
 mixed them, and its test score is the submission. Metadata for subgroups (patient, sex, age, site) comes from
 the data folder's train.csv/test.csv and image sizes from the TFRecords folder, joined by image_name; any of
@@ -20,7 +20,7 @@ import pandas as pd
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError, input_error
 from melanoma.files import read_json
-from melanoma.results import read_metrics, read_predictions, read_run
+from melanoma.data.runs import read_metrics, read_predictions, read_run
 
 log = logging.getLogger(__name__)
 

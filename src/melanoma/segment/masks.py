@@ -12,7 +12,7 @@ from melanoma.data.images import BadImage, load_rgb
 from melanoma.errors import input_error
 from melanoma.files import atomic_path, write_json
 from melanoma.progress import progress_bar
-from melanoma.segment.apply import lesion_mask, resolve_segmenter
+from melanoma.data.lesion import lesion_mask, resolve_segmenter
 from melanoma.segment.data import IMAGE_SUFFIXES, MASK_SUFFIX
 
 # Written first into the output folder: it marks the masks in it as this command's (melanoma.outputs), so a

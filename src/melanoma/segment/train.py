@@ -19,7 +19,7 @@ from melanoma import __version__
 from melanoma.config import Config, save_run_info
 from melanoma.errors import input_error
 from melanoma.files import staged_dir, write_csv, write_json
-from melanoma.segment.apply import INFO_FILE, MODEL_FILE
+from melanoma.data.lesion import INFO_FILE, MODEL_FILE
 from melanoma.segment.data import load_dataset, split
 from melanoma.segment.losses import dice_bce, dice_metric, scores
 

@@ -23,7 +23,7 @@ from melanoma.data.schema import SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
 from melanoma.data.records import VOCABULARIES
-from melanoma.segment.apply import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
+from melanoma.data.lesion import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
     resolve_segmenter
 from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE
 

@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from melanoma.config import TabularConfig
 from melanoma.errors import ConfigError
-from melanoma.image.backend import no_distribution
+from melanoma.runtime.devices import no_distribution
 from melanoma.tabular.features import make_features, make_gbm_features
 
 CATEGORY_COLUMNS = (0, 1)  # sex and site: the first two columns of make_gbm_features

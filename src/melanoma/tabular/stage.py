@@ -22,7 +22,7 @@ from sklearn.inspection import permutation_importance
 from threadpoolctl import threadpool_limits
 
 from melanoma import config as config_mod
-from melanoma import results
+from melanoma.data import runs as results
 from melanoma.config import Config, TabularConfig
 from melanoma.data.schema import ID, PATIENT, TARGET, read_test, read_train
 from melanoma.errors import ConfigError, input_error

@@ -168,7 +168,7 @@ def describe(sources: list[ExtraSource], fold: int, base_images: int) -> str | N
 def configured_sources(cfg, tfrec_dir: str | None = None, place=None) -> list[ExtraSource]:
     """train.external, train.pseudo and (issue 15) train.synthetic as sources; external images that duplicate
     a competition image of `tfrec_dir` are dropped where both have hashes."""
-    from melanoma.image.external import external_sources
+    from melanoma.image.external_sources import external_sources
 
     tcfg = cfg.train
     sources = external_sources(cfg, place, tfrec_dir)

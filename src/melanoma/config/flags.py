@@ -198,7 +198,7 @@ def flag_help(f: ConfigField, override: str | None = None) -> str:
 def _recipe_sets(key: str) -> bool:
     """Whether a training recipe fills this key when the user leaves it unset (so the dataclass default may not
     be the value used)."""
-    from melanoma.recipes import RECIPES
+    from melanoma.config.recipes import RECIPES
 
     section, _, name = key.partition(".")
     return section == "train" and any(name in recipe for recipe in RECIPES.values())

@@ -10,7 +10,7 @@ The result lies in [0, max_fpr] = [0, 0.2] (perfect 0.2; a random ranking about 
 computation; `melanoma.report.metrics.pauc_from_counts` is a vectorised form of the same area for bootstraps
 (the tests check that all three agree).
 
-One class only: None, as `melanoma.results.auc` answers for plain AUC (a small fold can hold no malignant
+One class only: None, as `melanoma.data.runs.auc` answers for plain AUC (a small fold can hold no malignant
 tile), rather than scikit-learn's ValueError.
 """
 

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from melanoma.errors import ConfigError, input_error
-from melanoma.image.extras import ExtraSource, hashes_of, sources_from_folder
+from melanoma.image.sources import ExtraSource, hashes_of, sources_from_folder
 
 log = logging.getLogger("melanoma.image.train")
 
@@ -35,7 +35,7 @@ MELANOMA_NAMES = {"mel", "melanoma"}
 def resolve_external(ref: str, size: int, place=None) -> str:
     """The folder of a train.external entry; a dataset that is neither a folder nor attached is one clear error."""
     from melanoma.kaggle.api import external_dataset
-    from melanoma.kaggle.environment import detect, locate
+    from melanoma.runtime.place import detect, locate
 
     slug = external_dataset(ref, size)
     if slug is None:
