@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,12 +103,23 @@ def read_records(paths: list[str], deterministic: bool) -> tf.data.Dataset:
                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
-def decode_image(data: tf.Tensor, size: int, stored_size: int | None) -> tf.Tensor:
-    """JPEG bytes -> float32 (size, size, 3) in [0, 255]; every model rescales inside itself."""
+def decode_image(data: tf.Tensor, size: int, stored_size: int | None = None) -> tf.Tensor:
+    """JPEG bytes -> uint8 (size, size, 3): the pixels every model takes (each casts and scales inside itself,
+    models.Pixels), so batches cross the host and reach the devices at one byte per value, not four.
+
+    An image already `size` pixels square is not resized (the public 384-px records at 384 px: an antialiased
+    resize to the same size only costs time); others are resized with antialiasing and rounded back to uint8.
+    `stored_size` (the side the manifest says, None when unknown) only spares the shape test.
+    """
     img = tf.io.decode_jpeg(data, channels=3)
     if stored_size != size:
-        img = tf.image.resize(img, [size, size], antialias=True)
-    return tf.reshape(tf.cast(img, tf.float32), [size, size, 3])
+        def resized():
+            out = tf.image.resize(img, [size, size], antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+        same = tf.logical_and(tf.equal(tf.shape(img)[0], size), tf.equal(tf.shape(img)[1], size))
+        img = tf.cond(same, lambda: img, resized)
+    return tf.reshape(img, [size, size, 3])
 
 
 def parse_fn(split: str, names: tuple[str, ...]):
@@ -154,9 +164,13 @@ def _inputs(ex: dict, size: int, stored_size: int | None, meta: bool):
 
 
 def _augment_inputs(x, acfg: AugmentConfig, size: int):
-    if isinstance(x, dict):
-        return {**x, "image": augment_batch(x["image"], acfg, size)}
-    return augment_batch(x, acfg, size)
+    """Augmentation in tf.data (augment.where: data), back to uint8 for the transfer (rounding moves a pixel
+    by at most half a grey level)."""
+    def aug(images):
+        out = augment_batch(images, acfg, size)
+        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+    return {**x, "image": aug(x["image"])} if isinstance(x, dict) else aug(x)
 
 
 def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
@@ -204,7 +218,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     label = _label if labels is None else labels.one_hot
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size),
                               y if labels is not None else y[:, None]),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
@@ -286,21 +300,18 @@ def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, 
     label = (lambda ex: tf.cast(ex[TARGET], tf.float32)[None]) if labels is None else labels.one_hot
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch)
+    ds = ds.batch(batch, num_parallel_calls=AUTOTUNE)
     if pad:
         ds = ds.map(lambda x, y: (pad_batch(x, batch), pad_batch(y, batch), pad_batch(tf.ones_like(y[:, 0]), batch)),
                     num_parallel_calls=AUTOTUNE)
     return with_batches(ds, shards, batch).prefetch(AUTOTUNE)
 
 
-View = Callable[[tf.Tensor], tf.Tensor]
-
-
 def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_size: int | None, batch: int,
-                    view: AugmentConfig | View | None, meta: bool = False, pad: bool = False) -> tf.data.Dataset:
+                    meta: bool = False, pad: bool = False) -> tf.data.Dataset:
     """Batches of {"image", "idx"} (and "meta"): idx is the row of the image's name in `names`, looked up per
-    record. `view` is None (plain), an AugmentConfig (a random TTA pass) or a function of the image batch
-    (a deterministic TTA view such as a flip).
+    record. Plain uint8 images: the test-time views (flips, random augmentation) are made on the device by the
+    prediction model (tta.tta_model), so the host decodes each image once whatever the number of views.
 
     The prediction model passes idx through beside its output, so each prediction carries its own id: the
     alignment holds whatever order the records are read in (no reliance on an order-preserving predict).
@@ -317,10 +328,8 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
         x = _inputs(ex, size, stored_size, meta)
         return {**(x if meta else {"image": x}), "idx": table.lookup(ex[ID])}
 
-    ds = with_batches(ds.map(features, num_parallel_calls=AUTOTUNE).batch(batch), shards, batch)
-    if view is not None:
-        fn = (lambda x: augment_batch(x, view, size)) if isinstance(view, AugmentConfig) else view
-        ds = ds.map(lambda d: {**d, "image": fn(d["image"])}, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(features, num_parallel_calls=AUTOTUNE).batch(batch, num_parallel_calls=AUTOTUNE)
+    ds = with_batches(ds, shards, batch)
     if pad:
         ds = ds.map(lambda d: pad_batch(d, batch, {"idx": -1}), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
