@@ -175,7 +175,8 @@ def _augment_inputs(x, acfg: AugmentConfig, size: int):
 
 def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
                   pos_share: float | None, seed: int, augment: bool = True, extras: list | None = None,
-                  base_images: int | None = None, labels=None) -> tf.data.Dataset:
+                  base_images: int | None = None, labels=None,
+                  class_weight: dict[int, float] | None = None) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
     From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
@@ -184,7 +185,9 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     {"image", "meta"}. `tcfg.cache` keeps the encoded records in memory after the first pass (small
     datasets, or repeated epochs from slow storage). `extras` (image/extras.py ExtraSource, already chosen for
     the fold) are mixed in by sample_from_datasets, weighted against `base_images` (the shards' images drawn
-    per epoch); a record's `soft_target` >= 0 is its label.
+    per epoch); a record's `soft_target` >= 0 is its label. `class_weight` (class -> loss weight) makes the
+    batches (x, y, sample_weight), as Keras' own class_weight would (which it refuses for the device-prefetch
+    generator, prefetch.py).
     """
     size, meta, cache, shuffle_buffer = tcfg.size, tcfg.metadata, tcfg.cache, tcfg.shuffle_buffer
     acfg = tcfg.augment if augment else None
@@ -222,7 +225,21 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size),
                               y if labels is not None else y[:, None]),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
+    if class_weight is not None:
+        ds = ds.map(lambda x, y: (x, y, class_weights_of(y, class_weight)), num_parallel_calls=AUTOTUNE,
+                    deterministic=False)
     return ds.prefetch(AUTOTUNE)
+
+
+def class_weights_of(y: tf.Tensor, class_weight: dict[int, float]) -> tf.Tensor:
+    """Per-row loss weights, by Keras' own rule for `fit(class_weight=...)`: the class is the argmax of a
+    one-hot (batch, K) label, else the rounded (batch, 1) label (a soft label counts as its nearer class)."""
+    table = tf.constant([class_weight.get(c, 1.0) for c in range(max(class_weight) + 1)], tf.float32)
+    if y.shape[-1] is not None and y.shape[-1] > 1:
+        classes = tf.argmax(y, axis=-1, output_type=tf.int32)
+    else:
+        classes = tf.cast(tf.round(tf.squeeze(y, axis=-1)), tf.int32)
+    return tf.gather(table, classes)
 
 
 def _label(ex: dict) -> tf.Tensor:

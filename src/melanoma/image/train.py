@@ -29,6 +29,7 @@ from melanoma.image.extras import configured_sources, describe, epoch_images, fo
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
 from melanoma.image.models import MelanomaAUC, build_model
+from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
                                      validation_dataset)
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
@@ -170,7 +171,7 @@ def _train_fold(s: Session, fold: int) -> None:
     ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
                        augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels)
+                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None)
     extra_images = fold_counts(s.extras, fold)
     log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
     val_shards = s.shardset.validation([fold])
@@ -184,9 +185,15 @@ def _train_fold(s: Session, fold: int) -> None:
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
     s.model._initial_epoch = None
     fold_log = FoldLog(fold_dir, s.schedule, s.steps)
-    s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
-                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log),
-                class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
+    # JAX with DataParallel: batch n+1 goes to the devices while step n runs (Keras does not look ahead there).
+    ahead = DevicePrefetch(ds) if prefetch_wanted(s.backend) else None
+    try:
+        s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
+                    validation_data=val_ds, callbacks=_callbacks(s.tensorboard, fold_dir, fold_log),
+                    verbose=tcfg.verbose, shuffle=False)  # shuffled in tf.data
+    finally:
+        if ahead is not None:
+            ahead.close()
     history = fold_log.history
     weights_file = _final_weights(s.model, tcfg, fold_dir)
     curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
