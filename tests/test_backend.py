@@ -23,17 +23,18 @@ from melanoma.errors import ConfigError
 from test_train import N_FOLDS, fold_aucs_above, run_cli, train_args, write_learnable_records
 
 
-def jax_env(devices: int = 8) -> dict[str, str]:
+def jax_env(devices: int = 8, xla_flags: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
-    env.update(KERAS_BACKEND="jax", XLA_FLAGS=f"{XLA_DEVICES_FLAG}={devices}", TF_CPP_MIN_LOG_LEVEL="3",
-               JAX_PLATFORMS="cpu")
+    env.update(KERAS_BACKEND="jax", XLA_FLAGS=f"{XLA_DEVICES_FLAG}={devices} {xla_flags}".strip(),
+               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     return env
 
 
-def jax_run(code: str, devices: int = 8, timeout: int = 300) -> str:
-    """Run Python code on the JAX backend in a fresh process; returns its stdout (its last line by convention)."""
+def jax_run(code: str, devices: int = 8, timeout: int = 300, xla_flags: str = "") -> str:
+    """Run Python code on the JAX backend in a fresh process; returns its stdout (its last line by convention).
+    `xla_flags`: more XLA flags (e.g. a lower optimisation level, where only the compiled graph matters)."""
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                         env=jax_env(devices), timeout=timeout)
+                         env=jax_env(devices, xla_flags), timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout.strip().splitlines()[-1]
 
