@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, apply_overrides, to_dict
-from test_backend import jax_run, jax_train
+from test_backend import FAST_COMPILE, jax_run, jax_train
 from test_train import records  # noqa: F401  (the fixture: tiny learnable records)
 
 # Collectives in compiled HLO text, as (op, elements of each array it produces); shared with test_backend.
@@ -58,7 +58,7 @@ x, y = np.zeros((16, 64, 64, 3), np.uint8), np.zeros((16, 1), np.float32)
 found = collectives(train_step_hlo(model, x, y))
 image = 64 * 64 * 3
 print(sum(op == "all-reduce" for op, _ in found), [f for f in found if f[0] != "all-reduce" and f[1] >= image])
-""", timeout=900, xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+""", timeout=900, xla_flags=FAST_COMPILE)
     reduces, image_sized = out.split(" ", 1)
     assert int(reduces) > 0  # the gradients are summed over devices: the step really is data-parallel
     assert image_sized == "[]"
