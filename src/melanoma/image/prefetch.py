@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 _END = object()
 
@@ -30,6 +31,8 @@ class DevicePrefetch:
         if self._distribution is None:
             raise ValueError("DevicePrefetch needs a Keras distribution (keras.distribution.set_distribution)")
         self._layouts = None
+        # seconds the training loop waited for a batch, and the thread spent reading and placing them
+        self.stats = {"batches": 0, "wait_s": 0.0, "fill_s": 0.0}
         self._thread = threading.Thread(target=self._fill, name="device-prefetch", daemon=True)
         self._thread.start()
 
@@ -44,8 +47,10 @@ class DevicePrefetch:
 
     def _fill(self) -> None:
         try:
+            start = time.perf_counter()
             for batch in self._source:
                 item = self._place(batch)
+                self.stats["fill_s"] += time.perf_counter() - start
                 while not self._stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.1)
@@ -54,6 +59,7 @@ class DevicePrefetch:
                         continue
                 if self._stop.is_set():
                     return
+                start = time.perf_counter()
             self._put_end(_END)
         except BaseException as e:  # handed to the consumer, raised in the training loop
             self._put_end(e)
@@ -74,7 +80,10 @@ class DevicePrefetch:
         yield from self
 
     def __next__(self):
+        start = time.perf_counter()
         item = self._queue.get()
+        self.stats["wait_s"] += time.perf_counter() - start
+        self.stats["batches"] += 1
         if item is _END:
             raise StopIteration
         if isinstance(item, BaseException):
