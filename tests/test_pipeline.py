@@ -103,7 +103,7 @@ def test_predictions_carry_their_own_ids(tmp_path):
     index = read_index(shards)
     names = index["image_name"].sample(frac=1.0, random_state=0).to_numpy()  # any order of names works
     seen = {}
-    for batch in predict_dataset(shards, names, 8, 8, 7, None):
+    for batch in predict_dataset(shards, names, 8, 8, 7):
         for idx, img in zip(batch["idx"].numpy(), batch["image"].numpy()):
             seen[names[idx]] = img[0, 0, 0]
     assert len(seen) == 60
