@@ -182,7 +182,7 @@ def make_records(python: str, folder: Path, sizes: list[int], images: int) -> No
             "from pathlib import Path\n"
             "import importlib.util\n"
             f"spec = importlib.util.spec_from_file_location('bench_input', {str(ROOT / 'bench' / 'input.py')!r})\n"
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+            "m = importlib.util.module_from_spec(spec); sys.modules['bench_input'] = m; spec.loader.exec_module(m)\n"
             f"for size in {sizes!r}:\n"
             f"    d = Path({str(folder)!r}) / str(size); d.mkdir()\n"
             f"    m.write_records(d, {images}, size, 8)\n")

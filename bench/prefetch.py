@@ -1,19 +1,25 @@
 """Device prefetch on JAX with DataParallel: does batch n+1 reach the devices while step n runs?
 
-    .venv/bin/python bench/prefetch.py --devices 8 --size 192 --batch 128 --steps 30
+    .venv/bin/python bench/prefetch.py                  # the mechanism, on 8 simulated CPU devices
+    .venv/bin/python bench/prefetch.py --real --size 128 --batch 64   # real uint8 batches (noisy on shared CPUs)
 
-Keras' JAX trainer looks a batch ahead only without a distribution; under DataParallel it reads a batch
-from tf.data and places it on the devices when the step asks for it (keras/src/backend/jax/trainer.py,
-`_get_distributed_iterator`). On simulated CPU devices this runs, side by side in one process (alternating
-rounds, best kept), `fit` over the same uint8 batches fed
-  (A) by Keras itself from tf.data,
-  (B) by melanoma.image.prefetch.DevicePrefetch (a thread places batches 2 ahead with the same sharding),
-  (C) from one batch already on the devices (the step alone: what perfect overlap would give),
-and, per step, the time the training loop itself spent getting its batch: in (A) Keras' iterator reads and
-places it in line (timed by wrapping that iterator here); in (B) the loop only waits on the queue while the
-thread reads and places batches ahead (DevicePrefetch.stats). The wait in (B) staying near zero while the
-thread's work per batch is what (A) pays in line is the overlap, whatever else loads the machine; the ms/step
-figures show what it is worth here. Run in a JAX process of its own (it sets KERAS_BACKEND).
+Keras' JAX trainer looks a batch ahead only without a distribution; under DataParallel it reads a batch from
+tf.data and places it on the devices when the loop asks for it (keras/src/backend/jax/trainer.py,
+`_get_distributed_iterator`). The loop asks right after dispatching the previous step, and JAX dispatches
+asynchronously, so the two overlap, unless something in the loop waits for each step (a progress bar with
+verbose=1, any callback that reads the step's logs).
+
+The mechanism (default): the input takes a fixed time without using the CPU (the tf.data map sleeps --input-ms
+in the thread that pulls the batch, standing for the numpy copy and the placement, which tf.data's own prefetch
+does not take off the loop), the step is real compute (--work). Side by side, ms per step of `fit`, fed
+  (C) without the input time (the step alone),
+  (A) by Keras itself from tf.data, (B) by melanoma.image.prefetch.DevicePrefetch (a thread, 2 batches ahead),
+(A) and (B) with the loop left alone and with a per-step wait (as verbose=1 does). Overlap gives about
+max(step, input); none gives step + input.
+
+--real: the same comparison on real uint8 batches and a small conv net, with the training loop's own time
+getting its batch, per step (Keras' iterator, timed by wrapping it here; the queue wait of DevicePrefetch).
+Run in a process of its own: it sets KERAS_BACKEND and the simulated device count.
 """
 
 from __future__ import annotations
@@ -30,72 +36,102 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--batch", type=int, default=64, help="global batch")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--width", type=int, default=8, help="conv width of the model (sets the step time)")
+    p.add_argument("--work", type=int, default=12, help="mechanism: matmul rounds per step (sets its time)")
+    p.add_argument("--per-device", type=int, default=64, help="mechanism: images per device")
+    p.add_argument("--input-ms", type=float, default=120.0, help="mechanism: the host time to get one batch")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--real", action="store_true", help="real uint8 batches and a small conv net instead")
+    p.add_argument("--size", type=int, default=128, help="--real: image side")
+    p.add_argument("--batch", type=int, default=64, help="--real: global batch")
+    p.add_argument("--width", type=int, default=8, help="--real: conv width (sets the step time)")
     return p.parse_args(argv)
 
 
-def build(size: int, width: int):
-    """A small conv net on uint8 input: the step's cost is set by --width, the input's by --size/--batch."""
-    import keras
-
-    inp = keras.Input((size, size, 3), dtype="uint8")
-    x = keras.ops.cast(inp, "float32") / 255.0
-    for i in range(3):
-        x = keras.layers.Conv2D(width * 2 ** i, 3, strides=2, padding="same", activation="relu")(x)
-    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
-    model = keras.Model(inp, out)
-    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
-    return model
-
-
-def dataset(size: int, batch: int):
-    """Endless uint8 batches with per-batch host work (a cast and a flip), prefetched as train_dataset is."""
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    pool = tf.constant(rng.integers(0, 256, (batch * 2, size, size, 3), dtype=np.uint8))
-    y = tf.constant((rng.random((batch * 2, 1)) < 0.2).astype("float32"))
-    ds = tf.data.Dataset.from_tensor_slices((pool, y)).repeat().batch(batch, drop_remainder=True)
-    ds = ds.map(lambda a, b: (tf.reverse(a, [2]), b), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def fit_seconds(model, data, steps: int) -> float:
-    """Seconds per step over `steps` steps after 3 warm-up steps, waiting for the devices at both ends."""
-    import jax
+def per_step_ms(model, data, steps: int, wait_each_step: bool) -> float:
+    """ms per step over `steps` steps after 2 warm-up steps; with `wait_each_step`, the loop reads each step's
+    loss (what verbose=1's progress bar does)."""
     import keras
 
     marks = {}
 
     class Mark(keras.callbacks.Callback):
         def on_train_batch_end(self, step, logs=None):
-            if step in (2, 2 + steps):
-                jax.block_until_ready(logs["loss"]) if logs and "loss" in logs else None
+            if wait_each_step or step in (1, 1 + steps):
+                float(keras.ops.convert_to_numpy(logs["loss"]))
+            if step in (1, 1 + steps):
                 marks[step] = time.perf_counter()
 
-    model.fit(data, epochs=1, steps_per_epoch=3 + steps, verbose=0, shuffle=False, callbacks=[Mark()])
-    return (marks[2 + steps] - marks[2]) / steps
+    model.fit(data, epochs=1, steps_per_epoch=2 + steps, verbose=0, shuffle=False, callbacks=[Mark()])
+    return (marks[1 + steps] - marks[1]) / steps * 1000
 
 
-def host_seconds(size: int, batch: int, n: int = 10) -> float:
-    """Fetch a batch from tf.data and place it on the devices, alone: seconds per batch."""
-    import jax
+def mechanism(args) -> None:
     import keras
+    import numpy as np
+    import tensorflow as tf
 
-    dist = keras.distribution.distribution()
-    it = dataset(size, batch).as_numpy_iterator()
-    x, y = next(it)
-    layout = dist.get_data_layout(x.shape).backend_layout
-    start = time.perf_counter()
-    for _ in range(n):
-        x, y = next(it)
-        jax.block_until_ready(jax.make_array_from_process_local_data(layout, x))
-    return (time.perf_counter() - start) / n
+    from melanoma.image.prefetch import DevicePrefetch
+
+    input_s = args.input_ms / 1000
+
+    class Work(keras.layers.Layer):
+        """--work rounds of a 512 x 512 matmul per image: a step of real compute (JAX dispatches it
+        asynchronously; a host callback, which would leave the CPU free, is run synchronously on a CPU)."""
+
+        def build(self, shape):
+            self.w = self.add_weight((512, 512), initializer="orthogonal", trainable=False)
+
+        def call(self, x):
+            h = keras.ops.tile(keras.ops.reshape(x, (-1, 192)), (1, 3))[:, :512]
+            for _ in range(args.work):
+                h = keras.ops.tanh(keras.ops.matmul(h, self.w))
+            return h
+
+    inp = keras.Input((8, 8, 3), dtype="uint8")
+    out = keras.layers.Dense(1)(Work()(keras.ops.cast(inp, "float32") / 255.0))
+    model = keras.Model(inp, out)
+    model.compile("sgd", "mse")
+    n = args.devices * args.per_device
+    x, y = np.zeros((n, 8, 8, 3), np.uint8), np.zeros((n, 1), np.float32)
+
+    def slow_input():
+        time.sleep(input_s)
+        return np.uint8(0)
+
+    def dataset(slow: bool = True):
+        """The thread that pulls a batch waits input_s for it (unless not `slow`): no parallel map, and tf.data's own look-ahead
+        (autotune, an injected prefetch) off. It stands for the work that stays in line in Keras' feeding
+        even after tf.data's prefetch: the copy of the batch into numpy and its placement on the devices."""
+        ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+        if slow:
+            ds = ds.map(lambda a, b: (a + tf.numpy_function(slow_input, [], tf.uint8), b))
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.experimental_optimization.inject_prefetch = False
+        return ds.with_options(options)
+
+    per_step_ms(model, dataset(), 1, False)  # compile
+    best: dict[tuple, float] = {}
+    for r in range(args.rounds):
+        for key, wait in (("C", False), ("A", False), ("B", False), ("A", True), ("B", True)):
+            ahead = DevicePrefetch(dataset()) if key == "B" else None
+            try:
+                data = ahead.batches() if ahead else dataset(slow=key == "A")
+                ms = per_step_ms(model, data, args.steps, wait)
+            finally:
+                if ahead is not None:
+                    ahead.close()
+            best[(key, wait)] = min(best.get((key, wait), ms), ms)
+            print(f"round {r + 1}: {key} {'waiting each step' if wait else 'loop left alone'}: {ms:.0f} ms/step",
+                  flush=True)
+    step = best[("C", False)]
+    print(f"\nthe step alone {step:.0f} ms, input {args.input_ms:.0f} ms per batch: overlap gives about "
+          f"{max(step, args.input_ms):.0f} ms/step, none {step + args.input_ms:.0f}")
+    print(f"{'feeding':<52}{'loop left alone':>17}{'waiting each step':>19}")
+    for key, label in (("A", "(A) Keras from tf.data (its distributed iterator)"),
+                       ("B", "(B) DevicePrefetch (a thread, 2 batches ahead)")):
+        print(f"{label:<52}{best[(key, False)]:>14.0f} ms{best[(key, True)]:>16.0f} ms")
 
 
 def keras_inline_timer() -> dict:
@@ -121,6 +157,50 @@ def keras_inline_timer() -> dict:
     return timer
 
 
+def real(args) -> None:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from melanoma.image.prefetch import DevicePrefetch
+
+    inline = keras_inline_timer()
+    inp = keras.Input((args.size, args.size, 3), dtype="uint8")
+    h = keras.ops.cast(inp, "float32") / 255.0
+    for i in range(3):
+        h = keras.layers.Conv2D(args.width * 2 ** i, 3, strides=2, padding="same", activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h)))
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    rng = np.random.default_rng(0)
+    pool = tf.constant(rng.integers(0, 256, (args.batch * 2, args.size, args.size, 3), dtype=np.uint8))
+    labels = tf.constant((rng.random((args.batch * 2, 1)) < 0.2).astype("float32"))
+
+    def dataset():  # per-batch host work (a flip), prefetched as train_dataset is
+        ds = tf.data.Dataset.from_tensor_slices((pool, labels)).repeat().batch(args.batch, drop_remainder=True)
+        return ds.map(lambda a, b: (tf.reverse(a, [2]), b), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    per_step_ms(model, dataset(), 1, False)  # compile
+    got: dict[str, list] = {"A": [], "B": [], "A_inline": [], "B_wait": [], "B_fill": []}
+    for r in range(args.rounds):
+        inline.update(s=0.0, n=0)
+        got["A"].append(per_step_ms(model, dataset(), args.steps, False))
+        got["A_inline"].append(inline["s"] / max(1, inline["n"]) * 1000)
+        ahead = DevicePrefetch(dataset())
+        try:
+            got["B"].append(per_step_ms(model, ahead.batches(), args.steps, False))
+        finally:
+            ahead.close()
+        n = max(1, ahead.stats["batches"])
+        got["B_wait"].append(ahead.stats["wait_s"] / n * 1000)
+        got["B_fill"].append(ahead.stats["fill_s"] / n * 1000)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in got.items()), flush=True)
+    print(f"\n{args.batch} x {args.size}px uint8 per batch; best of {args.rounds} rounds, ms")
+    print(f"(A) Keras' own feeding: {min(got['A']):.1f} ms/step; the loop spent {min(got['A_inline']):.1f} ms per "
+          "step reading and placing its batch in line")
+    print(f"(B) DevicePrefetch: {min(got['B']):.1f} ms/step; the loop waited {min(got['B_wait']):.1f} ms per step "
+          f"for its batch, the thread spent {min(got['B_fill']):.1f} ms per batch beside the steps")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["KERAS_BACKEND"] = "jax"
@@ -131,58 +211,12 @@ def main(argv=None) -> int:
     set_cpu_devices(args.devices, os.environ)
     import jax
     import keras
-    import numpy as np
 
     from melanoma.image.backend import setup_devices
-    from melanoma.image.prefetch import DevicePrefetch
 
     devices = setup_devices(cpu_replicas=args.devices)
-    inline = keras_inline_timer()
-    print(f"bench/prefetch.py: {devices.detail}, jax {jax.__version__}, keras {keras.__version__}; "
-          f"batch {args.batch} x {args.size}px uint8 ({args.batch * args.size ** 2 * 3 / 1e6:.0f} MB)", flush=True)
-    model = build(args.size, args.width)
-    x0, y0 = next(dataset(args.size, args.batch).as_numpy_iterator())
-    dist = keras.distribution.distribution()
-    placed = tuple(jax.make_array_from_process_local_data(dist.get_data_layout(a.shape).backend_layout, a)
-                   for a in (x0, y0))
-
-    def fixed():  # the same batch, already on the devices: Keras' own placement of it is then a no-op
-        while True:
-            yield placed
-
-    fit_seconds(model, dataset(args.size, args.batch), 2)  # compile
-    best = {"A": [], "B": [], "C": [], "host": [], "A_inline": [], "B_wait": [], "B_fill": []}
-    for r in range(args.rounds):
-        order = ["A", "B", "C"] if r % 2 == 0 else ["C", "B", "A"]
-        for key in order:
-            if key == "B":
-                ahead = DevicePrefetch(dataset(args.size, args.batch))
-                try:
-                    best[key].append(fit_seconds(model, ahead.batches(), args.steps))
-                finally:
-                    ahead.close()
-                n = max(1, ahead.stats["batches"])
-                best["B_wait"].append(ahead.stats["wait_s"] / n)
-                best["B_fill"].append(ahead.stats["fill_s"] / n)
-            elif key == "A":
-                inline.update(s=0.0, n=0)
-                best[key].append(fit_seconds(model, dataset(args.size, args.batch), args.steps))
-                best["A_inline"].append(inline["s"] / max(1, inline["n"]))
-            else:
-                best[key].append(fit_seconds(model, fixed(), args.steps))
-        best["host"].append(host_seconds(args.size, args.batch))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {best[k][-1] * 1000:.1f} ms" for k in best), flush=True)
-    a, b, c, h = (min(best[k]) * 1000 for k in ("A", "B", "C", "host"))
-    a_in, b_wait, b_fill = (float(np.median(best[k])) * 1000 for k in ("A_inline", "B_wait", "B_fill"))
-    print(f"\n{'feeding':<58}{'ms/step':>9}{'img/s':>9}")
-    for label, ms in (("(A) Keras from tf.data (its distributed iterator)", a),
-                      ("(B) DevicePrefetch (2 batches ahead, a thread)", b),
-                      ("(C) one batch already on the devices (step alone)", c)):
-        print(f"{label:<58}{ms:>9.1f}{args.batch / ms * 1000:>9.0f}")
-    print(f"host time to fetch and place one batch alone: {h:.1f} ms")
-    print(f"per step, the training loop's own time getting its batch: (A) {a_in:.1f} ms in line (read + place); "
-          f"(B) {b_wait:.1f} ms waiting, while the thread spent {b_fill:.1f} ms per batch beside the steps")
-    print(f"A - C = {a - c:.1f} ms, B - C = {b - c:.1f} ms per step (time not hidden behind the step)")
+    print(f"bench/prefetch.py: {devices.detail}, jax {jax.__version__}, keras {keras.__version__}", flush=True)
+    real(args) if args.real else mechanism(args)
     print(f"load average {[round(v, 2) for v in os.getloadavg()]} on {os.cpu_count()} cores")
     return 0
 

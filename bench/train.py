@@ -274,6 +274,7 @@ def input_comparison(args: argparse.Namespace) -> list[dict]:
 
     spec = importlib.util.spec_from_file_location("bench_input", Path(__file__).resolve().parent / "input.py")
     bench_input = importlib.util.module_from_spec(spec)
+    sys.modules["bench_input"] = bench_input  # registered: autograph reads its functions' source
     spec.loader.exec_module(bench_input)
     print(f"input pipeline at {args.input_size}px, uint8 (now) vs float32 (before):", flush=True)
     rows = bench_input.input_figures(size=args.input_size, batch=args.batch * 4, n=256,

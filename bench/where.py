@@ -63,6 +63,7 @@ def main(argv=None) -> int:
 
     spec = importlib.util.spec_from_file_location("bench_input", ROOT / "bench" / "input.py")
     bench_input = importlib.util.module_from_spec(spec)
+    sys.modules["bench_input"] = bench_input  # registered: autograph reads its functions' source
     spec.loader.exec_module(bench_input)
 
     devices = setup_devices(cpu_replicas=args.devices)
