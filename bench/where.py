@@ -115,6 +115,7 @@ def main(argv=None) -> int:
               f"jit_compile {plain.jit_compile} / {with_layer.jit_compile}", flush=True)
 
         layer = Augment(to_dict(tcfg.augment), args.size, seed=0)
+        layer(x0, training=True)  # built: its seed state exists
         images = jax.numpy.asarray(np.asarray(x0))
         jitted = jax.jit(lambda v, x: layer.stateless_call([], v, x, training=True))
         host = tf.data.Dataset.from_tensors(tf.constant(x0)).repeat().map(
