@@ -23,17 +23,22 @@ from melanoma.errors import ConfigError
 from test_train import N_FOLDS, fold_aucs_above, run_cli, train_args, write_learnable_records
 
 
-def jax_env(devices: int = 8) -> dict[str, str]:
+def jax_env(devices: int = 8, xla_flags: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
-    env.update(KERAS_BACKEND="jax", XLA_FLAGS=f"{XLA_DEVICES_FLAG}={devices}", TF_CPP_MIN_LOG_LEVEL="3",
-               JAX_PLATFORMS="cpu")
+    env.update(KERAS_BACKEND="jax", XLA_FLAGS=f"{XLA_DEVICES_FLAG}={devices} {xla_flags}".strip(),
+               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
     return env
 
 
-def jax_run(code: str, devices: int = 8, timeout: int = 300) -> str:
-    """Run Python code on the JAX backend in a fresh process; returns its stdout (its last line by convention)."""
+# XLA flags for processes where only what is compiled matters, not how fast it runs: about half the CPU time
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def jax_run(code: str, devices: int = 8, timeout: int = 300, xla_flags: str = "") -> str:
+    """Run Python code on the JAX backend in a fresh process; returns its stdout (its last line by convention).
+    `xla_flags`: more XLA flags (e.g. a lower optimisation level, where only the compiled graph matters)."""
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                         env=jax_env(devices), timeout=timeout)
+                         env=jax_env(devices, xla_flags), timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout.strip().splitlines()[-1]
 
@@ -106,27 +111,53 @@ DATA_PARALLEL_CODE = """
 """
 
 
+# A tiny model with the default augmentation inside, its train step compiled for the 8 devices: the
+# collectives in it (test_tpu_path.COLLECTIVES_CODE), as the last line.
+TINY_STEP_CODE = """
+    from melanoma.config import AugmentConfig, to_dict
+    from melanoma.image.augment import Augment
+    inp = keras.Input((32, 32, 3), dtype="uint8")
+    h = Augment(to_dict(AugmentConfig(cutout=1)), 32, seed=1)(keras.ops.cast(inp, "float32"))
+    h = keras.layers.Conv2D(4, 3, strides=4)(h)
+    tiny = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h)))
+    tiny.compile(optimizer="adam", loss="binary_crossentropy", jit_compile=True)
+    found = collectives(train_step_hlo(tiny, np.zeros((16, 32, 32, 3), np.uint8), np.zeros((16, 1), np.float32)))
+    print("collectives", sorted(found))
+"""
+
+
 @pytest.fixture(scope="module")
 def on_jax(tmp_path_factory) -> tuple[list[str], Path]:
-    """One JAX process (8 CPU devices; starting one costs ~5 s of CPU) runs the augmentation warp, then sets up
-    DataParallel: its stdout lines and the warped images."""
+    """One JAX process (8 CPU devices; starting one costs ~5 s of CPU) runs the augmentation warp, sets up
+    DataParallel and compiles a tiny model's train step: its stdout lines and the warped images."""
+    from test_tpu_path import COLLECTIVES_CODE
+
     out = tmp_path_factory.mktemp("jax") / "jax.npy"
     res = subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + textwrap.dedent(AUGMENT_CODE)
-                          + textwrap.dedent(SCOPE_CODE) + textwrap.dedent(DATA_PARALLEL_CODE)],
-                         capture_output=True, text=True, env=jax_env(8),
-                         timeout=300)
+                          + textwrap.dedent(SCOPE_CODE) + textwrap.dedent(DATA_PARALLEL_CODE) + COLLECTIVES_CODE
+                          + textwrap.dedent(TINY_STEP_CODE)],
+                         capture_output=True, text=True, env=jax_env(8, FAST_COMPILE), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout.strip().splitlines(), out
 
 
 def test_data_parallel_splits_the_global_batch_over_8_devices(on_jax):
-    assert on_jax[0][-1] == "jax cpu 8 DataParallel [4, 4, 4, 4, 4, 4, 4, 4]"
+    assert on_jax[0][-2] == "jax cpu 8 DataParallel [4, 4, 4, 4, 4, 4, 4, 4]"
+
+
+def test_in_model_augmentation_moves_no_image_between_devices(on_jax):
+    """Every device augments its own images: in the compiled train step of a tiny model with the augmentation
+    inside, the only collectives are the small gradient sums (a gather over the flattened batch made an
+    all-gather of the whole global batch, 16 x 32 x 32 x 3 values)."""
+    found = eval(on_jax[0][-1].removeprefix("collectives "))
+    assert found and {op for op, _ in found} == {"all-reduce"}
+    assert max(n for _, n in found) < 32 * 32 * 3  # smaller than one image
 
 
 def test_devices_scope_puts_back_the_distribution_and_dtype_policy(on_jax):
     """train's devices come with a scope: on exit, exception included, the distribution (DataParallel over 8
     devices inside) and the dtype policy are what they were, so a later stage runs as it would alone."""
-    assert on_jax[0][-2] == "scope DataParallel 8 None None float32"
+    assert on_jax[0][-3] == "scope DataParallel 8 None None float32"
 
 
 AUGMENT_CODE = """

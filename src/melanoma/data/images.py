@@ -140,7 +140,7 @@ def stored_jpeg(img: Image.Image, settings: ImageSettings) -> bytes:
 
 
 def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: int | None = -1) -> np.ndarray:
-    """Encoded image bytes -> the float32 (size, size, 3) tensor in [0, 255] that training fed the model.
+    """Encoded image bytes -> the uint8 (size, size, 3) tensor that training fed the model.
 
     The one preprocessing function of `predict` and `serve`: prepare's decode (EXIF, colour mode, pixel
     limit), crop/pad and resize and its JPEG encode at the same quality, then the train reader's own

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,12 +103,23 @@ def read_records(paths: list[str], deterministic: bool) -> tf.data.Dataset:
                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
-def decode_image(data: tf.Tensor, size: int, stored_size: int | None) -> tf.Tensor:
-    """JPEG bytes -> float32 (size, size, 3) in [0, 255]; every model rescales inside itself."""
+def decode_image(data: tf.Tensor, size: int, stored_size: int | None = None) -> tf.Tensor:
+    """JPEG bytes -> uint8 (size, size, 3): the pixels every model takes (each casts and scales inside itself,
+    models.Pixels), so batches cross the host and reach the devices at one byte per value, not four.
+
+    An image already `size` pixels square is not resized (the public 384-px records at 384 px: an antialiased
+    resize to the same size only costs time); others are resized with antialiasing and rounded back to uint8.
+    `stored_size` (the side the manifest says, None when unknown) only spares the shape test.
+    """
     img = tf.io.decode_jpeg(data, channels=3)
     if stored_size != size:
-        img = tf.image.resize(img, [size, size], antialias=True)
-    return tf.reshape(tf.cast(img, tf.float32), [size, size, 3])
+        def resized():
+            out = tf.image.resize(img, [size, size], antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+        same = tf.logical_and(tf.equal(tf.shape(img)[0], size), tf.equal(tf.shape(img)[1], size))
+        img = tf.cond(same, lambda: img, resized)
+    return tf.reshape(img, [size, size, 3])
 
 
 def parse_fn(split: str, names: tuple[str, ...]):
@@ -154,14 +164,19 @@ def _inputs(ex: dict, size: int, stored_size: int | None, meta: bool):
 
 
 def _augment_inputs(x, acfg: AugmentConfig, size: int):
-    if isinstance(x, dict):
-        return {**x, "image": augment_batch(x["image"], acfg, size)}
-    return augment_batch(x, acfg, size)
+    """Augmentation in tf.data (augment.where: data), back to uint8 for the transfer (rounding moves a pixel
+    by at most half a grey level)."""
+    def aug(images):
+        out = augment_batch(images, acfg, size)
+        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+
+    return {**x, "image": aug(x["image"])} if isinstance(x, dict) else aug(x)
 
 
 def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
                   pos_share: float | None, seed: int, augment: bool = True, extras: list | None = None,
-                  base_images: int | None = None, labels=None) -> tf.data.Dataset:
+                  base_images: int | None = None, labels=None,
+                  class_weight: dict[int, float] | None = None) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
     From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
@@ -170,7 +185,9 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     {"image", "meta"}. `tcfg.cache` keeps the encoded records in memory after the first pass (small
     datasets, or repeated epochs from slow storage). `extras` (image/extras.py ExtraSource, already chosen for
     the fold) are mixed in by sample_from_datasets, weighted against `base_images` (the shards' images drawn
-    per epoch); a record's `soft_target` >= 0 is its label.
+    per epoch); a record's `soft_target` >= 0 is its label. `class_weight` (class -> loss weight) makes the
+    batches (x, y, sample_weight), as Keras' own class_weight would (which it refuses for the device-prefetch
+    generator, prefetch.py).
     """
     size, meta, cache, shuffle_buffer = tcfg.size, tcfg.metadata, tcfg.cache, tcfg.shuffle_buffer
     acfg = tcfg.augment if augment else None
@@ -204,11 +221,25 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     label = _label if labels is None else labels.one_hot
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.map(lambda x, y: (x if acfg is None else _augment_inputs(x, acfg, size),
                               y if labels is not None else y[:, None]),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
+    if class_weight is not None:
+        ds = ds.map(lambda x, y: (x, y, class_weights_of(y, class_weight)), num_parallel_calls=AUTOTUNE,
+                    deterministic=False)
     return ds.prefetch(AUTOTUNE)
+
+
+def class_weights_of(y: tf.Tensor, class_weight: dict[int, float]) -> tf.Tensor:
+    """Per-row loss weights, by Keras' own rule for `fit(class_weight=...)`: the class is the argmax of a
+    one-hot (batch, K) label, else the rounded (batch, 1) label (a soft label counts as its nearer class)."""
+    table = tf.constant([class_weight.get(c, 1.0) for c in range(max(class_weight) + 1)], tf.float32)
+    if y.shape[-1] is not None and y.shape[-1] > 1:
+        classes = tf.argmax(y, axis=-1, output_type=tf.int32)
+    else:
+        classes = tf.cast(tf.round(tf.squeeze(y, axis=-1)), tf.int32)
+    return tf.gather(table, classes)
 
 
 def _label(ex: dict) -> tf.Tensor:
@@ -286,21 +317,18 @@ def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, 
     label = (lambda ex: tf.cast(ex[TARGET], tf.float32)[None]) if labels is None else labels.one_hot
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch)
+    ds = ds.batch(batch, num_parallel_calls=AUTOTUNE)
     if pad:
         ds = ds.map(lambda x, y: (pad_batch(x, batch), pad_batch(y, batch), pad_batch(tf.ones_like(y[:, 0]), batch)),
                     num_parallel_calls=AUTOTUNE)
     return with_batches(ds, shards, batch).prefetch(AUTOTUNE)
 
 
-View = Callable[[tf.Tensor], tf.Tensor]
-
-
 def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_size: int | None, batch: int,
-                    view: AugmentConfig | View | None, meta: bool = False, pad: bool = False) -> tf.data.Dataset:
+                    meta: bool = False, pad: bool = False) -> tf.data.Dataset:
     """Batches of {"image", "idx"} (and "meta"): idx is the row of the image's name in `names`, looked up per
-    record. `view` is None (plain), an AugmentConfig (a random TTA pass) or a function of the image batch
-    (a deterministic TTA view such as a flip).
+    record. Plain uint8 images: the test-time views (flips, random augmentation) are made on the device by the
+    prediction model (tta.tta_model), so the host decodes each image once whatever the number of views.
 
     The prediction model passes idx through beside its output, so each prediction carries its own id: the
     alignment holds whatever order the records are read in (no reliance on an order-preserving predict).
@@ -317,10 +345,8 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
         x = _inputs(ex, size, stored_size, meta)
         return {**(x if meta else {"image": x}), "idx": table.lookup(ex[ID])}
 
-    ds = with_batches(ds.map(features, num_parallel_calls=AUTOTUNE).batch(batch), shards, batch)
-    if view is not None:
-        fn = (lambda x: augment_batch(x, view, size)) if isinstance(view, AugmentConfig) else view
-        ds = ds.map(lambda d: {**d, "image": fn(d["image"])}, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(features, num_parallel_calls=AUTOTUNE).batch(batch, num_parallel_calls=AUTOTUNE)
+    ds = with_batches(ds, shards, batch)
     if pad:
         ds = ds.map(lambda d: pad_batch(d, batch, {"idx": -1}), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -60,7 +60,7 @@ def label_height(font) -> int:
 
 
 def read_originals(tfrec_dir: str | Path, n: int, size: int, n_folds: int) -> tuple[np.ndarray, list[str]]:
-    """The first `n` training images (deterministic read order) as float32 (n, size, size, 3), and their names."""
+    """The first `n` training images (deterministic read order) as uint8 (n, size, size, 3), and their names."""
     shardset = find_shards(str(tfrec_dir), n_folds)
     shards = shardset.train()
     if not shards:

@@ -33,8 +33,10 @@ class FoldLog(keras.callbacks.Callback):
     """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.time_budget's
     projections) and save the weights when validation AUC improves.
 
-    Listed before BackupAndRestore, so an epoch is in the history and the best weights before the backup
-    says it is done; a resumed epoch replaces its own row.
+    Each row records the optimizer's own step count at the epoch's end (`step`) and the learning rate of its
+    last step, schedule(step - 1): what was used, not what was planned. Listed before BackupAndRestore, so an
+    epoch is in the history and the best weights before the backup says it is done; a resumed epoch replaces
+    its own row.
     """
 
     def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int):
@@ -54,8 +56,9 @@ class FoldLog(keras.callbacks.Callback):
 
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
-               "learning_rate": float(self.schedule((epoch + 1) * self.steps - 1)),
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}, "step": step,
+               "learning_rate": float(self.schedule(max(step, 1) - 1)),
                "seconds": round(budget.clock() - self.started, 3)}
         self.history = pd.concat([self.history[self.history["epoch"] < epoch], pd.DataFrame([row])],
                                  ignore_index=True) if len(self.history) else pd.DataFrame([row])
@@ -63,7 +66,7 @@ class FoldLog(keras.callbacks.Callback):
         current = row.get("val_auc")
         if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
             self.best = current
-            save_weights_atomic(self.model, self.fold_dir / BEST)
+            save_weights_atomic(self.model, self.fold_dir / BEST, optimizer=False)
 
 
 BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
@@ -86,14 +89,44 @@ def best_auc(history: pd.DataFrame) -> float | None:
     return float(history["val_auc"].max())
 
 
-def save_weights_atomic(model: keras.Model, path: Path) -> None:
+def save_weights_atomic(model: keras.Model, path: Path, optimizer: bool = True) -> None:
+    """Write the weights under a temporary name, then rename: a kill never leaves a torn file under `path`.
+    `optimizer` False leaves the optimizer's state out (the best weights: 1/3 of the size with AdamW)."""
     tmp = path.with_name(f".tmp-{path.name}")  # Keras wants the .weights.h5 suffix
-    model.save_weights(tmp)
+    if optimizer or model.optimizer is None or not _can_skip_objects():
+        model.save_weights(tmp)
+    else:
+        from keras.src.saving import saving_lib
+
+        saving_lib.save_weights_only(model, tmp, objects_to_skip=[model.optimizer])
     os.replace(tmp, path)
 
 
 # Settings that change how or how long a session runs, never what a fold learns: sessions may differ in them.
 NOT_FINGERPRINTED = ("verbose", "folds", "resume", "tensorboard", "backend", "allow_cpu_fallback", "time_budget")
+
+
+def load_model_weights(model: keras.Model, path: Path) -> None:
+    """Load weights saved with or without the optimizer's state, leaving the optimizer as it is."""
+    if model.optimizer is None or not _can_skip_objects():
+        model.load_weights(path)
+        return
+    from keras.src.saving import saving_lib
+
+    saving_lib.load_weights_only(model, path, objects_to_skip=[model.optimizer])
+
+
+def _can_skip_objects() -> bool:
+    """Whether this Keras saves and loads weights without chosen objects (`objects_to_skip`); where it cannot,
+    the optimizer state is simply saved too."""
+    import inspect
+
+    try:
+        from keras.src.saving import saving_lib
+
+        return "objects_to_skip" in inspect.signature(saving_lib.save_weights_only).parameters
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
 def fingerprint(cfg: Config, shardset: ShardSet) -> str:

@@ -33,13 +33,15 @@ from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
 from melanoma.image.sources import configured_sources, describe, epoch_images, fold_counts, for_fold
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
-from melanoma.image.models import MelanomaAUC, build_model, prediction_model
+from melanoma.image.models import MelanomaAUC, build_model
+from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
                                      validation_dataset)
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
-                                      epoch_seconds, read_history, save_weights_atomic, start_run_folder)
+                                      epoch_seconds, load_model_weights, read_history, save_weights_atomic,
+                                      start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
-from melanoma.image.tta import mean_views, predict, prediction_views
+from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
 from melanoma.runtime.place import detect
 from melanoma.data.runs import auc, fmt_auc
 
@@ -183,8 +185,9 @@ def _plan_folds(s: Session) -> None:
     if s.labels is not None:  # the diagnosis head: class weights per class, from the pool's class counts
         s.plans = diagnosis_plans(s.shardset, s.folds, s.labels, s.cfg.train)
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
-    s.steps = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
+    planned = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
                                / s.global_batch))
+    s.steps = epoch_steps(planned, s.cfg.train.steps_per_execution)
     s.tensorboard = s.cfg.train.tensorboard and tensorboard_available()  # checked (and warned about) once
 
 
@@ -206,7 +209,7 @@ def _compile(s: Session) -> None:
             steps_per_execution=tcfg.steps_per_execution,
             jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
         )
-        s.predictor = prediction_model(s.model, head_classes(tcfg)[1])
+        s.predictor = tta_model(s.model, tcfg, head_classes(tcfg)[1], seed=s.cfg.seed)
     s.initial_weights = s.model.get_weights()
 
 
@@ -221,7 +224,7 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
         log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
                     "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    for stale in fold_dir.glob(".tmp-*"):  # a write of ours cut short by a kill; never a finished file
+    for stale in [*fold_dir.glob(".tmp-*"), *fold_dir.glob("backup/.tmp-*")]:  # writes of ours cut short by a kill
         stale.unlink()
     if not _fit_fold(s, fold, imb, len(val), budget):
         return False
@@ -263,7 +266,7 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
                        augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels)
+                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None)
     log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
     val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.global_batch,
                                 meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels)
@@ -272,9 +275,15 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
     s.model._initial_epoch = None
     stop = BudgetStop(budget, tcfg.epochs, fold_log.seconds, predict_seconds)
-    s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
-                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log) + [stop],
-                class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
+    # JAX with DataParallel: batch n+1 goes to the devices while step n runs (Keras does not look ahead there).
+    ahead = DevicePrefetch(ds) if prefetch_wanted(s.backend) else None
+    try:
+        s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
+                    validation_data=val_ds, callbacks=_callbacks(s.tensorboard, fold_dir, fold_log) + [stop],
+                    verbose=tcfg.verbose, shuffle=False)  # shuffled in tf.data; class weights as sample weights
+    finally:
+        if ahead is not None:
+            ahead.close()
     if stop.stopped_after is not None:
         log.info("fold %d: stopped after epoch %d of %d: the next epoch and the predictions would end after the "
                  "time budget; its backup is kept", fold, stop.stopped_after + 1, tcfg.epochs)
@@ -307,6 +316,15 @@ def _backup_callback(folder: Path) -> keras.callbacks.Callback:
                 log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
                             "the fold starts over", folder.parent.name, e, aside.name)
 
+        def _save_model(self):
+            """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
+            copies the previous backup aside first (a second write of the whole file) to survive a torn write,
+            which a rename never leaves."""
+            folder.mkdir(parents=True, exist_ok=True)
+            save_weights_atomic(self.model, Path(self._weights_path))
+            write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch,
+                                                            "batch": self._last_batch_seen})
+
     return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
 
 
@@ -317,20 +335,19 @@ def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Pat
         weights_file = fold_dir / LAST
         save_weights_atomic(model, weights_file)
     else:
-        model.load_weights(weights_file)
+        load_model_weights(model, weights_file)
     return weights_file
 
 
 def _predict_fold(s: Session, fold: int, val: pd.DataFrame, val_shards: list, fold_dir: Path) -> pd.DataFrame:
     """foldK/oof.csv (TTA mean and the plain pass) and foldK/test_pred.csv."""
     tcfg, pad = s.cfg.train, s.replicas > 1
-    val_views = predict(s.predictor, val_shards, val[ID].to_numpy(), tcfg, s.shardset.image_size, s.global_batch,
-                        pad)
+    batch = views_batch(tcfg.batch_size, s.replicas, len(prediction_views(tcfg)))
+    val_views = predict(s.predictor, val_shards, val[ID].to_numpy(), tcfg, s.shardset.image_size, batch, pad)
     oof = val.assign(pred=mean_views(val_views), pred_plain=val_views["plain"], fold=fold)
     write_csv(fold_dir / "oof.csv", oof)
     if len(s.test_names):
-        test_views = predict(s.predictor, s.shardset.test(), s.test_names, tcfg, s.shardset.image_size,
-                             s.global_batch, pad)
+        test_views = predict(s.predictor, s.shardset.test(), s.test_names, tcfg, s.shardset.image_size, batch, pad)
         write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: s.test_names, TARGET: mean_views(test_views)}))
     return oof
 
@@ -359,6 +376,17 @@ def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") 
     if setting is not None:
         return setting
     return "auto" if device != "cpu" or backend == "jax" else False
+
+
+def epoch_steps(planned: int, steps_per_execution: int) -> int:
+    """The planned steps per epoch rounded up to a multiple of steps_per_execution: Keras runs whole groups of
+    that many steps (on JAX it pulls them even past steps_per_epoch), so any other count would shift the
+    learning-rate schedule away from the one planned and logged."""
+    steps = math.ceil(planned / steps_per_execution) * steps_per_execution
+    if steps != planned:
+        log.info("train: %d steps per epoch (%d planned, rounded up to a multiple of steps_per_execution %d, "
+                 "so every epoch runs exactly the steps the schedule counts)", steps, planned, steps_per_execution)
+    return steps
 
 
 def augment_in_model(tcfg: TrainConfig, device: str) -> bool:

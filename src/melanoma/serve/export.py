@@ -126,16 +126,17 @@ def load_fold_model(run_cfg: Config, weights: Path):
 
 
 def combined_model(models: list, combine: str, flips: bool, size: int, meta: bool):
-    """One inference graph: 0-255 image (and metadata) in, the mean probability of every fold and view out."""
+    """One inference graph: uint8 image (and metadata) in, the mean probability of every fold and view out."""
     import keras
 
+    from melanoma.image.models import image_input
     from melanoma.serve.layers import FLIPS, Flip
 
     if combine == "average" and len(models) > 1:
         mean = [np.mean(ws, axis=0) for ws in zip(*(m.get_weights() for m in models))]
         models[0].set_weights(mean)
         models = models[:1]
-    image = keras.Input((size, size, 3), name="image")
+    image = image_input(size)  # the models' own input: the same uint8 pixels as in training
     meta_in = keras.Input((models[0].inputs[1].shape[-1],), name="meta") if meta else None
     views = [image] + ([Flip(axes, name=name)(image) for name, axes in FLIPS.items()] if flips else [])
     preds = []
@@ -202,7 +203,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
                 "oof_auc": metrics.get("oof_auc"), "oof_auc_no_tta": metrics.get("oof_auc_no_tta")},
         "model": {"name": t.model, "folds": list(weights), "combine": ecfg.combine,
                   "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
-        "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "float32",
+        "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "uint8",
                   "range": [0, 255], "note": "melanoma.data.images.model_input(bytes, prepare, size, stored_size)"},
         "metadata": {"used": bool(t.metadata), "vocab": vocab, "n_sex": 2, "n_site": 6,
                      "encoding": "one-hot sex (2 + other/missing), one-hot site (6 + other/missing), "
@@ -271,7 +272,7 @@ def _check_onnx(model, path: Path, size: int, meta: bool) -> str:
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
-    x = {"image": rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)}
+    x = {"image": rng.integers(0, 256, (2, size, size, 3)).astype(np.uint8)}
     if meta:
         x["meta"] = np.zeros((2, model.inputs[1].shape[-1]), np.float32)
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from melanoma.image.augment import FLIP_VIEWS
+
 
 @keras.saving.register_keras_serializable(package="melanoma")
 class Flip(keras.layers.Layer):
@@ -23,4 +25,4 @@ class Flip(keras.layers.Layer):
         return {**super().get_config(), "axes": self.axes}
 
 
-FLIPS = {"flip_lr": [2], "flip_ud": [1], "flip_lr_ud": [1, 2]}  # as augment.FLIP_VIEWS
+FLIPS = FLIP_VIEWS  # the same views as training's TTA

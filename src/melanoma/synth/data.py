@@ -28,8 +28,8 @@ def source_shards(shardset: ShardSet, fold: int) -> list[Shard]:
 
 
 def to_unit(image: tf.Tensor) -> tf.Tensor:
-    """[0, 255] -> [-1, 1]."""
-    return image / 127.5 - 1.0
+    """[0, 255] (the reader's uint8) -> [-1, 1] float32."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
 def random_orientation(image: tf.Tensor) -> tf.Tensor:
