@@ -183,7 +183,7 @@ def in_memory_dataset(images, targets, batch: int, acfg, size: int):
     (augmented in tf.data and rounded back to uint8, the models' input)."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import _augment_inputs
+    from melanoma.image.inputs import _augment_inputs
 
     ds = tf.data.Dataset.from_tensor_slices((images, targets)).repeat().shuffle(len(images))
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from melanoma.config import Config
     from melanoma.files import write_json
-    from melanoma.image.pipeline import find_shards, train_dataset
+    from melanoma.image.inputs import find_shards, train_dataset
     from melanoma.image.train import jit_compile
 
     keras.utils.set_random_seed(args.seed)

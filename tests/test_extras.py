@@ -19,7 +19,7 @@ from melanoma.config import Config, apply_overrides, load_config
 from melanoma.data.records import feature_description, serialize_example, shard_name
 from melanoma.errors import ConfigError
 from melanoma.image.sources import epoch_images, fold_counts, mix_weights, source_dataset, sources_from_folder
-from melanoma.image.pipeline import find_shards, lenient_parse, train_dataset
+from melanoma.image.inputs import find_shards, lenient_parse, train_dataset
 
 N_FOLDS = 3
 

@@ -173,7 +173,7 @@ def test_diagnosis_head_trains_through_the_cli(tmp_path):
     art = Artifact.load(tmp_path / "model")
     meta = None
     if art.uses_meta:  # the scratch recipe joins the metadata: every record has sex 0, age 40, site 0
-        from melanoma.image.pipeline import meta_vector
+        from melanoma.image.inputs import meta_vector
 
         vec = meta_vector({k: tf.constant(v, tf.int64) for k, v in
                            (("sex", 0), ("age_approx", 40), ("anatom_site_general_challenge", 0))}).numpy()

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, TrainConfig, apply_overrides
 from melanoma.image.augment import affine_matrices, transform
-from melanoma.image.pipeline import Shard, predict_dataset, read_index, train_dataset
+from melanoma.image.inputs import Shard, predict_dataset, read_index, train_dataset
 from melanoma.data.records import serialize_example, shard_name
 from melanoma.image.imbalance import Imbalance, class_weights, imbalance
 from melanoma.image.schedules import make_schedule
@@ -166,7 +166,7 @@ def test_augment_layer_acts_in_training_only():
 
 
 def test_meta_vector_one_hot_codes():
-    from melanoma.image.pipeline import META_DIM, meta_vector
+    from melanoma.image.inputs import META_DIM, meta_vector
 
     v = meta_vector({"sex": tf.constant(1, tf.int64), "age_approx": tf.constant(50, tf.int64),
                      "anatom_site_general_challenge": tf.constant(-1, tf.int64)}).numpy()
@@ -208,7 +208,7 @@ def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
 def test_count_targets_reads_shards_or_trusts_the_manifest(tmp_path):
     from dataclasses import replace
 
-    from melanoma.image.pipeline import count_targets
+    from melanoma.image.inputs import count_targets
 
     shards = write_shards(tmp_path, n_files=2, per_file=50)  # every 10th record malignant
     assert count_targets(shards) == (10, 90)

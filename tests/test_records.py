@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import SHARED, make_layout, solid_image
 from melanoma.config import apply_overrides, Config
-from melanoma.image.pipeline import (META_DIM, decode_image, find_shards, parse_fn, predict_dataset, read_index,
+from melanoma.image.inputs import (META_DIM, decode_image, find_shards, parse_fn, predict_dataset, read_index,
                                      validation_dataset)
 from melanoma.data.decode import encode_image
 from melanoma.data.prepare import prepare

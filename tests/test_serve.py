@@ -61,7 +61,7 @@ def _test_records(rec: Path, size: int) -> dict[str, np.ndarray]:
     """image_name -> the tensor the train reader feeds the model for each test record."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import decode_image, find_shards, parse_fn
+    from melanoma.image.inputs import decode_image, find_shards, parse_fn
 
     shards = find_shards(str(rec), 2)
     out = {}
@@ -135,7 +135,7 @@ def test_predict_reads_a_csv_with_paths_and_refuses_bad_metadata(trained, tmp_pa
 def test_metadata_vector_matches_the_train_reader():
     import tensorflow as tf
 
-    from melanoma.image.pipeline import meta_vector
+    from melanoma.image.inputs import meta_vector
     from melanoma.data.records import VOCABULARIES
     from melanoma.serve.artifact import MetaEncoder
 
@@ -343,7 +343,7 @@ def test_combined_model_with_metadata_and_a_model_trained_with_in_model_augmenta
 
     from melanoma.config import AugmentConfig, to_dict
     from melanoma.image.models import build_model
-    from melanoma.image.pipeline import META_DIM
+    from melanoma.image.inputs import META_DIM
     from melanoma.serve.export import combined_model, load_fold_model
 
     rng = np.random.default_rng(0)

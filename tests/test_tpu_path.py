@@ -131,7 +131,7 @@ def test_device_prefetch_is_used_only_on_jax_with_a_distribution():
 # ---------------------------------------------------------------- uint8 input, steps, TTA, checkpoints
 
 def test_reader_gives_uint8_and_resizes_only_other_sizes():
-    from melanoma.image.pipeline import decode_image
+    from melanoma.image.inputs import decode_image
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (24, 24, 3)).astype(np.uint8)
@@ -169,7 +169,7 @@ def test_epoch_steps_round_up_to_whole_groups():
 def test_class_weights_follow_keras_rule():
     from keras.src.trainers.data_adapters.tf_dataset_adapter import make_class_weight_map_fn
 
-    from melanoma.image.pipeline import class_weights_of
+    from melanoma.image.inputs import class_weights_of
 
     for y, cw in ((tf.constant([[0.0], [1.0], [0.7], [0.2]]), {0: 0.5, 1: 4.0}),
                   (tf.one_hot([2, 0, 1], 3), {0: 1.0, 1: 2.0, 2: 3.0})):

@@ -165,7 +165,7 @@ def read_classes(shards: list, labels: Labels) -> np.ndarray:
     """Class index of every record in training shards, read without decoding images (diagnosis, target)."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import parse_fn, read_records
+    from melanoma.image.inputs import parse_fn, read_records
 
     if not shards:
         return np.zeros(0, dtype=np.int64)

@@ -17,7 +17,7 @@ from melanoma.data.schema import TARGET
 from melanoma.errors import ConfigError
 
 if TYPE_CHECKING:  # pipeline imports TensorFlow
-    from melanoma.image.pipeline import Shard, ShardSet
+    from melanoma.image.inputs import Shard, ShardSet
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime import budget
-from melanoma.image.pipeline import ShardSet
+from melanoma.image.inputs import ShardSet
 from melanoma.image.tta import prediction_views
 from melanoma.data.runs import auc, fmt_auc, write_run
 

@@ -95,7 +95,7 @@ def epoch_images(base_epoch_images: int, sources: list[ExtraSource]) -> int:
 def sources_from_folder(kind: str, folder: str, share: float | None = None) -> list[ExtraSource]:
     """The training shards of a folder as sources of `kind`: one for the untagged shards (every fold) and one
     per fold K for shards tagged "KIND:K" in the manifest."""
-    from melanoma.image.pipeline import Shard  # TensorFlow: imported only when data is read
+    from melanoma.image.inputs import Shard  # TensorFlow: imported only when data is read
 
     import tensorflow as tf
 
@@ -132,7 +132,7 @@ def source_dataset(source: ExtraSource, fields: tuple[str, ...], seed: int):
     relabelled from `labels` and without the `drop` names; records with no label (target < 0) are left out."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import AUTOTUNE, lenient_parse, read_records
+    from melanoma.image.inputs import AUTOTUNE, lenient_parse, read_records
 
     wanted = tuple(fields) + (() if "image_name" in fields else ("image_name",))
     ds = read_records(source.paths, deterministic=False).map(lenient_parse(wanted), num_parallel_calls=AUTOTUNE,

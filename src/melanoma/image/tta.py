@@ -14,7 +14,7 @@ import numpy as np
 
 from melanoma.config import AugmentConfig, TrainConfig, to_dict
 from melanoma.image.augment import FLIP_VIEWS, Augment
-from melanoma.image.pipeline import Shard, predict_dataset
+from melanoma.image.inputs import Shard, predict_dataset
 from melanoma.progress import progress_bar
 
 # Images per device per prediction step, as a multiple of the training batch per device: prediction keeps no

@@ -41,7 +41,7 @@ def records_by_name(tfrec_dir: str, names: list[str], n_folds: int) -> tuple[dic
     """name -> {"jpeg": bytes, and the metadata codes} for the named training images, and the stored size."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import META_FIELDS, find_shards, parse_fn, read_records as records
+    from melanoma.image.inputs import META_FIELDS, find_shards, parse_fn, read_records as records
 
     shardset = find_shards(str(tfrec_dir), n_folds)
     shards = [s.path for s in shardset.validation()]
@@ -67,7 +67,7 @@ def decode(jpeg: bytes, size: int | None = None) -> np.ndarray:
 def _meta_vector(rec: dict) -> np.ndarray:
     import tensorflow as tf
 
-    from melanoma.image.pipeline import meta_vector
+    from melanoma.image.inputs import meta_vector
 
     return meta_vector({k: tf.constant(rec[k], tf.int64) for k in (SEX, AGE, SITE)}).numpy()
 
@@ -81,7 +81,7 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
         return {}, "no heat maps: the run's config.yaml does not name its model and size"
     from melanoma.image.heads import head_classes
     from melanoma.image.models import build_model
-    from melanoma.image.pipeline import META_DIM
+    from melanoma.image.inputs import META_DIM
     from melanoma.report.gradcam import GradCAM
 
     maps: dict[str, np.ndarray] = {}

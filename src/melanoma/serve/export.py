@@ -105,7 +105,7 @@ def load_fold_model(run_cfg: Config, weights: Path):
     """The fold's trained model, for inference: built as training built it, without the augmentation layer."""
     from melanoma.image.heads import head_classes
     from melanoma.image.models import build_model, melanoma_output
-    from melanoma.image.pipeline import META_DIM
+    from melanoma.image.inputs import META_DIM
 
     t = run_cfg.train
     meta_dim = META_DIM if t.metadata else 0
