@@ -1,5 +1,5 @@
 # make demo: install into .venv (if needed) and run every stage on the shipped demo images.
-# make test: install the same way and run the fast tests; make test-all: every test (what CI runs), the
+# make test: install the same way, check the import layers (lint-imports) and run the fast tests; make test-all: every test (what CI runs), the
 # rehearsals included. make rehearse: the Kaggle notebook executed on Kaggle's and Colab's package sets
 # (scripts/rehearse.py; about 15 minutes the first time, which builds the images' virtualenvs in .rehearse/).
 PYTHON ?= python3
@@ -23,9 +23,11 @@ demo: install
 	$(BIN)/melanoma run --config configs/demo.yaml
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 test-all: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 rehearse: install

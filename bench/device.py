@@ -85,7 +85,8 @@ def worker(args) -> None:
     from melanoma.runtime.machine import framework_versions
     from melanoma.runtime.devices import setup_devices
     from melanoma.image.models import build_model
-    from melanoma.image.inputs import find_shards, predict_dataset, read_index, train_dataset
+    from melanoma.image.inputs import predict_dataset, train_dataset
+    from melanoma.data.reader import find_shards, read_index
     from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
     from melanoma.image.schedules import make_loss
     from melanoma.image.train import dtype_policy, jit_compile

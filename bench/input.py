@@ -74,7 +74,7 @@ def float32_dataset(paths: list[str], size: int, stored_size: int | None, batch:
     import tensorflow as tf
 
     from melanoma.image.augment import augment_batch
-    from melanoma.image.inputs import AUTOTUNE, parse_fn, read_records
+    from melanoma.data.reader import AUTOTUNE, parse_fn, read_records
 
     parse = parse_fn("train", ("image", "target"))
 
@@ -130,7 +130,7 @@ def input_figures(size: int = 384, batch: int = 64, n: int = 256, shards: int = 
                   rounds: int = 2, augment: bool = False, log=print) -> list[dict]:
     """The rows of the comparison (see the module docstring), each the best of `rounds` alternating rounds."""
     from melanoma.config import AugmentConfig
-    from melanoma.image.inputs import find_shards
+    from melanoma.data.reader import find_shards
 
     acfg = AugmentConfig() if augment else None
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:

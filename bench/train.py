@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from melanoma.config import Config
     from melanoma.files import write_json
-    from melanoma.image.inputs import find_shards, train_dataset
+    from melanoma.image.inputs import train_dataset
+    from melanoma.data.reader import find_shards
     from melanoma.image.train import jit_compile
 
     keras.utils.set_random_seed(args.seed)

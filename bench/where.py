@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from melanoma.image.augment import Augment, augment_batch
     from melanoma.runtime.devices import setup_devices
     from melanoma.image.models import build_model
-    from melanoma.image.inputs import find_shards, train_dataset
+    from melanoma.image.inputs import train_dataset
+    from melanoma.data.reader import find_shards
     from melanoma.image.prefetch import DevicePrefetch, wanted
     from melanoma.image.schedules import make_loss
 

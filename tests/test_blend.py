@@ -15,7 +15,7 @@ from melanoma.data.submission import read_sample_submission, validate_submission
 from melanoma.cli import main
 from melanoma.config import BlendConfig, Config
 from melanoma.errors import ConfigError, InputError, SubmissionError
-from melanoma.data.runs import auc
+from melanoma.scoring import auc
 from conftest import competition_test_files
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from melanoma.config import Config, apply_overrides, load_config
 from melanoma.runtime.place import Place, detect
-from melanoma.run import resolve_paths
+from melanoma.runtime.paths import resolve_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 COMP = "siim-isic-melanoma-classification"

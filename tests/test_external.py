@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import textured_image, textured_layout
 from melanoma.config import Config, apply_overrides
 from melanoma.data.isic2019 import read_external
-from melanoma.image.inputs import find_shards, parse_fn
+from melanoma.data.reader import find_shards, parse_fn
 from melanoma.data.prepare import prepare
 
 

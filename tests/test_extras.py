@@ -19,7 +19,8 @@ from melanoma.config import Config, apply_overrides, load_config
 from melanoma.data.records import feature_description, serialize_example, shard_name
 from melanoma.errors import ConfigError
 from melanoma.image.sources import epoch_images, fold_counts, mix_weights, source_dataset, sources_from_folder
-from melanoma.image.inputs import find_shards, lenient_parse, train_dataset
+from melanoma.image.inputs import train_dataset
+from melanoma.data.reader import find_shards, lenient_parse
 
 N_FOLDS = 3
 
@@ -168,7 +169,7 @@ def test_external_labels_from_the_companion_csv_and_hash_duplicates_dropped(data
 def test_external_slug_resolves_on_kaggle_and_push_attaches_it(tmp_path):
     from melanoma.image.external_sources import resolve_external
     from melanoma.kaggle import notebooks
-    from melanoma.kaggle.api import external_dataset
+    from melanoma.runtime.datasets import external_dataset
     from melanoma.runtime.place import Place
 
     assert external_dataset("isic2019", 384) == "cdeotte/isic2019-384x384"

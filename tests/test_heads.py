@@ -11,7 +11,8 @@ import tensorflow as tf
 from melanoma.config import Config, apply_overrides
 from melanoma.data.records import VOCABULARIES, serialize_example, shard_name
 from melanoma.errors import ConfigError
-from melanoma.image.heads import CLASS_MAPS, Labels, head_classes, multiclass_weights
+from melanoma.image.heads import CLASS_MAPS, Labels, head_classes
+from melanoma.image.imbalance import multiclass_weights
 from melanoma.image.imbalance import imbalance
 
 from test_train import fold_aucs_above, run_cli, train_args

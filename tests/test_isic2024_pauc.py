@@ -9,7 +9,7 @@ from sklearn.metrics import auc, roc_auc_score, roc_curve
 
 from melanoma.report.metrics import ranking_metrics
 from melanoma.scoring import partial_auc
-from melanoma.data.runs import auc as results_auc
+from melanoma.scoring import auc as results_auc
 
 
 def competition_score(solution: pd.DataFrame, submission: pd.DataFrame, row_id_column_name: str,

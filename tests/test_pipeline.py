@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, TrainConfig, apply_overrides
 from melanoma.image.augment import affine_matrices, transform
-from melanoma.image.inputs import Shard, predict_dataset, read_index, train_dataset
+from melanoma.image.inputs import predict_dataset, train_dataset
+from melanoma.data.reader import Shard, read_index
 from melanoma.data.records import serialize_example, shard_name
 from melanoma.image.imbalance import Imbalance, class_weights, imbalance
 from melanoma.image.schedules import make_schedule
@@ -208,7 +209,7 @@ def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
 def test_count_targets_reads_shards_or_trusts_the_manifest(tmp_path):
     from dataclasses import replace
 
-    from melanoma.image.inputs import count_targets
+    from melanoma.data.reader import count_targets
 
     shards = write_shards(tmp_path, n_files=2, per_file=50)  # every 10th record malignant
     assert count_targets(shards) == (10, 90)

@@ -16,7 +16,7 @@ from conftest import ROOT, textured_image, textured_layout
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import InputError
 from melanoma.data.images import BadImage, load_rgb
-from melanoma.image.inputs import find_shards, parse_fn
+from melanoma.data.reader import find_shards, parse_fn
 from melanoma.data.prepare import prepare
 
 

@@ -204,7 +204,7 @@ def _records(rec: Path, split: str, size: int | None = None) -> dict[str, object
     """image_name -> stored JPEG bytes (size None) or the train reader's tensor at `size`."""
     import tensorflow as tf
 
-    from melanoma.image.inputs import decode_image, find_shards, parse_fn
+    from melanoma.data.reader import decode_image, find_shards, parse_fn
 
     shards = find_shards(str(rec), 2)
     out = {}

@@ -61,7 +61,7 @@ def _test_records(rec: Path, size: int) -> dict[str, np.ndarray]:
     """image_name -> the tensor the train reader feeds the model for each test record."""
     import tensorflow as tf
 
-    from melanoma.image.inputs import decode_image, find_shards, parse_fn
+    from melanoma.data.reader import decode_image, find_shards, parse_fn
 
     shards = find_shards(str(rec), 2)
     out = {}
@@ -174,7 +174,7 @@ def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
 
     # The report's calibrator and thresholds (its section for this run) travel with the model; flips average
     # inside the graph.
-    from melanoma.report import calibration, report
+    from melanoma import calibration, report
 
     rcfg = apply_overrides(cfg, {"report.bootstrap": 20, "report.gradcam": False, "report.gallery_size": 1,
                                  "paths.data": str(data), "report.calibration": "platt"})

@@ -21,7 +21,8 @@ from melanoma.config import Config, apply_overrides, load_config
 from melanoma.data.records import serialize_example
 from melanoma.errors import ConfigError, InputError
 from melanoma.image.sources import for_fold, sources_from_folder
-from melanoma.image.inputs import decode_image, find_shards, lenient_parse, train_dataset
+from melanoma.image.inputs import train_dataset
+from melanoma.data.reader import decode_image, find_shards, lenient_parse
 
 from conftest import DEMO, copy_demo_layout
 

@@ -131,7 +131,7 @@ def test_device_prefetch_is_used_only_on_jax_with_a_distribution():
 # ---------------------------------------------------------------- uint8 input, steps, TTA, checkpoints
 
 def test_reader_gives_uint8_and_resizes_only_other_sizes():
-    from melanoma.image.inputs import decode_image
+    from melanoma.data.reader import decode_image
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (24, 24, 3)).astype(np.uint8)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import ConfigError
 from melanoma.data.records import serialize_example, shard_name
-from melanoma.data.runs import auc
+from melanoma.scoring import auc
 from melanoma.runtime.backend import resolve_precision
 from melanoma.image.imbalance import imbalance
 from melanoma.image.schedules import make_loss, make_schedule

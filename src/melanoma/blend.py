@@ -15,7 +15,7 @@ Runs whose run.json says stage "tabular" are metadata runs: the share of weight 
 (`tabular_weight.found`), and `blend.tabular_weight` fixes it (the image runs share the rest; within each
 group the method sets the weights). The blended submission is a score in [0, 1] that ranks the test images;
 it is not a probability, which the competition metric (ROC AUC) does not need, unless `blend.calibrate` maps it
-through a calibrator fitted on the blended OOF (isotonic or Platt; see melanoma.report.calibration).
+through a calibrator fitted on the blended OOF (isotonic or Platt; see melanoma.calibration).
 
 `run_blend` writes the submission CSV (image_name,target, in the sample submission's order when one is
 given, checked against it by `validate_submission`), `blend.json` (the report) and the run info beside it.
@@ -36,7 +36,8 @@ from melanoma.config import BlendConfig, Config, save_run_info
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.data.runs import auc, fmt_auc, read_run
+from melanoma.data.runs import read_run
+from melanoma.scoring import auc, fmt_auc
 from melanoma.data.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ def calibrate(setting: str, y: pd.Series, oof_score: np.ndarray, test_score: np.
     the AUC slightly); the values become probabilities."""
     if setting == "none":
         return test_score, None
-    from melanoma.report import calibration
+    from melanoma import calibration
 
     if setting in calibration.CALIBRATION_METHODS:
         cal = calibration.fit(y, oof_score, setting)

@@ -147,8 +147,8 @@ def _load(args: argparse.Namespace, values: dict | None = None):
 
 
 def resolve_paths(cfg):
-    """melanoma.run.resolve_paths, imported when first needed (it loads pandas: slow next to a refusal)."""
-    from melanoma.run import resolve_paths as resolve
+    """melanoma.runtime.paths.resolve_paths, imported when first needed (it loads pandas: slow next to a refusal)."""
+    from melanoma.runtime.paths import resolve_paths as resolve
 
     return resolve(cfg)
 
@@ -227,7 +227,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     elif cmd == "report":
         from melanoma.report import report
-        from melanoma.run import default_report_runs, report_dir
+        from melanoma.report.defaults import default_report_runs, report_dir
 
         cfg = _load(args)
         out = report_dir(cfg)

@@ -45,7 +45,7 @@ def check(args: argparse.Namespace, cfg) -> None:
 
 
 def _paths(cfg):
-    from melanoma.run import resolve_paths
+    from melanoma.runtime.paths import resolve_paths
 
     return resolve_paths(cfg)
 
@@ -159,7 +159,7 @@ def _report_out(path, flag="--out") -> Out:
 
 
 def _report(args, cfg) -> Plan:
-    from melanoma.run import default_report_runs, report_dir
+    from melanoma.report.defaults import default_report_runs, report_dir
 
     p = _paths(cfg)
     runs = args.runs or default_report_runs(cfg)
@@ -193,7 +193,8 @@ def _predict(args, cfg) -> Plan:
 
 
 def _run(args, cfg) -> Plan:
-    from melanoma.run import image_run_configs, report_dir
+    from melanoma.report.defaults import report_dir
+    from melanoma.runtime.paths import image_run_configs
 
     p = _paths(cfg)
     outputs = [_prepare_out(p.tfrecords, "paths.tfrecords"), *folds_outputs(p.folds, "paths.runs"),
@@ -243,7 +244,7 @@ def _ablate(args, cfg) -> Plan:
 
 
 def _kaggle_download(args, cfg) -> Plan:
-    from melanoma.kaggle.api import TFRECORD_DATASETS
+    from melanoma.runtime.datasets import TFRECORD_DATASETS
 
     out = Path(args.out)
     own = lambda q: (out / ".done").is_dir()  # noqa: E731  (the download's own markers)

@@ -11,44 +11,20 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from melanoma.config import STAGES, Config
-from melanoma.data.schema import ID, PATIENT, TARGET
-from melanoma.runtime.place import Place, auto_paths, detect, previous_runs
+from melanoma.data.schema import ID, TARGET
+from melanoma.runtime.place import detect, previous_runs
 from melanoma.errors import ConfigError, input_error
-from melanoma.data.runs import auc, fmt_auc, read_metrics
+from melanoma.data.runs import read_metrics
+from melanoma.scoring import auc, fmt_auc
+from melanoma.report.defaults import report_dir, report_stage
+from melanoma.runtime.paths import RunPaths, image_run_configs, resolve_paths
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    data: Path
-    tfrecords: Path | str  # a str for gs:// URLs
-    folds: Path
-    image_run: Path
-    tabular_run: Path
-    submission: Path
-    sample_submission: Path | None
-    test_labels: Path | None
-
-
-def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:
-    """The config's paths; on Kaggle or Colab, the keys left at their defaults come from the place
-    (melanoma.runtime.place; `place` fakes one in tests)."""
-    p = auto_paths(cfg, place)
-    data, runs = Path(p.data), Path(p.runs)
-    sample = Path(p.sample_submission) if p.sample_submission else data / "sample_submission.csv"
-    # A gs:// URL stays a string: Path would fold its "//" (the TFRecord reader goes through tf.io.gfile).
-    tfrecords = p.tfrecords if "://" in p.tfrecords else Path(p.tfrecords)
-    return RunPaths(data=data, tfrecords=tfrecords, folds=runs / "folds.csv", image_run=runs / "image",
-                    tabular_run=runs / "tabular", submission=Path(p.submission),
-                    sample_submission=sample if sample.is_file() or p.sample_submission else None,
-                    test_labels=Path(p.test_labels) if p.test_labels else None)
 
 
 def test_auc(submission: Path, labels: Path) -> float | None:
@@ -61,31 +37,6 @@ def test_auc(submission: Path, labels: Path) -> float | None:
     if len(joined) != len(truth):
         raise input_error(labels, f"only {len(joined)} of its {len(truth)} ids are in {submission}")
     return auc(joined[f"{TARGET}_true"], joined[f"{TARGET}_pred"])
-
-
-def report_dir(cfg: Config) -> Path:
-    """Where the report goes: report.out, else PATHS.runs/report."""
-    return Path(cfg.report.out) if cfg.report.out else Path(auto_paths(cfg).runs) / "report"
-
-
-def default_report_runs(cfg: Config) -> list[Path]:
-    """The config's image and tabular runs and its blend (blend.json beside the submission), where they exist."""
-    paths = resolve_paths(cfg)
-    candidates = [r for _, r in image_run_configs(cfg, paths)] + [paths.tabular_run]
-    runs = [d for d in candidates if (d / "oof.csv").is_file()]
-    blend = paths.submission.parent / "blend.json"
-    if blend.is_file() and paths.submission.is_file():
-        runs.append(blend)
-    if not runs:
-        raise input_error(paths.image_run.parent, "no run to report on (no oof.csv in the image or tabular run "
-                                                  "folder, no blend.json): give RUN_DIR arguments")
-    return runs
-
-
-def report_stage(cfg: Config) -> dict:
-    from melanoma.report import report
-
-    return report(cfg, default_report_runs(cfg), report_dir(cfg))
 
 
 def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
@@ -108,16 +59,6 @@ def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
         if (previous / name).is_file() and not (run_dir / name).exists():
             shutil.copy2(previous / name, run_dir / name)
     return copied
-
-
-def image_run_configs(cfg: Config, paths: RunPaths) -> list[tuple[Config, Path]]:
-    """The image models to train: the train section into PATHS.runs/image, or each variant (melanoma.config.variants)
-    into PATHS.runs/image-NAME."""
-    if not cfg.variants:
-        return [(cfg, paths.image_run)]
-    from melanoma.config.variants import variant_configs, variant_dir
-
-    return [(vcfg, variant_dir(paths.image_run.parent, name)) for name, vcfg in variant_configs(cfg)]
 
 
 def adopt_previous_session(previous: Path, run_dirs: list[Path]) -> dict[str, list[str]]:
@@ -204,14 +145,11 @@ def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: dict | None,
 def _prepare_with_folds(cfg: Config, paths: RunPaths) -> dict:
     """prepare hashes every image, so when it runs it deals the folds itself (make_folds with the duplicate
     pairs): duplicate images then land in one fold. Its folds.csv becomes the one every later stage reads."""
-    import tensorflow as tf  # tf.io.gfile: the TFRecords may be on gs://
-
-    from melanoma.data.folds import write_folds
+    from melanoma.data.folds import copy_prepared_folds
     from melanoma.data.prepare import prepare
 
     manifest = prepare(cfg, paths.data, paths.tfrecords, None)
-    with tf.io.gfile.GFile(f"{str(paths.tfrecords).rstrip('/')}/folds.csv", "rb") as f:
-        write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), paths.folds, cfg)
+    copy_prepared_folds(paths.tfrecords, paths.folds, cfg)
     return manifest
 
 

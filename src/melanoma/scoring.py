@@ -1,4 +1,5 @@
-"""The ISIC 2024 challenge's metric: partial ROC AUC above 80% true-positive rate, as the competition computes it.
+"""The competitions' metrics, below every stage: ROC AUC (SIIM-ISIC 2020) and the ISIC 2024 challenge's partial
+ROC AUC above 80% true-positive rate, as the competition computes it.
 
 The competition's scoring code flips the problem so that "TPR above 0.8" becomes "FPR below 0.2": it takes
 1 - target as the labels and 1 - prediction as the scores, asks scikit-learn for the standardised (McClish)
@@ -10,11 +11,14 @@ The result lies in [0, max_fpr] = [0, 0.2] (perfect 0.2; a random ranking about 
 computation; `melanoma.report.metrics.pauc_from_counts` is a vectorised form of the same area for bootstraps
 (the tests check that all three agree).
 
-One class only: None, as `melanoma.data.runs.auc` answers for plain AUC (a small fold can hold no malignant
+One class only: None, as `melanoma.scoring.auc` answers for plain AUC (a small fold can hold no malignant
 tile), rather than scikit-learn's ValueError.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -41,3 +45,16 @@ def partial_auc(y, p, min_tpr: float = MIN_TPR) -> float | None:
     # 1 - p flips the ranking; for scores outside [0, 1] (logits) it is still an order-reversing map.
     pauc_std = roc_auc_score(1.0 - y, 1.0 - p, max_fpr=max_fpr)
     return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (pauc_std - 0.5))
+
+
+def auc(y_true: Any, y_pred: Any) -> float | None:
+    """ROC AUC, or None when only one class is present (a tiny fold can have no positive)."""
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        return None
+    return float(roc_auc_score(y_true, np.asarray(y_pred, dtype=np.float64)))
+
+
+
+def fmt_auc(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

@@ -198,3 +198,12 @@ def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFr
                 f"{len(extra)} images are not in train.csv (e.g. {extra[0]})"
             raise input_error(path, f"does not match train.csv: {detail}")
     return folds
+
+
+def copy_prepared_folds(tfrec_dir: str | Path, out: str | Path, cfg: Config) -> Path:
+    """The folds.csv that `prepare` dealt (beside its shards, which may be on gs://) written to `out`, so every
+    later stage reads the folds that kept duplicate images together."""
+    import tensorflow as tf  # tf.io.gfile: the TFRecords may be on gs://
+
+    with tf.io.gfile.GFile(f"{str(tfrec_dir).rstrip('/')}/folds.csv", "rb") as f:
+        return write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), out, cfg)

@@ -150,7 +150,7 @@ def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: in
     """
     import tensorflow as tf
 
-    from melanoma.image.inputs import decode_image
+    from melanoma.data.reader import decode_image
 
     img, _, _ = load_rgb(data, settings.decode_side, settings.max_pixels)
     jpeg = stored_jpeg(img, settings)

@@ -10,29 +10,20 @@ Predictions are always joined by image_name, never by row order.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
+from melanoma.scoring import auc
 
 OOF_COLUMNS = [ID, TARGET, "pred", "fold"]
 OPTIONAL_OOF_COLUMNS = ["pred_plain"]  # the image model's prediction without TTA
 TEST_COLUMNS = [ID, TARGET]
-
-
-def auc(y_true: Any, y_pred: Any) -> float | None:
-    """ROC AUC, or None when only one class is present (a tiny fold can have no positive)."""
-    y_true = np.asarray(y_true)
-    if len(np.unique(y_true)) < 2:
-        return None
-    return float(roc_auc_score(y_true, np.asarray(y_pred, dtype=np.float64)))
 
 
 def oof_metrics(oof: pd.DataFrame) -> dict[str, Any]:
@@ -151,5 +142,3 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
-def fmt_auc(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

@@ -204,7 +204,7 @@ def augment_batch(images, acfg: AugmentConfig, size: int, o: Ops | None = None):
 
 
 # Deterministic test-time views (TTA): flips over these axes of a (batch, height, width, channels) batch
-# (1: up-down, 2: left-right), applied on the device (serve.layers.Flip) in training's TTA and the exported model.
+# (1: up-down, 2: left-right), applied on the device (augment.Flip) in training's TTA and the exported model.
 FLIP_VIEWS = {"flip_lr": [2], "flip_ud": [1], "flip_lr_ud": [1, 2]}
 
 
@@ -236,3 +236,21 @@ class Augment(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "augment": self.augment, "size": self.size, "seed": self.seed,
                 "always": self.always}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class Flip(keras.layers.Layer):
+    """A deterministic flip of (batch, height, width, channels) images over `axes` (1: up-down, 2: left-right):
+    the TTA views of training (augment.FLIP_VIEWS), made part of the exported model."""
+
+    def __init__(self, axes: list[int], **kwargs):
+        super().__init__(**kwargs)
+        self.axes = [int(a) for a in axes]
+
+    def call(self, x):
+        for axis in self.axes:
+            x = keras.ops.flip(x, axis=axis)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "axes": self.axes}

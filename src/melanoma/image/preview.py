@@ -17,7 +17,8 @@ from melanoma.config import Config
 from melanoma.data.schema import ID
 from melanoma.errors import ConfigError, input_error
 from melanoma.plots import DPI, PREVIEW_TITLE, figure, save
-from melanoma.image.inputs import read_records, augment_batch, decode_image, find_shards, parse_fn
+from melanoma.image.inputs import augment_batch
+from melanoma.data.reader import read_records, decode_image, find_shards, parse_fn
 
 log = logging.getLogger(__name__)
 

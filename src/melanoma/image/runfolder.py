@@ -22,9 +22,10 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime import budget
-from melanoma.image.inputs import ShardSet
+from melanoma.data.reader import ShardSet
 from melanoma.image.tta import prediction_views
-from melanoma.data.runs import auc, fmt_auc, write_run
+from melanoma.data.runs import write_run
+from melanoma.scoring import auc, fmt_auc
 
 log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 

@@ -30,20 +30,21 @@ from melanoma.files import write_csv, write_json
 from melanoma.runtime.backend import resolve_backend, resolve_precision
 from melanoma.runtime.devices import Devices, check_devices, devices_scope
 from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
-from melanoma.image.sources import configured_sources, describe, epoch_images, fold_counts, for_fold
+from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
+from melanoma.image.external_sources import configured_sources
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
 from melanoma.image.models import MelanomaAUC, build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
-from melanoma.image.inputs import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
-                                     validation_dataset)
+from melanoma.image.inputs import META_DIM, train_dataset, validation_dataset
+from melanoma.data.reader import ShardSet, count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
                                       epoch_seconds, load_model_weights, read_history, save_weights_atomic,
                                       start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
 from melanoma.runtime.place import detect
-from melanoma.data.runs import auc, fmt_auc
+from melanoma.scoring import auc, fmt_auc
 
 log = logging.getLogger(__name__)
 

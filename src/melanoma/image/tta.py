@@ -14,7 +14,8 @@ import numpy as np
 
 from melanoma.config import AugmentConfig, TrainConfig, to_dict
 from melanoma.image.augment import FLIP_VIEWS, Augment
-from melanoma.image.inputs import Shard, predict_dataset
+from melanoma.image.inputs import predict_dataset
+from melanoma.data.reader import Shard
 from melanoma.progress import progress_bar
 
 # Images per device per prediction step, as a multiple of the training batch per device: prediction keeps no
@@ -94,7 +95,7 @@ def tta_model(model: keras.Model, tcfg: TrainConfig, column: int | None = None, 
     seeded generators (seed + view number), so a run's TTA is repeatable.
     """
     from melanoma.image.models import SelectColumn
-    from melanoma.serve.layers import Flip
+    from melanoma.image.augment import Flip
 
     views = prediction_views(tcfg)
     ins = {t.name: keras.Input(t.shape[1:], dtype=t.dtype, name=t.name) for t in model.inputs}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from melanoma.runtime.datasets import EXTERNAL_DATASETS, TFRECORD_DATASETS, external_dataset  # noqa: F401 (re-used names)
 from melanoma.errors import KaggleError
 from melanoma.files import read_json, write_json
 
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 
 COMPETITION = "siim-isic-melanoma-classification"
 CSV_FILES = ("train.csv", "test.csv", "sample_submission.csv")
-# Chris Deotte's public TFRecords (the 15+16-file layout `train` reads without a manifest), by image side.
-TFRECORD_DATASETS = {size: f"cdeotte/melanoma-{size}x{size}" for size in (128, 192, 256, 384, 512, 768)}
-# External training data published beside them, by name (`train.external: [isic2019]`) and image side: the
-# one table `train` resolves names with and `kaggle push` attaches from (dataset_sources).
-EXTERNAL_DATASETS = {"isic2019": {size: f"cdeotte/isic2019-{size}x{size}" for size in (128, 192, 256, 384, 512, 768)}}
 # kernel-metadata.json per accelerator. machine_shape values as documented by the kaggle CLI (kernels.md):
 # TpuV5E8 = TPU v5e-8, NvidiaTeslaT4 = GPU T4 x2 (P100 no longer runs the default image's CUDA builds).
 ACCELERATORS = {
@@ -170,17 +166,6 @@ def tfrecords_dataset(size: int) -> str:
     if size not in TFRECORD_DATASETS:
         raise KaggleError(f"no public TFRecords at {size} px; sizes: {', '.join(map(str, TFRECORD_DATASETS))}")
     return TFRECORD_DATASETS[size]
-
-
-def external_dataset(ref: str, size: int) -> str | None:
-    """OWNER/SLUG of a train.external entry: a name of EXTERNAL_DATASETS at `size` (or the nearest published
-    side above it), an OWNER/SLUG as it is; None for a folder or URL (nothing to attach)."""
-    if ref in EXTERNAL_DATASETS:
-        sizes = sorted(EXTERNAL_DATASETS[ref])
-        return EXTERNAL_DATASETS[ref][next((s for s in sizes if s >= size), sizes[-1])]
-    if "://" in ref or ref.startswith((".", "/", "~")) or ref.count("/") != 1 or Path(ref).exists():
-        return None
-    return ref
 
 
 def _safe_extract(archive: Path, target: Path) -> list[str]:

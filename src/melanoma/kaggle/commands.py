@@ -125,7 +125,7 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
 
 def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
     """The submission file must exist, parse and match the sample submission, before Kaggle is contacted."""
-    from melanoma.run import resolve_paths
+    from melanoma.runtime.paths import resolve_paths
     from melanoma.data.submission import check_submission_file  # pandas: only when submitting
 
     if not args.file.is_file():

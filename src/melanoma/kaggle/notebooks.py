@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from melanoma.files import write_json, write_text
-from melanoma.kaggle.api import (ACCELERATORS, TFRECORD_DATASETS, Credentials, KaggleError, external_dataset,
-                                 tfrecords_dataset)
+from melanoma.kaggle.api import ACCELERATORS, Credentials, KaggleError, tfrecords_dataset
+from melanoma.runtime.datasets import TFRECORD_DATASETS, external_dataset
 
 log = logging.getLogger("melanoma.kaggle.api")  # kaggle's one logger
 

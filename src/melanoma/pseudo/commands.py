@@ -21,7 +21,7 @@ def add_pseudo_parsers(sub) -> None:
 
 def run_pseudo_command(args: argparse.Namespace, load: Callable) -> None:
     from melanoma.pseudo.labels import write_pseudo
-    from melanoma.run import resolve_paths
+    from melanoma.runtime.paths import resolve_paths
 
     cfg = load(args)
     print(json.dumps(write_pseudo(cfg, args.runs, str(resolve_paths(cfg).tfrecords), args.out), indent=2))

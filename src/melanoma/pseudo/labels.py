@@ -56,7 +56,7 @@ def _test_records(tfrec_dir: str, n_folds: int):
     import tensorflow as tf
 
     from melanoma.data.records import feature_description
-    from melanoma.image.inputs import find_shards
+    from melanoma.data.reader import find_shards
 
     shardset = find_shards(tfrec_dir, n_folds)
     if not shardset.test():

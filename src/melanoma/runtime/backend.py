@@ -87,9 +87,7 @@ def set_cpu_devices(n: int, environ: dict[str, str]) -> None:
     flags = re.sub(rf"{XLA_DEVICES_FLAG}=\d+", "", environ.get("XLA_FLAGS", "")).strip()
     environ["XLA_FLAGS"] = f"{flags} {XLA_DEVICES_FLAG}={n}".strip()
     if "jax" in sys.modules and environ is os.environ:
-        import jax
-
-        have = len(jax.devices("cpu"))
+        have = len(sys.modules["jax"].devices("cpu"))  # already started: too late to change its device count
         if have != n:
             raise ConfigError(f"train.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in this "
                               "process: set it before anything imports jax")

@@ -30,11 +30,11 @@ class BadMetadata(ValueError):
     """A metadata value the model cannot take; the message names the field, the value and what is allowed."""
 
 
-# ---------------------------------------------------------------- calibrator (the report's, melanoma.report.calibration)
+# ---------------------------------------------------------------- calibrator (the report's, melanoma.calibration)
 
 def apply_calibrator(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
     """The exported calibrator applied as the report and the blend apply it; identity without one."""
-    from melanoma.report import calibration
+    from melanoma import calibration
 
     return p if calibrator is None else calibration.apply(calibrator, p)
 
@@ -180,7 +180,7 @@ def load_keras_model(path: Path):
     import keras
 
     import melanoma.image.models  # noqa: F401  (registers ImagenetPreprocess)
-    import melanoma.serve.layers  # noqa: F401  (registers Flip)
+    import melanoma.image.augment  # noqa: F401  (registers Flip)
 
     try:
         return keras.saving.load_model(path, compile=False)

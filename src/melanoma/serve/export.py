@@ -130,7 +130,8 @@ def combined_model(models: list, combine: str, flips: bool, size: int, meta: boo
     import keras
 
     from melanoma.image.models import image_input
-    from melanoma.serve.layers import FLIPS, Flip
+    from melanoma.image.augment import FLIP_VIEWS as FLIPS
+    from melanoma.image.augment import Flip
 
     if combine == "average" and len(models) > 1:
         mean = [np.mean(ws, axis=0) for ws in zip(*(m.get_weights() for m in models))]
@@ -150,7 +151,7 @@ def combined_model(models: list, combine: str, flips: bool, size: int, meta: boo
 def report_extras(report_dir: Path | None, run_dir: Path) -> tuple[dict | None, dict[str, float], str | None]:
     """(calibrator, thresholds, where from) for the exported run, from its section of the report folder's
     report.json: the operating points' thresholds (chosen on the OOF) and the calibrator file it wrote."""
-    from melanoma.report import calibration
+    from melanoma import calibration
 
     if report_dir is None or not (report_dir / "report.json").is_file():
         return None, {}, None

@@ -21,7 +21,7 @@ def add_synth_parsers(sub) -> None:
 def run_synth_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
     from melanoma.errors import ConfigError
     from melanoma.runtime.backend import use_backend
-    from melanoma.run import resolve_paths
+    from melanoma.runtime.paths import resolve_paths
 
     cfg = load(args, {})
     use_backend(cfg.train.backend)  # before the first Keras import

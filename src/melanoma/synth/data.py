@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import ConfigError
-from melanoma.image.inputs import AUTOTUNE, Shard, ShardSet, count_targets, decode_image, parse_fn, read_records
+from melanoma.data.reader import AUTOTUNE, Shard, ShardSet, count_targets, decode_image, parse_fn, read_records
 
 SOURCE_FIELDS = (ID, PATIENT, SEX, AGE, SITE, "width", "height")
 

@@ -22,7 +22,7 @@ from melanoma.data.schema import ID
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime.backend import resolve_backend
-from melanoma.image.inputs import ShardSet, find_shards
+from melanoma.data.reader import ShardSet, find_shards
 from melanoma.synth import data, loop, writer
 from melanoma.synth.samples import sample_grid
 
