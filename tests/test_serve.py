@@ -174,7 +174,8 @@ def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
 
     # The report's calibrator and thresholds (its section for this run) travel with the model; flips average
     # inside the graph.
-    from melanoma import calibration, report
+    from melanoma import calibration
+    from melanoma.report import report
 
     rcfg = apply_overrides(cfg, {"report.bootstrap": 20, "report.gradcam": False, "report.gallery_size": 1,
                                  "paths.data": str(data), "report.calibration": "platt"})

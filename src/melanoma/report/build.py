@@ -13,7 +13,8 @@ from melanoma.config import Config
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError
 from melanoma.files import staged_dir, write_json, write_text
-from melanoma import calibration, figures, html
+from melanoma import calibration
+from melanoma.report import figures, html
 from melanoma.report.evaluate import compare_pair, evaluate, operating_points
 from melanoma.report.inputs import Run, metadata, read_any, read_runs, test_labels
 from melanoma.report.metrics import brier, cluster_codes, ece, reliability
