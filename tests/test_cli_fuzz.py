@@ -42,8 +42,8 @@ def _stub(*args, **kwargs):
 FAKE_MODULES = {"melanoma.image.train": {"train": _stub}, "melanoma.image.preview": {"augment_preview": _stub},
                 "melanoma.synth.stage": {"synth": _stub}, "melanoma.image.models": {"MODELS": ["simple_cnn"]},
                 # and the ones whose imports (LightGBM, scipy.stats, FastAPI) take seconds
-                "melanoma.tabular": {"run_tabular": _stub}, "melanoma.serve.app": {"serve": _stub},
-                "melanoma.report": {"report": _stub, "compare": _stub, "format_compare": str}}
+                "melanoma.tabular.stage": {"run": _stub}, "melanoma.serve.app": {"serve": _stub},
+                "melanoma.report.build": {"report": _stub, "compare": _stub, "format_compare": str}}
 STUBS = [("melanoma.data.prepare", "prepare"), ("melanoma.data.check", "run_check"),
          ("melanoma.run", "run_pipeline"), ("melanoma.serve.export", "export"),
          ("melanoma.serve.predict", "run_predict"), ("melanoma.segment.train", "train_segmenter"),

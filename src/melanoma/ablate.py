@@ -38,6 +38,8 @@ from melanoma.data.schema import ID, PATIENT, TARGET
 from melanoma.errors import ConfigError, InputError
 from melanoma.files import write_csv, write_json, write_text
 from melanoma.config.typed import yaml_value
+from melanoma.config.command import Command, Plan
+from melanoma.outputs import Out
 
 log = logging.getLogger(__name__)
 
@@ -310,10 +312,7 @@ def write_table(result: dict[str, Any], out: Path) -> str:
 
 # ---------------------------------------------------------------- CLI
 
-def add_ablate_parsers(sub) -> None:
-    from melanoma.config.flags import command
-
-    p = command(sub, "ablate", "a grid of settings x seeds on the same folds: one table of OOF AUCs against the base")
+def _arguments(p) -> None:
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
                    help="a config key and its values (repeatable: the grid is their product)")
     p.add_argument("--seeds", type=int, default=1, help="runs per setting: seeds SEED, SEED+1, ... (default 1)")
@@ -329,3 +328,20 @@ def run_ablate_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
     result = run_grid(cfg, varies, args.seeds, out)
     print(write_table(result, out))
     print(f"\n{result['trained']} run(s) trained, {result['reused']} reused; table in {out / 'ablate.csv'}")
+
+
+def _plan(args: argparse.Namespace, cfg) -> Plan:
+    from melanoma.data.commands import prepare_inputs
+    from melanoma.image.commands import train_inputs
+    from melanoma.runtime.paths import resolve_paths
+
+    out = args.out or Path(cfg.paths.runs) / "ablate"
+    own = lambda q: (q / "ablate.json").is_file() or (q / "folds.run.json").is_file()  # noqa: E731
+    return [Out(out, folder=True, own=own, writes=("ablate.csv", "ablate.md", "ablate.json", "folds.csv"))], \
+        {**prepare_inputs(cfg, resolve_paths(cfg)), **train_inputs(cfg, None)}
+
+
+COMMANDS = [
+    Command("ablate", "a grid of settings x seeds on the same folds: one table of OOF AUCs against the base",
+            _arguments, run_ablate_command, plan=_plan),
+]

@@ -179,3 +179,18 @@ def run_inputs(runs: Iterable[str | Path]) -> list[Path]:
         elif r.name == "blend.json" or (r.parent / "blend.json").is_file():
             found += [r.parent / n for n in ("blend.json", "submission.csv")]
     return [p for p in found if p in runs or p.exists()]
+
+
+def existing(value) -> Path | None:
+    """A config value that names a file or folder (not a keyword such as none/imagenet), as an input."""
+    return Path(value) if value and Path(value).exists() else None
+
+
+def png_titled(title: str) -> Own:
+    """A PNG whose Title text chunk is `title` (the previews this package writes)."""
+    def own(p: Path) -> bool:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return im.info.get("Title") == title
+    return own

@@ -17,6 +17,8 @@ from melanoma.config import Config, save_run_info
 from melanoma.data.dedup import union_groups
 from melanoma.errors import input_error
 from melanoma.files import write_csv
+from melanoma.runtime.paths import RunPaths
+from melanoma.runtime.stage import Result
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +209,10 @@ def copy_prepared_folds(tfrec_dir: str | Path, out: str | Path, cfg: Config) -> 
 
     with tf.io.gfile.GFile(f"{str(tfrec_dir).rstrip('/')}/folds.csv", "rb") as f:
         return write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), out, cfg)
+
+
+def run(cfg: Config, paths: RunPaths) -> Result:
+    """The `folds` stage (melanoma.runtime.stage): PATHS.data/train.csv -> PATHS.folds, following the public
+    Kaggle TFRecords in PATHS.tfrecords when that folder has their train.csv."""
+    folds = run_folds(cfg, paths.data, paths.folds, paths.tfrecords)
+    return Result("folds", {"folds": paths.folds}, {"n_folds": int(folds["fold"].nunique())}, detail=folds)

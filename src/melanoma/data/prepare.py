@@ -53,6 +53,8 @@ from melanoma.data.shards import is_remote, plan_shards, remove_stale_shards, sa
 from melanoma.errors import ConfigError, InputError, input_error
 from melanoma.data.lesion import lesion_record, resolve_segmenter
 from melanoma.files import _json_default as _plain
+from melanoma.runtime.paths import RunPaths
+from melanoma.runtime.stage import Result
 
 log = logging.getLogger(__name__)
 
@@ -315,3 +317,10 @@ def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, ite
     save_run_info_to(out, cfg)
     write_output(out, "manifest.json", (json.dumps(manifest, indent=2, default=_plain) + "\n").encode())
     remove_stale_shards(out, {s["file"] for s in manifest["shards"]})
+
+
+def run(cfg: Config, paths: RunPaths) -> Result:
+    """The `prepare` stage (melanoma.runtime.stage): PATHS.data -> sharded TFRecords in PATHS.tfrecords, with the
+    folds of PATHS.given_folds, or dealt here (with the duplicate pairs) when it is None."""
+    manifest = prepare(cfg, paths.data, paths.tfrecords, paths.given_folds)
+    return Result("prepare", {"tfrecords": paths.tfrecords}, detail=manifest)

@@ -1,4 +1,5 @@
-"""`melanoma kaggle download|push|status|output|wheels|notebook` and `melanoma submit`: their flags and actions.
+"""`melanoma kaggle download|push|status|output|wheels|notebook`, `melanoma submit` and `melanoma doctor`: their
+flags, actions and output plans.
 
 The CLI hands these over whole; this is the only place it reaches melanoma.kaggle.api.
 """
@@ -11,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.config.flags import common, config_flags
+from melanoma.config.command import Command, Group, Plan
+from melanoma.config.flags import config_flags
 from melanoma.names import kaggle_owner
+from melanoma.outputs import DEBRIS, Out
 
 
 log = logging.getLogger("melanoma")
@@ -21,44 +24,45 @@ log = logging.getLogger("melanoma")
 OUTPUT_MARKER = ".kaggle-output.json"
 
 
-def add_kaggle_parsers(sub) -> None:
-    """`melanoma kaggle download|push|status|output|notebook` and `melanoma submit`."""
-    k = sub.add_parser("kaggle", help="download data, push the notebook, fetch its status and output")
-    ksub = k.add_subparsers(dest="kaggle_command", required=True, metavar="ACTION")
-    p = ksub.add_parser("download", help="competition files and public TFRecords, unzipped, resumable")
-    common(p)
+def _download_arguments(p) -> None:
     p.add_argument("--csv-only", action="store_true", help="only train.csv, test.csv, sample_submission.csv")
     p.add_argument("--tfrecords", type=int, metavar="SIZE",
                    help="also the public TFRecords at this image side (128, 192, 256, 384, 512, 768)")
     p.add_argument("--no-competition", action="store_true", help="only the TFRecords")
     p.add_argument("--out", type=Path, default=Path("data"),
                    help="folder for <competition>/ and melanoma-SxS/ (default: data)")
-    p = ksub.add_parser("push", help="write kernel-metadata.json + the notebook and push them to Kaggle")
-    common(p)
+
+
+def _push_arguments(p) -> None:
     config_flags(p, "kaggle.accelerator", "kaggle.chain")
     p.add_argument("--dry-run", action="store_true", help="write the push folder, do not push")
     p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"), help="the push folder")
     p.add_argument("--kernels", type=Path, default=Path("kernels"), help="folder with notebook.ipy")
-    for name, help_ in (("status", "the status of the pushed notebook's latest run"),
-                        ("output", "download the pushed notebook's output files")):
-        p = ksub.add_parser(name, help=help_)
-        common(p)
-        p.add_argument("kernel", nargs="?", help="USER/SLUG (default: kaggle.username/kaggle.slug)")
-        if name == "output":
-            p.add_argument("--out", type=Path, help="folder to download into (default: runs/kaggle/SLUG)")
-    p = ksub.add_parser("wheels", help="a dataset folder of wheels for notebooks with the internet off")
-    common(p)
+
+
+def _kernel_argument(p) -> None:
+    p.add_argument("kernel", nargs="?", help="USER/SLUG (default: kaggle.username/kaggle.slug)")
+
+
+def _output_arguments(p) -> None:
+    _kernel_argument(p)
+    p.add_argument("--out", type=Path, help="folder to download into (default: runs/kaggle/SLUG)")
+
+
+def _wheels_arguments(p) -> None:
     p.add_argument("--out", type=Path, default=Path("build/melanoma-wheels"), help="the dataset folder")
     p.add_argument("--python", default="3.12", help="the notebook image's Python (default 3.12)")
     p.add_argument("--platform", default="manylinux2014_x86_64", help="pip --platform of the image")
     p.add_argument("--owner", type=kaggle_owner,
                    help="dataset owner (default: kaggle.username or the credentials' user)")
-    p = ksub.add_parser("notebook", help="regenerate kernels/*.ipynb from kernels/notebook.ipy")
+
+
+def _notebook_arguments(p) -> None:
     p.add_argument("--check", action="store_true", help="only check that they are up to date")
     p.add_argument("--kernels", type=Path, default=Path("kernels"))
 
-    p = sub.add_parser("submit", help="validate a submission against the sample submission, then submit it")
-    common(p)
+
+def _submit_arguments(p) -> None:
     p.add_argument("file", type=Path, help="submission.csv")
     p.add_argument("--message", "-m", required=True, help="the submission's description")
     config_flags(p, "paths.sample_submission")
@@ -142,3 +146,72 @@ def _submit(args: argparse.Namespace, cfg, api, kaggle) -> None:
     scores = ", ".join(f"{n} {r[n]}" for n in ("public_score", "private_score") if r[n] is not None)
     print(f"submitted {args.file}: status {r['status'] or 'unknown'}" + (f", {scores}" if scores else "")
           + (f", error: {r['error']}" if r["error"] else ""))
+
+
+# ---------------------------------------------------------------- doctor
+
+def _doctor_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-devices", action="store_true", help="do not import the backend to list its devices")
+
+
+def _doctor(args: argparse.Namespace, load: Callable[..., Any]) -> None:
+    import json
+
+    from melanoma.kaggle.doctor import doctor, format_report
+
+    report = doctor(load(args), devices=not args.no_devices)
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+
+
+# ---------------------------------------------------------------- output plans (melanoma.outputs.guard)
+
+def _download_plan(args, cfg) -> Plan:
+    from melanoma.runtime.datasets import TFRECORD_DATASETS
+
+    out = Path(args.out)
+    own = lambda q: (out / ".done").is_dir()  # noqa: E731  (the download's own markers)
+    folders = [] if args.no_competition else [out / cfg.kaggle.competition]
+    if args.tfrecords in TFRECORD_DATASETS:
+        folders.append(out / TFRECORD_DATASETS[args.tfrecords].split("/")[1])
+    return [Out(f, folder=True, own=own) for f in folders], {}
+
+
+def _push_plan(args, cfg) -> Plan:
+    return [Out(args.out, folder=True, own=lambda q: (q / "kernel-metadata.json").is_file())], \
+        {"--kernels": args.kernels}
+
+
+def _output_plan(args, cfg) -> Plan:
+    if args.out is None:  # runs/kaggle/SLUG: a name the command owns
+        return [], {}
+    return [Out(args.out, folder=True, own=lambda q: (q / OUTPUT_MARKER).is_file())], {}
+
+
+def _wheels_plan(args, cfg) -> Plan:
+    own = lambda q: all(f.suffix == ".whl" or f.name == "dataset-metadata.json" or DEBRIS.match(f.name)  # noqa: E731
+                        for f in q.iterdir())
+    return [Out(args.out, folder=True, own=own)], {"the repository": [Path.cwd(), Path.cwd() / "requirements.txt",
+                                                                       Path.cwd() / "pyproject.toml"]}
+
+
+COMMANDS = [
+    Group("kaggle", "download data, push the notebook, fetch its status and output"),
+    Command("kaggle download", "competition files and public TFRecords, unzipped, resumable", _download_arguments,
+            run_kaggle_command, plan=_download_plan),
+    Command("kaggle push", "write kernel-metadata.json + the notebook and push them to Kaggle", _push_arguments,
+            run_kaggle_command, plan=_push_plan),
+    Command("kaggle status", "the status of the pushed notebook's latest run", _kernel_argument,
+            run_kaggle_command, exempt="prints the notebook's status"),
+    Command("kaggle output", "download the pushed notebook's output files", _output_arguments, run_kaggle_command,
+            plan=_output_plan),
+    Command("kaggle wheels", "a dataset folder of wheels for notebooks with the internet off", _wheels_arguments,
+            run_kaggle_command, plan=_wheels_plan),
+    Command("kaggle notebook", "regenerate kernels/*.ipynb from kernels/notebook.ipy", _notebook_arguments,
+            run_kaggle_command, common=False,
+            exempt="regenerates the fixed kernels/*.ipynb from kernels/notebook.ipy; no flag names an output"),
+    Command("submit", "validate a submission against the sample submission, then submit it", _submit_arguments,
+            run_kaggle_command, exempt="uploads a file; writes nothing"),
+    Command("doctor", "where this runs, resolved paths, backend and devices, versions, and what the configured run "
+            "lacks", _doctor_arguments, _doctor, exempt="prints a report", keras=True),
+]

@@ -29,9 +29,3 @@ def default_report_runs(cfg: Config) -> list[Path]:
         raise input_error(paths.image_run.parent, "no run to report on (no oof.csv in the image or tabular run "
                                                   "folder, no blend.json): give RUN_DIR arguments")
     return runs
-
-
-def report_stage(cfg: Config) -> dict:
-    from melanoma.report import report
-
-    return report(cfg, default_report_runs(cfg), report_dir(cfg))

@@ -14,14 +14,21 @@ from melanoma.runtime.place import Place, auto_paths
 
 @dataclass(frozen=True)
 class RunPaths:
+    """Everything a stage reads or writes (melanoma.runtime.stage). `tfrecords` is None where a stage must not
+    consult a TFRecords folder that merely exists by default (`folds` and `tabular` without --tfrecords)."""
     data: Path
-    tfrecords: Path | str  # a str for gs:// URLs
+    tfrecords: Path | str | None  # a str for gs:// URLs
     folds: Path
     image_run: Path
     tabular_run: Path
     submission: Path
     sample_submission: Path | None
     test_labels: Path | None
+    # Set by a caller, never by resolve_paths: the folds.csv that prepare uses instead of dealing its own
+    # (`prepare --folds-file`; `melanoma run` when the folds stage ran on its own), and the run folders that
+    # blend and report read instead of the config's (`--runs`, RUN_DIR, the variants of `melanoma run`).
+    given_folds: Path | None = None
+    runs: tuple[Path, ...] | None = None
 
 
 def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:

@@ -1,4 +1,4 @@
-"""`melanoma segment train|mask`: their flags and actions (registered in cli.py)."""
+"""`melanoma segment train|mask`: their flags, actions and output plans."""
 
 from __future__ import annotations
 
@@ -7,22 +7,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.config.flags import common, config_flags, config_values
+from melanoma.config.command import Command, Group, Plan
+from melanoma.config.flags import config_flags, config_values
+from melanoma.outputs import Out, run_folder
 
 
-def add_segment_parsers(sub) -> None:
-    s = sub.add_parser("segment", help="lesion segmentation: train a U-Net, or write masks for images")
-    ssub = s.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
-    p = ssub.add_parser("train", help="U-Net on ISIC_x.jpg + ISIC_x_segmentation.png: Dice and Jaccard held out")
-    common(p)
+def _train_arguments(p) -> None:
     p.add_argument("--images", type=Path, required=True, help="folder of ISIC_x.jpg images")
     p.add_argument("--masks", type=Path, required=True, help="folder of ISIC_x_segmentation.png masks")
     p.add_argument("--out", type=Path, required=True, help="folder for segmenter.keras, metrics.json, figures")
     config_flags(p, "segment.size", "segment.epochs", "segment.steps_per_epoch", "segment.batch_size",
                  "segment.learning_rate", "segment.val_share", "segment.seed", "train.backend",
                  renames={"segment.steps_per_epoch": "--steps"})
-    p = ssub.add_parser("mask", help="lesion masks for a folder of images (trained segmenter or classical)")
-    common(p)
+
+
+def _mask_arguments(p) -> None:
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="folder for NAME_segmentation.png")
     p.add_argument("--segmenter", help="a `segment train` folder (default: the classical method)")
@@ -46,3 +45,24 @@ def run_segment_command(args: argparse.Namespace, load: Callable[[argparse.Names
 
         n = write_masks(args.images, args.out, args.segmenter)
         print(f"{n} masks in {args.out}")
+
+
+def _train_plan(args, cfg) -> Plan:
+    return [Out(args.out, folder=True, own=run_folder("segment"), writes=("segmenter.keras", "segmenter.json"))], \
+        {"--images": args.images, "--masks": args.masks}
+
+
+def _mask_plan(args, cfg) -> Plan:
+    from melanoma.segment.masks import MARKER
+
+    return [Out(args.out, folder=True, own=lambda q: (q / MARKER).is_file())], \
+        {"--images": args.images, "--segmenter": args.segmenter}
+
+
+COMMANDS = [
+    Group("segment", "lesion segmentation: train a U-Net, or write masks for images"),
+    Command("segment train", "U-Net on ISIC_x.jpg + ISIC_x_segmentation.png: Dice and Jaccard held out",
+            _train_arguments, run_segment_command, plan=_train_plan),
+    Command("segment mask", "lesion masks for a folder of images (trained segmenter or classical)", _mask_arguments,
+            run_segment_command, plan=_mask_plan),
+]

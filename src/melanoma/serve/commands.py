@@ -1,29 +1,82 @@
-"""The flags of `melanoma export`, `predict` and `serve` (the CLI runs them through export.py, predict.py, app.py)."""
+"""`melanoma export`, `predict` and `serve`: their flags, actions (export.py, predict.py, app.py, imported when the
+command runs) and output plans."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from melanoma.config.flags import common, config_flags
+from melanoma.config.command import Command, Plan
+from melanoma.config.flags import config_flags
+from melanoma.outputs import Out, csv_with, json_with, run_inputs
 
 
-def add_serving_parsers(sub) -> None:
-    """`melanoma export`, `predict` and `serve` (melanoma.serve)."""
-    p = sub.add_parser("export", help="a trained image run -> model/ (model.keras, model.json, SavedModel, ONNX)")
-    common(p)
+def _export_arguments(p) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `melanoma train`")
     p.add_argument("--out", type=Path, required=True, help="artefact folder to write, e.g. model/")
     config_flags(p, "export.tfrecords", "export.report", "export.combine", "export.folds", "train.backend")
 
-    p = sub.add_parser("predict", help="batch prediction on image files with an exported model")
-    common(p)
+
+def _export(args, load) -> None:
+    from melanoma.serve.export import export
+
+    print(export(load(args), args.run_dir, args.out)["model_version"])
+
+
+def _export_plan(args, cfg) -> Plan:
+    from melanoma.runtime.paths import resolve_paths
+    from melanoma.serve.export import OWN
+
+    own = lambda q: json_with("format_version", "model_version")(q / "model.json")  # noqa: E731
+    e = cfg.export
+    return [Out(args.out, folder=True, own=own, writes=OWN)], {
+        "RUN_DIR": run_inputs([args.run_dir]), "--tfrecords": e.tfrecords or resolve_paths(cfg).tfrecords,
+        "--report": e.report}
+
+
+def _predict_arguments(p) -> None:
     p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
     p.add_argument("--images", type=Path, required=True,
                    help="a folder of images, or a CSV with image_name or path (and optional metadata columns)")
     p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
     config_flags(p, "predict.image_dir", "predict.batch_size", "predict.workers", "train.backend")
 
-    p = sub.add_parser("serve", help="REST service for an exported model (FastAPI under uvicorn)")
-    common(p)
+
+def _predict(args, load) -> None:
+    from melanoma.serve.predict import run_predict
+
+    run_predict(load(args), args.model, args.images, args.out)
+
+
+def _predict_plan(args, cfg) -> Plan:
+    images: list[Path] = [args.images]
+    if Path(args.images).is_file():  # a CSV: the images it lists are inputs too (bad CSVs stop here, one line)
+        from melanoma.serve.predict import PATH, list_images
+
+        images += [Path(q) for q in list_images(args.images, cfg.predict.image_dir)[PATH]]
+    return [Out(args.out, own=csv_with("image_name", "path", "probability"))], {
+        "--model": args.model, "--images": images, "--image-dir": cfg.predict.image_dir}
+
+
+def _serve_arguments(p) -> None:
     p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
     config_flags(p, "serve.host", "serve.port", "serve.threshold", "train.backend")
+
+
+def _serve(args, load) -> None:
+    cfg = load(args)
+    from melanoma.serve import require_extra
+
+    require_extra()  # before FastAPI is imported: a missing extra is one line (exit 3), never an ImportError
+    from melanoma.serve.app import serve
+
+    serve(args.model, cfg.serve)
+
+
+COMMANDS = [
+    Command("export", "a trained image run -> model/ (model.keras, model.json, SavedModel, ONNX)", _export_arguments,
+            _export, plan=_export_plan, keras=True),
+    Command("predict", "batch prediction on image files with an exported model", _predict_arguments, _predict,
+            plan=_predict_plan, keras=True),
+    Command("serve", "REST service for an exported model (FastAPI under uvicorn)", _serve_arguments, _serve,
+            exempt="serves requests; writes nothing", keras=True),
+]

@@ -1,4 +1,4 @@
-"""`melanoma synth`: its flags (generated from the config fields) and its dispatch (registered in cli.py)."""
+"""`melanoma synth`: its flags (generated from the config fields) and its action and output plan."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.config.flags import common, config_flags
+from melanoma.config.command import Command, Plan
+from melanoma.config.flags import config_flags
+from melanoma.outputs import Out, run_folder
 
 
-def add_synth_parsers(sub) -> None:
-    p = sub.add_parser("synth", help="CycleGAN benign -> malignant per fold: synthetic melanomas in train-only "
-                                     "shards (train.synthetic)")
-    common(p)
+def _arguments(p) -> None:
     config_flags(p, "paths.tfrecords", "synth.out", "synth.generator", "synth.size", "synth.steps", "synth.folds",
                  "train.backend", "seed", renames={"synth.folds": "--fold-ids"})
 
@@ -34,3 +33,20 @@ def run_synth_command(args: argparse.Namespace, load: Callable[[argparse.Namespa
 
     index = synth(cfg, resolve_paths(cfg).tfrecords, out)
     print(Path(out) / "manifest.json", f"({sum(s['count'] for s in index['shards'])} synthetic images)")
+
+
+SETTINGS = "settings.json"  # synth/stage.py SETTINGS (not imported: that module imports Keras)
+
+
+def _plan(args, cfg) -> Plan:
+    from melanoma.runtime.paths import resolve_paths
+
+    out = cfg.synth.out or cfg.train.synthetic
+    return [Out(out, folder=True, own=run_folder("synth", markers=(SETTINGS,)), writes=(SETTINGS, "manifest.json"))], \
+        {"--tfrecords": resolve_paths(cfg).tfrecords}
+
+
+COMMANDS = [
+    Command("synth", "CycleGAN benign -> malignant per fold: synthetic melanomas in train-only shards "
+            "(train.synthetic)", _arguments, run_synth_command, plan=_plan),
+]

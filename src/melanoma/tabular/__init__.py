@@ -6,24 +6,35 @@ colour statistics) on the CNNs' folds.
     sources    joining image sizes and image statistics to the metadata rows
     models     the estimators and the registry TABULAR_MODELS (mlp_smote, logreg, gbm, lgbm, hgb)
     stage      the fold loop, the choice among models (auto, all) and run_tabular
+    commands   the `tabular` command (flags, action, output plan): imports nothing heavy
+
+The names below load lazily (PEP 562), so `import melanoma.tabular.commands` never imports scikit-learn.
 """
 
-from melanoma.errors import ConfigError
-from melanoma.tabular.features import (CATEGORICAL, COLOR_CONTEXT, COLOR_STATS, CONTEXT, FEATURE_COLUMNS,
-                                       FILE_CONTEXT, FILE_SIZE, IMAGE_COLUMNS, META, MISSING, NUMERIC, SIZE,
-                                       SIZE_CONTEXT, context_columns, feature_table, make_features,
-                                       make_gbm_features, patient_context)
-from melanoma.tabular.models import (GROUPED_MODELS, TABULAR_MODELS, KerasMLPClassifier, LightGBMClassifier,
-                                     RecordingSMOTE, TunedHGBClassifier, build_pipeline, build_tabular_model,
-                                     inner_split, smote_plan)
-from melanoma.tabular.sources import SIZES_CSV, STATS_CSV, add_image_sizes, add_image_stats, input_columns
-from melanoma.tabular.stage import ModelRun, gbm_importance, model_names, run_tabular
+import importlib
 
-__all__ = [
-    "CATEGORICAL", "COLOR_CONTEXT", "COLOR_STATS", "CONTEXT", "FEATURE_COLUMNS", "FILE_CONTEXT", "FILE_SIZE",
-    "IMAGE_COLUMNS", "META", "MISSING", "NUMERIC", "SIZE", "SIZE_CONTEXT", "context_columns", "feature_table",
-    "make_features", "make_gbm_features", "patient_context", "GROUPED_MODELS", "TABULAR_MODELS",
-    "KerasMLPClassifier", "LightGBMClassifier", "RecordingSMOTE", "TunedHGBClassifier", "build_pipeline",
-    "build_tabular_model", "inner_split", "smote_plan", "SIZES_CSV", "STATS_CSV", "add_image_sizes",
-    "add_image_stats", "input_columns", "ModelRun", "gbm_importance", "model_names", "run_tabular", "ConfigError",
-]
+_HOMES = {  # submodule -> the names it defines
+    "features": ("CATEGORICAL COLOR_CONTEXT COLOR_STATS CONTEXT FEATURE_COLUMNS FILE_CONTEXT FILE_SIZE IMAGE_COLUMNS "
+                 "META MISSING NUMERIC SIZE SIZE_CONTEXT context_columns feature_table make_features make_gbm_features "
+                 "patient_context"),
+    "models": ("GROUPED_MODELS TABULAR_MODELS KerasMLPClassifier LightGBMClassifier RecordingSMOTE "
+               "TunedHGBClassifier build_pipeline build_tabular_model inner_split smote_plan"),
+    "sources": ("SIZES_CSV STATS_CSV add_image_sizes add_image_stats input_columns"),
+    "stage": ("ModelRun gbm_importance model_names run_tabular"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names.split()}
+_WHERE["ConfigError"] = None
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name == "ConfigError":
+        from melanoma.errors import ConfigError
+
+        return ConfigError
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    if name in ("features", "imagestats", "sources", "models", "stage", "commands"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

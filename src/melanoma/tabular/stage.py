@@ -29,6 +29,8 @@ from melanoma.data.schema import ID, PATIENT, TARGET, read_test, read_train
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_csv
 from melanoma.data.folds import read_folds
+from melanoma.runtime.paths import RunPaths
+from melanoma.runtime.stage import Result
 from melanoma.tabular import models, sources
 from melanoma.tabular.features import META, SIZE, IMAGE_COLUMNS, context_columns, feature_table
 
@@ -316,3 +318,10 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
     log.info("tabular: OOF AUC %s%s over %d images, %d folds -> %s", scoring.fmt_auc(metrics["oof_auc"]), chosen,
              len(top.oof), len(fold_ids), out_dir)
     return metrics
+
+
+def run(cfg: Config, paths: RunPaths) -> Result:
+    """The `tabular` stage (melanoma.runtime.stage): PATHS.data and PATHS.folds -> PATHS.tabular_run; image sizes
+    and statistics from PATHS.tfrecords where it is set."""
+    metrics = run_tabular(cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
+    return Result("tabular", {"run": paths.tabular_run}, {"oof_auc": metrics.get("oof_auc")}, detail=metrics)

@@ -1,4 +1,5 @@
-"""`melanoma run`: folds -> prepare -> train -> tabular -> blend -> report from one config.
+"""`melanoma run`: folds -> prepare -> train -> tabular -> blend -> report from one config, each stage called through
+the stage registry (run/stages.py) with the same RunPaths.
 
 Outputs land in the config's paths: PATHS.runs/folds.csv, PATHS.tfrecords/, PATHS.runs/image/,
 PATHS.runs/tabular/, PATHS.submission (with blend.json beside it) and PATHS.runs/report/ (report.out). Every
@@ -7,6 +8,7 @@ stage reads the same folds.csv. A failing report is logged and named in the summ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -21,10 +23,12 @@ from melanoma.runtime.place import detect, previous_runs
 from melanoma.errors import ConfigError, input_error
 from melanoma.data.runs import read_metrics
 from melanoma.scoring import auc, fmt_auc
-from melanoma.report.defaults import report_dir, report_stage
+from melanoma.report.defaults import report_dir
+from melanoma.run.stages import STAGES as STAGE_RUNS
 from melanoma.runtime.paths import RunPaths, image_run_configs, resolve_paths
+from melanoma.runtime.stage import Result
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("melanoma.run")
 
 
 def test_auc(submission: Path, labels: Path) -> float | None:
@@ -96,16 +100,13 @@ def run_pipeline(cfg: Config) -> dict:
         log.info("== %s done in %.0f s", stage, timings[stage])
         return result
 
-    # Imported here so `melanoma run` with only some stages never pays for TensorFlow's import needlessly.
-    from melanoma.data.folds import run_folds
-    from melanoma.data.prepare import prepare
-
     if "folds" in cfg.stages and "prepare" in cfg.stages:
         log.info("== folds: dealt by prepare, which sees duplicate images")
         timed("prepare", _prepare_with_folds, cfg, paths)
     else:
-        timed("folds", run_folds, cfg, paths.data, paths.folds, paths.tfrecords)
-        timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
+        timed("folds", STAGE_RUNS["folds"], cfg, paths)
+        # prepare alone reads the folds.csv an earlier run wrote
+        timed("prepare", STAGE_RUNS["prepare"], cfg, dataclasses.replace(paths, given_folds=paths.folds))
     image_runs = image_run_configs(cfg, paths)  # (config, folder): one, or one per variant
     if "train" in cfg.stages:
         previous = previous_runs(detect(cfg), cfg.kaggle.slug)
@@ -128,7 +129,7 @@ def run_pipeline(cfg: Config) -> dict:
     return summary
 
 
-def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: dict | None, timings: dict) -> dict:
+def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: Result | None, timings: dict) -> dict:
     summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
     for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
         summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
@@ -136,49 +137,43 @@ def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: dict | None,
         summary.pop("image_oof_auc")
         summary["variants_oof_auc"] = {r.name: read_metrics(r).get("oof_auc") for _, r in image_runs}
     if blend:
-        summary["blend_oof_auc"] = blend.get("blended_oof_auc")
+        summary["blend_oof_auc"] = blend.metrics.get("blended_oof_auc")
         if paths.test_labels is not None:
             summary["test_auc"] = test_auc(paths.submission, paths.test_labels)
     return summary
 
 
-def _prepare_with_folds(cfg: Config, paths: RunPaths) -> dict:
+def _prepare_with_folds(cfg: Config, paths: RunPaths) -> Result:
     """prepare hashes every image, so when it runs it deals the folds itself (make_folds with the duplicate
     pairs): duplicate images then land in one fold. Its folds.csv becomes the one every later stage reads."""
     from melanoma.data.folds import copy_prepared_folds
-    from melanoma.data.prepare import prepare
 
-    manifest = prepare(cfg, paths.data, paths.tfrecords, None)
+    result = STAGE_RUNS["prepare"](cfg, dataclasses.replace(paths, given_folds=None))
     copy_prepared_folds(paths.tfrecords, paths.folds, cfg)
-    return manifest
+    return result
 
 
 def _train_images(paths: RunPaths, image_runs: list[tuple[Config, Path]]) -> str | None:
-    """Train each image model; None when every fold of every one is done, else what the time budget left
-    (the models after it are not started)."""
-    from melanoma.image.train import train
-
+    """Train each image model (the train stage with its own image_run); None when every fold of every one is
+    done, else what the time budget left (the models after it are not started)."""
     for i, (vcfg, run_dir) in enumerate(image_runs):
         if len(image_runs) > 1:
             log.info("== train: variant %d of %d -> %s", i + 1, len(image_runs), run_dir)
-        result = train(vcfg, paths.tfrecords, run_dir)
-        if result.get("complete") is False:
-            return f"{run_dir.name}: {result['left']}"
+        result = STAGE_RUNS["train"](vcfg, dataclasses.replace(paths, image_run=run_dir))
+        if not result.complete:
+            return f"{run_dir.name}: {result.left}"
     return None
 
 
-def _after_training(cfg: Config, paths: RunPaths, image_runs: list, timed) -> tuple[dict | None, str | None]:
+def _after_training(cfg: Config, paths: RunPaths, image_runs: list, timed) -> tuple[Result | None, str | None]:
     """tabular, blend and report (each only when in cfg.stages): the blend's result and the report's error."""
-    from melanoma.blend import run_blend
-    from melanoma.tabular import run_tabular
-
-    timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
+    timed("tabular", STAGE_RUNS["tabular"], cfg, paths)
     runs = [r for _, r in image_runs] if "train" in cfg.stages else []
     runs += [paths.tabular_run] if "tabular" in cfg.stages else []
-    blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
+    blend = timed("blend", STAGE_RUNS["blend"], cfg, dataclasses.replace(paths, runs=tuple(runs)))
     report_error = None
     try:
-        timed("report", report_stage, cfg)
+        timed("report", STAGE_RUNS["report"], cfg, paths)
     except Exception as e:  # noqa: BLE001 - the report reads what earlier stages wrote; it must never lose them
         log.exception("== report failed; the outputs of the other stages are complete and kept")
         report_error = f"{type(e).__name__}: {e}"

@@ -38,9 +38,11 @@ from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.data.runs import read_run
 from melanoma.scoring import auc, fmt_auc
+from melanoma.runtime.paths import RunPaths
+from melanoma.runtime.stage import Result
 from melanoma.data.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("melanoma.blend")
 
 BLEND_METHODS = {"weighted": "rank mean, weights fitted on OOF AUC", "rank": "rank average",
            "power": "power mean of ranks"}
@@ -380,3 +382,11 @@ def run_blend(
     write_json(out.parent / "blend.json", report)
     save_run_info(out.parent, cfg, "blend")
     return report
+
+
+def run(cfg: Config, paths: RunPaths) -> Result:
+    """The `blend` stage (melanoma.runtime.stage): PATHS.runs (default: the image and tabular runs) -> PATHS.submission."""
+    runs = list(paths.runs) if paths.runs is not None else [paths.image_run, paths.tabular_run]
+    report = run_blend(cfg, runs, paths.submission, paths.sample_submission)
+    return Result("blend", {"submission": paths.submission}, {"blended_oof_auc": report.get("blended_oof_auc")},
+                  detail=report)
