@@ -3,7 +3,7 @@
 A command lists the config keys it exposes (`config_flags(p, "train.model", "train.epochs")`); each flag's
 name, type, choices, bool form and help come from the field in config/sections.py (its `# comment`), so a setting is
 declared once. `config_values(args)` hands every given flag to the config, for every command alike.
-cli.py and the packages that declare their own commands (kaggle/commands.py, serve/commands.py) use them.
+Every package's commands.py uses them (melanoma.config.command); cli.py adds --config/--set (`common`).
 """
 
 from __future__ import annotations
@@ -240,13 +240,6 @@ def folds_flag(p: argparse.ArgumentParser, new: str, help_: str, **kwargs) -> No
     dest = new.lstrip("-").replace("-", "_")
     p.add_argument(new, dest=dest, help=help_, **kwargs)
     p.add_argument("--folds", dest=dest, action=OldSpelling, new=new, help=argparse.SUPPRESS, **kwargs)
-
-
-def command(sub, name: str, help_: str) -> argparse.ArgumentParser:
-    """A subcommand with the flags every command has (--config, --set)."""
-    p = sub.add_parser(name, help=help_)
-    common(p)
-    return p
 
 
 def common(p: argparse.ArgumentParser) -> None:
