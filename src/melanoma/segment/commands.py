@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from melanoma.config.command import Command, Group, Plan
-from melanoma.config.flags import config_flags, config_values
+from melanoma.config.command import Command, Group, Load, Plan
+from melanoma.config.flags import config_flags
 from melanoma.outputs import Out, run_folder
 
 
@@ -28,23 +26,20 @@ def _mask_arguments(p) -> None:
     config_flags(p, "train.backend")
 
 
-def run_segment_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
-    from melanoma.runtime.backend import use_backend
+def _train(args: argparse.Namespace, load: Load) -> None:
+    cfg = load(args)
+    from melanoma.segment.train import train_segmenter  # Keras: after load() has fixed the backend
 
-    if args.segment_command == "train":
-        cfg = load(args, config_values(args))
-        use_backend(cfg.train.backend)  # before the first Keras import
-        from melanoma.segment.train import train_segmenter
+    m = train_segmenter(cfg, args.images, args.masks, args.out)
+    print(f"held-out Dice {m['dice']:.3f}, Jaccard {m['jaccard']:.3f} ({m['n_heldout']} images): {args.out}")
 
-        m = train_segmenter(cfg, args.images, args.masks, args.out)
-        print(f"held-out Dice {m['dice']:.3f}, Jaccard {m['jaccard']:.3f} ({m['n_heldout']} images): {args.out}")
-    else:
-        cfg = load(args, config_values(args))
-        use_backend(cfg.train.backend)
-        from melanoma.segment.masks import write_masks
 
-        n = write_masks(args.images, args.out, args.segmenter)
-        print(f"{n} masks in {args.out}")
+def _mask(args: argparse.Namespace, load: Load) -> None:
+    load(args)
+    from melanoma.segment.masks import write_masks
+
+    n = write_masks(args.images, args.out, args.segmenter)
+    print(f"{n} masks in {args.out}")
 
 
 def _train_plan(args, cfg) -> Plan:
@@ -62,7 +57,7 @@ def _mask_plan(args, cfg) -> Plan:
 COMMANDS = [
     Group("segment", "lesion segmentation: train a U-Net, or write masks for images"),
     Command("segment train", "U-Net on ISIC_x.jpg + ISIC_x_segmentation.png: Dice and Jaccard held out",
-            _train_arguments, run_segment_command, plan=_train_plan),
+            _train_arguments, _train, plan=_train_plan, keras=True),
     Command("segment mask", "lesion masks for a folder of images (trained segmenter or classical)", _mask_arguments,
-            run_segment_command, plan=_mask_plan),
+            _mask, plan=_mask_plan, keras=True),
 ]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from melanoma.config.command import Command, Plan
+from melanoma.config.command import Command, Load, Plan
 from melanoma.config.flags import config_flags
 from melanoma.outputs import Out, run_folder
 
@@ -17,13 +15,11 @@ def _arguments(p) -> None:
                  "train.backend", "seed", renames={"synth.folds": "--fold-ids"})
 
 
-def run_synth_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
+def run_synth_command(args: argparse.Namespace, load: Load) -> None:
     from melanoma.errors import ConfigError
-    from melanoma.runtime.backend import use_backend
     from melanoma.runtime.paths import resolve_paths
 
-    cfg = load(args, {})
-    use_backend(cfg.train.backend)  # before the first Keras import
+    cfg = load(args)  # fixes the backend before the first Keras import (keras=True below)
     out = cfg.synth.out or cfg.train.synthetic
     if out is None:
         raise ConfigError("synth: no output folder: give --out (or set synth.out or train.synthetic)")
@@ -48,5 +44,5 @@ def _plan(args, cfg) -> Plan:
 
 COMMANDS = [
     Command("synth", "CycleGAN benign -> malignant per fold: synthetic melanomas in train-only shards "
-            "(train.synthetic)", _arguments, run_synth_command, plan=_plan),
+            "(train.synthetic)", _arguments, run_synth_command, plan=_plan, keras=True),
 ]
