@@ -34,12 +34,12 @@ def report_out(path, flag: str = "--out") -> Out:
 
 
 def _report_plan(args, cfg) -> Plan:
-    from melanoma.report.defaults import default_report_runs, report_dir
+    from melanoma.report.defaults import default_report_runs
 
     p = resolve_paths(cfg)
-    runs = args.runs or default_report_runs(cfg)
-    return [report_out(report_dir(cfg))], {"RUN_DIR": run_inputs(runs), "--data": p.data,
-                                           "--tfrecords": p.tfrecords, "--test-labels": p.test_labels}
+    runs = args.runs or default_report_runs(cfg, p)
+    return [report_out(p.report)], {"RUN_DIR": run_inputs(runs), "--data": p.data, "--tfrecords": p.tfrecords,
+                                    "--test-labels": p.test_labels}
 
 
 def _compare_arguments(p) -> None:

@@ -1,5 +1,5 @@
-"""What `melanoma report` reports on by default: the config's image and tabular runs and its blend, into
-report.out (default PATHS.runs/report)."""
+"""What `melanoma report` reports on by default: the config's image and tabular runs and its blend (the report
+goes to RunPaths.report: report.out, default PATHS.runs/report)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,13 @@ from pathlib import Path
 
 
 from melanoma.config import Config
-from melanoma.runtime.place import auto_paths
 from melanoma.errors import input_error
-from melanoma.runtime.paths import image_run_configs, resolve_paths
+from melanoma.runtime.paths import RunPaths, image_run_configs, resolve_paths
 
 
-def report_dir(cfg: Config) -> Path:
-    """Where the report goes: report.out, else PATHS.runs/report."""
-    return Path(cfg.report.out) if cfg.report.out else Path(auto_paths(cfg).runs) / "report"
-
-
-def default_report_runs(cfg: Config) -> list[Path]:
+def default_report_runs(cfg: Config, paths: RunPaths | None = None) -> list[Path]:
     """The config's image and tabular runs and its blend (blend.json beside the submission), where they exist."""
-    paths = resolve_paths(cfg)
+    paths = resolve_paths(cfg) if paths is None else paths
     candidates = [r for _, r in image_run_configs(cfg, paths)] + [paths.tabular_run]
     runs = [d for d in candidates if (d / "oof.csv").is_file()]
     blend = paths.submission.parent / "blend.json"

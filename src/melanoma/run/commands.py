@@ -21,13 +21,11 @@ def _run(args, load) -> None:
 
 
 def _plan(args, cfg) -> Plan:
-    from melanoma.report.defaults import report_dir
-
     p = resolve_paths(cfg)
     outputs = [prepare_out(p.tfrecords, "paths.tfrecords"), *folds_outputs(p.folds, "paths.runs"),
                *(train_out(d, "paths.runs") for _, d in image_run_configs(cfg, p)),
                tabular_out(p.tabular_run, "paths.runs"), *blend_outputs(p.submission, "paths.submission"),
-               report_out(report_dir(cfg), "report.out")]
+               report_out(p.report, "report.out")]
     inputs = {**prepare_inputs(cfg, p), **train_inputs(cfg, None), "paths.sample_submission":
               cfg.paths.sample_submission, "paths.test_labels": p.test_labels}
     return outputs, inputs

@@ -23,7 +23,6 @@ from melanoma.runtime.place import detect, previous_runs
 from melanoma.errors import ConfigError, input_error
 from melanoma.data.runs import read_metrics
 from melanoma.scoring import auc, fmt_auc
-from melanoma.report.defaults import report_dir
 from melanoma.run.stages import STAGES as STAGE_RUNS
 from melanoma.runtime.paths import RunPaths, image_run_configs, resolve_paths
 from melanoma.runtime.stage import Result
@@ -125,7 +124,7 @@ def run_pipeline(cfg: Config) -> dict:
                               "next chained session) to finish" + ("" if cfg.blend.partial else
                                                                  "; no submission was written"))
     if "report" in active:
-        summary["report"] = f"failed ({report_error})" if report_error else str(report_dir(cfg) / "report.html")
+        summary["report"] = f"failed ({report_error})" if report_error else str(paths.report / "report.html")
     return summary
 
 

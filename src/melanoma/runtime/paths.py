@@ -24,6 +24,7 @@ class RunPaths:
     submission: Path
     sample_submission: Path | None
     test_labels: Path | None
+    report: Path  # report.out, else PATHS.runs/report
     # Set by a caller, never by resolve_paths: the folds.csv that prepare uses instead of dealing its own
     # (`prepare --folds-file`; `melanoma run` when the folds stage ran on its own), and the run folders that
     # blend and report read instead of the config's (`--runs`, RUN_DIR, the variants of `melanoma run`).
@@ -42,7 +43,8 @@ def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:
     return RunPaths(data=data, tfrecords=tfrecords, folds=runs / "folds.csv", image_run=runs / "image",
                     tabular_run=runs / "tabular", submission=Path(p.submission),
                     sample_submission=sample if sample.is_file() or p.sample_submission else None,
-                    test_labels=Path(p.test_labels) if p.test_labels else None)
+                    test_labels=Path(p.test_labels) if p.test_labels else None,
+                    report=Path(cfg.report.out) if cfg.report.out else runs / "report")
 
 
 def image_run_configs(cfg: Config, paths: RunPaths) -> list[tuple[Config, Path]]:
