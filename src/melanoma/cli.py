@@ -49,12 +49,12 @@ def build_parser(commands: list[Command | Group] | None = None) -> argparse.Argu
     return parser
 
 
-def _load(args: argparse.Namespace, values: dict | None = None):
-    """The config: defaults, --config, --set, then the command's flags (config_values) and any `values`; then the
-    output guard and, for a command that may import Keras, the backend (before Keras is first imported)."""
+def _load(args: argparse.Namespace):
+    """The config: defaults, --config, --set, then the command's flags (config_values); then the output guard and,
+    for a command that may import Keras, the backend (before Keras is first imported)."""
     from melanoma.config import apply_overrides, load_config
 
-    cfg = apply_overrides(load_config(args.config, args.overrides), {**config_values(args), **(values or {})})
+    cfg = apply_overrides(load_config(args.config, args.overrides), config_values(args))
     cmd: Command = args._command
     if cmd.plan is not None:  # the outputs against the inputs, before any work (melanoma.outputs)
         from melanoma.outputs import guard

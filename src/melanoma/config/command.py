@@ -16,9 +16,9 @@ from typing import Any
 # (outputs, inputs) of a command for the output guard (melanoma.outputs.guard): the files or folders it writes,
 # as `Out`s, and {flag or key: path or paths} of what it reads.
 Plan = tuple[list[Any], dict[str, Any]]
-# How a command's `run` reads the config: load(args, values=None) -> Config, with the output guard and the
-# backend choice done (cli.py).
-Load = Callable[..., Any]
+# How a command's `run` reads the config: load(args) -> Config, with the output guard and the backend choice
+# done (cli.py).
+Load = Callable[[argparse.Namespace], Any]
 
 
 @dataclass(frozen=True)
