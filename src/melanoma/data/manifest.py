@@ -191,8 +191,7 @@ def public_manifest(folder: str, n_folds: int | None) -> Manifest:
     """The public Kaggle layout: shards from the names `train07-2182.tfrec` (split, index, count)."""
     import tensorflow as tf
 
-    named = sorted((parse_shard_name(p), p) for p in tf.io.gfile.glob(f"{folder}/*.tfrec"))
-    named = [(n, p) for n, p in named if n is not None]
+    named = sorted((n, p) for p in tf.io.gfile.glob(f"{folder}/*.tfrec") if (n := parse_shard_name(p)) is not None)
     train = [(n, p) for n, p in named if n[0] == "train"]
     if not train:
         raise input_error(folder, f"no {MANIFEST} and no train*-COUNT.tfrec files: not a TFRecords folder "
