@@ -163,3 +163,23 @@ def test_only_data_manifest_parses_manifest_json():
     before = ("def diagnosis_vocab(d):\n    path = f'{d}/manifest.json'\n"
               "    with open(path) as f:\n        return json.load(f)['vocab']\n")
     assert _parses_manifest(ast.parse(before)) == ["diagnosis_vocab"]  # the check catches the former readers
+
+
+def test_synth_index_is_a_manifest_rebuilt_fold_by_fold(tmp_path):
+    from melanoma.image.sources import sources_from_folder
+    from melanoma.synth.writer import read_index, synthetic_tag, update_index
+
+    header = {"tfrecords": "rec", "image_size": 32, "n_folds": 3, "generator": "unet", "naming": "synth_<k>_..."}
+    for fold in (2, 0):
+        name = f"fold{fold}/synth{fold}-00-4.tfrec"
+        touch(tmp_path, name)
+        update_index(tmp_path, header, fold, {"images": 4, "shards": [
+            {"file": name, "split": "train", "fold": fold, "count": 4, "positives": 4, "train_only": True,
+             "source": synthetic_tag(fold)}]})
+    m = read_manifest(str(tmp_path))
+    assert m.format == SYNTHETIC and (m.image_size, m.n_folds) == (32, 3) and m.details["generator"] == "unet"
+    assert [(s.fold, s.source) for s in m.shards] == [(0, "synthetic:0"), (2, "synthetic:2")]  # fold order
+    assert read_index(tmp_path)["folds"]["2"]["images"] == 4
+    assert sorted(next(iter(s.folds)) for s in sources_from_folder("synthetic", str(tmp_path))) == [0, 2]
+    with pytest.raises(InputError, match="melanoma synth.*train.synthetic"):
+        find_shards(str(tmp_path))
