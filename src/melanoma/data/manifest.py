@@ -113,6 +113,7 @@ class Manifest:
         return shard.path[len(prefix):]
 
     def entry(self, shard: Shard) -> dict[str, Any]:
+        """The shard as manifest.json lists it."""
         e = {"file": self.file_of(shard), "split": shard.split, "fold": shard.fold, "count": shard.count}
         if shard.positives is not None:
             e["positives"] = shard.positives

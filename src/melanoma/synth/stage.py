@@ -33,7 +33,7 @@ SETTINGS, DONE = "settings.json", "done.json"
 
 
 def synth(cfg: Config, tfrec_dir: str, out: str | Path) -> dict:
-    """Every requested fold; returns OUT/synthetic.json's content."""
+    """Every requested fold; returns OUT/manifest.json's content."""
     scfg, out = cfg.synth, Path(out)
     shardset = find_shards(str(tfrec_dir), cfg.n_folds)
     folds = scfg.folds if scfg.folds is not None else list(range(shardset.n_folds))
