@@ -13,6 +13,7 @@ from helpers.layouts import make_layout, solid_image
 from helpers.paths import SHARED
 from melanoma.config import apply_overrides, Config
 from melanoma.image.inputs import META_DIM, predict_dataset, validation_dataset
+from melanoma.data.manifest import read_manifest
 from melanoma.data.reader import decode_image, find_shards, parse_fn, read_index
 from melanoma.data.decode import encode_image
 from melanoma.data.prepare import prepare
@@ -56,6 +57,7 @@ def test_prepare_round_trip_every_field(tmp_path):
     manifest = prepare(small_cfg(), data, out)
 
     assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
+    assert read_manifest(str(out)).to_dict() == manifest  # what prepare wrote is what every stage reads
     assert manifest["counts"] == {"train": 8, "test": 2}
     image_sizes = pd.read_csv(out / "image_sizes.csv")  # the original sizes, for the tabular stage
     assert list(image_sizes.columns) == ["image_name", "split", "width", "height"]
