@@ -6,17 +6,28 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.paths import ROOT
 
 from melanoma.cli import main
-from melanoma.config import apply_overrides, Config
-from melanoma.data.manifest import MANIFEST, PSEUDO, PUBLIC, SYNTHETIC, TFRECORDS, Manifest, Shard, load_manifest, \
-    read_manifest, write_manifest
+from melanoma.config import Config, apply_overrides
+from melanoma.data.manifest import (
+    MANIFEST,
+    PSEUDO,
+    PUBLIC,
+    SYNTHETIC,
+    TFRECORDS,
+    Manifest,
+    Shard,
+    load_manifest,
+    read_manifest,
+    write_manifest,
+)
 from melanoma.data.reader import find_shards
 from melanoma.data.records import VOCABULARIES
 from melanoma.errors import InputError
 from melanoma.image.heads import labels_for
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "melanoma"
+SRC = ROOT / "src" / "melanoma"
 
 
 def touch(folder: Path, *names: str) -> Path:
