@@ -1,14 +1,17 @@
 """The `blend` stage: the runs' predictions, ranked and mixed with weights fitted on their OOF predictions, into
-one submission (stage.py; see its docstring for the methods). commands.py declares the `blend` command and imports
-nothing heavy, so the names of stage.py (run_blend, blend_runs, combine, to_ranks, fit_weights, ...) load lazily
-(PEP 562): `from melanoma.blend import run_blend` imports SciPy, `import melanoma.blend.commands` does not.
+one submission (stage.py, whose docstring gives the methods; weights.py: the weight search; commands.py: the
+`blend` command). commands.py imports nothing heavy, so the names of stage.py (run_blend, blend_runs, combine,
+to_ranks, fit_weights, ...) load lazily (PEP 562): `from melanoma.blend import run_blend` imports SciPy,
+`import melanoma.blend.commands` does not.
 """
 
 import importlib
 
+SUBMODULES = ("stage", "weights", "commands")  # loaded by the import system, never through __getattr__
+
 
 def __getattr__(name: str):
-    if not name.startswith("_") and name not in ("stage", "commands"):  # submodules load by the import system
+    if not name.startswith("_") and name not in SUBMODULES:
         stage = importlib.import_module(f"{__name__}.stage")
         if hasattr(stage, name):
             return getattr(stage, name)
