@@ -279,3 +279,24 @@ def test_submit_names_the_line_of_an_impossible_target(world, capsys):
     pd.DataFrame({"image_name": ["A", "B"], "target": [0.5, 1.5]}).to_csv(sub, index=False)
     refused(capsys, ["submit", str(sub), "-m", "x", "--sample-submission", str(sample)], "sub.csv, line 3",
             "got 1.5", roots=[world])
+
+
+def test_run_guards_the_outputs_of_its_own_stages_only(world, capsys, monkeypatch):
+    """`stages: [train, blend]` reads the TFRecords folder (an input: prepare is not run), so a folder that prepare
+    did not write is fine there; with prepare among the stages the same folder is an output and is refused."""
+    import os
+
+    import melanoma.run
+
+    for var in ("KERAS_BACKEND", "MELANOMA_BACKEND_REASON", "XLA_FLAGS"):  # use_backend sets them: put them back
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+    seen = []
+    monkeypatch.setattr(melanoma.run, "run_pipeline", lambda cfg: seen.append(cfg.stages) or {"seconds": {}})
+    argv = ["run", "--set", f"paths.data={world}/data", "--set", f"paths.tfrecords={world}/tf",
+            "--set", f"paths.runs={world}/runs", "--set", f"paths.submission={world}/sub/submission.csv"]
+    assert main([*argv, "--set", "stages=[train, blend]"]) == 0, capsys.readouterr().err
+    assert seen == [["train", "blend"]]
+    line = refused(capsys, argv, f"{world}/tf", "paths.tfrecords", roots=[world])
+    assert "was not written by `melanoma run`" in line

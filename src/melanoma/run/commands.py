@@ -21,13 +21,20 @@ def _run(args, load) -> None:
 
 
 def _plan(args, cfg) -> Plan:
+    """The outputs of the stages in cfg.stages; what a stage left out would have written is an input instead
+    (`stages: [train, blend]` reads the TFRecords folder and folds.csv of an earlier run)."""
     p = resolve_paths(cfg)
-    outputs = [prepare_out(p.tfrecords, "paths.tfrecords"), *folds_outputs(p.folds, "paths.runs"),
-               *(train_out(d, "paths.runs") for _, d in image_run_configs(cfg, p)),
-               tabular_out(p.tabular_run, "paths.runs"), *blend_outputs(p.submission, "paths.submission"),
-               report_out(p.report, "report.out")]
-    inputs = {**prepare_inputs(cfg, p), **train_inputs(cfg, None), "paths.sample_submission":
-              cfg.paths.sample_submission, "paths.test_labels": p.test_labels}
+    stages = set(cfg.stages)
+    outputs = [*([prepare_out(p.tfrecords, "paths.tfrecords")] if "prepare" in stages else []),
+               *(folds_outputs(p.folds, "paths.runs") if "folds" in stages else []),
+               *(train_out(d, "paths.runs") for _, d in image_run_configs(cfg, p) if "train" in stages),
+               *([tabular_out(p.tabular_run, "paths.runs")] if "tabular" in stages else []),
+               *(blend_outputs(p.submission, "paths.submission") if "blend" in stages else []),
+               *([report_out(p.report, "report.out")] if "report" in stages else [])]
+    inputs = {**prepare_inputs(cfg, p), **train_inputs(cfg, None),
+              "paths.tfrecords": None if "prepare" in stages else p.tfrecords,
+              "paths.folds": None if "folds" in stages else p.folds,
+              "paths.sample_submission": cfg.paths.sample_submission, "paths.test_labels": p.test_labels}
     return outputs, inputs
 
 
