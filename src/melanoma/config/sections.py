@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from melanoma.config.train import AugmentConfig, TrainConfig  # noqa: F401  (re-exported)
+from melanoma.names import owner_problem, slug_problem
 from melanoma.config.typed import (  # noqa: F401  (re-exported)
     Count, Dropout, NonNegative, Positive, PositiveInt, Range, Seed, Share, setting,
 )
@@ -121,6 +122,12 @@ class TabularConfig:
     hgb_l2_regularization: NonNegative = setting(5.0, "hgb: L2 penalty on leaf values")
     hgb_max_features: Annotated[float, Range(0, 1, min_open=True)] = setting(0.6, 'features tried per split')
 
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        if not self.auto_models:
+            return "auto_models: expected at least one model, got []"
+        return None if self.hidden else "hidden: expected at least one layer size, got []"
+
 
 @dataclass
 class BlendConfig:
@@ -183,6 +190,12 @@ class KaggleConfig:
     wheels: str | None = setting(None,
         'Offline notebooks (internet off): the slug of your dataset of wheels, from `melanoma kaggle wheels`.')
 
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        # Each becomes part of a path (data/<competition>, runs/kaggle/<slug>) and of a Kaggle id.
+        return (slug_problem(self.slug, "slug") or slug_problem(self.competition, "competition")
+                or (owner_problem(self.username, "username") if self.username is not None else None))
+
 
 @dataclass
 class SegmentConfig:
@@ -202,6 +215,12 @@ class SegmentConfig:
     augment: bool = setting(True, 'random flips and transposes of image and mask together')
     seed: Seed | None = setting(None, "split and initialisation; None: the config's seed")
     figure_images: Count = setting(6, 'held-out predictions drawn in predictions.png')
+
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        if self.size % 2 ** self.depth:
+            return f"size: {self.size} is not divisible by 2**depth = {2 ** self.depth}: change size or depth"
+        return None
 
 
 @dataclass
@@ -239,6 +258,14 @@ class SynthConfig:
     flip: bool = setting(True, 'random flips and transposes of the training images (lesions have no up)')
     folds: list[Count] | None = setting(None, 'folds to synthesise for (None = all)')
     max_images: PositiveInt | None = setting(None, 'benign training images translated per fold (None = every one)')
+
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        if self.size % 4:
+            return f"size: {self.size} is not a multiple of 4 (both generators down-sample twice): change it"
+        if self.folds is not None and (not self.folds or len(set(self.folds)) != len(self.folds)):
+            return f"folds: expected distinct fold numbers (or null for all), got {self.folds}"
+        return None
 
 
 @dataclass
@@ -326,3 +353,22 @@ class Config:
     variants: list[VariantConfig] = setting(default_factory=list, help=
         'Several image models in one `melanoma run`: each its own run folder, trained in turn, all blended (empty: '
         'the one image model of the train section, in PATHS.runs/image)')
+
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        return self._config_problem() or self._variants_problem()
+
+    def _config_problem(self) -> str | None:
+        if not self.stages or len(set(self.stages)) != len(self.stages):
+            return f"stages: expected distinct stages from {', '.join(STAGES)}, got {self.stages}"
+        return None
+
+    def _variants_problem(self) -> str | None:
+        names = [v.name for v in self.variants]
+        bad = [n for n in names if slug_problem(n, "")]
+        if bad:  # it becomes the folder image-NAME, here and in a Kaggle notebook's output
+            return f"variants: name {bad[0]!r} must be a folder name that is a Kaggle slug (lowercase letters, " \
+                   "digits and hyphens, starting and ending with a letter or digit, at most 50 characters)"
+        if len(set(names)) != len(names):
+            return f"variants: names must be distinct, got {names}"
+        return None

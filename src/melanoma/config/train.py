@@ -32,6 +32,12 @@ class AugmentConfig:
     cutout_size: Share = setting(0.15, 'hole side, as a fraction of the image side')
     cutout_prob: Share = setting(0.5, 'share of images that get the holes')
 
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        if self.cutout and self.cutout_size == 0:
+            return f"cutout_size: 0 with cutout {self.cutout} cuts nothing: set cutout_size > 0, or cutout: 0"
+        return None
+
 
 @dataclass
 class TrainConfig:
@@ -115,3 +121,11 @@ class TrainConfig:
         'synthetic:k only (their sources are in its training folds); they are never validated or predicted.')
     synthetic_share: Annotated[float, Range(0, 1, max_open=True)] = setting(0.2,
         "cap of the synthetic images' share of a batch: drawn at min(this, their natural rate)")
+
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        if self.folds is not None and (not self.folds or len(set(self.folds)) != len(self.folds)):
+            return f"folds: expected distinct fold numbers (or null for all), got {self.folds}"
+        if self.head == "diagnosis" and self.focal_alpha is not None:
+            return "focal_alpha weighs the malignant class of the binary head: with head: diagnosis use class_weight"
+        return None

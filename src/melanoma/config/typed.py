@@ -2,7 +2,7 @@
 
 Fields are plain types, `Literal` choices, unions with None, nested dataclasses, lists and numbers annotated
 with a `Range`; `build` turns a raw mapping into the dataclass or raises one ConfigError naming the key.
-Sections register checks over several fields in CROSS_CHECKS.
+A section checks several fields together in its `problem()` method.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import yaml
 from melanoma.errors import ConfigError
 
 # Checks that involve several fields of a section (class -> functions returning a problem or None).
-CROSS_CHECKS: dict[type, tuple] = {}
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
@@ -108,10 +107,9 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
         )
     kwargs = {name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name) for name, value in raw.items()}
     obj = cls(**kwargs)
-    for check in CROSS_CHECKS.get(cls, ()):
-        problem = check(obj)
-        if problem:
-            raise ConfigError(f"{prefix + '.' if prefix else ''}{problem}")
+    problem = obj.problem() if hasattr(obj, "problem") else None  # the section's checks across its fields
+    if problem:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{problem}")
     return obj
 
 
