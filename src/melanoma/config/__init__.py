@@ -37,6 +37,8 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
     PseudoConfig,
     VariantConfig,
     Config,
+    STAGES,
+    Stage,
     Seed,
     PositiveInt,
     Count,
@@ -47,12 +49,11 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
 )
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
-from melanoma.names import owner_problem, slug_problem
 from melanoma.config.recipes import with_recipe
-from melanoma.config.typed import CROSS_CHECKS, build, set_path, yaml_value
+from melanoma.config.typed import build, set_path, yaml_value
 
 
-STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
+
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -175,72 +176,3 @@ def save_run_info(out_dir: str | Path, cfg: Config, stage: str, extra: dict[str,
         info["tensorflow"] = sys.modules["tensorflow"].__version__
     info.update(extra or {})
     write_json(out_dir / f"{prefix}run.json", info)
-
-
-def _augment_problem(a: AugmentConfig) -> str | None:
-    if a.cutout and a.cutout_size == 0:
-        return f"cutout_size: 0 with cutout {a.cutout} cuts nothing: set cutout_size > 0, or cutout: 0"
-    return None
-
-
-def _train_problem(t: TrainConfig) -> str | None:
-    if t.folds is not None and (not t.folds or len(set(t.folds)) != len(t.folds)):
-        return f"folds: expected distinct fold numbers (or null for all), got {t.folds}"
-    if t.head == "diagnosis" and t.focal_alpha is not None:
-        return "focal_alpha weighs the malignant class of the binary head: with head: diagnosis use class_weight"
-    return None
-
-
-def _tabular_problem(t: TabularConfig) -> str | None:
-    if not t.auto_models:
-        return "auto_models: expected at least one model, got []"
-    return None if t.hidden else "hidden: expected at least one layer size, got []"
-
-
-def _segment_problem(s: SegmentConfig) -> str | None:
-    if s.size % 2 ** s.depth:
-        return f"size: {s.size} is not divisible by 2**depth = {2 ** s.depth}: change size or depth"
-    return None
-
-
-def _synth_problem(s: SynthConfig) -> str | None:
-    if s.size % 4:
-        return f"size: {s.size} is not a multiple of 4 (both generators down-sample twice): change it"
-    if s.folds is not None and (not s.folds or len(set(s.folds)) != len(s.folds)):
-        return f"folds: expected distinct fold numbers (or null for all), got {s.folds}"
-    return None
-
-
-def _config_problem(c: Config) -> str | None:
-    if not c.stages or len(set(c.stages)) != len(c.stages):
-        return f"stages: expected distinct stages from {', '.join(STAGES)}, got {c.stages}"
-    return None
-
-
-def _variants_problem(c: Config) -> str | None:
-    names = [v.name for v in c.variants]
-    bad = [n for n in names if slug_problem(n, "")]
-    if bad:  # it becomes the folder image-NAME, here and in a Kaggle notebook's output
-        return f"variants: name {bad[0]!r} must be a folder name that is a Kaggle slug (lowercase letters, " \
-               "digits and hyphens, starting and ending with a letter or digit, at most 50 characters)"
-    if len(set(names)) != len(names):
-        return f"variants: names must be distinct, got {names}"
-    return None
-
-
-def _kaggle_problem(k: KaggleConfig) -> str | None:
-    # Each becomes part of a path (data/<competition>, runs/kaggle/<slug>) and of a Kaggle id.
-    return (slug_problem(k.slug, "slug") or slug_problem(k.competition, "competition")
-            or (owner_problem(k.username, "username") if k.username is not None else None))
-
-
-# Checks that involve several fields of a section, run by build once the fields themselves are valid.
-CROSS_CHECKS.update({
-    AugmentConfig: (_augment_problem,),
-    TrainConfig: (_train_problem,),
-    TabularConfig: (_tabular_problem,),
-    SegmentConfig: (_segment_problem,),
-    SynthConfig: (_synth_problem,),
-    KaggleConfig: (_kaggle_problem,),
-    Config: (_config_problem, _variants_problem),
-})

@@ -2,7 +2,7 @@
 
 Fields are plain types, `Literal` choices, unions with None, nested dataclasses, lists and numbers annotated
 with a `Range`; `build` turns a raw mapping into the dataclass or raises one ConfigError naming the key.
-Sections register checks over several fields in CROSS_CHECKS.
+A section checks several fields together in its `problem()` method.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ import yaml
 from melanoma.errors import ConfigError
 
 # Checks that involve several fields of a section (class -> functions returning a problem or None).
-CROSS_CHECKS: dict[type, tuple] = {}
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its help (the CLI flag's help, the docs' one line) in the field's metadata."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
 
 
 def yaml_value(text: str, where: str) -> Any:
@@ -60,6 +64,16 @@ class Range:
             raise ConfigError(f"{key}: expected {kind} {self.describe()}, got {_num(value)}")
 
 
+# The number types of the config fields (a Range checked at load).
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy seeds are unsigned 32-bit
+PositiveInt = Annotated[int, Range(1)]
+Count = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, min_open=True)]
+NonNegative = Annotated[float, Range(0)]
+Share = Annotated[float, Range(0, 1)]  # a fraction in [0, 1]
+Dropout = Annotated[float, Range(0, 1, max_open=True)]
+
+
 def _num(x: float) -> str:
     """A number as a person writes it: 5, 0.25, 1e-06 (never np.float64(...) or 5.0)."""
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{float(x):g}"
@@ -93,10 +107,9 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
         )
     kwargs = {name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name) for name, value in raw.items()}
     obj = cls(**kwargs)
-    for check in CROSS_CHECKS.get(cls, ()):
-        problem = check(obj)
-        if problem:
-            raise ConfigError(f"{prefix + '.' if prefix else ''}{problem}")
+    problem = obj.problem() if hasattr(obj, "problem") else None  # the section's checks across its fields
+    if problem:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{problem}")
     return obj
 
 

@@ -7,9 +7,9 @@ import typing
 import pytest
 
 from melanoma import cli
-from melanoma.config.flags import (KEYS_ATTR, Parser, config_field, config_flags, config_values, field_comments,
+from melanoma.config.flags import (KEYS_ATTR, Parser, config_field, config_flags, config_values, _type_hints,
                                flag_name)
-from melanoma.config import Config, TrainConfig
+from melanoma.config import Config
 
 
 def commands(parser: argparse.ArgumentParser, name: str = ""):
@@ -113,17 +113,21 @@ def test_bad_flag_values_are_one_line_errors(argv, words, capsys):
         assert word in err[0]
 
 
-def test_help_comes_from_the_comment_trailing_or_above():
-    comments = field_comments()
-    assert comments[("TrainConfig", "loss")] == "bce | focal (keras BinaryFocalCrossentropy)"
-    # a multi-line comment block above the field
-    assert comments[("TabularConfig", "model")].startswith("auto | mlp_smote | logreg")
-    assert "every model" in comments[("TabularConfig", "model")]
-    # a field spread over several lines, its comment after the closing bracket
-    assert comments[("ReportConfig", "sensitivities")].startswith("operating points")
-    # every field of every section is found
-    assert {name for (cls, name) in comments if cls == "TrainConfig"} == {f.name for f in
-                                                                           dataclasses.fields(TrainConfig)}
+def test_help_comes_from_each_fields_metadata():
+    assert config_field("train.loss").help == "bce | focal (keras BinaryFocalCrossentropy)"
+    assert config_field("tabular.model").help.startswith("auto | mlp_smote | logreg")  # a long help, wrapped
+    assert "every model" in config_field("tabular.model").help
+    assert config_field("report.sensitivities").help.startswith("operating points")
+    # every setting of every section has its help, so every generated flag explains itself
+    def keys(cls, prefix):
+        for f in dataclasses.fields(cls):
+            tp = _type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                yield from keys(tp, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", f.metadata.get("help", "")
+    missing = [k for k, help_ in keys(Config, "") if not help_]
+    assert not missing, f"settings without help: {missing}"
 
 
 def test_flag_names_follow_the_field_names():
