@@ -24,7 +24,7 @@ demo: install
 
 test: install
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers on two cores; a test file stays on one (module fixtures)
 
 test-all: install
 	$(BIN)/lint-imports --no-cache
