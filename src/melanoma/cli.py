@@ -140,6 +140,10 @@ def _load(args: argparse.Namespace, values: dict | None = None):
         from melanoma.runtime.devices import check_devices
 
         backend = use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        if args.command in ("train", "run"):
+            from melanoma.runtime.hosts import start_hosts
+
+            start_hosts(cfg.train.hosts, backend)  # a pod slice's hosts join before the devices are listed
         if args.command == "train" or (args.command == "run" and "train" in cfg.stages):
             # A TPU that is not there is refused here, in seconds, before TensorFlow or any stage is loaded.
             check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend)

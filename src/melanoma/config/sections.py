@@ -130,6 +130,9 @@ class TrainConfig:
     # A TPU expected (a TPU VM's or Colab's environment, a notebook pushed with the TPU, train.tpu) but not seen
     # by the backend is refused before any work; true: train on what is there (the CPU) on purpose
     allow_cpu_fallback: bool = False
+    # Hosts (one JAX process each) training together: auto = from the environment (JAX_COORDINATOR_ADDRESS,
+    # JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a TPU pod's worker list) | N (melanoma.runtime.hosts; docs/pods.md)
+    hosts: PositiveInt | Literal["auto"] = "auto"
     # Hours this process may train (from its start, or MELANOMA_SESSION_START): an epoch that would end later is
     # not started; the fold resumes in the next session. auto: on Kaggle 9 h less margins, elsewhere none | 0 = none
     time_budget: Annotated[float, Range(0)] | Literal["auto", "none"] | None = "auto"

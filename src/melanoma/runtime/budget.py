@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import keras
 
 from melanoma.errors import ConfigError
+from melanoma.runtime.hosts import agree
 
 log = logging.getLogger("melanoma.image.train")
 
@@ -137,6 +138,8 @@ class BudgetStop(keras.callbacks.Callback):
         if epoch + 1 >= self.epochs:
             return
         estimate = self.budget.epoch_estimate([]) or 0.0
-        if not self.budget.allows(estimate + self.predict_seconds(estimate)):
+        stop = not self.budget.allows(estimate + self.predict_seconds(estimate))
+        # Every host must stop after the same epoch (their steps are collectives): process 0's clock decides.
+        if agree(int(stop)):
             self.stopped_after = epoch
             self.model.stop_training = True
