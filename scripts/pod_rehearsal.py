@@ -88,8 +88,9 @@ def run_pod(rec: str, out: Path, extra: list[str], heartbeat: int, timeout: floa
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-        logs[i].close()
         ended = time.monotonic()
+        time.sleep(2)  # its stderr watcher (melanoma.runtime.hosts) may still be writing the last line
+        logs[i].close()
         results.append({"rc": p.returncode, "seconds": round(ended - start, 1),
                         "after_kill": round(ended - killed_at, 1) if killed_at else None,
                         "log": Path(logs[i].name).read_text()})

@@ -93,3 +93,24 @@ def records_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("records")
     _, test_names = write_learnable_records(root)
     return root, np.array([name for name, _ in test_names])
+
+
+@pytest.mark.parametrize("ending", [
+    b"terminate called after throwing an instance of 'gloo::EnforceNotMet'\n  what():  [enforce fail at pair.cc]\n",
+    b"E1207 19:24:12.85 32453 coordination_service.cc:1549] error polling: tasks are unhealthy (stopped sending "
+    b"heartbeats):\n1\nF1207 19:24:12.85 32453 client.h:80] Terminating process\n*** Check failure stack trace: "
+    b"***\n    @     0x7f23fd8a71f5  (unknown)\n",
+])
+def test_a_lost_host_ends_this_one_with_one_line(ending):
+    """JAX ends a process whose peer died from C++ (no Python exception): the stderr watcher makes it one line."""
+    import subprocess
+    import sys
+
+    from melanoma.runtime.hosts import _WATCHER
+
+    out = subprocess.run([sys.executable, "-c", _WATCHER], input=b"12:00 training\nEpoch 2/3\n" + ending,
+                         capture_output=True, check=True).stdout.decode().splitlines()
+    assert out[:2] == ["12:00 training", "Epoch 2/3"] and len(out) == 3
+    assert out[2].startswith("melanoma: error: another host of this job stopped")
+    benign = b"E1207 19:24:12.85 32453 coordination_service.cc:80] a notice\nnext\n"
+    assert subprocess.run([sys.executable, "-c", _WATCHER], input=benign, capture_output=True).stdout == benign

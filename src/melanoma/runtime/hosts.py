@@ -8,8 +8,10 @@ workers in `TPU_WORKER_HOSTNAMES` / `TPU_PROCESS_ADDRESSES`), 1 (one host, nothi
 of N hosts: JAX finds the others from the TPU runtime, or from the JAX_* variables).
 
 Process 0 is the one writer of run files (`is_writer`); the others only log, each line prefixed with their
-process index. A host that dies is noticed through the coordination service's heartbeats: the others stop
-with one line within `MELANOMA_HEARTBEAT_SECONDS` (JAX's default 100 s).
+process index. A host that dies is noticed through the coordination service's heartbeats within
+`MELANOMA_HEARTBEAT_SECONDS` (JAX's default 100 s). JAX then ends the others from C++ (an abort with a stack
+trace: no Python exception to catch), so `_watch_stderr` passes this process's stderr through a small
+watcher that turns that ending into one line.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def start_hosts(setting: int | str, backend: str, environ: Mapping[str, str] | N
         # CPU devices (the local rehearsal) talk through gloo; TPUs use their own interconnect either way.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         heartbeat = int((environ or os.environ).get(HEARTBEAT_ENV, "100"))
+        _watch_stderr()
         jax.distributed.initialize(plan.coordinator, plan.count, plan.index, heartbeat_timeout_seconds=heartbeat,
                                    shutdown_timeout_seconds=max(heartbeat, 10),
                                    initialization_timeout=max(3 * heartbeat, 60))
@@ -194,4 +197,54 @@ def host_failures() -> Iterator[None]:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise HostLost(f"process {process_index()} of {count}: another host of the job stopped ({first}); "
                        "restart the same command on every host to resume from the last completed epoch") from None
+
+
+# What begins the end of a job whose host died: the coordination service's own log lines (absl: severity,
+# date, time, thread, file:line]) after missed heartbeats, or gloo's abort on a torn transfer (CPU devices);
+# the watcher swallows them and what follows, and says it in one line.
+_WATCHER = r"""
+import os, re, sys
+start = re.compile(rb"^([EF]\d{4} [\d:.]+ +\d+ (coordination_service(_agent)?\.cc|client\.h):\d+\]"
+                   rb"|terminate called after throwing an instance of 'gloo::)")
+signs = (b"heartbeat", b"unhealthy", b"Terminating process", b"gloo")
+out, held = sys.stdout.buffer, []
+for line in iter(sys.stdin.buffer.readline, b""):
+    if held or start.match(line):
+        held.append(line)
+        continue
+    out.write(line)
+    out.flush()
+text = b"".join(held)
+if held and any(s in text for s in signs):
+    out.write(b"melanoma: error: another host of this job stopped (killed, crashed or preempted: JAX lost it in a "
+              b"collective or by its heartbeats), so this one stopped too; run the same command again on every "
+              b"host to resume from the last completed epoch\n")
+else:
+    out.write(text)
+out.flush()
+"""
+
+
+def _watch_stderr() -> None:
+    """Route this process's stderr (fd 2: Python's logs and JAX's C++ logs alike) through the watcher."""
+    import atexit
+    import subprocess
+    import sys
+
+    sys.stderr.flush()
+    original = os.dup(2)
+    try:
+        watcher = subprocess.Popen([sys.executable, "-c", _WATCHER], stdin=subprocess.PIPE, stdout=original)
+    except OSError as e:  # without it the pod still works; a lost host then ends with JAX's own message
+        log.warning("hosts: no stderr watcher (%s): a lost host will end this one with JAX's own message", e)
+        return
+    os.dup2(watcher.stdin.fileno(), 2)
+
+    def finish():  # a normal exit: let the watcher write what it holds before this process ends
+        sys.stderr.flush()
+        os.dup2(original, 2)  # the pipe's last writer closes: the watcher reads its end
+        watcher.stdin.close()
+        watcher.wait(timeout=10)
+
+    atexit.register(finish)
 
