@@ -54,10 +54,10 @@ def env_for(index: int | None, port: int, heartbeat: int) -> dict[str, str]:
 
 
 def epochs_backed_up(out: Path) -> int:
-    """Finished epochs of fold 0 whose backup is written (BackupAndRestore's metadata names the last one)."""
+    """Finished epochs of fold 0 whose backup is written (BackupAndRestore's metadata: the epoch to resume at)."""
     meta = out / "fold0" / "backup" / "training_metadata.json"
     try:
-        return int(json.loads(meta.read_text())["epoch"]) + 1
+        return int(json.loads(meta.read_text())["epoch"])
     except (OSError, ValueError, KeyError):
         return 0
 

@@ -117,7 +117,8 @@ class Budget:
         """Whether work of this many seconds, started now, ends inside the budget (unknown work: if any is left)."""
         if self.deadline is None:
             return True
-        return clock() + (seconds or 0.0) <= self.deadline
+        # Every host must take the same decision (their steps are collectives): process 0's clock decides.
+        return bool(agree(int(clock() + (seconds or 0.0) <= self.deadline)))
 
 
 class BudgetStop(keras.callbacks.Callback):
@@ -138,8 +139,6 @@ class BudgetStop(keras.callbacks.Callback):
         if epoch + 1 >= self.epochs:
             return
         estimate = self.budget.epoch_estimate([]) or 0.0
-        stop = not self.budget.allows(estimate + self.predict_seconds(estimate))
-        # Every host must stop after the same epoch (their steps are collectives): process 0's clock decides.
-        if agree(int(stop)):
+        if not self.budget.allows(estimate + self.predict_seconds(estimate)):
             self.stopped_after = epoch
             self.model.stop_training = True
