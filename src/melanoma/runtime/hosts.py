@@ -83,18 +83,19 @@ def start_hosts(setting: int | str, backend: str, environ: Mapping[str, str] | N
         raise ConfigError(f"{plan.why}: several hosts train on the JAX backend only; set train.backend=jax")
     import jax
 
-    if not jax.distributed.is_initialized():
-        if plan.index:  # known from the environment: JAX's own connection lines get the prefix too
-            _prefix_log_lines(plan.index, plan.count)
-        # CPU devices (the local rehearsal) talk through gloo; TPUs use their own interconnect either way.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        heartbeat = int((environ or os.environ).get(HEARTBEAT_ENV, "100"))
-        _watch_stderr()
-        jax.distributed.initialize(plan.coordinator, plan.count, plan.index, heartbeat_timeout_seconds=heartbeat,
-                                   shutdown_timeout_seconds=max(heartbeat, 10),
-                                   initialization_timeout=max(3 * heartbeat, 60))
-        if jax.process_index() != 0 and plan.index is None:
-            _prefix_log_lines(jax.process_index(), jax.process_count())
+    if jax.distributed.is_initialized():  # joined already (the CLI does it before a stage calls this)
+        return plan
+    if plan.index:  # known from the environment: JAX's own connection lines get the prefix too
+        _prefix_log_lines(plan.index, plan.count)
+    # CPU devices (the local rehearsal) talk through gloo; TPUs use their own interconnect either way.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    heartbeat = _int_env(os.environ if environ is None else environ, HEARTBEAT_ENV) or 100
+    _watch_stderr()
+    jax.distributed.initialize(plan.coordinator, plan.count, plan.index, heartbeat_timeout_seconds=heartbeat,
+                               shutdown_timeout_seconds=max(heartbeat, 10),
+                               initialization_timeout=max(3 * heartbeat, 60))
+    if jax.process_index() != 0 and plan.index is None:
+        _prefix_log_lines(jax.process_index(), jax.process_count())
     if jax.process_count() != plan.count:
         raise ConfigError(f"{plan.why}: expected {plan.count} hosts, JAX joined {jax.process_count()}")
     log.info("hosts: process %d of %d (%s), %d local and %d global devices", jax.process_index(),
