@@ -10,16 +10,11 @@ the test ranks within the test rows), then mixed by one of three methods (`blend
   AUC of the blended OOF ranks (`fit_weights`);
 - rank: the plain mean of the ranks (equal weights);
 - power: the power mean of the ranks, (sum_i w_i r_i^p)^(1/p) with p = `blend.power` and equal weights.
-Any number of runs can be blended: folds, seeds, image sizes and backbones are simply more run folders.
-Runs whose run.json says stage "tabular" are metadata runs: the share of weight they get is reported
-(`tabular_weight.found`), and `blend.tabular_weight` fixes it (the image runs share the rest; within each
-group the method sets the weights). The blended submission is a score in [0, 1] that ranks the test images;
-it is not a probability, which the competition metric (ROC AUC) does not need, unless `blend.calibrate` maps it
-through a calibrator fitted on the blended OOF (isotonic or Platt; see melanoma.calibration).
-
-`run_blend` writes the submission CSV (image_name,target, in the sample submission's order when one is
-given, checked against it by `validate_submission`), `blend.json` (the report) and the run info beside it.
-Nothing is written when a check fails.
+Any number of runs can be blended (folds, seeds, sizes, backbones are more run folders). Runs whose run.json
+says stage "tabular" are metadata runs: their share of weight is reported, and `blend.tabular_weight` fixes it.
+The submission ranks the test images in [0, 1]; `blend.calibrate` maps it through a calibrator fitted on the
+blended OOF (isotonic or Platt; melanoma.calibration). `run_blend` writes the submission (in the sample
+submission's order, checked against it), `blend.json` and the run info; nothing when a check fails.
 """
 
 from __future__ import annotations
@@ -46,10 +41,6 @@ BLEND_METHODS = {"weighted": "rank mean, weights fitted on OOF AUC", "rank": "ra
            "power": "power mean of ranks"}
 _AUC_TOL = 1e-12  # AUC differences below this are ties (float noise of summing ranks)
 _MAX_ITER = 100_000  # safety cap of the coordinate search; every accepted move strictly improves the AUC
-
-
-# --------------------------------------------------------------------------------------------------------
-# weights
 
 
 def to_ranks(pred: pd.Series) -> pd.Series:
@@ -87,17 +78,7 @@ def fit_weights(oofs: list[pd.Series], y: Any, step: float) -> np.ndarray:
     candidate found first (more weight on earlier inputs for 2 inputs; earlier pairs for more).
     """
     k = len(oofs)
-    if k == 0:
-        raise ValueError("fit_weights: no predictions given")
-    index = oofs[0].index
-    for s in oofs[1:]:
-        if not s.index.equals(index):
-            raise ValueError("fit_weights: the OOF predictions must be aligned on the same index")
-    if isinstance(y, pd.Series) and not y.index.equals(index):
-        raise ValueError("fit_weights: y must be aligned on the index of the OOF predictions")
-    y = np.asarray(y, dtype=np.float64)
-    if y.shape != (len(index),):
-        raise ValueError(f"fit_weights: y has shape {y.shape}, expected ({len(index)},)")
+    y = _aligned_targets(oofs, y)
     n = _units(step)
     if k == 1:
         return np.array([1.0])
@@ -119,17 +100,40 @@ def fit_weights(oofs: list[pd.Series], y: Any, step: float) -> np.ndarray:
     def score(units: np.ndarray) -> float:
         return _fast_auc(pos, R @ units.astype(np.float64), n_pos, n_neg)  # scale-free: no need to normalise
 
-    if k == 2:
-        best_key, best = None, None
-        for a in range(n, -1, -1):  # more weight on the first input first: the tie order
-            units = np.array([a, n - a])
-            key = (score(units), -int((units * units).sum()))
-            if best_key is None or key[0] > best_key[0] + _AUC_TOL or (
-                abs(key[0] - best_key[0]) <= _AUC_TOL and key[1] > best_key[1]
-            ):
-                best_key, best = key, units
-        return best / n
+    return _search_pair(score, n) if k == 2 else _search_simplex(score, k, n)
 
+
+def _aligned_targets(oofs: list[pd.Series], y: Any) -> np.ndarray:
+    """y as a float array, after checking that every OOF series and y share one index."""
+    if not oofs:
+        raise ValueError("fit_weights: no predictions given")
+    index = oofs[0].index
+    for s in oofs[1:]:
+        if not s.index.equals(index):
+            raise ValueError("fit_weights: the OOF predictions must be aligned on the same index")
+    if isinstance(y, pd.Series) and not y.index.equals(index):
+        raise ValueError("fit_weights: y must be aligned on the index of the OOF predictions")
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (len(index),):
+        raise ValueError(f"fit_weights: y has shape {y.shape}, expected ({len(index)},)")
+    return y
+
+
+def _search_pair(score, n: int) -> np.ndarray:
+    """Two inputs: every w in {0, 1/n, ..., 1} for the first, 1 - w for the second."""
+    best_key, best = None, None
+    for a in range(n, -1, -1):  # more weight on the first input first: the tie order
+        units = np.array([a, n - a])
+        key = (score(units), -int((units * units).sum()))
+        if best_key is None or key[0] > best_key[0] + _AUC_TOL or (
+            abs(key[0] - best_key[0]) <= _AUC_TOL and key[1] > best_key[1]
+        ):
+            best_key, best = key, units
+    return best / n
+
+
+def _search_simplex(score, k: int, n: int) -> np.ndarray:
+    """More inputs: steepest-ascent coordinate search on the simplex from equal weights."""
     # In units of 1/(k n): equal weights are n units each, a step of weight is k units. Integer units keep
     # the search exact (no drift from adding 0.05 many times) and the result reproducible.
     units = np.full(k, n, dtype=np.int64)
@@ -263,26 +267,8 @@ def calibrate(setting: str, y: pd.Series, oof_score: np.ndarray, test_score: np.
     return calibration.apply(cal, test_score), {"method": cal["method"], "source": source}
 
 
-def blend_runs(
-    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float | BlendConfig = 0.05
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Blend the runs on their common OOF ids and blend their test predictions.
-
-    `step` is the weight grid step, or a whole BlendConfig (method, power, tabular_weight). Returns the
-    submission (image_name,target in [0, 1]; in the sample's order when `sample` is given and checked
-    against it, else sorted by image_name) and a report: runs (path, stage, oof_auc on the common ids,
-    weight, n_oof, n_dropped), blended_oof_auc, n_common_oof, n_test, method, tabular_weight.
-    """
-    blend = step if isinstance(step, BlendConfig) else BlendConfig(step=step)
-    run_dirs = [Path(p) for p in run_dirs]
-    if not run_dirs:
-        raise InputError("blend: no run folders given")
-    check_blend_config(blend)  # before reading anything
-    runs = [_read(d) for d in run_dirs]
-    names = [str(d) for d in run_dirs]
-    stages = [_stage(d) for d in run_dirs]
-
-    # OOF: inner join on image_name; the targets of a shared id must agree between runs.
+def _join_oof(runs: list[tuple[pd.DataFrame, pd.DataFrame]], names: list[str]) -> tuple[pd.DataFrame, int, list[int]]:
+    """The runs' OOF predictions inner-joined on the id (pred_0, pred_1, ...); a shared id's targets must agree."""
     joined = runs[0][0].rename(columns={"pred": "pred_0"})
     for r, (oof, _) in enumerate(runs[1:], start=1):
         joined = joined.merge(oof.rename(columns={TARGET: "target_r", "pred": f"pred_{r}"}), on=ID, how="inner")
@@ -306,14 +292,11 @@ def blend_runs(
             "blend: only %d OOF ids are common to all runs; fitting the weights on those (dropped per run: %s)",
             n_common, ", ".join(f"{name} {n - n_common} of {n}" for name, n in zip(names, n_oof)),
         )
-    y = joined[TARGET]
-    if len(run_dirs) > 1 and y.nunique() < 2:
-        raise InputError(f"blend: the {n_common} common OOF ids have only one class, so no weights can be fitted")
-    oof_preds = [joined[f"pred_{r}"] for r in range(len(runs))]
-    weights, tab_report = blend_weights(oof_preds, y, [s == "tabular" for s in stages], blend)
-    blended_oof = combine([to_ranks(p) for p in oof_preds], weights, blend.method, blend.power)
+    return joined, n_common, n_oof
 
-    # Test: the same ids in every run, joined by image_name, each run ranked within the test set.
+
+def _join_test(runs: list[tuple[pd.DataFrame, pd.DataFrame]], names: list[str]) -> pd.DataFrame:
+    """The runs' test predictions joined on the id; every run must predict the same test ids."""
     test0 = runs[0][1]
     ids0 = pd.Index(test0[ID])
     test = test0.rename(columns={"pred": "pred_0"})
@@ -326,6 +309,37 @@ def blend_runs(
             raise SubmissionError(f"blend: run {names[r]} {what}: every run must predict the same test ids")
         test = test.merge(t.rename(columns={"pred": f"pred_{r}"}), on=ID, how="inner")
     test = test.sort_values(ID).reset_index(drop=True)
+    return test
+
+
+def blend_runs(
+    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float | BlendConfig = 0.05
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Blend the runs on their common OOF ids and blend their test predictions.
+
+    `step` is the weight grid step, or a whole BlendConfig (method, power, tabular_weight). Returns the
+    submission (image_name,target in [0, 1]; in the sample's order when `sample` is given and checked
+    against it, else sorted by image_name) and a report: runs (path, stage, oof_auc on the common ids,
+    weight, n_oof, n_dropped), blended_oof_auc, n_common_oof, n_test, method, tabular_weight.
+    """
+    blend = step if isinstance(step, BlendConfig) else BlendConfig(step=step)
+    run_dirs = [Path(p) for p in run_dirs]
+    if not run_dirs:
+        raise InputError("blend: no run folders given")
+    check_blend_config(blend)  # before reading anything
+    runs = [_read(d) for d in run_dirs]
+    names = [str(d) for d in run_dirs]
+    stages = [_stage(d) for d in run_dirs]
+
+    joined, n_common, n_oof = _join_oof(runs, names)
+    y = joined[TARGET]
+    if len(run_dirs) > 1 and y.nunique() < 2:
+        raise InputError(f"blend: the {n_common} common OOF ids have only one class, so no weights can be fitted")
+    oof_preds = [joined[f"pred_{r}"] for r in range(len(runs))]
+    weights, tab_report = blend_weights(oof_preds, y, [s == "tabular" for s in stages], blend)
+    blended_oof = combine([to_ranks(p) for p in oof_preds], weights, blend.method, blend.power)
+
+    test = _join_test(runs, names)
     blended = combine([to_ranks(test[f"pred_{r}"]) for r in range(len(runs))], weights, blend.method, blend.power)
     blended, cal_report = calibrate(blend.calibrate, y, blended_oof, blended)
     sub = pd.DataFrame({ID: test[ID], TARGET: np.clip(blended, 0.0, 1.0)})

@@ -37,6 +37,8 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
     PseudoConfig,
     VariantConfig,
     Config,
+    STAGES,
+    Stage,
     Seed,
     PositiveInt,
     Count,
@@ -52,7 +54,7 @@ from melanoma.config.recipes import with_recipe
 from melanoma.config.typed import CROSS_CHECKS, build, set_path, yaml_value
 
 
-STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
+
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

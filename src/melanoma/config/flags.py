@@ -1,7 +1,7 @@
 """The CLI's flags: generated from the config dataclasses, plus one-line argparse errors and --config/--set.
 
 A command lists the config keys it exposes (`config_flags(p, "train.model", "train.epochs")`); each flag's
-name, type, choices, bool form and help come from the field in config/sections.py (its `# comment`), so a setting is
+name, type, choices, bool form and help come from the field (its `setting(default, help)`), so a setting is
 declared once. `config_values(args)` hands every given flag to the config, for every command alike.
 cli.py and the packages that declare their own commands (kaggle/commands.py, serve/commands.py) use them.
 """
@@ -9,13 +9,9 @@ cli.py and the packages that declare their own commands (kaggle/commands.py, ser
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import functools
-import inspect
-import io
 import sys
-import tokenize
 import types
 import typing
 from dataclasses import dataclass
@@ -48,7 +44,7 @@ class ConfigField:
     type: Any
     optional: bool  # the field also takes None
     default: Any
-    help: str  # the field's comment in config/sections.py
+    help: str  # the field's help (its metadata)
 
 
 def config_field(key: str) -> ConfigField:
@@ -68,7 +64,7 @@ def config_field(key: str) -> ConfigField:
             raise KeyError(f"{key}: a config section, not a setting")
         f = fields[part]
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        return ConfigField(key, tp, optional, default, field_comments().get((cls.__name__, part), ""))
+        return ConfigField(key, tp, optional, default, fields[part].metadata.get("help", ""))
     raise KeyError(key)
 
 
@@ -93,31 +89,6 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
             tp = args[0]
         else:
             return tp, optional
-
-
-@functools.cache
-def field_comments() -> dict[tuple[str, str], str]:
-    """(dataclass name, field name) -> the comment explaining the field in config/sections.py: the comment on
-    the field's own lines (a field may span several), else the comment lines directly above it."""
-    import melanoma.config.sections
-
-    source = inspect.getsource(melanoma.config.sections)
-    comments: dict[int, tuple[str, bool]] = {}  # line -> (text, alone on its line)
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = (tok.string.lstrip("#").strip(), not tok.line[:tok.start[1]].strip())
-    found = {}
-    for cls in (n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)):
-        for node in cls.body:
-            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-                continue
-            own = [comments[n][0] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
-            above, line = [], node.lineno - 1
-            while line in comments and comments[line][1]:
-                above.insert(0, comments[line][0])
-                line -= 1
-            found[(cls.name, node.target.id)] = " ".join(own or above)
-    return found
 
 
 class ListFlag(argparse.Action):

@@ -23,6 +23,11 @@ from melanoma.errors import ConfigError
 CROSS_CHECKS: dict[type, tuple] = {}
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its help (the CLI flag's help, the docs' one line) in the field's metadata."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
 def yaml_value(text: str, where: str) -> Any:
     """A value typed on the command line (`--set k=V`, `--vary k=V1,V2`, `--fold-ids 0,1`) read as YAML, or one
     ConfigError naming it (an unclosed `[1,2` would otherwise be a YAMLError traceback)."""
@@ -58,6 +63,16 @@ class Range:
         if not (low and high):
             kind = "an integer" if isinstance(value, int) else "a number"
             raise ConfigError(f"{key}: expected {kind} {self.describe()}, got {_num(value)}")
+
+
+# The number types of the config fields (a Range checked at load).
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy seeds are unsigned 32-bit
+PositiveInt = Annotated[int, Range(1)]
+Count = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, min_open=True)]
+NonNegative = Annotated[float, Range(0)]
+Share = Annotated[float, Range(0, 1)]  # a fraction in [0, 1]
+Dropout = Annotated[float, Range(0, 1, max_open=True)]
 
 
 def _num(x: float) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 from melanoma.data.schema import ID, PATIENT, TARGET, check_unique_ids, read_train
 from melanoma.config import Config, save_run_info
 from melanoma.data.dedup import union_groups
+from melanoma.data.manifest import MANIFEST
 from melanoma.errors import input_error
 from melanoma.files import write_csv
 
@@ -131,7 +132,7 @@ def public_folds_csv(tfrecords_dir: str | Path | None) -> Path | None:
         return None
     folder = Path(tfrecords_dir)
     csv = folder / "train.csv"
-    if (folder / "manifest.json").is_file() or not csv.is_file():
+    if (folder / MANIFEST).is_file() or not csv.is_file():
         return None
     with csv.open(encoding="utf-8", errors="replace") as f:  # a header only: a stray byte is not this check's concern
         header = f.readline().strip().split(",")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -37,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma import __version__
 from melanoma.config import Config
 from melanoma.data.check import degenerate_summary, format_leakage_report, leakage_report
 from melanoma.data.decode import bad_images, decode_all
@@ -52,6 +50,7 @@ from melanoma.data.shards import is_remote, plan_shards, remove_stale_shards, sa
     write_shards
 from melanoma.errors import ConfigError, InputError, input_error
 from melanoma.data.lesion import lesion_record, resolve_segmenter
+from melanoma.data.manifest import TFRECORDS, Manifest, Shard, write_manifest
 from melanoma.files import _json_default as _plain
 
 log = logging.getLogger(__name__)
@@ -197,37 +196,40 @@ def _run(cfg: Config, data_dir: Path, out: str, folds_path, settings: ImageSetti
                        chunk_keys)
     shards = write_shards(plan, out, work, items, decoded)
     seconds = time.perf_counter() - start
-    manifest = {
-        "format": "melanoma-tfrecords",
-        "version": __version__,
-        "image_size": pcfg.size,
-        "resize": pcfg.resize,
-        "quality": pcfg.quality,
-        "lesion": lesion_record(settings),  # export and predict apply the same lesion step
-        "n_folds": n_folds,
-        "seed": cfg.seed,
-        "counts": _counts(shards, bool(externals) or pcfg.upsample_malignant > 1),
-        "folds": {str(k): {c: _plain(row[c]) for c in summary.columns} for k, row in summary.iterrows()},
-        "fold_balance": fold_balance(summary),
-        "folds_from": str(folds_path) if folds_path is not None else "computed (triple-stratified)",
-        "upsample_malignant": pcfg.upsample_malignant,
-        "external": externals,
-        "leakage": dedup.report,
-        "skipped": skipped,
-        "dropped_duplicates": [{"image_name": items.at[d, ID], "kept": items.at[k, ID]}
-                               for d, k in sorted(dropped.items())],
-        "external_duplicates_dropped": sorted(items.at[i, ID] for i in dedup.external_dups),
-        "shards": shards,
-        "schema": {"train": schema("train"), "test": schema("test")},
-        "vocab": vocab,
-        "seconds": round(seconds, 1),
-        "decode_seconds": round(decode_seconds, 1),
-    }
+    run = {"folds_path": folds_path, "n_folds": n_folds, "summary": summary, "externals": externals,
+           "skipped": skipped, "dropped": dropped, "seconds": seconds, "decode_seconds": decode_seconds}
+    manifest = _manifest(cfg, out, settings, shards, vocab, items, dedup, run)
     _write_outputs(cfg, out, folds, dedup, items, decoded, ok, manifest)
     shutil.rmtree(work, ignore_errors=True)
     log.info("prepare: wrote %d shards to %s in %.1f s (%.1f img/s)", len(shards), out, seconds,
              len(items) / max(seconds, 1e-9))
-    return json.loads(json.dumps(manifest, default=_plain))
+    return manifest.to_dict()
+
+
+def _manifest(cfg: Config, out: str, settings: ImageSettings, shards: list[dict], vocab: dict,
+              items: pd.DataFrame, dedup: Dedup, run: dict) -> Manifest:
+    """What prepare wrote and why: the shards, the settings export repeats, the folds, the reports."""
+    pcfg = cfg.prepare
+    summary, dropped = run["summary"], run["dropped"]
+    details = {
+        "seed": cfg.seed,
+        "counts": _counts(shards, bool(run["externals"]) or pcfg.upsample_malignant > 1),
+        "folds": {str(k): {c: _plain(row[c]) for c in summary.columns} for k, row in summary.iterrows()},
+        "fold_balance": fold_balance(summary),
+        "folds_from": str(run["folds_path"]) if run["folds_path"] is not None else "computed (triple-stratified)",
+        "upsample_malignant": pcfg.upsample_malignant,
+        "dropped_duplicates": [{"image_name": items.at[d, ID], "kept": items.at[k, ID]}
+                               for d, k in sorted(dropped.items())],
+        "external_duplicates_dropped": sorted(items.at[i, ID] for i in dedup.external_dups),
+        "schema": {"train": schema("train"), "test": schema("test")},
+        "seconds": round(run["seconds"], 1),
+        "decode_seconds": round(run["decode_seconds"], 1),
+    }
+    return Manifest(out, tuple(Shard.from_entry(out, s) for s in shards), pcfg.size, run["n_folds"], TFRECORDS,
+                    vocab=vocab, resize=pcfg.resize, quality=pcfg.quality,
+                    lesion=lesion_record(settings),  # export and predict apply the same lesion step
+                    external=tuple(run["externals"]), leakage=dedup.report, skipped=tuple(run["skipped"]),
+                    details=details)
 
 
 def _decode(cfg: Config, items: pd.DataFrame, settings: ImageSettings, work: Path
@@ -298,7 +300,7 @@ def _counts(shards: list[dict], train_only: bool) -> dict[str, int]:
 
 
 def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, items: pd.DataFrame,
-                   decoded: pd.DataFrame, ok: np.ndarray, manifest: dict) -> None:
+                   decoded: pd.DataFrame, ok: np.ndarray, manifest: Manifest) -> None:
     """folds.csv, duplicates.csv, image_sizes.csv, image_hashes.csv, the run info, and the manifest last (it
     marks completion)."""
     write_output(out, "folds.csv", folds.to_csv(index=False).encode())
@@ -313,5 +315,5 @@ def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, ite
         f"{int(h):016x}" if h is not None and not pd.isna(h) else "" for h in decoded["dhash"]]})
     write_output(out, "image_hashes.csv", hashes[ok].to_csv(index=False).encode())
     save_run_info_to(out, cfg)
-    write_output(out, "manifest.json", (json.dumps(manifest, indent=2, default=_plain) + "\n").encode())
-    remove_stale_shards(out, {s["file"] for s in manifest["shards"]})
+    write_manifest(manifest)
+    remove_stale_shards(out, {manifest.file_of(s) for s in manifest.shards})

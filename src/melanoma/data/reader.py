@@ -1,93 +1,41 @@
 """Reading TFRecord shards: discovery, parsing, decoding, the validation index (one reader for every stage).
 
-Shards are found through our `manifest.json`, or, for the public Kaggle TFRecords that have none, from the
-file names (`train07-2182.tfrec`): their training files are split into equal contiguous blocks, one per fold
-(15 files and 5 folds give files 0-2 to fold 0, as the public notebooks do). Counts come from the manifest or
-the names, never from a pass over the data. Everything goes through tf.io.gfile, so gs:// paths work.
+Shards are found through the folder's Manifest (data/manifest.py: our `manifest.json`, or, for the public
+Kaggle TFRecords that have none, the file names). Everything goes through tf.io.gfile, so gs:// paths work.
 Images are decoded to uint8 (the models cast and scale inside).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from melanoma.data.manifest import MANIFEST, PSEUDO, SYNTHETIC, Manifest, Shard, read_manifest
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import input_error
-from melanoma.data.records import check_prepared, feature_description, parse_shard_name
+from melanoma.data.records import feature_description
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 
+ShardSet = Manifest  # its former name, for callers not yet renamed
 
-@dataclass(frozen=True)
-class Shard:
-    path: str
-    split: str
-    fold: int  # -1 for test shards and for external training data (in every fold's training set)
-    count: int
-    train_only: bool = False  # external data or upsampled copies: never validated, never in the OOF
-    positives: int | None = None  # malignant records, when the manifest says (spares reading the shard)
+# Folders of extra training data: their fold-k shards train fold k only (or every fold), never folds to validate.
+EXTRA_FORMATS = {SYNTHETIC: ("synth", "train.synthetic"), PSEUDO: ("pseudo", "train.pseudo")}
 
 
-@dataclass(frozen=True)
-class ShardSet:
-    shards: tuple[Shard, ...]
-    image_size: int | None  # stored side length when known (our manifest); None = resize always
-    n_folds: int
-
-    def train(self, exclude: list[int] | None = None) -> list[Shard]:
-        """The training pool when the folds in `exclude` are held out (train-only shards included)."""
-        return [s for s in self.shards if s.split == "train" and (exclude is None or s.fold not in exclude)]
-
-    def validation(self, folds: list[int] | None = None) -> list[Shard]:
-        """Shards of the competition's own training images in `folds` (all folds by default): what OOF covers."""
-        return [s for s in self.shards if s.split == "train" and not s.train_only and s.fold >= 0
-                and (folds is None or s.fold in folds)]
-
-    def test(self) -> list[Shard]:
-        return [s for s in self.shards if s.split == "test"]
-
-
-def find_shards(tfrec_dir: str, n_folds: int = 5) -> ShardSet:
-    """Our shards (through manifest.json) or a directory of the public Kaggle TFRecords."""
-    tfrec_dir = str(tfrec_dir).rstrip("/")
-    check_prepared(tfrec_dir)  # an unfinished prepare folder would train on partial shards
-    manifest_path = f"{tfrec_dir}/manifest.json"
-    if tf.io.gfile.exists(manifest_path):
-        with tf.io.gfile.GFile(manifest_path) as f:
-            manifest = json.load(f)
-        if manifest.get("format") == "melanoma-synthetic":  # its fold-k shards train fold k only: not folds
-            raise input_error(manifest_path, "written by `melanoma synth`: give it as train.synthetic, not as "
-                                             "the TFRecords folder")
-        shards = tuple(Shard(f"{tfrec_dir}/{s['file']}", s["split"], int(s["fold"]), int(s["count"]),
-                             bool(s.get("train_only", False)),
-                             int(s["positives"]) if s.get("positives") is not None else None)
-                       for s in manifest["shards"])
-        missing = [s.path for s in shards if not tf.io.gfile.exists(s.path)]
-        if missing:
-            raise input_error(manifest_path, f"lists {missing[0]}, which does not exist; re-run `melanoma prepare`")
-        return ShardSet(shards, int(manifest["image_size"]), int(manifest["n_folds"]))
-
-    named = sorted((parse_shard_name(p), p) for p in tf.io.gfile.glob(f"{tfrec_dir}/*.tfrec"))
-    named = [(n, p) for n, p in named if n is not None]
-    train = [(n, p) for n, p in named if n[0] == "train"]
-    if not train:
-        raise input_error(tfrec_dir, "no manifest.json and no train*-COUNT.tfrec files: run `melanoma prepare`")
-    if len(train) % n_folds:
-        raise input_error(tfrec_dir, f"{len(train)} training files cannot be split evenly into {n_folds} folds "
-                                     "(set n_folds to a divisor, or use `melanoma prepare`)")
-    per_fold = len(train) // n_folds
-    shards = [Shard(p, "train", i // per_fold, n[2]) for i, (n, p) in enumerate(train)]
-    shards += [Shard(p, "test", -1, n[2]) for n, p in named if n[0] == "test"]
-    log.info("%s: no manifest, %d training files read as %d folds of %d files (public Kaggle layout)",
-             tfrec_dir, len(train), n_folds, per_fold)
-    return ShardSet(tuple(shards), None, n_folds)
+def find_shards(tfrec_dir: str, n_folds: int = 5) -> Manifest:
+    """The Manifest of the TFRecords folder a stage trains or predicts on (`n_folds` deals the public layout's
+    files; our manifest says its own); a folder of extra training data (synth, pseudo) is refused."""
+    manifest = read_manifest(tfrec_dir, n_folds)
+    if manifest.format in EXTRA_FORMATS:
+        command, key = EXTRA_FORMATS[manifest.format]
+        raise input_error(f"{manifest.folder}/{MANIFEST}", f"written by `melanoma {command}`: give it as {key}, "
+                                                           "not as the TFRecords folder")
+    return manifest
 
 
 def read_records(paths: list[str], deterministic: bool) -> tf.data.Dataset:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line
+from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line, read_csv_file
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.scoring import auc
@@ -66,12 +66,7 @@ def read_predictions(path: str | Path, value: str, *, target: bool = False, requ
     (any finite value for scale "logit"), a target of 0 or 1. Returns the table with image_name as strings,
     `value` as float64 and the target as int64 (other columns as read)."""
     path = Path(path)
-    if not path.is_file():
-        raise input_error(path, "not found")
-    try:
-        df = pd.read_csv(path, dtype={ID: "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(path, f"not a readable CSV: {' '.join(str(e).split())}") from None
+    df = read_csv_file(path, {ID: "string"}, "not found")
     for col in (ID, *((TARGET,) if target else ()), value, *required):
         if col not in df.columns:
             raise input_error(path, f"missing column '{col}'", 1)

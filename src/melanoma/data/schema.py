@@ -88,6 +88,17 @@ def _first_bad(path: Path, bad: pd.Series | np.ndarray, message) -> None:
         raise input_error(path, message(i), csv_line(i))
 
 
+def read_csv_file(path: str | Path, dtype: dict[str, str], not_found: str = "file not found") -> pd.DataFrame:
+    """A user's CSV file, or one line naming it: not there, or not readable as CSV (the parser's reason)."""
+    path = Path(path)
+    if not path.is_file():
+        raise input_error(path, not_found)
+    try:
+        return pd.read_csv(path, dtype=dtype)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise input_error(path, f"not a readable CSV: {' '.join(str(e).split())}") from None
+
+
 def read_table(path: str | Path, split: str, patient_id: str = "required") -> pd.DataFrame:
     """Read and validate train.csv (split='train') or test.csv (split='test').
 
@@ -95,12 +106,7 @@ def read_table(path: str | Path, split: str, patient_id: str = "required") -> pd
     patient), as `data.patient_id` says.
     """
     path = Path(path)
-    if not path.is_file():
-        raise input_error(path, "file not found")
-    try:
-        df = pd.read_csv(path, dtype={c: "string" for c in STRING_COLUMNS})
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(path, f"not a readable CSV: {e}") from None
+    df = read_csv_file(path, {c: "string" for c in STRING_COLUMNS})
     required = [ID, TARGET, *META_COLUMNS] if split == "train" else [ID, *META_COLUMNS]
     if patient_id == "required":
         required.insert(1, PATIENT)

@@ -18,8 +18,10 @@ import pandas as pd
 
 from melanoma.config import Config, save_run_info
 from melanoma.data.decode import kill_hook, stage_bar
+from melanoma.data.manifest import MANIFEST, load_manifest
 from melanoma.data.records import parse_shard_name, serialize_example, shard_name
 from melanoma.data.schema import TARGET
+from melanoma.errors import InputError
 from melanoma.files import write_json
 
 log = logging.getLogger("melanoma.data.prepare")  # one logger for the whole stage
@@ -149,20 +151,23 @@ def _verified(shard: dict, record: dict | None, out: str) -> bool:
 
 
 def _previous_records(out: str, work: Path) -> dict[str, dict]:
-    """Shards recorded as complete by an interrupted run (plan.json) or a finished one (manifest.json)."""
-    import tensorflow as tf
-
+    """Shards recorded as complete by a finished run (manifest.json) or an interrupted one (plan.json)."""
+    try:
+        found = load_manifest(out)
+    except InputError:  # damaged: its shards are verified anew (sha256) like any others
+        found = None
+    docs = [found.to_dict()] if found is not None else []
+    plan = work / "plan.json"
+    if plan.is_file():
+        try:
+            docs.append(json.loads(plan.read_text()))
+        except (OSError, ValueError):
+            pass
     records: dict[str, dict] = {}
-    for path in (join(out, "manifest.json"), str(work / "plan.json")):
-        if tf.io.gfile.exists(path):
-            try:
-                with tf.io.gfile.GFile(path) as f:
-                    doc = json.load(f)
-            except (OSError, ValueError):
-                continue
-            for s in doc.get("shards", []):
-                if "sha256" in s:
-                    records[s["file"]] = s
+    for doc in docs:
+        for s in doc.get("shards", []):
+            if "sha256" in s:
+                records[s["file"]] = s
     return records
 
 
@@ -172,7 +177,7 @@ def write_shards(plan: list[dict], out: str, work: Path, items: pd.DataFrame, de
     import tensorflow as tf
 
     previous = _previous_records(out, work)
-    manifest_path = join(out, "manifest.json")
+    manifest_path = join(out, MANIFEST)
     if tf.io.gfile.exists(manifest_path):  # the folder is changing: it is incomplete until the new manifest
         tf.io.gfile.remove(manifest_path)
     for stale in tf.io.gfile.glob(join(out, ".*.tfrec.tmp")):  # left by a killed run

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line
+from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line, read_csv_file
 from melanoma.errors import SubmissionError, input_error
 
 SUBMISSION_COLUMNS = [ID, TARGET]
@@ -85,12 +85,7 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "su
 def read_sample_submission(path: str | Path) -> pd.DataFrame:
     """Read the competition's sample_submission.csv (image_name,target): the ids and order to submit."""
     path = Path(path)
-    if not path.is_file():
-        raise input_error(path, "sample submission not found")
-    try:
-        df = pd.read_csv(path, dtype={ID: "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(path, f"not a readable CSV: {e}") from None
+    df = read_csv_file(path, {ID: "string"}, "sample submission not found")
     for col in SUBMISSION_COLUMNS:
         if col not in df.columns:
             raise input_error(path, f"missing column '{col}' (expected {','.join(SUBMISSION_COLUMNS)})", 1)

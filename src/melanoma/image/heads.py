@@ -6,22 +6,21 @@ later stage is the same for both heads. The record's `target` always wins over i
 melanoma class, and a record whose diagnosis says melanoma with target 0 goes to the map's benign fallback. So
 the melanoma column's label is exactly `target`, and the validation AUC (checkpoint choice) is melanoma vs rest.
 
-Codes -> names: our shards' `manifest.json` records the diagnosis vocabulary (VOCABULARIES first, then the
-other names seen, e.g. ISIC 2019's, sorted); the public Kaggle TFRecords, which have no manifest, use the
-order of VOCABULARIES (their label encoding). A code missing (-1) reads as "unknown".
+Codes -> names: our shards' manifest (data/manifest.py) records the diagnosis vocabulary (VOCABULARIES first,
+then the other names seen, e.g. ISIC 2019's, sorted); the public Kaggle TFRecords, which have no manifest, use
+the order of VOCABULARIES (their label encoding). A code missing (-1) reads as "unknown".
 
 This module imports no TensorFlow or Keras at load time (config checks and `ablate` import it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from melanoma.data.records import VOCABULARIES
+from melanoma.data.manifest import Manifest
 from melanoma.data.schema import DIAGNOSIS, ID, TARGET
 
 log = logging.getLogger(__name__)
@@ -135,24 +134,12 @@ class Labels:
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
 
 
-def diagnosis_vocab(tfrec_dir: str) -> list[str]:
-    """The diagnosis names by code: our manifest's vocabulary, else the public TFRecords' (VOCABULARIES)."""
-    import tensorflow as tf
-
-    path = f"{str(tfrec_dir).rstrip('/')}/manifest.json"
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            vocab = json.load(f).get("vocab", {}).get(DIAGNOSIS)
-        if vocab:
-            return list(vocab)
-    return list(VOCABULARIES[DIAGNOSIS])
-
-
-def labels_for(tcfg, tfrec_dir: str) -> Labels | None:
-    """The diagnosis head's labels for these records; None for the binary head."""
+def labels_for(tcfg, manifest: Manifest) -> Labels | None:
+    """The diagnosis head's labels for the records of this Manifest; None for the binary head. Codes -> names:
+    the manifest's diagnosis vocabulary, else the public TFRecords' (VOCABULARIES)."""
     if tcfg.head == "binary":
         return None
-    vocab = diagnosis_vocab(tfrec_dir)
+    vocab = manifest.vocabulary(DIAGNOSIS)
     labels = Labels.of(CLASS_MAPS[tcfg.class_map], vocab)
     mapping = {v: labels.cmap.classes[labels.table[i + 1]] for i, v in enumerate(vocab)}
     log.info("train: diagnosis head, class map %s (%s); diagnoses -> classes: %s", labels.cmap.name,

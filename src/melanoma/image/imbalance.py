@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from melanoma.config import TrainConfig
+from melanoma.data.manifest import Manifest, Shard
 from melanoma.data.schema import TARGET
 from melanoma.errors import ConfigError
-
-if TYPE_CHECKING:  # pipeline imports TensorFlow
-    from melanoma.data.reader import Shard, ShardSet
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig, class_counts: tuple[int
     return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
 
 
-def training_counts(shardset: ShardSet, index: pd.DataFrame, fold: int, extra: dict[Shard, tuple[int, int]]
+def training_counts(shardset: Manifest, index: pd.DataFrame, fold: int, extra: dict[Shard, tuple[int, int]]
                     ) -> tuple[int, int]:
     """(malignant, benign) images in fold's training pool: the other folds plus train-only shards (external
     data, upsampled copies) not tagged with this fold."""

@@ -51,26 +51,22 @@ class DevicePrefetch:
             for batch in self._source:
                 item = self._place(batch)
                 self.stats["fill_s"] += time.perf_counter() - start
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
                 start = time.perf_counter()
-            self._put_end(_END)
+            self._put(_END)
         except BaseException as e:  # handed to the consumer, raised in the training loop
-            self._put_end(e)
+            self._put(e)
 
-    def _put_end(self, item) -> None:
+    def _put(self, item) -> bool:
+        """Queue `item`, waiting while the queue is full; False when the consumer stopped meanwhile."""
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def __iter__(self):
         return self

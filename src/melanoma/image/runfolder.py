@@ -24,7 +24,7 @@ from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime import budget
 from melanoma.runtime.hosts import is_writer
-from melanoma.data.reader import ShardSet
+from melanoma.data.manifest import Manifest
 from melanoma.image.tta import prediction_views
 from melanoma.data.runs import write_run
 from melanoma.scoring import auc, fmt_auc
@@ -149,7 +149,7 @@ def _can_skip_objects() -> bool:
         return False
 
 
-def fingerprint(cfg: Config, shardset: ShardSet) -> str:
+def fingerprint(cfg: Config, shardset: Manifest) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
     settings = {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_FINGERPRINTED}
     data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
@@ -167,7 +167,7 @@ def fold_progress(out_dir: Path) -> tuple[list[str], list[str]]:
     return done, backups
 
 
-def check_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: str) -> bool:
+def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: str) -> bool:
     """Whether the run resumes the folder's work; raises before anything is trained or moved when it cannot.
 
     A folder written with the same settings keeps its finished folds and epoch backups. One with other settings
@@ -199,7 +199,7 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: st
     return True
 
 
-def start_run_folder(out_dir: Path, cfg: Config, shardset: ShardSet, backend: str, resume: bool) -> None:
+def start_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: str, resume: bool) -> None:
     """Record the run's fingerprint. Starting over, the old fold outputs are moved into a replaced-TIME/
     folder, never deleted: the user made them in another call."""
     if not resume:

@@ -17,9 +17,10 @@ External data (`train.external`), pseudo-labelled test images (`train.pseudo`) a
   (image names) leaves records out: duplicates of competition images.
 
 Where sources come from:
-- `sources_from_folder(kind, DIR, share)`: our shards through DIR/manifest.json, else the files `train*.tfrec`
-  of DIR (public layout; counts from the names). A manifest shard entry may carry `"source": "KIND:K"` (for
-  example "synthetic:3"): that shard then trains fold K only. Shards tagged with another kind are ignored.
+- `sources_from_folder(kind, DIR, share)`: the training shards of DIR's Manifest (data/manifest.py: our
+  manifest.json, else the files `train*.tfrec` of the public layout, counts from the names). A shard may carry
+  the source tag "KIND:K" (for example "synthetic:3"): it then trains fold K only. Shards tagged with another
+  kind are ignored.
 - `configured_sources(cfg, ...)` (what `train` calls): train.external, train.pseudo, and train.synthetic /
   train.synthetic_share when the config has them.
 
@@ -30,11 +31,11 @@ shards: file, split "train", fold K, count, train_only true, source "synthetic:K
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from melanoma.data.records import parse_shard_name
+from melanoma.data.manifest import read_manifest
 from melanoma.errors import input_error
 
 @dataclass(frozen=True)
@@ -93,36 +94,20 @@ def epoch_images(base_epoch_images: int, sources: list[ExtraSource]) -> int:
 
 
 def sources_from_folder(kind: str, folder: str, share: float | None = None) -> list[ExtraSource]:
-    """The training shards of a folder as sources of `kind`: one for the untagged shards (every fold) and one
-    per fold K for shards tagged "KIND:K" in the manifest."""
-    from melanoma.data.reader import Shard
-
-    import tensorflow as tf
-
-    folder = str(folder).rstrip("/")
-    manifest = f"{folder}/manifest.json"
+    """The training shards of a folder (its Manifest) as sources of `kind`: one for the untagged shards (every
+    fold) and one per fold K for shards tagged "KIND:K"; shards tagged with another kind are left out."""
+    manifest = read_manifest(folder)
     groups: dict[frozenset[int] | None, list] = {}
-    if tf.io.gfile.exists(manifest):
-        with tf.io.gfile.GFile(manifest) as f:
-            entries = json.load(f)["shards"]
-        for e in entries:
-            if e["split"] != "train":
-                continue
-            tag_kind, _, tag_fold = str(e.get("source", "")).partition(":")
-            if tag_kind and tag_kind != kind:
-                continue
-            folds = frozenset([int(tag_fold)]) if tag_fold else None
-            groups.setdefault(folds, []).append(Shard(f"{folder}/{e['file']}", "train", -1, int(e["count"]), True,
-                                                      e.get("positives")))
-    else:
-        for path in sorted(tf.io.gfile.glob(f"{folder}/*.tfrec")):
-            name = parse_shard_name(path)
-            if name is not None and name[0] == "train":
-                groups.setdefault(None, []).append(Shard(path, "train", -1, name[2], True))
+    for s in manifest.train():
+        tag_kind, _, tag_fold = s.source.partition(":")
+        if tag_kind and tag_kind != kind:
+            continue
+        folds = frozenset([int(tag_fold)]) if tag_fold else None
+        groups.setdefault(folds, []).append(dataclasses.replace(s, fold=-1, train_only=True))
     if not groups:
-        raise input_error(folder, f"no training shards for {kind} data (expected manifest.json or "
-                                  "train*-COUNT.tfrec files)")
-    return [ExtraSource(kind, tuple(shards), share, folds, folder) for folds, shards in groups.items()]
+        raise input_error(manifest.folder, f"no training shards for {kind} data (expected manifest.json or "
+                                           "train*-COUNT.tfrec files)")
+    return [ExtraSource(kind, tuple(shards), share, folds, manifest.folder) for folds, shards in groups.items()]
 
 
 # ---------------------------------------------------------------- the training stream

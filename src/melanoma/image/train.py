@@ -186,7 +186,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
                 augment_in_model(tcfg, devices.kind), host=this_host())
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
-    s.labels = labels_for(tcfg, str(tfrec_dir))
+    s.labels = labels_for(tcfg, shardset)
     log.info("train: recipe %s", recipe_summary(cfg))
     log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
              "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,

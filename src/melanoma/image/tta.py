@@ -54,39 +54,35 @@ class StackViews(keras.layers.Layer):
         return keras.KerasTensor((n, *views[0].shape[1:]), views[0].dtype)
 
 
-@keras.saving.register_keras_serializable(package="melanoma")
-class RepeatRows(keras.layers.Layer):
-    """(batch, ...) -> (batch * n, ...), each row n times in a row: the metadata beside StackViews' images."""
+class _Times(keras.layers.Layer):
+    """A layer with one integer setting, n: the number of views."""
 
     def __init__(self, n: int, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.n = int(n)
-
-    def call(self, x):
-        return keras.ops.repeat(x, self.n, axis=0)
 
     def get_config(self):
         return {**super().get_config(), "n": self.n}
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
-class ViewColumns(keras.layers.Layer):
-    """(batch * n, 1) predictions, image-major -> (batch, n): one column per view."""
+class RepeatRows(_Times):
+    """(batch, ...) -> (batch * n, ...), each row n times in a row: the metadata beside StackViews' images."""
 
-    def __init__(self, n: int, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.n = int(n)
+    def call(self, x):
+        return keras.ops.repeat(x, self.n, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class ViewColumns(_Times):
+    """(batch * n, 1) predictions, image-major -> (batch, n): one column per view."""
 
     def call(self, x):
         return keras.ops.reshape(x, (-1, self.n))
 
     def compute_output_shape(self, input_shape):
         return (None, self.n)
-
-    def get_config(self):
-        return {**super().get_config(), "n": self.n}
 
 
 def tta_model(model: keras.Model, tcfg: TrainConfig, column: int | None = None, seed: int = 0) -> keras.Model:

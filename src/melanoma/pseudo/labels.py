@@ -13,7 +13,6 @@ the test images are not competition training images.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config, save_run_info
+from melanoma.data.manifest import MANIFEST, PSEUDO, Manifest, Shard, write_manifest
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import write_csv
@@ -69,7 +69,7 @@ def _test_records(tfrec_dir: str, n_folds: int):
 def write_pseudo(cfg: Config, runs: list[str | Path], tfrec_dir: str, out: str | Path) -> dict[str, Any]:
     """Blend, select, write the shards, manifest.json, pseudo_labels.csv and the run info. Returns the summary."""
     out = Path(out)
-    if (out / "manifest.json").exists():
+    if (out / MANIFEST).exists():
         raise ConfigError(f"{out} already holds pseudo-labels: choose another --out")
     chosen = select(blended_probabilities(cfg, runs), cfg.pseudo.min_confidence)
     if chosen.empty:
@@ -90,8 +90,7 @@ def write_pseudo(cfg: Config, runs: list[str | Path], tfrec_dir: str, out: str |
             for rec in batch:
                 w.write(rec)
         os.replace(tmp, out / name)
-        shards.append({"file": name, "split": "train", "fold": -1, "count": len(batch), "train_only": True,
-                       "source": "pseudo", "positives": sum(batch_pos)})
+        shards.append(Shard(str(out / name), "train", -1, len(batch), True, sum(batch_pos), "pseudo"))
         batch.clear()
         batch_pos.clear()
 
@@ -116,11 +115,8 @@ def write_pseudo(cfg: Config, runs: list[str | Path], tfrec_dir: str, out: str |
                                      "were the runs trained on these TFRecords?")
     write_csv(out / "pseudo_labels.csv", chosen)
     save_run_info(out, cfg, "pseudo", {"runs": [str(r) for r in runs], "tfrecords": str(tfrec_dir)})
-    manifest = {"image_size": image_size, "n_folds": cfg.n_folds, "shards": shards, "kind": "pseudo",
-                "min_confidence": cfg.pseudo.min_confidence}
-    tmp = out / ".tmp-manifest.json"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / "manifest.json")  # last: it marks the folder complete
+    write_manifest(Manifest(str(out), tuple(shards), image_size, cfg.n_folds, PSEUDO,  # last: marks it complete
+                            details={"kind": "pseudo", "min_confidence": cfg.pseudo.min_confidence}))
     summary = {"images": len(chosen), "positives": int(chosen[TARGET].sum()),
                "mean_soft_target": float(np.mean(chosen["soft_target"])), "shards": len(shards), "out": str(out)}
     log.info("pseudo: %d confident test images (%d labelled malignant) in %d shards -> %s", summary["images"],

@@ -22,6 +22,7 @@ from melanoma.config import Config, load_config, to_dict
 from melanoma.data.schema import SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
+from melanoma.data.manifest import load_manifest
 from melanoma.data.records import VOCABULARIES
 from melanoma.data.lesion import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
     resolve_segmenter
@@ -62,18 +63,16 @@ def finished_folds(run_dir: Path, wanted: list[int] | None) -> dict[int, Path]:
 def input_spec(run_cfg: Config, tfrecords: str | None) -> tuple[dict, int | None, dict]:
     """(prepare settings, stored side, vocabularies) as the run's records were made.
 
-    From the records' manifest.json when the folder is ours; the public Kaggle TFRecords have none, so the
-    run config's prepare section stands in, and the train reader resized every record (stored side None).
+    From the records' Manifest when the folder is ours; the public Kaggle TFRecords have no manifest.json, so
+    the run config's prepare section stands in, and the train reader resized every record (stored side None).
     """
     p = run_cfg.prepare
-    manifest_path = Path(tfrecords) / "manifest.json" if tfrecords else None
-    if manifest_path is not None and manifest_path.is_file():
-        m = read_json(manifest_path)
-        prep = {"size": int(m["image_size"]), "resize": m.get("resize", p.resize),
-                "quality": int(m.get("quality", p.quality)), "max_pixels": p.max_pixels,
-                "lesion": m.get("lesion") or {"mode": "none"}}  # manifests before the lesion step had none
-        vocab = m.get("vocab") or {}
-        return prep, int(m["image_size"]), {k: list(vocab.get(k, VOCABULARIES[k])) for k in (SEX, SITE)}
+    m = load_manifest(tfrecords) if tfrecords else None
+    if m is not None and m.image_size is not None:
+        prep = {"size": m.image_size, "resize": m.resize or p.resize, "quality": m.quality or p.quality,
+                "max_pixels": p.max_pixels,
+                "lesion": m.lesion or {"mode": "none"}}  # manifests before the lesion step had none
+        return prep, m.image_size, {k: m.vocabulary(k) for k in (SEX, SITE)}
     log.warning("export: no manifest.json in %s: preprocessing taken from the run's prepare settings (%dpx, %s, "
                 "quality %d); pass --tfrecords with the run's records folder to use theirs", tfrecords, p.size,
                 p.resize, p.quality)

@@ -11,18 +11,19 @@ import tensorflow as tf
 
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import ConfigError
-from melanoma.data.reader import AUTOTUNE, Shard, ShardSet, count_targets, decode_image, parse_fn, read_records
+from melanoma.data.manifest import Manifest, Shard
+from melanoma.data.reader import AUTOTUNE, count_targets, decode_image, parse_fn, read_records
 
 SOURCE_FIELDS = (ID, PATIENT, SEX, AGE, SITE, "width", "height")
 
 
-def training_pool(shardset: ShardSet, fold: int) -> list[Shard]:
+def training_pool(shardset: Manifest, fold: int) -> list[Shard]:
     """Fold k's training shards: every other fold, plus train-only data (external images, upsampled copies of
     other folds). What `train` trains fold k on, so the CycleGAN sees nothing the classifier could not."""
     return shardset.train(exclude=[fold])
 
 
-def source_shards(shardset: ShardSet, fold: int) -> list[Shard]:
+def source_shards(shardset: Manifest, fold: int) -> list[Shard]:
     """The competition's own images of k's training folds: the benign ones become synthetic melanomas."""
     return shardset.validation([j for j in range(shardset.n_folds) if j != fold])
 

@@ -18,11 +18,12 @@ import pandas as pd
 
 from melanoma.config import Config, save_run_info
 from melanoma.data.images import ImageSettings
-from melanoma.data.schema import ID
+from melanoma.data.schema import DIAGNOSIS, ID
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime.backend import resolve_backend
-from melanoma.data.reader import ShardSet, find_shards
+from melanoma.data.manifest import Manifest
+from melanoma.data.reader import find_shards
 from melanoma.synth import data, loop, writer
 from melanoma.synth.samples import sample_grid
 
@@ -32,7 +33,7 @@ SETTINGS, DONE = "settings.json", "done.json"
 
 
 def synth(cfg: Config, tfrec_dir: str, out: str | Path) -> dict:
-    """Every requested fold; returns OUT/synthetic.json's content."""
+    """Every requested fold; returns OUT/manifest.json's content."""
     scfg, out = cfg.synth, Path(out)
     shardset = find_shards(str(tfrec_dir), cfg.n_folds)
     folds = scfg.folds if scfg.folds is not None else list(range(shardset.n_folds))
@@ -46,7 +47,6 @@ def synth(cfg: Config, tfrec_dir: str, out: str | Path) -> dict:
              scfg.generator, scfg.size, scfg.steps, folds)
     write_json(out / SETTINGS, settings)
     save_run_info(out, cfg, "synth", {"backend": backend})
-    manifest = _tfrecords_manifest(tfrec_dir)
     header = {"tfrecords": str(tfrec_dir), "image_size": settings["stored_size"], "n_folds": shardset.n_folds,
               "generator": scfg.generator, "naming": "image_name synth_<k>_<source image_name>; source "
               "synthetic:<k>; trained on in fold k only"}
@@ -54,18 +54,18 @@ def synth(cfg: Config, tfrec_dir: str, out: str | Path) -> dict:
     if len(todo) < len(folds):
         log.info("synth: folds %s finished in an earlier run, kept", sorted(set(folds) - set(todo)))
     if not todo:
-        return read_json(out / writer.INDEX)
+        return writer.read_index(out)
     keras.utils.set_random_seed(cfg.seed)
     nets = loop.build_nets(scfg)
     gan = (nets, loop.make_step(nets, scfg), loop.snapshot(nets))  # built and traced once, reset per fold
     for fold in todo:
-        info = _fold(cfg, shardset, fold, out / f"fold{fold}", settings, manifest, gan)
+        info = _fold(cfg, shardset, fold, out / f"fold{fold}", settings, gan)
         writer.update_index(out, header, fold, info)
         write_json(out / f"fold{fold}" / DONE, {k: v for k, v in info.items() if k != "shards"})
-    return read_json(out / writer.INDEX)
+    return writer.read_index(out)
 
 
-def _settings(cfg: Config, tfrec_dir: str, shardset: ShardSet) -> dict:
+def _settings(cfg: Config, tfrec_dir: str, shardset: Manifest) -> dict:
     synth = {k: v for k, v in dataclasses.asdict(cfg.synth).items() if k not in ("folds", "out")}
     return {"tfrecords": str(tfrec_dir), "n_folds": shardset.n_folds, "seed": cfg.seed,
             "stored_size": shardset.image_size or cfg.synth.size, "synth": synth}
@@ -92,20 +92,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _tfrecords_manifest(tfrec_dir: str) -> dict:
-    import json
-
-    import tensorflow as tf
-
-    path = f"{str(tfrec_dir).rstrip('/')}/manifest.json"
-    if not tf.io.gfile.exists(path):
-        return {}  # public Kaggle TFRecords: no vocabularies, prepare's defaults
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def _fold(cfg: Config, shardset: ShardSet, fold: int, fold_dir: Path, settings: dict, manifest: dict,
-          gan: tuple) -> dict:
+def _fold(cfg: Config, shardset: Manifest, fold: int, fold_dir: Path, settings: dict, gan: tuple) -> dict:
     scfg, start = cfg.synth, time.perf_counter()
     nets, step_fn, initial = gan
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -127,9 +114,8 @@ def _fold(cfg: Config, shardset: ShardSet, fold: int, fold_dir: Path, settings: 
                                   f"fold {fold}", draw)
     total = sum(s.count - (s.positives or 0) for s in sources)  # benign images (an upper bound without counts)
     batches = data.benign_sources(sources, scfg.size, shardset.image_size, 16, scfg.max_images)
-    image_settings = ImageSettings(settings["stored_size"], "stretch", int(manifest.get("quality",
-                                                                                         cfg.prepare.quality)))
-    shards, rows = writer.write_fold(nets.g_ab, batches, fold_dir, fold, image_settings, _melanoma_code(manifest),
+    image_settings = ImageSettings(settings["stored_size"], "stretch", shardset.quality or cfg.prepare.quality)
+    shards, rows = writer.write_fold(nets.g_ab, batches, fold_dir, fold, image_settings, _melanoma_code(shardset),
                                      cfg.prepare.shard_mb * 1e6, min(total, scfg.max_images or total))
     write_csv(fold_dir / "index.csv", pd.DataFrame(rows, columns=[ID, "source_image", "fold"]))
     log.info("synth: fold %d: %d synthetic melanomas in %d shards, %.0f s", fold, len(rows), len(shards),
@@ -138,7 +124,7 @@ def _fold(cfg: Config, shardset: ShardSet, fold: int, fold_dir: Path, settings: 
             **trained, "shards": shards}
 
 
-def _melanoma_code(manifest: dict) -> int:
-    """The diagnosis code of "melanoma" in the records' vocabulary (-1 when it is unknown)."""
-    vocab = manifest.get("vocab", {}).get("diagnosis", [])
+def _melanoma_code(manifest: Manifest) -> int:
+    """The diagnosis code of "melanoma" in the records' vocabulary (-1 when it is unknown: the public layout)."""
+    vocab = manifest.vocab.get(DIAGNOSIS, [])
     return vocab.index("melanoma") if "melanoma" in vocab else -1

@@ -1,4 +1,4 @@
-"""Synthetic melanomas into train-only shards, and the index (`synthetic.json`) that `train` reads them by.
+"""Synthetic melanomas into train-only shards, and the manifest (data/manifest.py) that `train` reads them by.
 
 Naming (the source travels with the record): image_name `synth_<k>_<source image_name>`, `source`
 `synthetic:<k>`, target 1, diagnosis melanoma, and the source's patient, sex, age, site and original size.
@@ -6,7 +6,7 @@ Pixels go through `prepare`'s own encode (data/images.py: Lanczos resize to the 
 quality), so the train reader decodes them exactly as it decodes real images: uint8 JPEG -> float [0, 255].
 
 Shards are `OUT/fold<k>/synth<k>-<NN>-<COUNT>.tfrec`, listed in `OUT/manifest.json` as extra training data
-reads them (image/extras.py): split "train", fold k, train_only, source "synthetic:k" (trains fold k only).
+reads them (image/sources.py): split "train", fold k, train_only, source "synthetic:k" (trains fold k only).
 Its format "melanoma-synthetic" makes `find_shards` refuse the folder as `--tfrecords`, where fold-k shards
 would mean "every fold but k".
 """
@@ -19,17 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from melanoma import __version__
 from melanoma.data.images import ImageSettings, stored_jpeg
 from melanoma.data.records import serialize_example
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE
-from melanoma.files import atomic_path, read_json, write_json
+from melanoma.data.manifest import SYNTHETIC, Manifest, Shard, load_manifest, read_manifest, write_manifest
+from melanoma.files import atomic_path
 from melanoma.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-INDEX = "manifest.json"
-FORMAT = "melanoma-synthetic"
+FORMAT = SYNTHETIC
 PREFIX = "synth"
 
 
@@ -112,9 +111,15 @@ def write_fold(g_ab, batches, fold_dir: Path, fold: int, settings: ImageSettings
 
 def update_index(out: Path, header: dict, fold: int, fold_info: dict) -> None:
     """Add (or replace) fold k's entry in OUT/manifest.json; the shard list is rebuilt from the folds."""
-    path = out / INDEX
-    doc = read_json(path) if path.is_file() else {"format": FORMAT, "folds": {}}
-    doc.update(header, version=__version__)
-    doc["folds"][str(fold)] = fold_info
-    doc["shards"] = [s for _, f in sorted(doc["folds"].items(), key=lambda kv: int(kv[0])) for s in f["shards"]]
-    write_json(path, doc)
+    old = load_manifest(str(out))
+    details = {k: v for k, v in header.items() if k not in ("image_size", "n_folds")}
+    folds = {**(old.details.get("folds", {}) if old is not None else {}), str(fold): fold_info}
+    shards = [Shard.from_entry(str(out), s) for _, f in sorted(folds.items(), key=lambda kv: int(kv[0]))
+              for s in f["shards"]]
+    write_manifest(Manifest(str(out), tuple(shards), header["image_size"], header["n_folds"], FORMAT,
+                            details={**details, "folds": folds}))
+
+
+def read_index(out: Path) -> dict:
+    """OUT/manifest.json's content (what `melanoma synth` returns)."""
+    return read_manifest(str(out)).to_dict()

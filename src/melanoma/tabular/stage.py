@@ -200,6 +200,17 @@ def _fit_model(name: str, cfg: Config, df: pd.DataFrame, test: pd.DataFrame, inp
         log.info("tabular (%s): test predictions of a model refitted on all %d training rows", name, len(df))
     oof = pd.concat(oof_parts, ignore_index=True)
     test_pred = pd.DataFrame({ID: test[ID].to_numpy(), TARGET: np.mean(test_preds, axis=0)})
+    extra = _model_extra(name, tcfg, inputs, encoded, smote_rows, rounds)
+    extra.update(_importance_extra(tcfg, importances, gains))
+    extra["n_test"] = int(len(test))
+    extra["seconds"] = round(time.perf_counter() - start, 1)
+    oof_auc = results.oof_metrics(oof)["oof_auc"]
+    return ModelRun(name, oof, test_pred, extra, oof_auc)
+
+
+def _model_extra(name: str, tcfg: TabularConfig, inputs: list[str], encoded: dict[str, list[str]],
+                 smote_rows: list[dict], rounds: dict[str, int]) -> dict[str, Any]:
+    """What run.json says about one model: its features, settings, SMOTE rows and boosting rounds per fold."""
     extra: dict[str, Any] = {
         "model": name,
         "features": [c for c in META + SIZE + IMAGE_COLUMNS if c in inputs],
@@ -213,23 +224,25 @@ def _fit_model(name: str, cfg: Config, df: pd.DataFrame, test: pd.DataFrame, inp
                           "ratio": float(tcfg.smote_ratio), "folds": smote_rows}
     if rounds:
         extra[name]["n_iter"] = rounds
+    return extra
+
+
+def _importance_extra(tcfg: TabularConfig, importances: list[dict], gains: list[dict]) -> dict[str, Any]:
+    """Feature importances averaged over the folds: permutation (gbm) or split gain (lgbm); logged for gbm."""
     if importances:
         mean = {n: float(np.mean([imp[n] for imp in importances])) for n in importances[0]}
-        extra["importances"] = dict(sorted(mean.items(), key=lambda kv: -kv[1]))
-        extra["importances_info"] = (f"permutation importance on each validation fold: mean drop in ROC AUC "
-                                     f"over {tcfg.gbm_importance_repeats} shuffles, averaged over "
-                                     f"{len(importances)} folds")
+        ranked = dict(sorted(mean.items(), key=lambda kv: -kv[1]))
         log.info("tabular gbm: permutation importance (mean AUC drop, %d folds)\n%s", len(importances),
-                 "\n".join(f"  {n:<32s} {v:+.4f}" for n, v in extra["importances"].items()))
+                 "\n".join(f"  {n:<32s} {v:+.4f}" for n, v in ranked.items()))
+        return {"importances": ranked,
+                "importances_info": (f"permutation importance on each validation fold: mean drop in ROC AUC over "
+                                     f"{tcfg.gbm_importance_repeats} shuffles, averaged over {len(importances)} folds")}
     if gains:
         total = {n: float(np.mean([g.get(n, 0.0) for g in gains])) for n in gains[0]}
         scale = sum(total.values()) or 1.0
-        extra["importances"] = {n: v / scale for n, v in sorted(total.items(), key=lambda kv: -kv[1])}
-        extra["importances_info"] = f"LightGBM split gain, share of the total, averaged over {len(gains)} folds"
-    extra["n_test"] = int(len(test))
-    extra["seconds"] = round(time.perf_counter() - start, 1)
-    oof_auc = results.oof_metrics(oof)["oof_auc"]
-    return ModelRun(name, oof, test_pred, extra, oof_auc)
+        return {"importances": {n: v / scale for n, v in sorted(total.items(), key=lambda kv: -kv[1])},
+                "importances_info": f"LightGBM split gain, share of the total, averaged over {len(gains)} folds"}
+    return {}
 
 
 def _features_csv(df: pd.DataFrame, test: pd.DataFrame, inputs: list[str], fold_ids: list[int],

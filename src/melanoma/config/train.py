@@ -1,0 +1,120 @@
+"""The config's train section (the image model): every setting declared once with `setting(default, help)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from melanoma.config.typed import (
+    Count, Dropout, NonNegative, Positive, PositiveInt, Range, Share, setting,
+)
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation, drawn per image. Lesions have no up or orientation, so flips and any rotation are safe;
+    colour is diagnostic, so hue stays small. Set a value to 0 (or false) to turn that part off."""
+
+    where: Literal["auto", "data", "model"] = setting("auto",
+        'data: in tf.data on the host CPU; model: a layer on the accelerator; auto: model on GPU/TPU')
+    flip: bool = setting(True, 'random left-right and up-down flips')
+    transpose: bool = setting(True, 'random transpose (with the flips: all 8 right-angle orientations)')
+    rotate: Annotated[float, Range(0, 180)] = setting(180.0, 'rotation, uniform in [-rotate, rotate] degrees')
+    shear: Annotated[float, Range(0, 45)] = setting(5.0, 'shear, uniform in [-shear, shear] degrees')
+    zoom: Annotated[float, Range(0, 1, max_open=True)] = setting(0.1, 'scale in [1 - zoom, 1 + zoom]')
+    shift: Annotated[float, Range(0, 0.5)] = setting(0.05,
+        'shift, uniform in [-shift, shift] x image side, on each axis')
+    hue: Annotated[float, Range(0, 0.5)] = setting(0.01, 'hue delta in [-hue, hue] (a full turn is 1)')
+    saturation: Share = setting(0.2, 'saturation factor in [1 - s, 1 + s]')
+    contrast: Share = setting(0.2, 'contrast factor in [1 - c, 1 + c]')
+    brightness: Share = setting(0.1, 'brightness delta, as a fraction of 255')
+    cutout: Count = setting(0, 'coarse dropout: holes per image (0 = off)')
+    cutout_size: Share = setting(0.15, 'hole side, as a fraction of the image side')
+    cutout_prob: Share = setting(0.5, 'share of images that get the holes')
+
+
+@dataclass
+class TrainConfig:
+    recipe: Literal["auto", "finetune", "scratch"] = setting("auto",
+        'auto: finetune with weights (imagenet or a file), scratch with weights none. A recipe is a set of defaults '
+        '(RECIPES below); any key the config file, a --set or a flag names still wins. The log says which and why.')
+    model: str = setting("efficientnet_b0", 'backbone name (`melanoma models` lists them)')
+    size: Annotated[int, Range(8, 4096)] = setting(256,
+        'model input side; records of another size are resized on the fly')
+    epochs: PositiveInt = setting(12, 'training epochs per fold')
+    batch_size: PositiveInt = setting(32, 'per replica; the global batch is this times the replica count')
+    folds: list[Count] | None = setting(None, 'folds to train (None = all)')
+    weights: str = setting("imagenet", 'none | imagenet | path to a weights file')
+    dropout: Dropout = setting(0.2, "dropout before the output layer")
+    bn_momentum: Annotated[float, Range(0, 1, True, True)] | None = setting(None,
+        "override the backbone's BatchNorm momentum (e.g. 0.9 from scratch)")
+    lr_start: NonNegative = setting(5e-6,
+        'warm-up then exponential decay, per step; lr_max = lr_max_per_image * global batch (public TPU recipe)')
+    lr_max_per_image: Positive = setting(1.25e-6, "peak learning rate per image of the global batch")
+    lr_min: NonNegative = setting(1e-6, "the learning rate the decay ends at")
+    warmup_epochs: NonNegative = setting(5.0, "epochs of the linear ramp from lr_start to lr_max")
+    sustain_epochs: NonNegative = setting(0.0, "epochs held at lr_max after the ramp")
+    decay: Annotated[float, Range(0, 1, min_open=True)] = setting(0.8, 'lr multiplier per epoch after warm-up')
+    weight_decay: NonNegative = setting(1e-5, "AdamW weight decay")
+    schedule: Literal["exponential", "cosine"] = setting("exponential",
+        'exponential: ramp, sustain, decay per epoch | cosine: ramp, then cosine to lr_min')
+    label_smoothing: Dropout = setting(0.05, "Keras label smoothing of the targets")
+    loss: Literal["bce", "focal"] = setting("bce", 'bce | focal (keras BinaryFocalCrossentropy)')
+    focal_gamma: NonNegative = setting(2.0, "focal loss: the focusing exponent")
+    focal_alpha: Share | None = setting(None, 'focal class balancing: weight of the malignant class (None = off)')
+    oversample: Annotated[float, Range(1)] = setting(1.0,
+        'malignant images are drawn this many times as often (1 = natural rate)')
+    positive_share: Annotated[float, Range(0, 1, True, True)] | None = setting(None,
+        'or: draw malignant images at this share (overrides oversample)')
+    class_weight: Literal["none", "balanced", "sqrt"] = setting("none",
+        'none | balanced | sqrt: loss weights computed from the training folds')
+    head: Literal["binary", "diagnosis"] = setting("binary",
+        "binary: one sigmoid unit (melanoma) | diagnosis: a softmax over class_map's classes from the records' "
+        'diagnosis (categorical cross-entropy); its melanoma column is the prediction everywhere downstream')
+    class_map: Literal["isic2017", "winners9"] = setting("winners9",
+        "diagnosis head: the 3 ISIC 2017 classes or the 1st-place solution's 9 (melanoma.image.heads)")
+    metadata: bool = setting(False, 'join one-hot site and sex and scaled age to the image features before the head')
+    tta: Count = setting(0, 'augmented prediction passes averaged with the plain one (0 = no TTA)')
+    tta_flips: bool = setting(False, 'also average the left-right, up-down and both flips (3 deterministic passes)')
+    checkpoint: Literal["best", "last"] = setting("best",
+        'predict with the weights of the best epoch by validation AUC, or the last')
+    resume: bool = setting(True, 're-running into the same folder continues it: finished folds are kept')
+    augment: AugmentConfig = setting(default_factory=AugmentConfig)
+    backend: Literal["auto", "tensorflow", "jax"] = setting("auto",
+        'Keras backend: auto = jax when a TPU is attached that TensorFlow cannot drive (Kaggle/Colab TPU images ship '
+        'tensorflow-cpu + jax[tpu]), else tensorflow. Fixed before Keras is imported (melanoma.runtime.backend).')
+    tpu: str = setting("auto", 'auto | none | local | a TPU name or grpc:// address')
+    cpu_replicas: PositiveInt = setting(1,
+        '> 1: this many CPU devices (MirroredStrategy on TF, DataParallel on JAX): tests multi-replica')
+    allow_cpu_fallback: bool = setting(False,
+        "A TPU expected (a TPU VM's or Colab's environment, a notebook pushed with the TPU, train.tpu) but not seen "
+        'by the backend is refused before any work; true: train on what is there (the CPU) on purpose')
+    hosts: PositiveInt | Literal["auto"] = setting("auto",
+        'Hosts (one JAX process each) training together: auto = from the environment (JAX_COORDINATOR_ADDRESS, '
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a TPU pod's worker list) | N (melanoma.runtime.hosts; docs/pods.md)")
+    time_budget: Annotated[float, Range(0)] | Literal["auto", "none"] | None = setting("auto",
+        'Hours this process may train (from its start, or MELANOMA_SESSION_START): an epoch that would end later is '
+        'not started; the fold resumes in the next session. auto: on Kaggle 9 h less margins, elsewhere none | 0 = '
+        'none')
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = setting("auto",
+        'auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16')
+    steps_per_execution: PositiveInt = setting(1,
+        'training steps per call to the device (8-32 on TPUs cuts host overhead)')
+    jit_compile: bool | None = setting(None, 'None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)')
+    cache: bool = setting(False, 'keep the encoded training records in memory after the first epoch')
+    shuffle_buffer: PositiveInt = setting(2048, "tf.data shuffle buffer, in images")
+    tensorboard: bool = setting(True, 'TensorBoard logs per fold (foldK/tensorboard)')
+    verbose: Literal[0, 1, 2] = setting(2, 'Keras fit verbosity: 1 = progress bar, 2 = one line per epoch')
+    # Extra training sources (melanoma.image.sources): trained on, never validated, never in the OOF.
+    external: list[str] = setting(default_factory=list, help=
+        'external TFRecords: folders, Kaggle OWNER/SLUGs or isic2019 (the public set at prepare.size)')
+    external_share: Share | None = setting(None, "cap of the external images' share of a batch (None = natural rate)")
+    pseudo: str | None = setting(None,
+        "a `melanoma pseudo` output folder: soft-labelled test images in every fold's training")
+    pseudo_share: Share | None = setting(None,
+        "cap of the pseudo-labelled images' share of a batch (None = natural rate)")
+    synthetic: str | None = setting(None,
+        'Folder written by `melanoma synth` (None: no synthetic images). Fold k trains on the images tagged '
+        'synthetic:k only (their sources are in its training folds); they are never validated or predicted.')
+    synthetic_share: Annotated[float, Range(0, 1, max_open=True)] = setting(0.2,
+        "cap of the synthetic images' share of a batch: drawn at min(this, their natural rate)")
