@@ -95,6 +95,9 @@ class TrainConfig:
     allow_cpu_fallback: bool = setting(False,
         "A TPU expected (a TPU VM's or Colab's environment, a notebook pushed with the TPU, train.tpu) but not seen "
         'by the backend is refused before any work; true: train on what is there (the CPU) on purpose')
+    hosts: PositiveInt | Literal["auto"] = setting("auto",
+        'Hosts (one JAX process each) training together: auto = from the environment (JAX_COORDINATOR_ADDRESS, '
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID, or a TPU pod's worker list) | N (melanoma.runtime.hosts; docs/pods.md)")
     time_budget: Annotated[float, Range(0)] | Literal["auto", "none"] | None = setting("auto",
         'Hours this process may train (from its start, or MELANOMA_SESSION_START): an epoch that would end later is '
         'not started; the fold resumes in the next session. auto: on Kaggle 9 h less margins, elsewhere none | 0 = '

@@ -16,8 +16,49 @@ from melanoma.config import AugmentConfig, TrainConfig
 from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET
 from melanoma.data.records import N_SEX, N_SITE
 from melanoma.data.reader import AUTOTUNE, Shard, decode_image, parse_fn, read_records
+from melanoma.runtime.hosts import Host
+
+ONE_HOST = Host()
 
 log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- one host's part of the records
+
+
+def host_records(paths: list[str], host: Host, deterministic: bool) -> tf.data.Dataset:
+    """The serialized records this host reads: on several hosts, its own files when their count divides by the
+    host count (disjoint reads), else every file read in a fixed order keeping every count-th record (still
+    disjoint and complete; each host reads all bytes, the price of any shard count working)."""
+    if host.count == 1:
+        return read_records(paths, deterministic)
+    paths = sorted(paths)
+    if len(paths) % host.count == 0:
+        return read_records(paths[host.index::host.count], deterministic)
+    return read_records(paths, deterministic=True).shard(host.count, host.index)
+
+
+def host_steps(n: int, batch: int, host: Host) -> int:
+    """Batches of `batch` (this host's part of the global batch) every host runs over `n` records split
+    record by record: the largest host's share decides, the others pad (equal_steps)."""
+    return math.ceil(math.ceil(n / host.count) / batch)
+
+
+def equal_steps(ds: tf.data.Dataset, steps: int, fill: dict[str, float] | None = None) -> tf.data.Dataset:
+    """Exactly `steps` (padded, full-size) batches: blank batches (zeros, or `fill[key]`; weight 0 or idx -1)
+    follow a host's own, so every host runs the same number of steps, as their collectives require."""
+    fill = fill or {}
+
+    def blank(spec, key=None):
+        if isinstance(spec, dict):
+            return {k: blank(v, k) for k, v in spec.items()}
+        if isinstance(spec, tuple):
+            return tuple(blank(v) for v in spec)
+        return tf.fill(spec.shape, tf.cast(fill.get(key, 0), spec.dtype))
+
+    empty = tf.data.Dataset.from_tensors(blank(ds.element_spec)).repeat()
+    ds = ds.concatenate(empty).take(steps)
+    return ds.apply(tf.data.experimental.assert_cardinality(steps))
 
 
 # ---------------------------------------------------------------- datasets
@@ -59,7 +100,7 @@ def _augment_inputs(x, acfg: AugmentConfig, size: int):
 def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | None, batch: int,
                   pos_share: float | None, seed: int, augment: bool = True, extras: list | None = None,
                   base_images: int | None = None, labels=None,
-                  class_weight: dict[int, float] | None = None) -> tf.data.Dataset:
+                  class_weight: dict[int, float] | None = None, host: Host = ONE_HOST) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
     From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
@@ -70,7 +111,8 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     the fold) are mixed in by sample_from_datasets, weighted against `base_images` (the shards' images drawn
     per epoch); a record's `soft_target` >= 0 is its label. `class_weight` (class -> loss weight) makes the
     batches (x, y, sample_weight), as Keras' own class_weight would (which it refuses for the device-prefetch
-    generator, prefetch.py).
+    generator, prefetch.py). On several hosts `batch` is this host's part of the global batch, read from its
+    own part of the records (host_records).
     """
     size, meta, cache, shuffle_buffer = tcfg.size, tcfg.metadata, tcfg.cache, tcfg.shuffle_buffer
     acfg = tcfg.augment if augment else None
@@ -80,7 +122,8 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     parse = parse_fn("train", fields)  # the competition's own records: a missing label is an error, not -1
 
     def stream(keep=None):
-        ds = read_records(paths, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
+        ds = host_records(paths, host, deterministic=False).map(parse, num_parallel_calls=AUTOTUNE,
+                                                                deterministic=False)
         if keep is not None:
             ds = ds.filter(lambda ex: tf.equal(ex[TARGET], keep))
         if cache:
@@ -154,13 +197,25 @@ def pad_batch(tree, batch: int, fill: dict[str, float] | None = None):
     return pad(tree)
 
 
+def eval_records(shards: list[Shard], host: Host) -> tf.data.Dataset:
+    """Validation and prediction records in a fixed order; on several hosts every count-th one from the
+    host's index, so each record is seen by exactly one host whatever the shard count."""
+    ds = read_records([s.path for s in shards], deterministic=True)
+    return ds if host.count == 1 else ds.shard(host.count, host.index)
+
+
+def _batch_count(ds: tf.data.Dataset, shards: list[Shard], batch: int, host: Host, fill=None) -> tf.data.Dataset:
+    n = sum(s.count for s in shards)
+    return with_batches(ds, shards, batch) if host.count == 1 else equal_steps(ds, host_steps(n, batch, host), fill)
+
+
 def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, batch: int,
-                       meta: bool = False, pad: bool = False, labels=None) -> tf.data.Dataset:
+                       meta: bool = False, pad: bool = False, labels=None, host: Host = ONE_HOST) -> tf.data.Dataset:
     """Batches of (image, target) for Keras' validation during fit; with `pad`, (image, target, weight) with
     the last batch padded to full size at weight 0 (see pad_batch). `labels` (heads.Labels): one-hot labels."""
     fields = ("image", TARGET) + (META_FIELDS if meta else ()) + (labels.fields if labels is not None else ())
     parse = parse_fn("train", fields)
-    ds = read_records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
+    ds = eval_records(shards, host).map(parse, num_parallel_calls=AUTOTUNE)
     label = (lambda ex: tf.cast(ex[TARGET], tf.float32)[None]) if labels is None else labels.one_hot
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE)
@@ -168,11 +223,11 @@ def validation_dataset(shards: list[Shard], size: int, stored_size: int | None, 
     if pad:
         ds = ds.map(lambda x, y: (pad_batch(x, batch), pad_batch(y, batch), pad_batch(tf.ones_like(y[:, 0]), batch)),
                     num_parallel_calls=AUTOTUNE)
-    return with_batches(ds, shards, batch).prefetch(AUTOTUNE)
+    return _batch_count(ds, shards, batch, host).prefetch(AUTOTUNE)
 
 
 def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_size: int | None, batch: int,
-                    meta: bool = False, pad: bool = False) -> tf.data.Dataset:
+                    meta: bool = False, pad: bool = False, host: Host = ONE_HOST) -> tf.data.Dataset:
     """Batches of {"image", "idx"} (and "meta"): idx is the row of the image's name in `names`, looked up per
     record. Plain uint8 images: the test-time views (flips, random augmentation) are made on the device by the
     prediction model (tta.tta_model), so the host decodes each image once whatever the number of views.
@@ -186,14 +241,17 @@ def predict_dataset(shards: list[Shard], names: np.ndarray, size: int, stored_si
         tf.lookup.KeyValueTensorInitializer(tf.constant(list(names), tf.string),
                                             tf.range(len(names), dtype=tf.int32)), default_value=-1)
     parse = parse_fn(split, ("image", ID) + (META_FIELDS if meta else ()))
-    ds = read_records([s.path for s in shards], deterministic=True).map(parse, num_parallel_calls=AUTOTUNE)
+    ds = eval_records(shards, host).map(parse, num_parallel_calls=AUTOTUNE)
 
     def features(ex):
         x = _inputs(ex, size, stored_size, meta)
         return {**(x if meta else {"image": x}), "idx": table.lookup(ex[ID])}
 
     ds = ds.map(features, num_parallel_calls=AUTOTUNE).batch(batch, num_parallel_calls=AUTOTUNE)
-    ds = with_batches(ds, shards, batch)
+    if host.count == 1:
+        ds = with_batches(ds, shards, batch)
     if pad:
         ds = ds.map(lambda d: pad_batch(d, batch, {"idx": -1}), num_parallel_calls=AUTOTUNE)
+    if host.count > 1:  # after the padding: the blank batches take the padded batches' shapes
+        ds = equal_steps(ds, host_steps(sum(s.count for s in shards), batch, host), {"idx": -1})
     return ds.prefetch(AUTOTUNE)

@@ -99,8 +99,11 @@ class DevicePrefetch:
 
 def wanted(backend: str) -> bool:
     """Only on JAX with a distribution set: elsewhere Keras already looks a batch ahead (JAX without a
-    distribution on an accelerator) or tf.data feeds the step itself (TensorFlow)."""
-    if backend != "jax":
+    distribution on an accelerator) or tf.data feeds the step itself (TensorFlow). Not on several hosts: Keras
+    places each batch itself from this host's rows, and cannot take an array already spread over all hosts."""
+    from melanoma.runtime.hosts import process_count
+
+    if backend != "jax" or process_count() > 1:
         return False
     import keras
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -22,6 +23,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime import budget
+from melanoma.runtime.hosts import is_writer
 from melanoma.data.manifest import Manifest
 from melanoma.image.tta import prediction_views
 from melanoma.data.runs import write_run
@@ -63,7 +65,8 @@ class FoldLog(keras.callbacks.Callback):
                "seconds": round(budget.clock() - self.started, 3)}
         self.history = pd.concat([self.history[self.history["epoch"] < epoch], pd.DataFrame([row])],
                                  ignore_index=True) if len(self.history) else pd.DataFrame([row])
-        write_csv(self.fold_dir / "history.csv", self.history)
+        if is_writer():  # process 0 of several hosts (every host computes the same row)
+            write_csv(self.fold_dir / "history.csv", self.history)
         current = row.get("val_auc")
         if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
             self.best = current
@@ -92,19 +95,35 @@ def best_auc(history: pd.DataFrame) -> float | None:
 
 def save_weights_atomic(model: keras.Model, path: Path, optimizer: bool = True) -> None:
     """Write the weights under a temporary name, then rename: a kill never leaves a torn file under `path`.
-    `optimizer` False leaves the optimizer's state out (the best weights: 1/3 of the size with AdamW)."""
+    `optimizer` False leaves the optimizer's state out (the best weights: 1/3 of the size with AdamW).
+
+    On several hosts Keras gathers each variable from all of them (a collective), so every host saves; the
+    others into a scratch folder of their own, deleted at once: process 0's file is the run's."""
+    if not is_writer():
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / path.name
+            _save_weights(model, path.with_name(f".tmp-{path.name}"), optimizer)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)  # the epoch backup's folder, on its first write
     tmp = path.with_name(f".tmp-{path.name}")  # Keras wants the .weights.h5 suffix
+    _save_weights(model, tmp, optimizer)
+    os.replace(tmp, path)
+
+
+def _save_weights(model: keras.Model, tmp: Path, optimizer: bool) -> None:
     if optimizer or model.optimizer is None or not _can_skip_objects():
         model.save_weights(tmp)
     else:
         from keras.src.saving import saving_lib
 
         saving_lib.save_weights_only(model, tmp, objects_to_skip=[model.optimizer])
-    os.replace(tmp, path)
 
 
 # Settings that change how or how long a session runs, never what a fold learns: sessions may differ in them.
-NOT_FINGERPRINTED = ("verbose", "folds", "resume", "tensorboard", "backend", "allow_cpu_fallback", "time_budget")
+NOT_FINGERPRINTED = ("verbose", "folds", "resume", "tensorboard", "backend", "allow_cpu_fallback", "time_budget",
+                     "hosts")
 
 
 def load_model_weights(model: keras.Model, path: Path) -> None:
@@ -216,3 +235,51 @@ def collect(out_dir: Path, cfg: Config, replicas: int, precision: str) -> dict:
     log.info("train: OOF AUC %s (no TTA %s) over folds %s -> %s", fmt_auc(metrics["oof_auc"]),
              fmt_auc(metrics["oof_auc_no_tta"]), done, out_dir)
     return metrics
+
+
+def backup_callback(folder: Path) -> keras.callbacks.Callback:
+    """BackupAndRestore that survives a kill during the fold's first backup write: Keras falls back to the
+    previous backup when the newest is unreadable, but the first has none, so the fold would never resume.
+    Then the unreadable backup is moved aside (kept, named in the log) and the fold starts over."""
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except OSError as e:
+                aside = folder.with_name(f"backup.unreadable-{int(time.time())}")
+                folder.rename(aside)
+                folder.mkdir()
+                log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
+                            "the fold starts over", folder.parent.name, e, aside.name)
+
+        def _save_model(self):
+            """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
+            copies the previous backup aside first (a second write of the whole file) to survive a torn write,
+            which a rename never leaves. Process 0 alone keeps it (every host holds the same state)."""
+            save_weights_atomic(self.model, Path(self._weights_path))
+            if not is_writer():
+                return
+            write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch,
+                                                            "batch": self._last_batch_seen})
+
+    return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        log.warning("train: TensorBoard is not installed, so no TensorBoard logs (pip install tensorboard)")
+        return False
+    return True
+
+
+def curves(history: pd.DataFrame, fold_dir: Path, title: str) -> None:
+    """The training-curve PNG; a plotting problem must not cost a trained fold, so it only warns."""
+    try:
+        from melanoma.plots import training_curves
+
+        training_curves(history, fold_dir / "curves.png", title)
+    except (ImportError, ValueError, KeyError, OSError) as e:
+        log.warning("%s: no training-curve PNG (%s)", fold_dir, e)

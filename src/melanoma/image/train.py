@@ -26,10 +26,11 @@ from melanoma.config import Config, TrainConfig, recipe_summary, save_run_info, 
 from melanoma.data.records import shard_read_error
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
-from melanoma.files import write_csv, write_json
+from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime.backend import resolve_backend, resolve_precision
 from melanoma.runtime.devices import Devices, check_devices, devices_scope
 from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
+from melanoma.runtime.hosts import Host, barrier, host_failures, is_writer, start_hosts, this_host
 from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
 from melanoma.image.external_sources import configured_sources
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
@@ -38,9 +39,9 @@ from melanoma.image.models import MelanomaAUC, build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.inputs import META_DIM, train_dataset, validation_dataset
 from melanoma.data.reader import ShardSet, count_targets, find_shards, read_index
-from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
-                                      epoch_seconds, load_model_weights, read_history, save_weights_atomic,
-                                      start_run_folder)
+from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
+                                      collect, curves, epoch_seconds, load_model_weights, read_history,
+                                      save_weights_atomic, start_run_folder, tensorboard_available)
 from melanoma.image.schedules import make_loss, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
 from melanoma.runtime.place import detect
@@ -71,6 +72,11 @@ class Session:
     tensorboard: bool = False
     extras: list = None  # image/extras.py ExtraSource: external, pseudo-labelled, synthetic training data
     labels: object = None  # heads.Labels of a diagnosis head (None: the binary head)
+    host: Host = Host()  # this process among the hosts (runtime/hosts.py): it reads its part of each batch
+
+    @property
+    def host_batch(self) -> int:
+        return self.global_batch // self.host.count
 
     @property
     def replicas(self) -> int:
@@ -92,8 +98,9 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     tcfg = cfg.train
     backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
+    start_hosts(tcfg.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
     check_devices(tcfg.tpu, tcfg.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
-    with devices_scope(tcfg.tpu, tcfg.cpu_replicas) as devices:
+    with host_failures(), devices_scope(tcfg.tpu, tcfg.cpu_replicas) as devices:
         return _train(_open_session(cfg, tfrec_dir, Path(out_dir), backend, why, devices))
 
 
@@ -102,14 +109,18 @@ def _train(s: Session) -> dict:
     resume = check_run_folder(s.out_dir, cfg, s.shardset, s.backend)
     if resume and all((s.out_dir / f"fold{k}" / DONE).is_file() for k in s.folds):
         log.info("train: folds %s already finished in %s", s.folds, s.out_dir)
-        return collect(s.out_dir, cfg, s.replicas, s.precision)
+        return _collect(s)
     with _naming_damaged_shards(s, None):
         _plan_folds(s)
     _compile(s)
-    # Everything that can refuse the settings has run: only now is the folder changed.
-    start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
-    save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
-                                            "replicas": s.replicas, "precision": s.precision})
+    # Everything that can refuse the settings has run: only now is the folder changed (by process 0 alone,
+    # once every host has read it).
+    barrier("train: run folder checked")
+    if is_writer():
+        start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
+        save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
+                                                "replicas": s.replicas, "precision": s.precision,
+                                                "hosts": s.host.count})
     budget = Budget.for_session(resolve_hours(cfg.train.time_budget, detect(cfg).name, cfg.stages))
     if budget.hours is not None:
         log.info("train: time budget %.2f h (train.time_budget=%s), %.2f h of it used before training",
@@ -122,7 +133,14 @@ def _train(s: Session) -> dict:
             finished = _train_fold(s, fold, budget)
         if not finished:
             return _stopped(s, budget)
-    return collect(s.out_dir, cfg, s.replicas, s.precision)
+    return _collect(s)
+
+
+def _collect(s: Session) -> dict:
+    """runfolder.collect by process 0; the other hosts read its metrics once written."""
+    metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision) if is_writer() else None
+    barrier("train: collected")
+    return metrics if metrics is not None else read_json(s.out_dir / "metrics.json")
 
 
 def _stopped(s: Session, budget: Budget) -> dict:
@@ -136,7 +154,7 @@ def _stopped(s: Session, budget: Budget) -> dict:
     log.warning("train: stopped at the time budget (%.2f of %.2f h used) in %s: %s. Run the same command again "
                 "(or the next chained notebook session) to resume.", budget.used_hours(), budget.hours, s.out_dir,
                 summary)
-    metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision) if done else {}
+    metrics = _collect(s) if done else {}
     return {**metrics, "complete": False, "left": summary}
 
 
@@ -165,7 +183,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
     s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
-                augment_in_model(tcfg, devices.kind))
+                augment_in_model(tcfg, devices.kind), host=this_host())
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
     s.labels = labels_for(tcfg, shardset)
@@ -224,14 +242,18 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
     if imb.loss_share > 0.5 + 1e-9:
         log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
                     "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*fold_dir.glob(".tmp-*"), *fold_dir.glob("backup/.tmp-*")]:  # writes of ours cut short by a kill
-        stale.unlink()
+    if is_writer():
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*fold_dir.glob(".tmp-*"), *fold_dir.glob("backup/.tmp-*")]:  # writes cut short by a kill
+            stale.unlink()
+    barrier(f"fold {fold}: folder ready")
     if not _fit_fold(s, fold, imb, len(val), budget):
         return False
+    barrier(f"fold {fold}: fitted")  # process 0's history and best weights are written
     history = read_history(fold_dir)
     weights_file = _final_weights(s.model, tcfg, fold_dir)
-    curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
+    if is_writer():
+        curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
     predict_start = budget.now()
     oof = _predict_fold(s, fold, val, s.shardset.validation([fold]), fold_dir)
     budget.predictions.append(budget.now() - predict_start)
@@ -242,8 +264,10 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
             "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
             "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share,
             "extra_images": extra_images, "external_images": extra_images.get("external", 0)}
-    write_json(fold_dir / DONE, info)
-    shutil.rmtree(fold_dir / "backup", ignore_errors=True)
+    if is_writer():
+        write_json(fold_dir / DONE, info)
+        shutil.rmtree(fold_dir / "backup", ignore_errors=True)
+    barrier(f"fold {fold}: done")
     log.info("fold %d: OOF AUC %s (no TTA %s), %d images, %.0f s", fold, fmt_auc(info["oof_auc"]),
              fmt_auc(info["oof_auc_no_tta"]), len(val), time.perf_counter() - start)
     return True
@@ -264,13 +288,14 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
         log.info("fold %d: not started: its next epoch (about %.0f s) and predictions would end after the time "
                  "budget", fold, first or 0)
         return False
-    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
+    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.host_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
                        augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None)
+                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None,
+                       host=s.host)
     log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
-    val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.global_batch,
-                                meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels)
+    val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.host_batch,
+                                meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels, host=s.host)
     reset(s.model, s.initial_weights)
     # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
@@ -281,7 +306,8 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     try:
         s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
                     validation_data=val_ds, callbacks=_callbacks(s.tensorboard, fold_dir, fold_log) + [stop],
-                    verbose=tcfg.verbose, shuffle=False)  # shuffled in tf.data; class weights as sample weights
+                    verbose=tcfg.verbose if is_writer() else 0,  # one progress line per job, process 0's
+                    shuffle=False)  # shuffled in tf.data; class weights as sample weights
     finally:
         if ahead is not None:
             ahead.close()
@@ -295,38 +321,10 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
 def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog) -> list:
     callbacks = [fold_log,
                  # Model and optimizer state at each epoch end: a re-run continues from there.
-                 _backup_callback(fold_dir / "backup")]
+                 backup_callback(fold_dir / "backup")]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False))
     return callbacks
-
-
-def _backup_callback(folder: Path) -> keras.callbacks.Callback:
-    """BackupAndRestore that survives a kill during the fold's first backup write: Keras falls back to the
-    previous backup when the newest is unreadable, but the first has none, so the fold would never resume.
-    Then the unreadable backup is moved aside (kept, named in the log) and the fold starts over."""
-
-    class Backup(keras.callbacks.BackupAndRestore):
-        def on_train_begin(self, logs=None):
-            try:
-                super().on_train_begin(logs)
-            except OSError as e:
-                aside = folder.with_name(f"backup.unreadable-{int(time.time())}")
-                folder.rename(aside)
-                folder.mkdir()
-                log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
-                            "the fold starts over", folder.parent.name, e, aside.name)
-
-        def _save_model(self):
-            """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
-            copies the previous backup aside first (a second write of the whole file) to survive a torn write,
-            which a rename never leaves."""
-            folder.mkdir(parents=True, exist_ok=True)
-            save_weights_atomic(self.model, Path(self._weights_path))
-            write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch,
-                                                            "batch": self._last_batch_seen})
-
-    return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
 
 
 def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Path:
@@ -343,13 +341,15 @@ def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Pat
 def _predict_fold(s: Session, fold: int, val: pd.DataFrame, val_shards: list, fold_dir: Path) -> pd.DataFrame:
     """foldK/oof.csv (TTA mean and the plain pass) and foldK/test_pred.csv."""
     tcfg, pad = s.cfg.train, s.replicas > 1
-    batch = views_batch(tcfg.batch_size, s.replicas, len(prediction_views(tcfg)))
+    batch = views_batch(tcfg.batch_size, s.replicas, len(prediction_views(tcfg))) // s.host.count  # this host's
     val_views = predict(s.predictor, val_shards, val[ID].to_numpy(), tcfg, s.shardset.image_size, batch, pad)
     oof = val.assign(pred=mean_views(val_views), pred_plain=val_views["plain"], fold=fold)
-    write_csv(fold_dir / "oof.csv", oof)
+    if is_writer():  # every host has every prediction (gathered); one writes them
+        write_csv(fold_dir / "oof.csv", oof)
     if len(s.test_names):
         test_views = predict(s.predictor, s.shardset.test(), s.test_names, tcfg, s.shardset.image_size, batch, pad)
-        write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: s.test_names, TARGET: mean_views(test_views)}))
+        if is_writer():
+            write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: s.test_names, TARGET: mean_views(test_views)}))
     return oof
 
 
@@ -394,20 +394,4 @@ def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
     return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
 
 
-def tensorboard_available() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        log.warning("train: TensorBoard is not installed, so no TensorBoard logs (pip install tensorboard)")
-        return False
-    return True
-
-
-def curves(history: pd.DataFrame, fold_dir: Path, title: str) -> None:
-    """The training-curve PNG; a plotting problem must not cost a trained fold, so it only warns."""
-    try:
-        from melanoma.plots import training_curves
-
-        training_curves(history, fold_dir / "curves.png", title)
-    except (ImportError, ValueError, KeyError, OSError) as e:
-        log.warning("%s: no training-curve PNG (%s)", fold_dir, e)
+_backup_callback = backup_callback  # its older name (tests)

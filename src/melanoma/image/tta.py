@@ -17,6 +17,7 @@ from melanoma.image.augment import FLIP_VIEWS, Augment
 from melanoma.image.inputs import predict_dataset
 from melanoma.data.reader import Shard
 from melanoma.progress import progress_bar
+from melanoma.runtime.hosts import this_host
 
 # Images per device per prediction step, as a multiple of the training batch per device: prediction keeps no
 # activations for a backward pass, so twice the training batch fits wherever training does.
@@ -132,12 +133,16 @@ def predict(tm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: Train
 
     `tm` is a tta_model: it returns each image's predictions beside the idx of its own record. `pad` fills the
     last batch up to `batch` with rows of idx -1 (dropped here): a batch split over several devices must divide
-    evenly.
+    evenly. On several hosts `batch` is this host's part of the global batch: each host predicts its own
+    records, and every host gets everyone's predictions (predict_on_hosts).
     """
-    views = prediction_views(tcfg)
-    ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, meta=tcfg.metadata, pad=pad)
+    views, host = prediction_views(tcfg), this_host()
+    ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, meta=tcfg.metadata, pad=pad, host=host)
     with progress_bar(len(names), f"predict ({len(views)} view{'s' * (len(views) > 1)})") as bar:
-        res = tm.predict(ds, verbose=0, callbacks=[_Progress(bar, batch, len(names))])
+        if host.count > 1:
+            res = predict_on_hosts(tm, ds, bar)
+        else:
+            res = tm.predict(ds, verbose=0, callbacks=[_Progress(bar, batch, len(names))])
     idx = np.asarray(res["idx"]).reshape(-1)
     pred = np.asarray(res["pred"], dtype=np.float64).reshape(len(idx), len(views))
     real = idx >= 0 if pad else slice(None)
@@ -149,6 +154,40 @@ def predict(tm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: Train
     aligned = np.empty((n, len(views)))
     aligned[idx] = pred
     return {name: aligned[:, k] for k, (name, _) in enumerate(views)}
+
+
+def predict_on_hosts(tm: keras.Model, ds, bar) -> dict[str, np.ndarray]:
+    """tm's outputs over this host's batches, gathered from every host (rows in host order; idx says whose).
+
+    Keras' own predict turns each output into one numpy array, which a batch spread over several hosts'
+    devices cannot be: the step runs jitted here, its outputs kept sharded along the batch, each host takes
+    its own rows and one all-gather at the end gives every host all of them."""
+    import jax
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from melanoma.image.prefetch import DevicePrefetch
+
+    distribution = keras.distribution.distribution()
+    rows = NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec(distribution.batch_dim_name))
+    trainable = [v.value for v in tm.trainable_variables]
+    state = [v.value for v in tm.non_trainable_variables]  # the random views' seed generators move on per batch
+    step = jax.jit(lambda tv, ntv, x: tm.stateless_call(tv, ntv, x, training=False),
+                   out_shardings=(rows, [a.sharding for a in state]))
+    local = []
+    with DevicePrefetch(ds) as batches:
+        for x in batches:
+            out, state = step(trainable, state, x)
+            local.append({k: _own_rows(v) for k, v in out.items()})
+            bar.update(int((local[-1]["idx"] >= 0).sum()))
+    mine = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
+    return {k: np.asarray(multihost_utils.process_allgather(v)).reshape(-1, *v.shape[1:]) for k, v in mine.items()}
+
+
+def _own_rows(array) -> np.ndarray:
+    """The rows of a batch-sharded array that this host's devices hold, in order."""
+    shards = {s.index[0].start or 0: np.asarray(s.data) for s in array.addressable_shards}
+    return np.concatenate([shards[k] for k in sorted(shards)])
 
 
 def mean_views(views: dict[str, np.ndarray]) -> np.ndarray:

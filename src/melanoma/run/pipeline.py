@@ -87,6 +87,10 @@ def run_pipeline(cfg: Config) -> dict:
         check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, resolve_backend(cfg.train.backend)[0])
     timings: dict[str, float] = {}
     active = list(cfg.stages)  # the stages still to run (a time-budget stop drops the ones after train)
+    from melanoma.runtime.hosts import barrier, is_writer
+
+    if not is_writer():  # the other hosts of a pod slice (docs/pods.md) train with process 0 and write nothing
+        active[:] = [s for s in active if s == "train"]
 
     def timed(stage: str, fn, *args):
         if stage not in active:
@@ -106,11 +110,13 @@ def run_pipeline(cfg: Config) -> dict:
         timed("folds", STAGE_RUNS["folds"], cfg, paths)
         # prepare alone reads the folds.csv an earlier run wrote
         timed("prepare", STAGE_RUNS["prepare"], cfg, dataclasses.replace(paths, given_folds=paths.folds))
+    barrier("run: records prepared")  # on several hosts: process 0's records are there before any host reads
     image_runs = image_run_configs(cfg, paths)  # (config, folder): one, or one per variant
     if "train" in cfg.stages:
         previous = previous_runs(detect(cfg), cfg.kaggle.slug)
-        if previous is not None:
+        if previous is not None and is_writer():
             adopt_previous_session(previous, [r for _, r in image_runs])
+        barrier("run: earlier session adopted")
     left = timed("train", _train_images, paths, image_runs)
     if left and not cfg.blend.partial:
         # Blending the finished folds would make a submission that looks final; the next session finishes them.

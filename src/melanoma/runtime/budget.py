@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import keras
 
 from melanoma.errors import ConfigError
+from melanoma.runtime.hosts import agree
 
 log = logging.getLogger("melanoma.image.train")
 
@@ -116,7 +117,8 @@ class Budget:
         """Whether work of this many seconds, started now, ends inside the budget (unknown work: if any is left)."""
         if self.deadline is None:
             return True
-        return clock() + (seconds or 0.0) <= self.deadline
+        # Every host must take the same decision (their steps are collectives): process 0's clock decides.
+        return bool(agree(int(clock() + (seconds or 0.0) <= self.deadline)))
 
 
 class BudgetStop(keras.callbacks.Callback):

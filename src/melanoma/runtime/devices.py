@@ -49,18 +49,19 @@ def _jax_devices(cpu_replicas: int) -> Devices:
     import jax
     import keras
 
-    devices = jax.devices()
-    kind = devices[0].platform  # tpu | gpu | cpu
-    if kind == "cpu" and cpu_replicas > 1 and len(devices) != cpu_replicas:
-        raise ConfigError(f"train.cpu_replicas={cpu_replicas}, but JAX started with {len(devices)} CPU device(s): "
+    devices = jax.devices()  # every host's (runtime/hosts.py joined them); cpu_replicas counts this host's
+    kind, local, hosts = devices[0].platform, jax.local_device_count(), jax.process_count()  # tpu | gpu | cpu
+    if kind == "cpu" and cpu_replicas > 1 and local != cpu_replicas:
+        raise ConfigError(f"train.cpu_replicas={cpu_replicas}, but JAX started with {local} CPU device(s): "
                           "the device count is fixed when jax is imported (run through the melanoma command)")
-    if kind == "cpu" and cpu_replicas == 1:
+    if kind == "cpu" and cpu_replicas == 1 and hosts == 1:
         devices = devices[:1]
-    names = f"{len(devices)} x {devices[0].device_kind}"
+    names = f"{len(devices)} x {devices[0].device_kind}" + (f" on {hosts} hosts" if hosts > 1 else "")
     if len(devices) == 1:
         keras.distribution.set_distribution(None)
         return Devices("jax", kind, 1, contextlib.nullcontext, f"one device ({names})")
-    distribution = keras.distribution.DataParallel(devices=devices)
+    # Each host reads its own part of every batch (image/inputs.py), so Keras must not shard the datasets again.
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=hosts == 1)
     # Models must be created after this, or JAX finds their variables on the wrong devices.
     keras.distribution.set_distribution(distribution)
     return Devices("jax", kind, len(devices), distribution.scope, f"DataParallel over {names}")
