@@ -116,7 +116,11 @@ class TrainConfig:
     # diagnosis (categorical cross-entropy); its melanoma column is the prediction everywhere downstream
     head: Literal["binary", "diagnosis"] = "binary"
     class_map: Literal["isic2017", "winners9"] = "winners9"  # diagnosis head: the 3 ISIC 2017 classes or the 1st-place solution's 9 (melanoma.image.heads)
-    metadata: bool = False  # join one-hot site and sex and scaled age to the image features before the head
+    metadata: bool = False  # join one-hot site and sex and scaled age (each with a missing flag) to the image features before the head
+    # Metadata dropout (with metadata, training only): each of sex, age and site blanked with this probability,
+    # and the whole row with meta_row_dropout, so the model still scores images that come without metadata
+    meta_dropout: Share = 0.1
+    meta_row_dropout: Dropout = 0.3
     tta: Count = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
     tta_flips: bool = False  # also average the left-right, up-down and both flips (3 deterministic passes)
     checkpoint: Literal["best", "last"] = "best"  # predict with the weights of the best epoch by validation AUC, or the last

@@ -29,6 +29,7 @@ from melanoma.image.extras import configured_sources, describe, epoch_images, fo
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
 from melanoma.image.models import MelanomaAUC, build_model, prediction_model
+from melanoma.data.metadata import LAYOUT as META_LAYOUT
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
                                      validation_dataset)
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
@@ -89,7 +90,8 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     # Everything that can refuse the settings has run: only now is the folder changed.
     start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
     save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
-                                            "replicas": s.replicas, "precision": s.precision})
+                                            "replicas": s.replicas, "precision": s.precision,
+                                            "metadata_layout": META_LAYOUT if cfg.train.metadata else None})
     for fold in s.folds:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)

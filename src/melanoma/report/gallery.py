@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET
+from melanoma.files import read_json
 from melanoma.report.figures import gallery_card
 from melanoma.report.inputs import Run
 
@@ -65,11 +66,9 @@ def decode(jpeg: bytes, size: int | None = None) -> np.ndarray:
 
 
 def _meta_vector(rec: dict) -> np.ndarray:
-    import tensorflow as tf
+    from melanoma.data.metadata import encode
 
-    from melanoma.image.pipeline import meta_vector
-
-    return meta_vector({k: tf.constant(rec[k], tf.int64) for k in (SEX, AGE, SITE)}).numpy()
+    return encode(*(np.int64(rec[k]) for k in (SEX, AGE, SITE)))
 
 
 def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict[str, np.ndarray], str | None]:
@@ -81,8 +80,14 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
         return {}, "no heat maps: the run's config.yaml does not name its model and size"
     from melanoma.image.heads import head_classes
     from melanoma.image.models import build_model
-    from melanoma.image.pipeline import META_DIM
+    from melanoma.data.metadata import META_DIM, layout_problem
     from melanoma.report.gradcam import GradCAM
+
+    if train.get("metadata"):
+        info = read_json(run.path / "run.json") if (run.path / "run.json").is_file() else {}
+        problem = layout_problem(info.get("metadata_layout"), run.path)
+        if problem:
+            return {}, f"no heat maps: {problem}"
 
     maps: dict[str, np.ndarray] = {}
     missing = []
