@@ -124,6 +124,9 @@ class TrainConfig:
     tta: Count = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
     tta_flips: bool = False  # also average the left-right, up-down and both flips (3 deterministic passes)
     checkpoint: Literal["best", "last"] = "best"  # predict with the weights of the best epoch by validation AUC, or the last
+    # Exponential moving average of the weights, updated every step with this momentum (0 = off; 0.99 averages
+    # about the last 100 steps): validation, the checkpoints and predictions use the averaged weights
+    ema: Annotated[float, Range(0, 1, max_open=True)] = 0.0
     resume: bool = True  # re-running into the same folder continues it: finished folds are kept
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Keras backend: auto = jax when a TPU is attached that TensorFlow cannot drive (Kaggle/Colab TPU images

@@ -148,7 +148,8 @@ def _compile(s: Session) -> None:
                               augment=to_dict(tcfg.augment) if s.in_model else None,
                               classes=head_classes(tcfg)[0])
         s.model.compile(
-            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay),
+            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay, use_ema=tcfg.ema > 0,
+                                             ema_momentum=tcfg.ema or 0.99),
             loss=make_loss(tcfg) if s.labels is None else head_loss(tcfg),
             metrics=[keras.metrics.AUC(name="auc") if s.labels is None else MelanomaAUC(head_classes(tcfg)[1],
                                                                                          name="auc")],
@@ -184,9 +185,9 @@ def _train_fold(s: Session, fold: int) -> None:
     # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
     s.model._initial_epoch = None
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps)
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.ema > 0)
     s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
-                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log),
+                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.ema > 0),
                 class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
     history = fold_log.history
     weights_file = _final_weights(s.model, tcfg, fold_dir)
@@ -204,8 +205,11 @@ def _train_fold(s: Session, fold: int) -> None:
              fmt_auc(info["oof_auc_no_tta"]), len(val), time.perf_counter() - start)
 
 
-def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog) -> list:
-    callbacks = [fold_log,
+def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool = False) -> list:
+    # With train.ema, validation sees the averaged weights (swapped in around each evaluation only, so the
+    # epoch backup keeps the raw weights and their average apart); the end of fit leaves the average in place.
+    callbacks = [keras.callbacks.SwapEMAWeights()] if ema else []
+    callbacks += [fold_log,
                  # Model and optimizer state at each epoch end: a re-run continues from there.
                  _backup_callback(fold_dir / "backup")]
     if tensorboard:
