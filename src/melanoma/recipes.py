@@ -42,6 +42,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 LINKED = (("model", "size"),)
 
 
+# Why each recipe is what it is, for the log line (describe).
+WHY = {
+    "finetune": "the public SIIM-ISIC TPU schedule for pretrained EfficientNets",
+    "scratch": "a randomly initialised network: many epochs of a small network at low resolution on a CPU, "
+               "measured on ISIC 2017 (bench/RESULTS.md)",
+}
+
+
 def choose(train_raw: dict[str, Any]) -> tuple[str, str]:
     """The recipe a raw `train` section asks for, and why (for the log)."""
     asked = train_raw.get("recipe", "auto")
@@ -49,8 +57,29 @@ def choose(train_raw: dict[str, Any]) -> tuple[str, str]:
         return asked, "set in the config"
     weights = train_raw.get("weights", "imagenet")
     if weights is None or str(weights).strip().lower() in ("none", "null", ""):
-        return "scratch", "weights none: a randomly initialised network needs the from-scratch recipe"
-    return "finetune", f"weights {weights}: fine-tuning pretrained weights"
+        return "scratch", "weights none"
+    return "finetune", f"weights {weights}"
+
+
+def describe(tcfg: Any, why: str) -> str:
+    """The log line of the resolved training settings: `scratch (weights none) -> small_cnn_32 @ 32 px, 60
+    epochs, ...; why ...`. From the config itself, so keys the user set show as they are."""
+    t = tcfg
+    parts = [f"{t.model} @ {t.size} px", f"{t.epochs} epochs x batch {t.batch_size}",
+             f"{t.schedule} schedule, peak LR {t.lr_max_per_image * t.batch_size:.1e} per replica"]
+    if t.metadata:
+        parts.append(f"metadata with dropout {t.meta_dropout:g} per field and {t.meta_row_dropout:g} per row")
+    else:
+        parts.append("image only")
+    if t.ema:
+        parts.append(f"EMA of the weights {t.ema:g}")
+    if t.label_smoothing:
+        parts.append(f"label smoothing {t.label_smoothing:g}")
+    views = (["flips"] if t.tta_flips else []) + ([f"{t.tta} random passes"] if t.tta else [])
+    parts.append(f"TTA {' + '.join(views)}" if views else "no TTA")
+    parts.append(f"{t.checkpoint} epoch's weights")
+    short, _, rest = why.partition(";")
+    return f"{t.recipe} ({short}) -> {', '.join(parts)}; why: {WHY.get(t.recipe, '')}" + (f";{rest}" if rest else "")
 
 
 def with_recipe(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None, str]:

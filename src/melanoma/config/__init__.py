@@ -115,8 +115,11 @@ def is_explicit(cfg: Config, key: str) -> bool:
 
 
 def recipe_summary(cfg: Config) -> str:
-    """Which training recipe the config uses, and why (logged by the train stage)."""
-    return f"{cfg.train.recipe} ({getattr(cfg, '_recipe_why', '') or 'every value as given in code'})"
+    """Which training recipe the config uses, what it comes to (model, size, epochs, key choices) and why
+    (logged by the train stage as `recipe: scratch (weights none) -> small_cnn_32 @ 32 px, ...`)."""
+    from melanoma.recipes import describe
+
+    return describe(cfg.train, getattr(cfg, "_recipe_why", "") or "every value as given in code")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

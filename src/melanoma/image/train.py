@@ -115,7 +115,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
     s.labels = labels_for(tcfg, str(tfrec_dir))
-    log.info("train: recipe %s", recipe_summary(cfg))
+    log.info("recipe: %s", recipe_summary(cfg))
     log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
              "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,
              s.precision, "the model" if s.in_model else "tf.data", folds)
