@@ -181,6 +181,16 @@ def predict_meta(args: argparse.Namespace, run: Path, rec: Path) -> dict:
             out["ref_auc"] = float(roc_auc_score(both["target"], both["probability_ref"]))
             out["diff_vs_ref"] = out["nometa"] - out["ref_auc"]
             out["diff_ci"] = boot_ci(both["target"], [both["probability"], both["probability_ref"]], args.boot)[2]
+    # The fold's own held-out training images (oof.csv: 401 more, with labels) scored without metadata too:
+    # the image branch on a larger set than the 150 validation images.
+    oof = pd.read_csv(run / "oof.csv")[["image_name", "target"]]
+    oof[["image_name"]].to_csv(run / "oof_nometa.csv", index=False)
+    t, _ = melanoma("predict", "--model", str(model), "--images", str(run / "oof_nometa.csv"),
+                    "--out", str(run / "pred_oof_nometa.csv"), "--image-dir", str(args.data / "jpeg" / "train"),
+                    log=run / "predict_oof_nometa.log")
+    secs += t
+    pred = oof.merge(pd.read_csv(run / "pred_oof_nometa.csv")[["image_name", "probability"]], on="image_name")
+    out["oof_nometa"] = float(roc_auc_score(pred["target"], pred["probability"]))
     out["export_predict_s"] = round(secs)
     return out
 
@@ -216,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     extra = predict_meta(args, run, rec) if args.no_test_meta else {}
     if extra:
         print(f"{args.name}: through export + predict: AUC {extra['meta']:.4f} {extra['meta_ci']} with metadata, "
-              f"{extra['nometa']:.4f} {extra['nometa_ci']} with age/sex/site emptied"
+              f"{extra['nometa']:.4f} {extra['nometa_ci']} with age/sex/site emptied (fold {args.fold} OOF "
+              f"without metadata {extra['oof_nometa']:.4f})"
               + (f"; minus {args.ref} ({extra['ref_auc']:.4f}): {extra['diff_vs_ref']:+.4f} {extra['diff_ci']}"
                  if args.ref else ""))
     if args.jsonl:
