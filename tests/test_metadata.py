@@ -80,11 +80,12 @@ def test_metadata_dropout_blanks_the_configured_share_in_training_only(tmp_path)
 
 # ---------------------------------------------------------------- a metadata model through export, predict, serve
 
-@pytest.fixture(scope="module")
-def meta_model(tmp_path_factory):
+@pytest.fixture(scope="module", params=["joint", "residual"])
+def meta_model(request, tmp_path_factory):
     """(cfg, data dir, run dir, model dir): a one-fold simple_cnn run folder with metadata (random weights, as
-    `train` lays it out: config.yaml, run.json, fold0/done.json and weights), exported. Untrained on purpose:
-    the tests are about the metadata path, and training would cost the fast suite a minute."""
+    `train` lays it out: config.yaml, run.json, fold0/done.json and weights), exported, for each
+    train.meta_fusion. Untrained on purpose: the tests are about the metadata path, and training would cost
+    the fast suite a minute."""
     from melanoma.config import save_run_info
     from melanoma.data.metadata import LAYOUT
     from melanoma.image.models import build_model
@@ -95,10 +96,12 @@ def meta_model(tmp_path_factory):
     run, model = tmp / "run", tmp / "model"
     cfg = load_config(None, [
         "prepare.size=32", "train.model=simple_cnn", "train.size=32", "train.weights=none", "train.metadata=true",
-        "train.meta_row_dropout=0.5", "export.savedmodel=false", "export.onnx=false", f"paths.tfrecords={tmp}"])
+        "train.meta_row_dropout=0.5", "export.savedmodel=false", "export.onnx=false", f"paths.tfrecords={tmp}",
+        f"train.meta_fusion={request.param}"])
     (run / "fold0").mkdir(parents=True)
     save_run_info(run, cfg, "train", {"metadata_layout": LAYOUT})
-    build_model("simple_cnn", 32, None, meta_dim=META_DIM).save_weights(run / "fold0" / "best.weights.h5")
+    build_model("simple_cnn", 32, None, meta_dim=META_DIM, meta_fusion=request.param).save_weights(
+        run / "fold0" / "best.weights.h5")
     (run / "fold0" / "done.json").write_text(json.dumps({"weights": "best.weights.h5"}))
     export(cfg, run, model)
     return cfg, data, run, model
@@ -111,7 +114,8 @@ def test_predict_without_metadata_scores_the_image_alone_and_says_how_many(meta_
     cfg, data, run, model = meta_model
     info = json.loads((model / "model.json").read_text())["metadata"]
     assert info["used"] and info["layout"] == LAYOUT and info["dim"] == META_DIM and info["columns"] == list(COLUMNS)
-    assert info["dropout"] == {"field": 0.1, "row": 0.5}
+    assert info["dropout"] == {"field": cfg.train.meta_dropout, "row": 0.5}
+    assert info["fusion"] == cfg.train.meta_fusion
     art = Artifact.load(model)
     test = pd.read_csv(data / "test.csv")
     names = list(test.image_name)
@@ -181,6 +185,40 @@ def test_models_of_the_old_metadata_layout_are_refused_in_one_line(meta_model, t
     with pytest.raises(ConfigError, match="trained with metadata layout 1"):
         export(cfg, old_run, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_residual_fusion_trains_the_image_branch_on_the_image_only_column():
+    import keras
+
+    from melanoma.image.heads import every_column
+    from melanoma.image.models import build_model
+    from melanoma.image.schedules import make_loss
+
+    model = build_model("simple_cnn", 16, None, meta_dim=META_DIM, meta_fusion="residual")
+    x = tf.random.uniform([4, 16, 16, 3], 0, 255, seed=0)
+    meta = tf.constant(encode(np.array([-1, -1, 0, 1]), np.array([-1, -1, 30, 50]), np.array([-1, -1, -1, 2])))
+    y = tf.constant([[0.0], [1.0], [0.0], [1.0]])
+    bce = make_loss(load_config(None, ["train.weights=none"]).train)
+    with tf.GradientTape(persistent=True) as tape:
+        out = model({"image": x, "meta": meta}, training=True)
+        with_meta, image_only = bce(y, out[:, :1]), bce(y, out[:, 1:])
+    assert out.shape == (4, 2)
+    # the loss of both columns against the one target is their mean
+    assert float(every_column(bce)(y, out)) == pytest.approx((float(with_meta) + float(image_only)) / 2, rel=1e-5)
+    def size(g) -> float:
+        return 0.0 if g is None else float(tf.reduce_max(tf.abs(g)))
+
+    for var in model.trainable_variables:
+        g_meta, g_image = size(tape.gradient(with_meta, var)), size(tape.gradient(image_only, var))
+        if var.path.startswith(("meta_dense", "meta_logit")):  # the metadata term learns from column 0 only
+            assert g_image == 0 and g_meta > 0, var.path
+        else:  # the image branch from column 1 only: exactly an image-only model's gradient
+            assert g_meta == 0 and g_image > 0, var.path
+    # Rows without metadata: the prediction is the image-only logit plus one constant, so it ranks as it does.
+    logit = np.log(out.numpy() / (1 - out.numpy()))
+    shift = logit[:, 0] - logit[:, 1]
+    assert shift[0] == pytest.approx(shift[1], abs=1e-5) and abs(shift[2] - shift[0]) > 1e-4
+    assert keras.ops.convert_to_numpy(out).min() > 0
 
 
 # ---------------------------------------------------------------- the check: without metadata, no worse than image only

@@ -121,6 +121,10 @@ class TrainConfig:
     # and the whole row with meta_row_dropout, so the model still scores images that come without metadata
     meta_dropout: Share = 0.1
     meta_row_dropout: Dropout = 0.3
+    # How the metadata joins (binary head): joint = its features beside the image features before one output;
+    # residual = an image-only output trained on its own loss, plus a metadata term learnt on top of it (the
+    # image branch gets no gradient from the metadata, so without metadata it scores as an image-only model)
+    meta_fusion: Literal["joint", "residual"] = "joint"
     tta: Count = 0  # augmented prediction passes averaged with the plain one (0 = no TTA)
     tta_flips: bool = False  # also average the left-right, up-down and both flips (3 deterministic passes)
     checkpoint: Literal["best", "last"] = "best"  # predict with the weights of the best epoch by validation AUC, or the last

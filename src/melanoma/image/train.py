@@ -27,7 +27,8 @@ from melanoma.files import write_csv, write_json
 from melanoma.image.backend import Devices, resolve_backend, resolve_precision, setup_devices
 from melanoma.image.extras import configured_sources, describe, epoch_images, fold_counts, for_fold
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
-from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
+from melanoma.image.heads import (diagnosis_plans, every_column, head_classes, head_loss, labels_for,
+                                  residual_fusion)
 from melanoma.image.models import MelanomaAUC, build_model, prediction_model
 from melanoma.data.metadata import LAYOUT as META_LAYOUT
 from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
@@ -146,13 +147,14 @@ def _compile(s: Session) -> None:
         s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
                               meta_dim=META_DIM if tcfg.metadata else 0,
                               augment=to_dict(tcfg.augment) if s.in_model else None,
-                              classes=head_classes(tcfg)[0])
+                              classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta_fusion)
         s.model.compile(
             optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay, use_ema=tcfg.ema > 0,
                                              ema_momentum=tcfg.ema or 0.99),
-            loss=make_loss(tcfg) if s.labels is None else head_loss(tcfg),
-            metrics=[keras.metrics.AUC(name="auc") if s.labels is None else MelanomaAUC(head_classes(tcfg)[1],
-                                                                                         name="auc")],
+            loss=head_loss(tcfg) if s.labels is not None
+            else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),
+            metrics=[keras.metrics.AUC(name="auc") if head_classes(tcfg)[1] is None
+                     else MelanomaAUC(head_classes(tcfg)[1], name="auc")],  # the column that is the prediction
             steps_per_execution=tcfg.steps_per_execution,
             jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
         )

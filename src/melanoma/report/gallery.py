@@ -78,7 +78,7 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
     train = run.config.get("train") or {}
     if "model" not in train or "size" not in train:
         return {}, "no heat maps: the run's config.yaml does not name its model and size"
-    from melanoma.image.heads import head_classes
+    from melanoma.image.heads import head_classes, residual_fusion
     from melanoma.image.models import build_model
     from melanoma.data.metadata import META_DIM, layout_problem
     from melanoma.report.gradcam import GradCAM
@@ -101,10 +101,15 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
         if not names:
             continue
         meta = bool(train.get("metadata"))
-        outputs, column = head_classes(SimpleNamespace(head=train.get("head", "binary"),
-                                                       class_map=train.get("class_map", "winners9")))
+        fusion = train.get("meta_fusion", "joint")
+        head = SimpleNamespace(head=train.get("head", "binary"), metadata=meta, meta_fusion=fusion,
+                               class_map=train.get("class_map", "winners9"))
+        outputs, column = head_classes(head)
+        # Residual metadata: the prediction column sees the image through a stop-gradient; its image-only column
+        # (1) is what the image contributes, and what the heat map explains.
+        column = 1 if residual_fusion(head) else column
         model = build_model(train["model"], int(train["size"]), None, float(train.get("dropout", 0.2)),
-                            meta_dim=META_DIM if meta else 0, classes=outputs)
+                            meta_dim=META_DIM if meta else 0, classes=outputs, meta_fusion=fusion)
         model.load_weights(str(weights))
         images = np.stack([decode(recs[n]["jpeg"], int(train["size"])) for n in names])
         vectors = np.stack([_meta_vector(recs[n]) for n in names]) if meta else None

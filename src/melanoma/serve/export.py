@@ -121,16 +121,17 @@ def load_fold_model(run_cfg: Config, weights: Path):
 
     t = run_cfg.train
     meta_dim = META_DIM if t.metadata else 0
-    k, column = head_classes(t)  # a diagnosis head's model outputs only its melanoma column
+    k, column = head_classes(t)  # a diagnosis head's (or residual metadata's) model outputs only that column
+    fusion = t.meta_fusion
     try:
-        return melanoma_output(build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim, classes=k),
-                               column)
+        return melanoma_output(build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim, classes=k,
+                                           meta_fusion=fusion), column)
     except ConfigError:
         # Trained with augmentation inside the model (GPU/TPU default): load it that way, then copy the
         # weights of every other layer into a model without it (Augment does nothing at inference anyway).
         trained = build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim,
-                              augment=to_dict(t.augment), classes=k)
-        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim, classes=k)
+                              augment=to_dict(t.augment), classes=k, meta_fusion=fusion)
+        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim, classes=k, meta_fusion=fusion)
         for layer in model.layers:
             if layer.weights:
                 layer.set_weights(trained.get_layer(layer.name).get_weights())
@@ -217,7 +218,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
                   "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
         "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "float32",
                   "range": [0, 255], "note": "melanoma.data.images.model_input(bytes, prepare, size, stored_size)"},
-        "metadata": {**metadata.info(t.metadata, vocab),
+        "metadata": {**metadata.info(t.metadata, vocab), "fusion": t.meta_fusion if t.metadata else None,
                      "dropout": {"field": t.meta_dropout, "row": t.meta_row_dropout} if t.metadata else None},
         "tta": {"flips": bool(flips), "random_passes_in_training": t.tta},
         "calibrator": calibrator,
