@@ -236,22 +236,25 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     meta = keras.Input((meta_dim,), name="meta") if meta_dim else None
     if meta is not None:
         inputs = {"image": image, "meta": meta}
-    if meta is not None and meta_fusion == "residual" and classes == 1:
-        outputs = _residual_head(x, meta, dropout)
-    else:
-        if meta is not None:
-            m = keras.layers.Dense(32, activation="relu", name="meta_dense")(meta)
-            x = keras.layers.Concatenate(name="image_and_meta")([x, m])
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
-        outputs = keras.layers.Dense(classes, activation="sigmoid" if classes == 1 else "softmax", dtype="float32",
-                                     name="pred")(x)
-    model = keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, _head(x, meta, dropout, classes, meta_fusion), name=name)
     if full_model_weights is not None:
         _checked_load(lambda: model.load_weights(full_model_weights), full_model_weights,
                       f"a {name} model at {size}px")
         log.info("loaded model weights from %s", full_model_weights)
     return model
+
+
+def _head(x, meta, dropout: float, classes: int, meta_fusion: str):
+    """The output layers on the pooled image features (and the metadata input, if any)."""
+    if meta is not None and meta_fusion == "residual" and classes == 1:
+        return _residual_head(x, meta, dropout)
+    if meta is not None:
+        m = keras.layers.Dense(32, activation="relu", name="meta_dense")(meta)
+        x = keras.layers.Concatenate(name="image_and_meta")([x, m])
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
+    return keras.layers.Dense(classes, activation="sigmoid" if classes == 1 else "softmax", dtype="float32",
+                              name="pred")(x)
 
 
 def _residual_head(features, meta, dropout: float):
