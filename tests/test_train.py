@@ -83,7 +83,7 @@ def records(tmp_path_factory):
 def test_train_writes_aligned_tta_predictions_and_metadata_model(records, tmp_path):
     rec, train_names, test_names = records
     out = tmp_path / "run"
-    res = run_cli(train_args(rec, out, 3, "--tta", "1", "--tta-flips", "--metadata"))
+    res = run_cli(train_args(rec, out, 3, "--tta", "1", "--tta-flips", "--metadata", "--set", "train.checkpoint=best"))
     assert res.returncode == 0, res.stderr[-3000:]
     oof = pd.read_csv(out / "oof.csv")
     truth = dict(train_names)
