@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0, help="duration of the direct measurement")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from melanoma.serve.loadtest import rss_mb, run_load, start_server
+    from loadtest import rss_mb, run_load, start_server
 
     images = [p.read_bytes() for p in sorted((ROOT / "data" / "demo" / "jpeg" / "test").glob("*.jpg"))]
     with tempfile.TemporaryDirectory() as tmp:

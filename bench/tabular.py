@@ -1,6 +1,6 @@
 """Time the `tabular` stage with every model on competition-shaped metadata and compare their OOF AUCs.
 
-Data: `melanoma.tabular.synthetic.competition_like` resamples the patients of a generated test.csv-like table
+Data: `melanoma.data.fake_metadata.competition_like` resamples the patients of a generated test.csv-like table
 (`metadata_template`: the real test.csv's published shape, no real rows) into 33,000 training rows with original
 image sizes and a target from a realistic risk model (age, sex, site, images per patient, camera, "ugly
 duckling" images, a hidden patient effect), plus 10,982 test rows; 5 patient-grouped, triple-stratified folds
@@ -29,7 +29,7 @@ from melanoma.data.schema import read_train  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
 from melanoma.data.folds import assign_folds  # noqa: E402
 from melanoma.tabular import model_names, run_tabular  # noqa: E402
-from melanoma.tabular.synthetic import competition_like, metadata_template  # noqa: E402
+from melanoma.data.fake_metadata import competition_like, metadata_template  # noqa: E402
 
 
 def make_data(root: Path, rows: int, test_rows: int, seed: int) -> Path:

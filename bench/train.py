@@ -19,7 +19,9 @@ on a GPU box; `--gpu-force` runs it on the CPU too, only to check the code path 
 `--backends` adds the Keras backends side by side: training images/s of the same model, size and batch (one
 fixed in-memory batch, the step alone; `--backend-augment` puts the augmentation layer in the model) on
 TensorFlow and on JAX, each in its own process (the backend is fixed when Keras is imported), alternating
-rounds, and prints JAX / TensorFlow. `--backends-only` skips everything else.
+rounds, and prints JAX / TensorFlow; then the input pipeline at `--input-size` (384 px) as the TPU path feeds
+it, uint8 (now) vs float32 (before), images/s and host bytes per image (bench/input.py).
+`--backends-only` skips everything else.
 
 Do not set TF_ENABLE_ONEDNN_OPTS=0 here: it cuts CPU training speed by about 40%.
 """
@@ -70,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", action="store_true", help="also: training img/s on TensorFlow vs JAX, as a ratio")
     p.add_argument("--backends-only", action="store_true", help="only the TensorFlow vs JAX comparison")
     p.add_argument("--backend-augment", action="store_true", help="backends: augmentation layer inside the model")
+    p.add_argument("--input-size", type=int, default=384, help="backends: side of the input-pipeline comparison")
     p.add_argument("--step-only", choices=["tensorflow", "jax"], help=argparse.SUPPRESS)  # one backend's figure
     return p.parse_args(argv)
 
@@ -176,14 +179,15 @@ def fit_rate(model, ds, batch: int, warmup: int, steps: int) -> float:
 
 
 def in_memory_dataset(images, targets, batch: int, acfg, size: int):
-    """(d)'s source: the decoded images in memory, then the same batch/augment/prefetch as train_dataset."""
+    """(d)'s source: the decoded images in memory, then the same batch/augment/prefetch as train_dataset
+    (augmented in tf.data and rounded back to uint8, the models' input)."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import augment_batch
+    from melanoma.image.inputs import _augment_inputs
 
     ds = tf.data.Dataset.from_tensor_slices((images, targets)).repeat().shuffle(len(images))
-    ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.map(lambda x, y: (augment_batch(tf.cast(x, tf.float32), acfg, size), y[:, None]),
+    ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (_augment_inputs(x, acfg, size), y[:, None]),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -192,7 +196,7 @@ def fixed_batch_dataset(images, targets, batch: int):
     """(b)'s source: one batch, repeated: the training step with (almost) no input work."""
     import tensorflow as tf
 
-    x = tf.cast(tf.constant(images[:batch]), tf.float32)
+    x = tf.constant(images[:batch])  # uint8, as the reader gives them
     y = tf.constant(targets[:batch])[:, None]
     return tf.data.Dataset.from_tensors((x, y)).repeat()
 
@@ -204,7 +208,7 @@ def step_only(args: argparse.Namespace) -> dict:
     import keras
     import numpy as np
 
-    from melanoma.image.backend import setup_devices
+    from melanoma.runtime.devices import setup_devices
     from melanoma.config import TrainConfig, to_dict
     from melanoma.image.models import build_model
     from melanoma.image.schedules import make_loss
@@ -214,7 +218,7 @@ def step_only(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     tcfg = TrainConfig()
     rng = np.random.default_rng(args.seed)
-    x = rng.uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
+    x = rng.integers(0, 256, (args.batch, args.size, args.size, 3)).astype("uint8")
     y = (rng.random((args.batch, 1)) < 0.3).astype("float32")
     with devices.scope():
         model = build_model(args.model, args.size, None, tcfg.dropout,
@@ -264,19 +268,36 @@ def backend_figures(args: argparse.Namespace) -> dict:
             "augment_in_model": args.backend_augment}
 
 
+def input_comparison(args: argparse.Namespace) -> list[dict]:
+    """bench/input.py's rows: the reader at --input-size, uint8 vs float32, side by side (it prints them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_input", Path(__file__).resolve().parent / "input.py")
+    bench_input = importlib.util.module_from_spec(spec)
+    sys.modules["bench_input"] = bench_input  # registered: autograph reads its functions' source
+    spec.loader.exec_module(bench_input)
+    print(f"input pipeline at {args.input_size}px, uint8 (now) vs float32 (before):", flush=True)
+    rows = bench_input.input_figures(size=args.input_size, batch=args.batch * 4, n=256,
+                                     log=lambda m: print("  " + m, flush=True))
+    bench_input.print_table(rows, args.input_size, args.batch * 4)
+    return rows
+
+
 # ---------------------------------------------------------------- GPU figures (separate path)
 
 def gpu_figures(models: list[tuple[str, int]], batch: int, steps: int, warmup: int, tta: int) -> list[dict]:
     """Training and TTA-inference images/s per model with mixed precision (float16), on random images.
 
-    Inference runs plain + `tta` augmented passes through the augmentation map, as TTA prediction does;
-    `infer_img_s` counts every pass, `tta_img_s` counts each original image once (= infer / (1 + tta)).
+    Inference runs plain + `tta` augmented views made on the device by the TTA prediction model, as training's
+    prediction does; `infer_img_s` counts every view, `tta_img_s` counts each original image once.
     """
+    from dataclasses import replace
+
     import keras
     import tensorflow as tf
 
-    from melanoma.config import AugmentConfig
-    from melanoma.image.pipeline import augment_batch
+    from melanoma.config import TrainConfig
+    from melanoma.image.tta import tta_model
 
     results = []
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -284,18 +305,17 @@ def gpu_figures(models: list[tuple[str, int]], batch: int, steps: int, warmup: i
         for name, size in models:
             keras.backend.clear_session()
             model = compiled_model(name, size, jit="auto")  # XLA where it compiles, as train.py on GPUs
-            x = tf.random.uniform([batch, size, size, 3], 0, 255)
+            x = tf.cast(tf.random.uniform([batch, size, size, 3], 0, 256, tf.int32), tf.uint8)
             y = tf.cast(tf.random.uniform([batch, 1]) < 0.1, tf.float32)
             train = fit_rate(model, tf.data.Dataset.from_tensors((x, y)).repeat(), batch, warmup, steps)
 
-            acfg = AugmentConfig()
-            aug = tf.data.Dataset.from_tensors(x).repeat().map(lambda b: augment_batch(b, acfg, size),
-                                                               num_parallel_calls=tf.data.AUTOTUNE)
-            aug = aug.prefetch(tf.data.AUTOTUNE)
-            model.predict(aug, steps=max(warmup, 1), verbose=0)
+            tm = tta_model(model, replace(TrainConfig(size=size), tta=tta, tta_flips=False))
+            per_step = max(1, batch // (1 + tta))
+            feed = tf.data.Dataset.from_tensors({"image": x[:per_step], "idx": tf.range(per_step)}).repeat()
+            tm.predict(feed, steps=max(warmup, 1), verbose=0)
             start = time.perf_counter()
-            model.predict(aug, steps=steps, verbose=0)
-            infer = steps * batch / (time.perf_counter() - start)
+            tm.predict(feed, steps=steps, verbose=0)
+            infer = steps * per_step * (1 + tta) / (time.perf_counter() - start)
             results.append({"model": name, "size": size, "batch": batch, "precision": "mixed_float16",
                             "train_img_s": round(train, 1), "infer_img_s": round(infer, 1),
                             "tta_passes": 1 + tta, "tta_img_s": round(infer / (1 + tta), 1)})
@@ -354,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from melanoma.config import Config
     from melanoma.files import write_json
-    from melanoma.image.pipeline import find_shards, train_dataset
+    from melanoma.image.inputs import train_dataset
+    from melanoma.data.reader import find_shards
     from melanoma.image.train import jit_compile
 
     keras.utils.set_random_seed(args.seed)
@@ -369,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backends: {args.model}@{args.size}, batch {args.batch}, training step alone"
               + (", augmentation in the model" if args.backend_augment else ""), flush=True)
         results["backends"] = backend_figures(args)
+        results["input"] = input_comparison(args)
     if not (args.gpu_only or args.backends_only):
         cfg = Config()
         acfg = cfg.train.augment

@@ -15,6 +15,10 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# bench/ tooling the tests drive too (bench/loadtest.py: the serving load generator)
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
 DEMO = ROOT / "data" / "demo"
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -92,7 +96,7 @@ def competition_like_train(seed: int = 0, n_rows: int = 33126, n_patients: int =
         i = chosen[min(int(rng.geometric(0.02)) - 1, n_pos_patients - 1)]
         if pos[i] < counts[i]:
             pos[i] += 1
-    from melanoma.tabular.synthetic import metadata_template  # here: melanoma.tabular imports scikit-learn
+    from melanoma.data.fake_metadata import metadata_template  # here: melanoma.tabular imports scikit-learn
 
     shaped = metadata_template(2000, 120, seed=seed)  # generated: nothing read outside the repository
     sexes = shaped["sex"].to_numpy(dtype=object)

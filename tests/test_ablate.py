@@ -73,6 +73,8 @@ def test_paired_difference_matches_compare_and_its_bootstrap():
     assert mean["mean_auc"] == pytest.approx(0.8) and mean["ci_low"] == pytest.approx(0.8 - 4.303 * 0.1 / 3 ** 0.5,
                                                                                        abs=1e-3)
     assert seed_interval([0.7])["ci_low"] is None
+    wide = seed_interval([0.5, 0.9])  # two seeds: t = 12.7 stretches the interval past both ends of an AUC
+    assert (wide["ci_low"], wide["ci_high"]) == (0.0, 1.0) and wide["mean_auc"] == pytest.approx(0.7)
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:

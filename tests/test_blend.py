@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from melanoma.blend import blend_runs, combine, fit_weights, run_blend, to_ranks
-from melanoma.submission import read_sample_submission, validate_submission
+from melanoma.data.submission import read_sample_submission, validate_submission
 from melanoma.cli import main
 from melanoma.config import BlendConfig, Config
 from melanoma.errors import ConfigError, InputError, SubmissionError
-from melanoma.results import auc
+from melanoma.scoring import auc
 from conftest import competition_test_files
 
 
@@ -35,6 +35,9 @@ def write_run(path: Path, oof_ids, y, pred, test_ids, test_pred, shuffle_seed: i
         test = test.sample(frac=1.0, random_state=shuffle_seed + 1)
     oof.to_csv(path / "oof.csv", index=False)
     test.to_csv(path / "test_pred.csv", index=False)
+    scores = np.concatenate([oof["pred"].to_numpy(), test["target"].to_numpy()])
+    if ((scores < 0) | (scores > 1)).any():  # scores, not probabilities: the run says so (results.read_predictions)
+        (path / "metrics.json").write_text('{"pred_scale": "logit"}')
     return path
 
 

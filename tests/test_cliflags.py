@@ -7,7 +7,7 @@ import typing
 import pytest
 
 from melanoma import cli
-from melanoma.cliflags import (KEYS_ATTR, Parser, config_field, config_flags, config_values, field_comments,
+from melanoma.config.flags import (KEYS_ATTR, Parser, config_field, config_flags, config_values, field_comments,
                                flag_name)
 from melanoma.config import Config, TrainConfig
 

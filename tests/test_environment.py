@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from melanoma.config import Config, apply_overrides, load_config
-from melanoma.kaggle.environment import Place, detect
-from melanoma.run import resolve_paths
+from melanoma.runtime.place import Place, detect
+from melanoma.runtime.paths import resolve_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 COMP = "siim-isic-melanoma-classification"
@@ -116,7 +116,7 @@ def test_todays_kaggle_mounts_are_found(tmp_path, monkeypatch):
 
 
 def test_a_locator_such_as_kagglehub_is_asked_last(tmp_path):
-    from melanoma.kaggle.environment import locate
+    from melanoma.runtime.place import locate
 
     elsewhere = tmp_path / "cache" / "comp"
     elsewhere.mkdir(parents=True)

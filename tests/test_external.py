@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from conftest import textured_image, textured_layout
 from melanoma.config import Config, apply_overrides
-from melanoma.data.external import read_external
-from melanoma.image.pipeline import find_shards, parse_fn
+from melanoma.data.isic2019 import read_external
+from melanoma.data.reader import find_shards, parse_fn
 from melanoma.data.prepare import prepare
 
 

@@ -18,8 +18,9 @@ import tensorflow as tf
 from melanoma.config import Config, apply_overrides, load_config
 from melanoma.data.records import feature_description, serialize_example, shard_name
 from melanoma.errors import ConfigError
-from melanoma.image.extras import epoch_images, fold_counts, mix_weights, source_dataset, sources_from_folder
-from melanoma.image.pipeline import find_shards, lenient_parse, train_dataset
+from melanoma.image.sources import epoch_images, fold_counts, mix_weights, source_dataset, sources_from_folder
+from melanoma.image.inputs import train_dataset
+from melanoma.data.reader import find_shards, lenient_parse
 
 N_FOLDS = 3
 
@@ -150,7 +151,7 @@ def test_external_labels_from_the_companion_csv_and_hash_duplicates_dropped(data
     comp.mkdir()
     pd.DataFrame({"image_name": train[:3], "image_hash": ["c1", "c2", "c3"]}).to_csv(comp / "image_hashes.csv",
                                                                                     index=False)
-    from melanoma.image.external import external_sources
+    from melanoma.image.external_sources import external_sources
 
     cfg = apply_overrides(Config(), {"train.external": [str(folder)]})
     (source,) = external_sources(cfg, None, str(comp))
@@ -166,10 +167,10 @@ def test_external_labels_from_the_companion_csv_and_hash_duplicates_dropped(data
 
 
 def test_external_slug_resolves_on_kaggle_and_push_attaches_it(tmp_path):
-    from melanoma.image.external import resolve_external
+    from melanoma.image.external_sources import resolve_external
     from melanoma.kaggle import notebooks
-    from melanoma.kaggle.api import external_dataset
-    from melanoma.kaggle.environment import Place
+    from melanoma.runtime.datasets import external_dataset
+    from melanoma.runtime.place import Place
 
     assert external_dataset("isic2019", 384) == "cdeotte/isic2019-384x384"
     assert external_dataset("isic2019", 300) == "cdeotte/isic2019-384x384"  # the next published side up
@@ -204,7 +205,7 @@ def make_pseudo(data, tmp_path, cli: bool = False) -> tuple[Path, pd.DataFrame]:
     score = np.array([int(i % 4 == 0) * 0.8 + 0.1 for i in range(len(test))])  # malignant test images high
     runs = []
     for r in range(2):
-        oof = pd.DataFrame({"image_name": train, "target": y, "pred": y * 0.6 + rng.uniform(0, 0.5, len(y)),
+        oof = pd.DataFrame({"image_name": train, "target": y, "pred": y * 0.5 + rng.uniform(0, 0.5, len(y)),  # probabilities: in [0, 1]
                             "fold": [i // 40 for i in range(len(train))]})
         t = pd.DataFrame({"image_name": test, "target": score + rng.uniform(-0.05, 0.05, len(test))})
         runs.append(fake_run(tmp_path / f"run{r}", oof, t.sample(frac=1, random_state=r)))
@@ -214,7 +215,7 @@ def make_pseudo(data, tmp_path, cli: bool = False) -> tuple[Path, pd.DataFrame]:
                        "--min-confidence", "0.7", "--set", f"n_folds={N_FOLDS}"])
         assert res.returncode == 0, res.stderr[-3000:]
     else:
-        from melanoma.image.pseudo import write_pseudo
+        from melanoma.pseudo.labels import write_pseudo
 
         write_pseudo(pseudo_config(), runs, str(root / "rec"), out)
     return out, pd.read_csv(out / "pseudo_labels.csv")
@@ -248,7 +249,7 @@ def test_pseudo_writes_soft_labels_that_round_trip(data, tmp_path):
         assert int(rec["target"]) == row.target
         assert rec["image"].numpy() == truth[row.image_name]["image"].numpy()  # the test image itself
         assert int(rec["sex"]) == int(truth[row.image_name]["sex"])
-    from melanoma.image.pseudo import write_pseudo
+    from melanoma.pseudo.labels import write_pseudo
 
     with pytest.raises(ConfigError, match="already holds"):  # never overwritten
         write_pseudo(pseudo_config(), [tmp_path / "run0"], str(root / "rec"), out)
@@ -300,7 +301,7 @@ def test_variants_are_validated_like_the_config():
         load_config(None, ["variants=[{name: a}, {name: a}]"])
     with pytest.raises(ConfigError, match="folder name"):
         load_config(None, ["variants=[{name: ../x}]"])
-    from melanoma.variants import variant_configs
+    from melanoma.config.variants import variant_configs
 
     cfg = load_config(None, ["train.epochs=2", "variants=[{name: a, seed: 7, train: {size: 64, augment: {rotate: 5}}},"
                                                " {name: b}]"])

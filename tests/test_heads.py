@@ -11,7 +11,8 @@ import tensorflow as tf
 from melanoma.config import Config, apply_overrides
 from melanoma.data.records import VOCABULARIES, serialize_example, shard_name
 from melanoma.errors import ConfigError
-from melanoma.image.heads import CLASS_MAPS, Labels, head_classes, multiclass_weights
+from melanoma.image.heads import CLASS_MAPS, Labels, head_classes
+from melanoma.image.imbalance import multiclass_weights
 from melanoma.image.imbalance import imbalance
 
 from test_train import fold_aucs_above, run_cli, train_args
@@ -173,7 +174,7 @@ def test_diagnosis_head_trains_through_the_cli(tmp_path):
     art = Artifact.load(tmp_path / "model")
     meta = None
     if art.uses_meta:  # the scratch recipe joins the metadata: every record has sex 0, age 40, site 0
-        from melanoma.image.pipeline import meta_vector
+        from melanoma.image.inputs import meta_vector
 
         vec = meta_vector({k: tf.constant(v, tf.int64) for k, v in
                            (("sex", 0), ("age_approx", 40), ("anatom_site_general_challenge", 0))}).numpy()

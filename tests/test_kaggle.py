@@ -142,6 +142,30 @@ def test_credentials_found(tmp_path, caplog):
     assert kaggle.check_credentials({}, home).source.endswith("access_token")
 
 
+def test_access_tokens_come_first_wherever_they_are(tmp_path, caplog):
+    """KAGGLE_API_TOKEN, then access_token in ~/.kaggle or KAGGLE_CONFIG_DIR, win over the legacy forms."""
+    home = tmp_path / "home"
+    home.mkdir()
+    kaggle_json(home, json.dumps({"username": "carol", "key": SECRET}))
+    legacy = {"KAGGLE_USERNAME": "bob", "KAGGLE_KEY": SECRET}
+    assert kaggle.check_credentials(legacy, home).source == "KAGGLE_USERNAME/KAGGLE_KEY"
+    config_dir = tmp_path / "cfg"
+    config_dir.mkdir()
+    (config_dir / "access_token").write_text("KGAT_abc\n")
+    (config_dir / "access_token").chmod(0o600)
+    creds = kaggle.check_credentials({**legacy, "KAGGLE_CONFIG_DIR": str(config_dir)}, home)
+    assert creds.source == str(config_dir / "access_token") and creds.username == "bob"
+    (home / ".kaggle" / "access_token").write_text("KGAT_def\n")
+    (home / ".kaggle" / "access_token").chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="melanoma.kaggle.api"):
+        assert kaggle.check_credentials({"KAGGLE_CONFIG_DIR": str(config_dir)}, home).source == str(
+            home / ".kaggle" / "access_token")  # the client's own place is looked at first
+    assert "readable by other users" in caplog.text and "KGAT" not in caplog.text
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("KGAT_ghi")
+    assert kaggle.check_credentials({"KAGGLE_API_TOKEN": str(token_file)}, home).source == "KAGGLE_API_TOKEN"
+
+
 def test_world_readable_kaggle_json_warns(tmp_path, caplog):
     path = kaggle_json(tmp_path, json.dumps({"username": "carol", "key": SECRET}), mode=0o644)
     with caplog.at_level(logging.WARNING, logger="melanoma.kaggle.api"):
@@ -150,8 +174,10 @@ def test_world_readable_kaggle_json_warns(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("setup, environ, message", [
-    (None, {}, r"no Kaggle credentials found \(looked for .*kaggle.json.*: create an API token at "
-               r"https://www.kaggle.com/settings .* ~/.kaggle/kaggle.json"),
+    # the current form (an access token) named first, the legacy ones after
+    (None, {}, r"no Kaggle credentials found \(looked for KAGGLE_API_TOKEN, .*access_token, .*kaggle.json\): "
+               r"create an API token at https://www.kaggle.com/settings .* KAGGLE_API_TOKEN .* "
+               r"~/.kaggle/access_token .* legacy kaggle.json"),
     ('{"username": "carol", "key": "' + SECRET + '"', {}, r"kaggle.json: not valid JSON \(line 1\)"),
     ('["carol"]', {}, r"kaggle.json: expected a JSON object"),
     ('{"username": "carol"}', {}, r"kaggle.json: missing 'key'"),
@@ -201,7 +227,7 @@ def test_commands_check_credentials_before_anything_else(no_credentials, tmp_pat
     code, out, err = run_cli(capsys, *args, "--config", ROOT / "configs" / "kaggle_tpu.yaml")
     lines = [ln for ln in err.splitlines() if ln.startswith("melanoma: error:")]
     assert code == 2 and len(lines) == 1 and "no Kaggle credentials found" in lines[0], err
-    assert "~/.kaggle/kaggle.json" in lines[0] and not list(tmp_path.glob("data"))
+    assert "KAGGLE_API_TOKEN" in lines[0] and "~/.kaggle/access_token" in lines[0] and not list(tmp_path.glob("data"))
 
 
 def test_submit_reports_a_broken_file_before_missing_credentials(no_credentials, capsys):
@@ -377,12 +403,33 @@ def test_submit_waits_only_as_long_as_asked():
 
 def test_committed_notebooks_are_generated_from_the_source():
     assert notebooks.build_notebooks(ROOT / "kernels", check=True) == [], "run `melanoma kaggle notebook`"
+    import nbformat
+
+    for name in notebooks.NOTEBOOKS.values():  # valid nbformat 4.5 (cell ids included), as Jupyter reads it
+        nbformat.validate(nbformat.read(ROOT / "kernels" / name, as_version=4))
 
 
 def notebook_commands(name: str) -> list[str]:
+    """Each `melanoma(...)` call of the notebook as the command line it runs ({ROOT} in an f-string as $ROOT)."""
+    import ast
+
+    def text(node) -> str:
+        if isinstance(node, ast.Constant):
+            return str(node.value)
+        if isinstance(node, ast.JoinedStr):
+            return "".join(text(v) for v in node.values)
+        if isinstance(node, ast.FormattedValue):
+            return f"${node.value.id}"
+        return f"${node.id}"  # a variable (ROOT)
+
     nb = json.loads((ROOT / "kernels" / name).read_text())
-    lines = [ln.strip() for c in nb["cells"] if c["cell_type"] == "code" for ln in "".join(c["source"]).splitlines()]
-    return [ln.lstrip("!") for ln in lines if ln.startswith("!melanoma ")]
+    commands = []
+    for cell in (c for c in nb["cells"] if c["cell_type"] == "code"):
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "melanoma":
+                args = [text(a) for a in node.args]
+                commands.append(" ".join(["melanoma", *(f'"{a}"' if " " in a else a for a in args)]))
+    return commands
 
 
 def test_notebooks_run_the_same_cli_as_the_readme():

@@ -46,7 +46,8 @@ def _meta_batches(ds, n: int) -> np.ndarray:
 
 
 def test_metadata_dropout_blanks_the_configured_share_in_training_only(tmp_path):
-    from melanoma.image.pipeline import find_shards, predict_dataset, train_dataset, validation_dataset
+    from melanoma.data.reader import find_shards
+    from melanoma.image.inputs import predict_dataset, train_dataset, validation_dataset
 
     write_learnable_records(tmp_path, per_file=40)
     shards = find_shards(str(tmp_path), 3)
@@ -257,7 +258,8 @@ def test_a_metadata_model_scores_images_without_metadata_no_worse_than_an_image_
     from sklearn.metrics import roc_auc_score
 
     from melanoma.image.models import build_model
-    from melanoma.image.pipeline import find_shards, train_dataset
+    from melanoma.data.reader import find_shards
+    from melanoma.image.inputs import train_dataset
 
     test = _records_where_age_gives_it_away(tmp_path)
     shards = find_shards(str(tmp_path), 3)

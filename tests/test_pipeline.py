@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from melanoma.config import AugmentConfig, Config, TrainConfig, apply_overrides
 from melanoma.image.augment import affine_matrices, transform
-from melanoma.image.pipeline import Shard, predict_dataset, read_index, train_dataset
+from melanoma.image.inputs import predict_dataset, train_dataset
+from melanoma.data.reader import Shard, read_index
 from melanoma.data.records import serialize_example, shard_name
 from melanoma.image.imbalance import Imbalance, class_weights, imbalance
 from melanoma.image.schedules import make_schedule
@@ -103,7 +104,7 @@ def test_predictions_carry_their_own_ids(tmp_path):
     index = read_index(shards)
     names = index["image_name"].sample(frac=1.0, random_state=0).to_numpy()  # any order of names works
     seen = {}
-    for batch in predict_dataset(shards, names, 8, 8, 7, None):
+    for batch in predict_dataset(shards, names, 8, 8, 7):
         for idx, img in zip(batch["idx"].numpy(), batch["image"].numpy()):
             seen[names[idx]] = img[0, 0, 0]
     assert len(seen) == 60
@@ -166,7 +167,7 @@ def test_augment_layer_acts_in_training_only():
 
 
 def test_meta_vector_one_hot_codes():
-    from melanoma.image.pipeline import META_DIM, meta_vector
+    from melanoma.image.inputs import META_DIM, meta_vector
 
     v = meta_vector({"sex": tf.constant(1, tf.int64), "age_approx": tf.constant(50, tf.int64),
                      "anatom_site_general_challenge": tf.constant(-1, tf.int64)}).numpy()
@@ -181,25 +182,24 @@ def test_meta_vector_one_hot_codes():
 
 
 def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
-    """A 'model' that outputs its image's mean pixel: every view (plain, flips, random geometric TTA) keeps
-    that mean for constant images, so each prediction must equal the pixel value its own id encodes."""
+    """A 'model' that outputs its image's mean pixel: every view (plain, flips, random geometric TTA, all made
+    on the device in one pass) keeps that mean for constant images, so each prediction must equal the pixel
+    value its own id encodes."""
     import random
 
     import keras
 
-    from melanoma.image.models import prediction_model
-    from melanoma.image.tta import predict
+    from melanoma.image.tta import predict, tta_model
 
     shards = write_shards(tmp_path, n_files=4, per_file=15)
     random.Random(0).shuffle(shards)  # shard order (and so record order) unrelated to the names' order
     image = keras.Input((8, 8, 3), name="image")
     mean = keras.layers.Lambda(lambda x: keras.ops.mean(x, axis=(1, 2, 3))[:, None])(image)
-    pm = prediction_model(keras.Model(image, mean))
     geometric = {"hue": 0.0, "saturation": 0.0, "contrast": 0.0, "brightness": 0.0}
     tcfg = apply_overrides(Config(), {"train.size": 8, "train.tta": 2, "train.tta_flips": True,
                                       **{f"train.augment.{k}": v for k, v in geometric.items()}}).train
     names = read_index(shards)["image_name"].sample(frac=1.0, random_state=1).to_numpy()
-    views = predict(pm, shards, names, tcfg, 8, batch=7)
+    views = predict(tta_model(keras.Model(image, mean), tcfg), shards, names, tcfg, 8, batch=7)
     assert list(views) == ["plain", "flip_lr", "flip_ud", "flip_lr_ud", "tta1", "tta2"]
     expected = np.array([int(n[4:]) % 250 for n in names], dtype=float)
     for name, pred in views.items():
@@ -209,7 +209,7 @@ def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):
 def test_count_targets_reads_shards_or_trusts_the_manifest(tmp_path):
     from dataclasses import replace
 
-    from melanoma.image.pipeline import count_targets
+    from melanoma.data.reader import count_targets
 
     shards = write_shards(tmp_path, n_files=2, per_file=50)  # every 10th record malignant
     assert count_targets(shards) == (10, 90)

@@ -16,7 +16,7 @@ from conftest import ROOT, textured_image, textured_layout
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import InputError
 from melanoma.data.images import BadImage, load_rgb
-from melanoma.image.pipeline import find_shards, parse_fn
+from melanoma.data.reader import find_shards, parse_fn
 from melanoma.data.prepare import prepare
 
 
@@ -171,7 +171,7 @@ def test_writer_goes_through_gfile_paths(textured_data, tmp_path):
 
 def test_prepare_writes_the_image_hashes_that_external_dedup_reads(textured_data, tmp_path):
     from melanoma.data.images import dhash, view_of
-    from melanoma.image.extras import hashes_of
+    from melanoma.image.sources import hashes_of
 
     out = tmp_path / "tf"
     prepare(cfg_for(), textured_data, out)

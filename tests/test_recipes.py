@@ -7,7 +7,7 @@ import pytest
 from melanoma.config import (Config, TrainConfig, apply_overrides, dump_config, is_explicit, load_config,
                              recipe_summary)
 from melanoma.errors import ConfigError
-from melanoma.recipes import RECIPES
+from melanoma.config.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 

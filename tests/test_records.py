@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import SHARED, make_layout, solid_image
 from melanoma.config import apply_overrides, Config
-from melanoma.image.pipeline import (META_DIM, decode_image, find_shards, parse_fn, predict_dataset, read_index,
-                                     validation_dataset)
+from melanoma.image.inputs import META_DIM, predict_dataset, validation_dataset
+from melanoma.data.reader import decode_image, find_shards, parse_fn, read_index
 from melanoma.data.decode import encode_image
 from melanoma.data.prepare import prepare
 from melanoma.data.records import VOCABULARIES, parse_shard_name, serialize_example, shard_name
@@ -95,7 +95,7 @@ def test_prepare_round_trip_every_field(tmp_path):
             else:
                 assert "target" not in r and "diagnosis" not in r
             img = decode_image(r["image"], 32, 32).numpy()
-            assert img.shape == (32, 32, 3) and img.dtype == np.float32 and 0 <= img.min() <= img.max() <= 255
+            assert img.shape == (32, 32, 3) and img.dtype == np.uint8  # the models cast on the device
             img48 = decode_image(r["image"], 48, 32).numpy()  # records of another size are resized on read
             assert img48.shape == (48, 48, 3)
 
@@ -177,7 +177,7 @@ def test_records_in_the_public_schema_feed_validation_and_prediction(tmp_path):
     assert x["meta"].shape == (6, META_DIM) and np.allclose(sorted(x["meta"][:, -2]), [0.4] * 3 + [0.45] * 3)
 
     names = np.array(["ISIC_T"])
-    batch, = predict_dataset(shards.test(), names, 48, None, 1, None, meta=True).as_numpy_iterator()
+    batch, = predict_dataset(shards.test(), names, 48, None, 1, meta=True).as_numpy_iterator()
     assert batch["idx"].tolist() == [0] and batch["meta"][0, -1] == 1  # age missing (-1) is flagged
     expected = tf.io.decode_jpeg(jpegs["ISIC_0000000"]).numpy().astype(np.float32)
     assert np.allclose(batch["image"][0], expected, atol=1e-3)  # at the stored size: the JPEG as written

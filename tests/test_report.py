@@ -77,7 +77,7 @@ def runs(tmp_path_factory):
 def test_gradcam_matches_the_class_activation_map():
     # The head is linear after pooling, so Grad-CAM must equal relu(A @ w) scaled to [0, 1] (CAM).
     model = build_model("simple_cnn", SIZE, None)
-    images = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    images = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)  # the models take uint8
     cam = GradCAM(model)
     pred, heat = cam(images)
     np.testing.assert_allclose(pred, model.predict(images, verbose=0)[:, 0], atol=1e-5)
@@ -94,7 +94,7 @@ def test_gradcam_matches_the_class_activation_map():
 
 def test_gradcam_explains_the_melanoma_column_of_a_diagnosis_head():
     model = build_model("simple_cnn", SIZE, None, classes=3)
-    images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    images = np.random.default_rng(1).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
     probs = model.predict(images, verbose=0)
     pred, heat = GradCAM(model, column=2)(images)
     np.testing.assert_allclose(pred, probs[:, 2], atol=1e-5)

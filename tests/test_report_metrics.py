@@ -7,7 +7,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 from melanoma.errors import InputError
-from melanoma.report import calibration
+from melanoma import calibration
 from melanoma.report import metrics as M
 from melanoma.report.evaluate import compare_pair, evaluate, operating_points
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from melanoma.cli import main
-from melanoma.segment.apply import apply_lesion, crop_box
-from melanoma.segment.classical import classical_mask
+from melanoma.data.lesion import apply_lesion, crop_box
+from melanoma.data.lesion_classical import classical_mask
 from melanoma.segment.losses import scores
 
 
@@ -117,7 +117,7 @@ def test_segment_train_on_the_jax_backend_and_its_segmenter_on_tensorflow(tmp_pa
     import subprocess
     import sys
 
-    from melanoma.segment.apply import predicted_mask
+    from melanoma.data.lesion import predicted_mask
 
     images, masks = ellipse_folders(tmp_path / "set", 8, 32)
     out = tmp_path / "seg"
@@ -171,7 +171,7 @@ def test_segment_mask_writes_the_classical_masks(tmp_path, capsys):
 def test_unet_learns_held_out_ellipses(tmp_path):
     """The issue's bar: a few hundred steps on drawn ellipses give Dice >= 0.9 on held-out ones."""
     from melanoma.config import load_config
-    from melanoma.image.backend import use_backend
+    from melanoma.runtime.backend import use_backend
     from melanoma.segment.train import train_segmenter
 
     use_backend("tensorflow")
@@ -204,7 +204,7 @@ def _records(rec: Path, split: str, size: int | None = None) -> dict[str, object
     """image_name -> stored JPEG bytes (size None) or the train reader's tensor at `size`."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import decode_image, find_shards, parse_fn
+    from melanoma.data.reader import decode_image, find_shards, parse_fn
 
     shards = find_shards(str(rec), 2)
     out = {}
@@ -295,7 +295,7 @@ def test_a_trained_segmenter_is_recorded_shipped_with_the_export_and_applied_by_
     from melanoma.config import load_config
     from melanoma.data.images import ImageSettings, model_input
     from melanoma.image.train import train
-    from melanoma.segment.apply import file_sha256
+    from melanoma.data.lesion import file_sha256
     from melanoma.serve.artifact import Artifact
     from melanoma.serve.export import export
 

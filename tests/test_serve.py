@@ -61,7 +61,7 @@ def _test_records(rec: Path, size: int) -> dict[str, np.ndarray]:
     """image_name -> the tensor the train reader feeds the model for each test record."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import decode_image, find_shards, parse_fn
+    from melanoma.data.reader import decode_image, find_shards, parse_fn
 
     shards = find_shards(str(rec), 2)
     out = {}
@@ -83,7 +83,7 @@ def test_predict_preprocessing_gives_the_train_readers_tensor(trained):
         assert len(reader) == 10
         for name, want in reader.items():
             got = model_input((data / "jpeg" / "test" / f"{name}.jpg").read_bytes(), art.settings, size)
-            assert got.dtype == np.float32 and got.shape == (size, size, 3)
+            assert got.dtype == np.uint8 and got.shape == (size, size, 3)  # the models cast on the device
             np.testing.assert_array_equal(got, want, err_msg=f"{name} at {size}px")
     with pytest.raises(BadImage, match="not an image"):
         model_input(b"not an image at all", ImageSettings(32), 32)
@@ -135,7 +135,7 @@ def test_predict_reads_a_csv_with_paths_and_refuses_bad_metadata(trained, tmp_pa
 def test_metadata_vector_matches_the_train_reader():
     import tensorflow as tf
 
-    from melanoma.image.pipeline import meta_vector
+    from melanoma.image.inputs import meta_vector
     from melanoma.data.records import VOCABULARIES
     from melanoma.serve.artifact import MetaEncoder
 
@@ -174,7 +174,8 @@ def test_export_writes_model_json_savedmodel_onnx_and_flips(trained, tmp_path):
 
     # The report's calibrator and thresholds (its section for this run) travel with the model; flips average
     # inside the graph.
-    from melanoma.report import calibration, report
+    from melanoma import calibration
+    from melanoma.report import report
 
     rcfg = apply_overrides(cfg, {"report.bootstrap": 20, "report.gradcam": False, "report.gallery_size": 1,
                                  "paths.data": str(data), "report.calibration": "platt"})
@@ -223,7 +224,7 @@ def client(trained):
 
 
 def test_serve_predicts_like_predict_and_refuses_bad_input(trained, client):
-    from melanoma.serve.loadtest import malformed_requests
+    from loadtest import malformed_requests
 
     _, data, _, run, _ = trained
     want = pd.read_csv(run / "test_pred.csv").set_index("image_name")["target"]
@@ -298,7 +299,7 @@ def test_serve_threshold_must_be_exported(trained):
 
 
 def _load_test(model: Path, data: Path, n: int, clients: int) -> None:
-    from melanoma.serve.loadtest import rss_mb, run_load, start_server
+    from loadtest import rss_mb, run_load, start_server
 
     images = [p.read_bytes() for p in sorted((data / "jpeg" / "test").glob("*.jpg"))]
     with start_server(str(model), extra=["--set", "serve.max_body_mb=1"]) as (url, proc):
@@ -318,7 +319,7 @@ def test_serve_under_load_small(trained):
     """The same checks, fewer requests, with uvicorn in a thread of this process (no server start-up cost)."""
     from melanoma.serve.app import create_app
     from melanoma.serve.artifact import Artifact
-    from melanoma.serve.loadtest import rss_mb, run_load, serve_in_thread
+    from loadtest import rss_mb, run_load, serve_in_thread
 
     images = [p.read_bytes() for p in sorted((trained[1] / "jpeg" / "test").glob("*.jpg"))]
     app = create_app(Artifact.load(trained[4]), ServeConfig(max_body_mb=1))
@@ -343,7 +344,7 @@ def test_combined_model_with_metadata_and_a_model_trained_with_in_model_augmenta
 
     from melanoma.config import AugmentConfig, to_dict
     from melanoma.image.models import build_model
-    from melanoma.image.pipeline import META_DIM
+    from melanoma.image.inputs import META_DIM
     from melanoma.serve.export import combined_model, load_fold_model
 
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ from melanoma.config import Config, TabularConfig  # noqa: E402
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET, read_test, read_train  # noqa: E402
 from melanoma.files import write_csv  # noqa: E402
 from melanoma.data.folds import assign_folds  # noqa: E402
-from melanoma.tabular.synthetic import competition_like, metadata_template  # noqa: E402
+from melanoma.data.fake_metadata import competition_like, metadata_template  # noqa: E402
 
 FAST = dict(gbm_importance_repeats=0, hidden=[8], epochs=3)
 

@@ -21,8 +21,8 @@ import tensorflow as tf
 from melanoma.config import Config, apply_overrides
 from melanoma.errors import ConfigError
 from melanoma.data.records import serialize_example, shard_name
-from melanoma.results import auc
-from melanoma.image.backend import resolve_precision
+from melanoma.scoring import auc
+from melanoma.runtime.backend import resolve_precision
 from melanoma.image.imbalance import imbalance
 from melanoma.image.schedules import make_loss, make_schedule
 from melanoma.image.train import dtype_policy
@@ -152,7 +152,7 @@ def test_two_cpu_replicas_split_the_global_batch(records, tmp_path):
     rec, _, _ = records
     code = """
 import sys
-from melanoma.image.strategy import get_strategy
+from melanoma.runtime.strategy import get_strategy
 import tensorflow as tf
 s = get_strategy("none", cpu_replicas=2)
 ds = s.experimental_distribute_dataset(tf.data.Dataset.range(64).batch(16, drop_remainder=True))

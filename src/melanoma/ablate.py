@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from melanoma.config import Config, apply_overrides, to_dict
 from melanoma.data.schema import ID, PATIENT, TARGET
 from melanoma.errors import ConfigError, InputError
 from melanoma.files import write_csv, write_json, write_text
+from melanoma.config.typed import yaml_value
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def parse_vary(items: list[str]) -> list[tuple[str, list[Any]]]:
             raise ConfigError(f"--vary {key}: seeds come from --seeds, and paths are where runs go, not settings")
         if any(k == key for k, _ in out):
             raise ConfigError(f"--vary {key}: given twice; list all its values in one --vary")
-        vals = [yaml.safe_load(v.strip()) for v in values.split(",")]
+        vals = [yaml_value(v.strip(), f"--vary {key}") for v in values.split(",")]
         if len(set(map(repr, vals))) != len(vals):
             raise ConfigError(f"--vary {item!r}: a value is listed twice")
         out.append((key, vals))
@@ -221,7 +221,8 @@ def table(cfg: Config, base: Setting, runs: dict[Setting, dict[int, Path]], fold
 
 
 def seed_interval(aucs: list[float]) -> dict[str, Any]:
-    """Mean over seeds and its 95% t-interval (none with one seed)."""
+    """Mean over seeds and its 95% t-interval (none with one seed), clipped to [0, 1] where an AUC can lie: with
+    two or three seeds the t quantile (12.7 with two) can stretch it past both ends."""
     from scipy.stats import t
 
     a = np.asarray([x for x in aucs if x is not None], dtype=np.float64)
@@ -229,7 +230,7 @@ def seed_interval(aucs: list[float]) -> dict[str, Any]:
     if a.size < 2:
         return {"mean_auc": mean, "ci_low": None, "ci_high": None}
     half = float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size))
-    return {"mean_auc": mean, "ci_low": mean - half, "ci_high": mean + half}
+    return {"mean_auc": mean, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half)}
 
 
 def paired(oofs: dict[int, pd.DataFrame], base_oofs: dict[int, pd.DataFrame], patients: pd.Series, n_boot: int,
@@ -310,7 +311,7 @@ def write_table(result: dict[str, Any], out: Path) -> str:
 # ---------------------------------------------------------------- CLI
 
 def add_ablate_parsers(sub) -> None:
-    from melanoma.cliflags import command
+    from melanoma.config.flags import command
 
     p = command(sub, "ablate", "a grid of settings x seeds on the same folds: one table of OOF AUCs against the base")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",

@@ -1,6 +1,6 @@
 """Blend the runs of the model stages into one submission, with weights fitted on their OOF predictions.
 
-Every run folder (see melanoma.results) holds `oof.csv` and `test_pred.csv`. The runs are joined by
+Every run folder (see melanoma.data.runs) holds `oof.csv` and `test_pred.csv`. The runs are joined by
 image_name, never by row order: the OOF frames on the ids common to all runs (inner join), the test
 predictions on the test ids, which must be the same set in every run.
 
@@ -15,7 +15,7 @@ Runs whose run.json says stage "tabular" are metadata runs: the share of weight 
 (`tabular_weight.found`), and `blend.tabular_weight` fixes it (the image runs share the rest; within each
 group the method sets the weights). The blended submission is a score in [0, 1] that ranks the test images;
 it is not a probability, which the competition metric (ROC AUC) does not need, unless `blend.calibrate` maps it
-through a calibrator fitted on the blended OOF (isotonic or Platt; see melanoma.report.calibration).
+through a calibrator fitted on the blended OOF (isotonic or Platt; see melanoma.calibration).
 
 `run_blend` writes the submission CSV (image_name,target, in the sample submission's order when one is
 given, checked against it by `validate_submission`), `blend.json` (the report) and the run info beside it.
@@ -33,11 +33,12 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from melanoma.config import BlendConfig, Config, save_run_info
-from melanoma.data.schema import ID, TARGET, csv_line
-from melanoma.errors import ConfigError, InputError, SubmissionError, input_error
+from melanoma.data.schema import ID, TARGET
+from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.results import auc, fmt_auc, read_run
-from melanoma.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
+from melanoma.data.runs import read_run
+from melanoma.scoring import auc, fmt_auc
+from melanoma.data.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
 
 log = logging.getLogger(__name__)
 
@@ -161,28 +162,11 @@ def fit_weights(oofs: list[pd.Series], y: Any, step: float) -> np.ndarray:
 # blending
 
 
-def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
-    """The column as finite floats, or an InputError naming the file and line of the first bad value."""
-    raw = df[col]
-    values = pd.to_numeric(raw, errors="coerce").astype("float64")
-    bad = ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise input_error(path, f"{col} must be a finite number, got {raw.iloc[i]!r}", csv_line(i))
-    return values
-
-
 def _read(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(oof: image_name, target, pred; test: image_name, pred), validated by results.read_predictions."""
     oof, test = read_run(run_dir)
-    oof_path, test_path = run_dir / "oof.csv", run_dir / "test_pred.csv"
-    y = _numeric(oof, TARGET, oof_path)
-    not01 = ~y.isin((0.0, 1.0)).to_numpy()
-    if not01.any():
-        i = int(np.flatnonzero(not01)[0])
-        raise input_error(oof_path, f"target must be 0 or 1, got {oof[TARGET].iloc[i]!r}", csv_line(i))
-    oof = pd.DataFrame({ID: oof[ID].astype("string"), TARGET: y.astype("int64"), "pred": _numeric(oof, "pred", oof_path)})
-    test = pd.DataFrame({ID: test[ID].astype("string"), "pred": _numeric(test, TARGET, test_path)})
-    return oof, test
+    return (oof[[ID, TARGET, "pred"]].reset_index(drop=True),
+            pd.DataFrame({ID: test[ID], "pred": test[TARGET]}))
 
 
 def check_blend_config(blend: BlendConfig) -> None:
@@ -267,7 +251,7 @@ def calibrate(setting: str, y: pd.Series, oof_score: np.ndarray, test_score: np.
     the AUC slightly); the values become probabilities."""
     if setting == "none":
         return test_score, None
-    from melanoma.report import calibration
+    from melanoma import calibration
 
     if setting in calibration.CALIBRATION_METHODS:
         cal = calibration.fit(y, oof_score, setting)

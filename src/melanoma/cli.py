@@ -14,11 +14,11 @@ import warnings
 from pathlib import Path
 
 from melanoma import __version__
-from melanoma.cliflags import Parser, command, config_flags, config_values, folds_flag
+from melanoma.config.flags import Parser, command, config_flags, config_values, folds_flag
 from melanoma.errors import MelanomaError
 from melanoma.kaggle.commands import add_kaggle_parsers, run_kaggle_command
 from melanoma.segment.commands import add_segment_parsers, run_segment_command
-from melanoma.image.pseudocli import add_pseudo_parsers, run_pseudo_command
+from melanoma.pseudo.commands import add_pseudo_parsers, run_pseudo_command
 from melanoma.serve.commands import add_serving_parsers
 from melanoma.synth.commands import add_synth_parsers, run_synth_command
 from melanoma.ablate import add_ablate_parsers, run_ablate_command
@@ -105,7 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
                       "the configured run lacks")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-devices", action="store_true", help="do not import the backend to list its devices")
+    _add_force(sub)
     return parser
+
+
+def _add_force(sub) -> None:
+    """`--force` on every command that writes (those with a plan in melanoma.commandio)."""
+    from melanoma.commandio import PLANS
+    from melanoma.outputs import force_flag
+
+    for name, p in sub.choices.items():
+        actions = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        for action_name, q in (actions[0].choices.items() if actions else []):
+            if f"{name} {action_name}" in PLANS:
+                force_flag(q)
+        if name in PLANS:
+            force_flag(p)
 
 
 # Commands that may import Keras: the backend is fixed before their first import of it.
@@ -117,38 +132,28 @@ def _load(args: argparse.Namespace, values: dict | None = None):
     from melanoma.config import apply_overrides, load_config
 
     cfg = apply_overrides(load_config(args.config, args.overrides), {**config_values(args), **(values or {})})
-    if args.command in KERAS_COMMANDS:
-        from melanoma.image.backend import use_backend
+    from melanoma.commandio import check
 
-        use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+    check(args, cfg)  # the outputs against the inputs, before any work (melanoma.outputs)
+    if args.command in KERAS_COMMANDS:
+        from melanoma.runtime.backend import use_backend
+        from melanoma.runtime.devices import check_devices
+
+        backend = use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        if args.command == "train" or (args.command == "run" and "train" in cfg.stages):
+            # A TPU that is not there is refused here, in seconds, before TensorFlow or any stage is loaded.
+            check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend)
     return cfg
 
 
-def _check_out(path, folder: bool) -> None:
-    """Refuse an output that cannot be written before any work: a file where a folder is wanted (or the
-    reverse), or a location the user may not write. Remote (gs://) outputs are left to the stage."""
-    from melanoma.errors import ConfigError
+def resolve_paths(cfg):
+    """melanoma.runtime.paths.resolve_paths, imported when first needed (it loads pandas: slow next to a refusal)."""
+    from melanoma.runtime.paths import resolve_paths as resolve
 
-    if "://" in str(path):
-        return
-    path = Path(path)
-    if folder and path.exists() and not path.is_dir():
-        raise ConfigError(f"{path}: exists and is a file, not a folder: choose another --out")
-    if not folder and path.is_dir():
-        raise ConfigError(f"{path}: is a folder; the output here is a file: choose another --out")
-    parent = path if folder else path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{parent}: is a file, so {path} cannot be created: choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{parent}: not writable, so {path} cannot be written: choose another --out "
-                          "or change the folder's permissions")
+    return resolve(cfg)
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    from melanoma.run import format_summary, resolve_paths, run_pipeline
-
     cmd = args.command
     if cmd == "models":
         from melanoma.image.models import MODELS
@@ -160,7 +165,6 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args)
         paths = resolve_paths(cfg)
-        _check_out(args.out or paths.folds, folder=False)
         run_folds(cfg, paths.data, args.out or paths.folds, args.tfrecords)
     elif cmd == "prepare":
         from melanoma.data.prepare import prepare
@@ -168,22 +172,18 @@ def _dispatch(args: argparse.Namespace) -> None:
         cfg = _load(args)
         paths = resolve_paths(cfg)
         # --out as given (a str): a Path would fold gs://bucket into gs:/bucket.
-        _check_out(args.out or paths.tfrecords, folder=True)
         prepare(cfg, paths.data, args.out or paths.tfrecords, args.folds_file)
     elif cmd == "check":
         from melanoma.data.check import run_check
 
         cfg = _load(args)
         paths = resolve_paths(cfg)
-        if args.out is not None:
-            _check_out(args.out, folder=False)
         run_check(cfg, paths.data, cfg.prepare.duplicates, args.out)
     elif cmd == "train":
         cfg = _load(args)
         paths = resolve_paths(cfg)
         from melanoma.image.train import train  # after the config is valid: a bad value never waits for TensorFlow
 
-        _check_out(args.out or paths.image_run, folder=True)
         train(cfg, paths.tfrecords, args.out or paths.image_run)
     elif cmd == "tabular":
         from melanoma.config import is_explicit
@@ -191,7 +191,6 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         cfg = _load(args)
         paths = resolve_paths(cfg)
-        _check_out(args.out or paths.tabular_run, folder=True)
         # Image sizes only from a TFRecords folder that was asked for, never one that merely exists by default.
         sizes_dir = paths.tfrecords if is_explicit(cfg, "paths.tfrecords") else None
         run_tabular(cfg, paths.data, args.folds_file or paths.folds, args.out or paths.tabular_run, sizes_dir)
@@ -203,12 +202,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         # With explicit --runs, validate only against an explicitly named sample submission, never the one
         # the default data folder happens to hold.
         sample = paths.sample_submission if not args.runs else cfg.paths.sample_submission
-        _check_out(paths.submission, folder=False)
         run_blend(cfg, args.runs or [paths.image_run, paths.tabular_run], paths.submission, sample)
     elif cmd == "augment-preview":
-        from melanoma.image.preview import augment_preview
-
         cfg = _load(args)
+        from melanoma.image.preview import augment_preview  # TensorFlow: after the config and outputs are checked
+
         print(augment_preview(cfg, resolve_paths(cfg).tfrecords, args.out, args.n, args.copies))
     elif cmd in ("kaggle", "submit"):
         run_kaggle_command(args, _load)
@@ -229,46 +227,49 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     elif cmd == "report":
         from melanoma.report import report
-        from melanoma.run import default_report_runs, report_dir
+        from melanoma.report.defaults import default_report_runs, report_dir
 
         cfg = _load(args)
         out = report_dir(cfg)
-        _check_out(out, folder=True)
         report(cfg, args.runs or default_report_runs(cfg), out)
         print(out / "report.html")
     elif cmd == "compare":
         from melanoma.report import compare, format_compare
 
         cfg = _load(args)
-        if args.out is not None:
-            _check_out(args.out, folder=False)
         print(format_compare(compare(cfg, args.run_a, args.run_b, args.out)))
     elif cmd == "export":
         from melanoma.serve.export import export
 
         cfg = _load(args)
-        _check_out(args.out, folder=True)
         print(export(cfg, args.run_dir, args.out)["model_version"])
     elif cmd == "predict":
         from melanoma.serve.predict import run_predict
 
         cfg = _load(args)
-        _check_out(args.out, folder=False)
         run_predict(cfg, args.model, args.images, args.out)
     elif cmd == "serve":
+        cfg = _load(args)
+        from melanoma.serve import require_extra
+
+        require_extra()  # before FastAPI is imported: a missing extra is one line (exit 3), never an ImportError
         from melanoma.serve.app import serve
 
-        cfg = _load(args)
         serve(args.model, cfg.serve)
     elif cmd == "run":
+        from melanoma.run import format_summary, run_pipeline
+
         cfg = _load(args)
         paths = resolve_paths(cfg)
-        for out, folder in ((paths.tfrecords, True), (paths.folds.parent, True), (paths.submission, False)):
-            _check_out(out, folder)
         print(format_summary(run_pipeline(cfg)))
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    nul = next((a for a in argv if "\x00" in a), None)
+    if nul is not None:  # no path or value may hold one (the file system would raise ValueError)
+        print(f"melanoma: error: argument {nul!r} holds a NUL character", file=sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # a bad flag (status 2, one line already printed), or --help / --version (0)
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         _dispatch(args)
     except MelanomaError as e:
         print(f"melanoma: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        return e.exit_status  # 2: input or config; 3: the environment (melanoma.errors)
     except OSError as e:  # the file system refused (read-only folder, a file where a folder should be, disk full)
         where = f"{e.filename}: " if e.filename else ""
         print(f"melanoma: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -58,15 +60,22 @@ def write_csv(path: str | Path, df: pd.DataFrame) -> Path:
     return Path(path)
 
 
+# .staging-TAG-PID-XXXXXXXX: the command (tag) and process that made it. Older versions named it .staging-XXXXXXXX.
+STAGING_RE = re.compile(r"^\.staging-(?:(?P<tag>[a-z]+)-(?P<pid>\d+)-)?[a-z0-9_]{8}$")
+log = logging.getLogger("melanoma")
+
+
 @contextlib.contextmanager
-def staged_dir(out: str | Path) -> Iterator[Path]:
+def staged_dir(out: str | Path, tag: str = "stage") -> Iterator[Path]:
     """Yield a staging folder inside `out`; on success move its files into `out`, on failure delete it.
 
-    The staging folder lives inside `out` so the final moves are renames on one filesystem.
+    The staging folder lives inside `out` so the final moves are renames on one filesystem. A kill leaves it
+    behind: the next call with the same tag removes those of its own whose process is gone (logged).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    remove_stale_staging(out, tag)
+    stage = Path(tempfile.mkdtemp(prefix=f".staging-{tag}-{os.getpid()}-", dir=out))
     try:
         yield stage
         for item in sorted(stage.rglob("*")):
@@ -76,6 +85,37 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
                 os.replace(item, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def stale_staging(folder: Path, tag: str | None = None) -> list[Path]:
+    """Staging folders in `folder` left by a process that is gone (with `tag`: only that command's, and the
+    untagged ones of older versions)."""
+    found = []
+    for p in sorted(folder.glob(".staging-*")) if folder.is_dir() else []:
+        m = STAGING_RE.match(p.name)
+        if not m or not p.is_dir() or (tag is not None and m["tag"] not in (None, tag)):
+            continue
+        if m["pid"] is None or not _alive(int(m["pid"])):
+            found.append(p)
+    return found
+
+
+def remove_stale_staging(folder: Path, tag: str) -> None:
+    for p in stale_staging(folder, tag):
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("%s: removed %s, a staging folder left by an interrupted run", folder, p.name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -19,6 +19,7 @@ DPI = 100
 COLOURS = {"loss": "#1f77b4", "val_loss": "#ff7f0e", "auc": "#2ca02c", "val_auc": "#d62728", "lr": "#9467bd"}
 PANELS = (("loss", ("loss", "val_loss")), ("AUC", ("auc", "val_auc")))
 LR_COLUMNS = ("learning_rate", "lr")
+PREVIEW_TITLE = "melanoma augment-preview"  # the PNG Title of `augment-preview` grids
 
 
 def figure(width_px: int, height_px: int):
@@ -31,11 +32,12 @@ def figure(width_px: int, height_px: int):
     return fig
 
 
-def save(fig, path: str | Path) -> Path:
-    """Write the figure as PNG, atomically, at exactly its pixel size."""
+def save(fig, path: str | Path, title: str | None = None) -> Path:
+    """Write the figure as PNG, atomically, at exactly its pixel size; `title` goes into the PNG's Title text
+    (how a command recognises its own file before replacing it: melanoma.outputs)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Title": title} if title else None)
     return path
 
 

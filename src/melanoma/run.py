@@ -11,44 +11,20 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from melanoma.config import STAGES, Config
-from melanoma.data.schema import ID, PATIENT, TARGET
-from melanoma.kaggle.environment import Place, auto_paths, detect, previous_runs
+from melanoma.data.schema import ID, TARGET
+from melanoma.runtime.place import detect, previous_runs
 from melanoma.errors import ConfigError, input_error
-from melanoma.results import auc, fmt_auc, read_metrics
+from melanoma.data.runs import read_metrics
+from melanoma.scoring import auc, fmt_auc
+from melanoma.report.defaults import report_dir, report_stage
+from melanoma.runtime.paths import RunPaths, image_run_configs, resolve_paths
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    data: Path
-    tfrecords: Path | str  # a str for gs:// URLs
-    folds: Path
-    image_run: Path
-    tabular_run: Path
-    submission: Path
-    sample_submission: Path | None
-    test_labels: Path | None
-
-
-def resolve_paths(cfg: Config, place: Place | None = None) -> RunPaths:
-    """The config's paths; on Kaggle or Colab, the keys left at their defaults come from the place
-    (melanoma.kaggle.environment; `place` fakes one in tests)."""
-    p = auto_paths(cfg, place)
-    data, runs = Path(p.data), Path(p.runs)
-    sample = Path(p.sample_submission) if p.sample_submission else data / "sample_submission.csv"
-    # A gs:// URL stays a string: Path would fold its "//" (the TFRecord reader goes through tf.io.gfile).
-    tfrecords = p.tfrecords if "://" in p.tfrecords else Path(p.tfrecords)
-    return RunPaths(data=data, tfrecords=tfrecords, folds=runs / "folds.csv", image_run=runs / "image",
-                    tabular_run=runs / "tabular", submission=Path(p.submission),
-                    sample_submission=sample if sample.is_file() or p.sample_submission else None,
-                    test_labels=Path(p.test_labels) if p.test_labels else None)
 
 
 def test_auc(submission: Path, labels: Path) -> float | None:
@@ -61,31 +37,6 @@ def test_auc(submission: Path, labels: Path) -> float | None:
     if len(joined) != len(truth):
         raise input_error(labels, f"only {len(joined)} of its {len(truth)} ids are in {submission}")
     return auc(joined[f"{TARGET}_true"], joined[f"{TARGET}_pred"])
-
-
-def report_dir(cfg: Config) -> Path:
-    """Where the report goes: report.out, else PATHS.runs/report."""
-    return Path(cfg.report.out) if cfg.report.out else Path(auto_paths(cfg).runs) / "report"
-
-
-def default_report_runs(cfg: Config) -> list[Path]:
-    """The config's image and tabular runs and its blend (blend.json beside the submission), where they exist."""
-    paths = resolve_paths(cfg)
-    candidates = [r for _, r in image_run_configs(cfg, paths)] + [paths.tabular_run]
-    runs = [d for d in candidates if (d / "oof.csv").is_file()]
-    blend = paths.submission.parent / "blend.json"
-    if blend.is_file() and paths.submission.is_file():
-        runs.append(blend)
-    if not runs:
-        raise input_error(paths.image_run.parent, "no run to report on (no oof.csv in the image or tabular run "
-                                                  "folder, no blend.json): give RUN_DIR arguments")
-    return runs
-
-
-def report_stage(cfg: Config) -> dict:
-    from melanoma.report import report
-
-    return report(cfg, default_report_runs(cfg), report_dir(cfg))
 
 
 def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
@@ -110,16 +61,6 @@ def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
     return copied
 
 
-def image_run_configs(cfg: Config, paths: RunPaths) -> list[tuple[Config, Path]]:
-    """The image models to train: the train section into PATHS.runs/image, or each variant (melanoma.variants)
-    into PATHS.runs/image-NAME."""
-    if not cfg.variants:
-        return [(cfg, paths.image_run)]
-    from melanoma.variants import variant_configs, variant_dir
-
-    return [(vcfg, variant_dir(paths.image_run.parent, name)) for name, vcfg in variant_configs(cfg)]
-
-
 def adopt_previous_session(previous: Path, run_dirs: list[Path]) -> dict[str, list[str]]:
     """Each image run folder takes the finished folds of its namesake in an earlier session's runs/ (per folder,
     so chained Kaggle sessions continue across variants). Returns the folds copied per folder."""
@@ -136,10 +77,16 @@ def run_pipeline(cfg: Config) -> dict:
     if unknown:
         raise ConfigError(f"stages: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
     paths = resolve_paths(cfg)
+    if "train" in cfg.stages:  # a TPU that is not there: refused before the first stage, not hours later
+        from melanoma.runtime.backend import resolve_backend
+        from melanoma.runtime.devices import check_devices
+
+        check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, resolve_backend(cfg.train.backend)[0])
     timings: dict[str, float] = {}
+    active = list(cfg.stages)  # the stages still to run (a time-budget stop drops the ones after train)
 
     def timed(stage: str, fn, *args):
-        if stage not in cfg.stages:
+        if stage not in active:
             log.info("== %s: skipped (not in stages)", stage)
             return None
         log.info("== %s", stage)
@@ -150,29 +97,12 @@ def run_pipeline(cfg: Config) -> dict:
         return result
 
     # Imported here so `melanoma run` with only some stages never pays for TensorFlow's import needlessly.
-    from melanoma.blend import run_blend
-    from melanoma.data.folds import run_folds, write_folds
+    from melanoma.data.folds import run_folds
     from melanoma.data.prepare import prepare
-    from melanoma.tabular import run_tabular
-
-    def train_stage(*args):
-        from melanoma.image.train import train
-
-        return train(*args)
-
-    def prepare_with_folds():
-        # prepare hashes every image, so when it runs it deals the folds itself (make_folds with the duplicate
-        # pairs): duplicate images then land in one fold. Its folds.csv becomes the one every later stage reads.
-        manifest = prepare(cfg, paths.data, paths.tfrecords, None)
-        import tensorflow as tf  # tf.io.gfile: the TFRecords may be on gs://
-
-        with tf.io.gfile.GFile(f"{str(paths.tfrecords).rstrip('/')}/folds.csv", "rb") as f:
-            write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), paths.folds, cfg)
-        return manifest
 
     if "folds" in cfg.stages and "prepare" in cfg.stages:
         log.info("== folds: dealt by prepare, which sees duplicate images")
-        timed("prepare", prepare_with_folds)
+        timed("prepare", _prepare_with_folds, cfg, paths)
     else:
         timed("folds", run_folds, cfg, paths.data, paths.folds, paths.tfrecords)
         timed("prepare", prepare, cfg, paths.data, paths.tfrecords, paths.folds)
@@ -181,28 +111,25 @@ def run_pipeline(cfg: Config) -> dict:
         previous = previous_runs(detect(cfg), cfg.kaggle.slug)
         if previous is not None:
             adopt_previous_session(previous, [r for _, r in image_runs])
-
-    def train_all():
-        for i, (vcfg, run_dir) in enumerate(image_runs):
-            if len(image_runs) > 1:
-                log.info("== train: variant %d of %d -> %s", i + 1, len(image_runs), run_dir)
-            train_stage(vcfg, paths.tfrecords, run_dir)
-
-    timed("train", train_all)
-    timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
-    runs = [r for _, r in image_runs] if "train" in cfg.stages else []
-    runs += [paths.tabular_run] if "tabular" in cfg.stages else []
-    blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
-    report_error = None
-    try:
-        timed("report", report_stage, cfg)
-    except Exception as e:  # noqa: BLE001 - the report reads what earlier stages wrote; it must never lose them
-        log.exception("== report failed; the outputs of the other stages are complete and kept")
-        report_error = f"{type(e).__name__}: {e}"
-
-    summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
-    if "report" in cfg.stages:
+    left = timed("train", _train_images, paths, image_runs)
+    if left and not cfg.blend.partial:
+        # Blending the finished folds would make a submission that looks final; the next session finishes them.
+        active[:] = [s for s in active if s not in ("tabular", "blend", "report")]
+        log.warning("== tabular, blend, report: skipped: training stopped at train.time_budget with folds left "
+                    "(%s); blend.partial=true blends the finished folds anyway", left)
+    blend, report_error = _after_training(cfg, paths, image_runs, timed)
+    summary = _summary(cfg, paths, image_runs, blend, timings)
+    if left:
+        summary["stopped"] = (f"training stopped at the time budget; {left}. Run the same command again (or the "
+                              "next chained session) to finish" + ("" if cfg.blend.partial else
+                                                                 "; no submission was written"))
+    if "report" in active:
         summary["report"] = f"failed ({report_error})" if report_error else str(report_dir(cfg) / "report.html")
+    return summary
+
+
+def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: dict | None, timings: dict) -> dict:
+    summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
     for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
         summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
     if cfg.variants:
@@ -215,6 +142,49 @@ def run_pipeline(cfg: Config) -> dict:
     return summary
 
 
+def _prepare_with_folds(cfg: Config, paths: RunPaths) -> dict:
+    """prepare hashes every image, so when it runs it deals the folds itself (make_folds with the duplicate
+    pairs): duplicate images then land in one fold. Its folds.csv becomes the one every later stage reads."""
+    from melanoma.data.folds import copy_prepared_folds
+    from melanoma.data.prepare import prepare
+
+    manifest = prepare(cfg, paths.data, paths.tfrecords, None)
+    copy_prepared_folds(paths.tfrecords, paths.folds, cfg)
+    return manifest
+
+
+def _train_images(paths: RunPaths, image_runs: list[tuple[Config, Path]]) -> str | None:
+    """Train each image model; None when every fold of every one is done, else what the time budget left
+    (the models after it are not started)."""
+    from melanoma.image.train import train
+
+    for i, (vcfg, run_dir) in enumerate(image_runs):
+        if len(image_runs) > 1:
+            log.info("== train: variant %d of %d -> %s", i + 1, len(image_runs), run_dir)
+        result = train(vcfg, paths.tfrecords, run_dir)
+        if result.get("complete") is False:
+            return f"{run_dir.name}: {result['left']}"
+    return None
+
+
+def _after_training(cfg: Config, paths: RunPaths, image_runs: list, timed) -> tuple[dict | None, str | None]:
+    """tabular, blend and report (each only when in cfg.stages): the blend's result and the report's error."""
+    from melanoma.blend import run_blend
+    from melanoma.tabular import run_tabular
+
+    timed("tabular", run_tabular, cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
+    runs = [r for _, r in image_runs] if "train" in cfg.stages else []
+    runs += [paths.tabular_run] if "tabular" in cfg.stages else []
+    blend = timed("blend", run_blend, cfg, runs, paths.submission, paths.sample_submission)
+    report_error = None
+    try:
+        timed("report", report_stage, cfg)
+    except Exception as e:  # noqa: BLE001 - the report reads what earlier stages wrote; it must never lose them
+        log.exception("== report failed; the outputs of the other stages are complete and kept")
+        report_error = f"{type(e).__name__}: {e}"
+    return blend, report_error
+
+
 def format_summary(summary: dict) -> str:
     lines = ["", "Summary"]
     for key, label in (("image_oof_auc", "image model OOF AUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
@@ -225,6 +195,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {name + ' OOF AUC':<24} {fmt_auc(value)}")
     if summary.get("submission"):
         lines.append(f"  {'submission':<24} {summary['submission']}")
+    if summary.get("stopped"):
+        lines.append(f"  {'not finished':<24} {summary['stopped']}")
     if summary.get("report"):
         lines.append(f"  {'report':<24} {summary['report']}")
     total = sum(summary.get("seconds", {}).values())

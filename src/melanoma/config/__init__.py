@@ -3,7 +3,7 @@
 Unknown keys and values of the wrong type are errors, so a typo never silently falls back to a default.
 Every output folder gets the resolved config (`config.yaml`) and a `run.json` with the package version and
 the seed, so a run can be reproduced from its own outputs. The sections themselves are in sections.py;
-the training recipes' defaults (train.recipe) in melanoma/recipes.py.
+the training recipes' defaults (train.recipe) in melanoma/config/recipes.py.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
 )
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
-from melanoma.recipes import with_recipe
-from melanoma.typedconfig import CROSS_CHECKS, build, set_path
+from melanoma.names import owner_problem, slug_problem
+from melanoma.config.recipes import with_recipe
+from melanoma.config.typed import CROSS_CHECKS, build, set_path, yaml_value
 
 
 STAGES = ("folds", "prepare", "train", "tabular", "blend", "report")
@@ -62,17 +63,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                              "save it as UTF-8") from None
+        try:
+            raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark is not None else f"{path}"
+            raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value")
-        set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+        parsed = yaml_value(value, f"--set {key.strip()}") if value.strip() else None
+        set_path(raw, key.strip().split("."), parsed)
     return _build_config(raw)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first}): keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
@@ -117,7 +144,7 @@ def is_explicit(cfg: Config, key: str) -> bool:
 def recipe_summary(cfg: Config) -> str:
     """Which training recipe the config uses, what it comes to (model, size, epochs, key choices) and why
     (logged by the train stage as `recipe: scratch (weights none) -> small_cnn_32 @ 32 px, ...`)."""
-    from melanoma.recipes import describe
+    from melanoma.config.recipes import describe
 
     return describe(cfg.train, getattr(cfg, "_recipe_why", "") or "every value as given in code")
 
@@ -195,12 +222,19 @@ def _config_problem(c: Config) -> str | None:
 
 def _variants_problem(c: Config) -> str | None:
     names = [v.name for v in c.variants]
-    bad = [n for n in names if not n or not all(ch.isalnum() or ch in "-_." for ch in n) or n.startswith(".")]
-    if bad:
-        return f"variants: name {bad[0]!r} must be a non-empty folder name (letters, digits, - _ .)"
+    bad = [n for n in names if slug_problem(n, "")]
+    if bad:  # it becomes the folder image-NAME, here and in a Kaggle notebook's output
+        return f"variants: name {bad[0]!r} must be a folder name that is a Kaggle slug (lowercase letters, " \
+               "digits and hyphens, starting and ending with a letter or digit, at most 50 characters)"
     if len(set(names)) != len(names):
         return f"variants: names must be distinct, got {names}"
     return None
+
+
+def _kaggle_problem(k: KaggleConfig) -> str | None:
+    # Each becomes part of a path (data/<competition>, runs/kaggle/<slug>) and of a Kaggle id.
+    return (slug_problem(k.slug, "slug") or slug_problem(k.competition, "competition")
+            or (owner_problem(k.username, "username") if k.username is not None else None))
 
 
 # Checks that involve several fields of a section, run by build once the fields themselves are valid.
@@ -210,5 +244,6 @@ CROSS_CHECKS.update({
     TabularConfig: (_tabular_problem,),
     SegmentConfig: (_segment_problem,),
     SynthConfig: (_synth_problem,),
+    KaggleConfig: (_kaggle_problem,),
     Config: (_config_problem, _variants_problem),
 })

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from melanoma.typedconfig import Range
+from melanoma.config.typed import Range
 
 
 Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy seeds are unsigned 32-bit
@@ -134,10 +134,16 @@ class TrainConfig:
     resume: bool = True  # re-running into the same folder continues it: finished folds are kept
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Keras backend: auto = jax when a TPU is attached that TensorFlow cannot drive (Kaggle/Colab TPU images
-    # ship tensorflow-cpu + jax[tpu]), else tensorflow. Fixed before Keras is imported (melanoma.image.backend).
+    # ship tensorflow-cpu + jax[tpu]), else tensorflow. Fixed before Keras is imported (melanoma.runtime.backend).
     backend: Literal["auto", "tensorflow", "jax"] = "auto"
     tpu: str = "auto"  # auto | none | local | a TPU name or grpc:// address
     cpu_replicas: PositiveInt = 1  # > 1: this many CPU devices (MirroredStrategy on TF, DataParallel on JAX): tests multi-replica
+    # A TPU expected (a TPU VM's or Colab's environment, a notebook pushed with the TPU, train.tpu) but not seen
+    # by the backend is refused before any work; true: train on what is there (the CPU) on purpose
+    allow_cpu_fallback: bool = False
+    # Hours this process may train (from its start, or MELANOMA_SESSION_START): an epoch that would end later is
+    # not started; the fold resumes in the next session. auto: on Kaggle 9 h less margins, elsewhere none | 0 = none
+    time_budget: Annotated[float, Range(0)] | Literal["auto", "none"] | None = "auto"
     precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"  # auto (bfloat16 on TPU, float16 on GPU, float32 on CPU) | float32 | mixed_float16 | mixed_bfloat16
     steps_per_execution: PositiveInt = 1  # training steps per call to the device (8-32 on TPUs cuts host overhead)
     jit_compile: bool | None = None  # None: XLA on GPU/TPU, off on CPU (where it is ~10x slower)
@@ -145,7 +151,7 @@ class TrainConfig:
     shuffle_buffer: PositiveInt = 2048
     tensorboard: bool = True  # TensorBoard logs per fold (foldK/tensorboard)
     verbose: Literal[0, 1, 2] = 2  # Keras fit verbosity: 1 = progress bar, 2 = one line per epoch
-    # Extra training sources (melanoma.image.extras): trained on, never validated, never in the OOF.
+    # Extra training sources (melanoma.image.sources): trained on, never validated, never in the OOF.
     external: list[str] = field(default_factory=list)  # external TFRecords: folders, Kaggle OWNER/SLUGs or isic2019 (the public set at prepare.size)
     external_share: Share | None = None  # cap of the external images' share of a batch (None = natural rate)
     pseudo: str | None = None  # a `melanoma pseudo` output folder: soft-labelled test images in every fold's training
@@ -217,6 +223,9 @@ class BlendConfig:
     # Calibrate the blended score into a probability: none | isotonic | platt (fitted on the blended OOF) | the
     # path of a calibrator.json written by `melanoma report` (fitted on the same kind of score).
     calibrate: str = "none"
+    # When training stopped at train.time_budget with folds left, `melanoma run` skips tabular and blend (no
+    # submission) until a later session finishes them; true: blend the finished folds anyway
+    partial: bool = False
 
 
 @dataclass
@@ -351,7 +360,7 @@ class ServeConfig:
 
 @dataclass
 class PseudoConfig:
-    """`melanoma pseudo`: confidently predicted test images as soft-labelled training data (melanoma.image.pseudo)."""
+    """`melanoma pseudo`: confidently predicted test images as soft-labelled training data (melanoma.pseudo.labels)."""
 
     min_confidence: Annotated[float, Range(0.5, 1, min_open=True)] = 0.9  # keep a test image whose blended probability is >= this or <= 1 - this
     calibrate: Literal["platt", "isotonic"] = "platt"  # blended score -> probability, fitted on the blended OOF
@@ -360,7 +369,7 @@ class PseudoConfig:
 
 @dataclass
 class VariantConfig:
-    """One image model of a multi-model `melanoma run` (melanoma.variants)."""
+    """One image model of a multi-model `melanoma run` (melanoma.config.variants)."""
 
     name: str = ""  # its run folder: PATHS.runs/image-NAME
     seed: Seed | None = None  # its seed (None: the config's seed)

@@ -133,7 +133,8 @@ def public_folds_csv(tfrecords_dir: str | Path | None) -> Path | None:
     csv = folder / "train.csv"
     if (folder / "manifest.json").is_file() or not csv.is_file():
         return None
-    header = csv.open().readline().strip().split(",")
+    with csv.open(encoding="utf-8", errors="replace") as f:  # a header only: a stray byte is not this check's concern
+        header = f.readline().strip().split(",")
     return csv if "tfrecord" in header else None
 
 
@@ -169,7 +170,12 @@ def run_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir:
     When `tfrecords_dir` holds the public Kaggle TFRecords with their train.csv, the folds follow its files.
     """
     train = read_train(data_dir, cfg.data.patient_id)
-    folds = make_folds(train, cfg.n_folds, cfg.seed, public_csv=public_folds_csv(tfrecords_dir))
+    public = public_folds_csv(tfrecords_dir)
+    n_patients = train[PATIENT].nunique()
+    if public is None and n_patients < cfg.n_folds:  # as prepare says it (found by the CLI fuzz test)
+        raise input_error(Path(data_dir) / "train.csv", f"{n_patients} patients cannot fill {cfg.n_folds} folds: "
+                                                        f"use --n-folds {n_patients} or fewer")
+    folds = make_folds(train, cfg.n_folds, cfg.seed, public_csv=public)
     write_folds(folds, out, cfg)
     return folds
 
@@ -192,3 +198,12 @@ def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFr
                 f"{len(extra)} images are not in train.csv (e.g. {extra[0]})"
             raise input_error(path, f"does not match train.csv: {detail}")
     return folds
+
+
+def copy_prepared_folds(tfrec_dir: str | Path, out: str | Path, cfg: Config) -> Path:
+    """The folds.csv that `prepare` dealt (beside its shards, which may be on gs://) written to `out`, so every
+    later stage reads the folds that kept duplicate images together."""
+    import tensorflow as tf  # tf.io.gfile: the TFRecords may be on gs://
+
+    with tf.io.gfile.GFile(f"{str(tfrec_dir).rstrip('/')}/folds.csv", "rb") as f:
+        return write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), out, cfg)

@@ -34,7 +34,7 @@ class ImageSettings:
     quality: int = 95
     max_pixels: int = 200_000_000
     encode: bool = True  # False: only hash (the `check` pass)
-    lesion: str = "none"  # none | mask | crop: melanoma.segment.apply.apply_lesion before the resize
+    lesion: str = "none"  # none | mask | crop: melanoma.data.lesion.apply_lesion before the resize
     lesion_margin: float = 0.1
     segmenter: str | None = None  # segmenter.keras (None: the classical mask)
     segmenter_sha256: str | None = None  # part of the key: another segmenter redoes the chunks
@@ -133,14 +133,14 @@ def stored_jpeg(img: Image.Image, settings: ImageSettings) -> bytes:
     """What `prepare` stores for a decoded image: the lesion step (prepare.lesion), made square,
     Lanczos-resized, JPEG at prepare.quality."""
     if settings.lesion != "none":
-        from melanoma.segment.apply import apply_lesion  # scikit-image: only when a lesion step is asked for
+        from melanoma.data.lesion import apply_lesion  # scikit-image: only when a lesion step is asked for
 
         img = apply_lesion(img, settings.lesion, settings.lesion_margin, settings.segmenter)
     return to_jpeg(square(img, settings.size, settings.resize), settings.quality)
 
 
 def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: int | None = -1) -> np.ndarray:
-    """Encoded image bytes -> the float32 (size, size, 3) tensor in [0, 255] that training fed the model.
+    """Encoded image bytes -> the uint8 (size, size, 3) tensor that training fed the model.
 
     The one preprocessing function of `predict` and `serve`: prepare's decode (EXIF, colour mode, pixel
     limit), crop/pad and resize and its JPEG encode at the same quality, then the train reader's own
@@ -150,7 +150,7 @@ def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: in
     """
     import tensorflow as tf
 
-    from melanoma.image.pipeline import decode_image
+    from melanoma.data.reader import decode_image
 
     img, _, _ = load_rgb(data, settings.decode_side, settings.max_pixels)
     jpeg = stored_jpeg(img, settings)

@@ -14,7 +14,7 @@ serving side (numpy, no TensorFlow import) compute the very same vector. A model
 has a differently shaped input: `layout_problem` names it in one line instead of a shape error.
 
 Training blanks fields at random (`train.meta_dropout` per field, `train.meta_row_dropout` for the whole row;
-`blank_codes` in the input pipeline), so the network learns to score with any field missing; validation,
+`blank_metadata` in melanoma.image.inputs), so the network learns to score with any field missing; validation,
 TTA and prediction never blank anything.
 """
 

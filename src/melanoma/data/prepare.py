@@ -42,7 +42,7 @@ from melanoma.config import Config
 from melanoma.data.check import degenerate_summary, format_leakage_report, leakage_report
 from melanoma.data.decode import bad_images, decode_all
 from melanoma.data.dedup import drop_duplicates, find_duplicates, read_duplicates_csv, trusted_pairs
-from melanoma.data.external import read_external
+from melanoma.data.isic2019 import read_external
 from melanoma.data.folds import fold_balance, fold_summary, format_fold_table, make_folds, read_folds
 from melanoma.data.images import RESIZE_MODES, ImageSettings
 from melanoma.data.outlock import LOCK_NAME, claim_output
@@ -51,7 +51,7 @@ from melanoma.data.schema import ID, PATIENT, TARGET, check_images_exist, csv_li
 from melanoma.data.shards import is_remote, plan_shards, remove_stale_shards, save_run_info_to, write_output, \
     write_shards
 from melanoma.errors import ConfigError, InputError, input_error
-from melanoma.segment.apply import lesion_record, resolve_segmenter
+from melanoma.data.lesion import lesion_record, resolve_segmenter
 from melanoma.files import _json_default as _plain
 
 log = logging.getLogger(__name__)

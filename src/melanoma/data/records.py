@@ -169,3 +169,39 @@ def check_prepared(tfrec_dir: str) -> None:
         if tf.io.gfile.exists(f"{folder}/{name}"):
             raise input_error(folder, f"no manifest.json: {what}; re-run the same prepare command to finish it "
                                       "(it resumes) before training")
+
+
+# ---------------------------------------------------------------- damaged shards met while training
+
+def damaged_shard(paths: Iterable[str]) -> tuple[str, str] | None:
+    """(path, problem) of the first shard whose records cannot all be read (a truncated or corrupted file: the
+    record checksums catch both), or None. Reads record bytes only, nothing decoded: fast even for GBs."""
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+            return path, " ".join(str(e.message).split())[:200]
+    return None
+
+
+def shard_read_error(error: Exception, fold: int | None, paths: list[str]) -> Exception | None:
+    """The one-line InputError for a TFRecord that broke while training `fold` (None: while reading the index
+    before any fold), or None for any other error: names the damaged shard, found by a pass over the shards
+    read, and says how to repair it and go on."""
+    import tensorflow as tf
+
+    from melanoma.errors import InputError
+
+    if not isinstance(error, tf.errors.DataLossError):
+        return None
+    found = damaged_shard(paths)
+    when = f"while training fold {fold}" if fold is not None else "while reading the validation index"
+    where, problem = found if found else (f"one of the {len(paths)} shards read {when}",
+                                          " ".join(str(error.message).split())[:200])
+    return InputError(f"{where}: damaged TFRecord file ({problem}), met {when}: re-run the "
+                      "`melanoma prepare` that wrote it (it checks every shard's checksum and rewrites damaged "
+                      "ones; re-download public TFRecords), then the same `melanoma train`: finished folds are "
+                      "kept and this fold resumes from its last epoch")

@@ -1,7 +1,7 @@
 """Batched image augmentation: flips and transpose, one affine warp, colour jitter and coarse dropout.
 
-Every op works on a whole batch (batch, size, size, 3) of float32 pixels in [0, 255], with one random draw
-per image. Rotation, shear, zoom and shift are composed into one 3x3 matrix per image and applied with a
+Every op works on a whole batch (batch, size, size, 3) of pixels in [0, 255] (uint8 or float; the maths is
+float32), with one random draw per image. Rotation, shear, zoom and shift are composed into one 3x3 matrix per image and applied with a
 bilinear gather (the form public TPU notebooks use, since it compiles with XLA).
 
 The augmentation is written once against `Ops`, a small table of array functions, and runs from one of two
@@ -34,6 +34,9 @@ class Ops:
     cast: Callable[[Any, Any], Any]  # cast(x, dtype)
     range: Callable[[Any], Any]  # int32 0..n-1, n possibly a tensor (tf.data's last batch)
     zeros: Callable[[Any], Any]  # float32 zeros of a shape that may hold a tensor
+    # rows(x, idx): x (batch, n, c), idx int32 (batch, m) -> (batch, m, c), each image gathering from its own
+    # rows only, so a batch split over devices needs no pixels from another device (no all-gather)
+    rows: Callable[[Any, Any], Any]
     int32: Any
     float32: Any
 
@@ -47,7 +50,7 @@ def tf_ops() -> Ops:
                rgb_to_hsv=tf.image.rgb_to_hsv, hsv_to_rgb=tf.image.hsv_to_rgb,
                batch=lambda x: x.shape[0] if x.shape[0] is not None else tf.shape(x)[0], cast=tf.cast,
                range=lambda k: tf.range(k, dtype=tf.int32), zeros=lambda shape: tf.zeros(shape, tf.float32),
-               int32=tf.int32, float32=tf.float32)
+               rows=lambda x, idx: tf.gather(x, idx, axis=1, batch_dims=1), int32=tf.int32, float32=tf.float32)
 
 
 def keras_ops(seed: keras.random.SeedGenerator | None = None) -> Ops:
@@ -57,7 +60,8 @@ def keras_ops(seed: keras.random.SeedGenerator | None = None) -> Ops:
     return Ops(np=ops, uniform=lambda shape, lo, hi: keras.random.uniform(shape, lo, hi, seed=seed),
                rgb_to_hsv=ops.image.rgb_to_hsv, hsv_to_rgb=ops.image.hsv_to_rgb,
                batch=lambda x: ops.shape(x)[0], cast=ops.cast, range=lambda k: ops.arange(k, dtype="int32"),
-               zeros=lambda shape: ops.zeros(shape, "float32"), int32="int32", float32="float32")
+               zeros=lambda shape: ops.zeros(shape, "float32"),
+               rows=lambda x, idx: ops.take_along_axis(x, idx[..., None], axis=1), int32="int32", float32="float32")
 
 
 def affine_matrices(angles, shears, zoom_x, zoom_y, shift_x, shift_y, size: int, o: Ops | None = None):
@@ -101,7 +105,6 @@ def transform(images, matrices, o: Ops | None = None):
     size, channels = images.shape[1], images.shape[-1]
     if size is None:
         raise ValueError("transform needs a static image size")
-    batch = o.batch(images)
     coords = o.range(size * size)
     xs, ys = o.cast(n.mod(coords, size), o.float32), o.cast(n.floor_divide(coords, size), o.float32)
     grid = n.stack([xs, ys, n.ones_like(xs)])  # (3, size*size): output pixel (x, y, 1), row-major
@@ -110,17 +113,17 @@ def transform(images, matrices, o: Ops | None = None):
     x0, y0 = n.floor(x), n.floor(y)
     wx, wy = (x - x0)[..., None], (y - y0)[..., None]
     x0, y0 = o.cast(x0, o.int32), o.cast(y0, o.int32)
-    # One gather over the flattened batch: row b*size*size + y*size + x.
-    flat = n.reshape(images, (-1, channels))
-    offset = (o.range(batch) * (size * size))[:, None]
+    # A gather per image over its own (size*size, channels) rows. One gather over the flattened batch gives the
+    # same values, but under JAX's DataParallel it compiled to an all-gather of the whole global batch onto
+    # every device (hundreds of MB per step at 384 px).
+    pixels = n.reshape(images, (-1, size * size, channels))
 
     def pick(yy, xx):
-        idx = offset + _reflect(o, yy, size) * size + _reflect(o, xx, size)
-        return n.reshape(n.take(flat, n.reshape(idx, (-1,)), axis=0), (batch, size * size, channels))
+        return o.rows(pixels, _reflect(o, yy, size) * size + _reflect(o, xx, size))
 
     top = pick(y0, x0) * (1 - wx) + pick(y0, x0 + 1) * wx
     bottom = pick(y0 + 1, x0) * (1 - wx) + pick(y0 + 1, x0 + 1) * wx
-    return n.reshape(top * (1 - wy) + bottom * wy, (batch, size, size, channels))
+    return n.reshape(top * (1 - wy) + bottom * wy, (-1, size, size, channels))
 
 
 def _flips(images, acfg: AugmentConfig, o: Ops):
@@ -194,44 +197,60 @@ def augment_batch(images, acfg: AugmentConfig, size: int, o: Ops | None = None):
     """Flips/transpose, then one affine warp, then colour jitter, clipping to [0, 255], then cutout.
     `o`: TensorFlow ops by default (tf.data); keras_ops(seed) inside a model."""
     o = o or tf_ops()
-    images = _flips(images, acfg, o)
+    images = _flips(o.cast(images, o.float32), acfg, o)
     images = _affine(images, acfg, size, o)
     images = o.np.clip(_colour(images, acfg, o), 0.0, 255.0)
     return _cutout(images, acfg, size, o)
 
 
-# Deterministic test-time views (TTA): each a function of the image batch, run in tf.data.
-def _flip_view(axes):
-    def view(x):
-        import tensorflow as tf
-
-        return tf.reverse(x, axis=axes)
-
-    return view
-
-
-FLIP_VIEWS = {"flip_lr": _flip_view([2]), "flip_ud": _flip_view([1]), "flip_lr_ud": _flip_view([1, 2])}
+# Deterministic test-time views (TTA): flips over these axes of a (batch, height, width, channels) batch
+# (1: up-down, 2: left-right), applied on the device (augment.Flip) in training's TTA and the exported model.
+FLIP_VIEWS = {"flip_lr": [2], "flip_ud": [1], "flip_lr_ud": [1, 2]}
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
 class Augment(keras.layers.Layer):
-    """augment_batch as a layer: active in training only, so it runs on the accelerator inside the model,
-    with keras.ops (the same code on the TensorFlow and JAX backends) and its own SeedGenerator."""
+    """augment_batch as a layer, on the accelerator, with keras.ops (the same code on the TensorFlow and JAX
+    backends) and its own SeedGenerator. Active in training only; with `always`, at inference too: a random
+    test-time view (TTA). uint8 images come back as uint8 (rounded), float ones as float32."""
 
-    def __init__(self, augment: dict, size: int, seed: int | None = None, **kwargs):
+    def __init__(self, augment: dict, size: int, seed: int | None = None, always: bool = False, **kwargs):
         kwargs.setdefault("dtype", "float32")  # colour maths in float32 even under mixed precision
         super().__init__(**kwargs)
-        self.augment, self.size, self.seed = dict(augment), int(size), seed
+        self.augment, self.size, self.seed, self.always = dict(augment), int(size), seed, bool(always)
         self._acfg = AugmentConfig(**self.augment)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
-        if not training:
+        if not (training or self.always):
             return images
-        return augment_batch(images, self._acfg, self.size, keras_ops(self.seed_generator))
+        out = augment_batch(images, self._acfg, self.size, keras_ops(self.seed_generator))
+        if keras.backend.standardize_dtype(images.dtype) == "uint8":
+            return keras.ops.cast(keras.ops.round(out), "uint8")  # already clipped to [0, 255]
+        return out
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def compute_output_spec(self, images, training=None):
+        dtype = images.dtype if keras.backend.standardize_dtype(images.dtype) == "uint8" else "float32"
+        return keras.KerasTensor(images.shape, dtype)
 
     def get_config(self):
-        return {**super().get_config(), "augment": self.augment, "size": self.size, "seed": self.seed}
+        return {**super().get_config(), "augment": self.augment, "size": self.size, "seed": self.seed,
+                "always": self.always}
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class Flip(keras.layers.Layer):
+    """A deterministic flip of (batch, height, width, channels) images over `axes` (1: up-down, 2: left-right):
+    the TTA views of training (augment.FLIP_VIEWS), made part of the exported model."""
+
+    def __init__(self, axes: list[int], **kwargs):
+        super().__init__(**kwargs)
+        self.axes = [int(a) for a in axes]
+
+    def call(self, x):
+        for axis in self.axes:
+            x = keras.ops.flip(x, axis=axis)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "axes": self.axes}

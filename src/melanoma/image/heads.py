@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,7 +187,7 @@ def read_classes(shards: list, labels: Labels) -> np.ndarray:
     """Class index of every record in training shards, read without decoding images (diagnosis, target)."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import parse_fn, read_records
+    from melanoma.data.reader import parse_fn, read_records
 
     if not shards:
         return np.zeros(0, dtype=np.int64)
@@ -205,17 +204,6 @@ def read_classes(shards: list, labels: Labels) -> np.ndarray:
 
 def class_counts(classes: np.ndarray, n: int) -> tuple[int, ...]:
     return tuple(int(c) for c in np.bincount(np.asarray(classes, dtype=np.int64), minlength=n)[:n])
-
-
-def multiclass_weights(counts: tuple[int, ...], mode: str) -> dict[int, float]:
-    """Loss weight per class from the training-fold counts: balanced = n / (K n_c) over the K classes present
-    (each present class then carries the same share of the loss); sqrt = its square root; absent classes 1."""
-    if mode == "none":
-        return {c: 1.0 for c in range(len(counts))}
-    present = [c for c, k in enumerate(counts) if k > 0]
-    total = sum(counts)
-    w = {c: (total / (len(present) * counts[c]) if counts[c] else 1.0) for c in range(len(counts))}
-    return {c: math.sqrt(v) for c, v in w.items()} if mode == "sqrt" else w
 
 
 def diagnosis_plans(shardset, folds: list[int], labels: Labels, tcfg) -> dict:

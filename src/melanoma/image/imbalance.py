@@ -17,7 +17,7 @@ from melanoma.data.schema import TARGET
 from melanoma.errors import ConfigError
 
 if TYPE_CHECKING:  # pipeline imports TensorFlow
-    from melanoma.image.pipeline import Shard, ShardSet
+    from melanoma.data.reader import Shard, ShardSet
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def class_weights(n_pos: int, n_neg: int, mode: str) -> dict[int, float]:
 def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig, class_counts: tuple[int, ...] = (),
               melanoma: int = 1) -> Imbalance:
     """Sampling and loss weights from the training-fold counts; `positive_share` sets the oversampling factor.
-    With `class_counts` (the diagnosis head) the class weights are per class (heads.multiclass_weights)."""
+    With `class_counts` (the diagnosis head) the class weights are per class (multiclass_weights)."""
     if n_pos == 0 or n_neg == 0:
         raise ConfigError(f"the training folds have {n_pos} malignant and {n_neg} benign images: both are needed")
     oversample = tcfg.oversample
@@ -92,8 +92,6 @@ def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig, class_counts: tuple[int
                               f"training folds up to all-malignant), got {share}")
         oversample = share / (1 - share) * n_neg / n_pos
     if class_counts:
-        from melanoma.image.heads import multiclass_weights
-
         return Imbalance(n_pos, n_neg, oversample, multiclass_weights(class_counts, tcfg.class_weight),
                          tuple(class_counts), melanoma)
     return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
@@ -109,3 +107,14 @@ def training_counts(shardset: ShardSet, index: pd.DataFrame, fold: int, extra: d
         if shard.fold != fold:
             pos, neg = pos + p, neg + n
     return pos, neg
+
+
+def multiclass_weights(counts: tuple[int, ...], mode: str) -> dict[int, float]:
+    """Loss weight per class from the training-fold counts: balanced = n / (K n_c) over the K classes present
+    (each present class then carries the same share of the loss); sqrt = its square root; absent classes 1."""
+    if mode == "none":
+        return {c: 1.0 for c in range(len(counts))}
+    present = [c for c, k in enumerate(counts) if k > 0]
+    total = sum(counts)
+    w = {c: (total / (len(present) * counts[c]) if counts[c] else 1.0) for c in range(len(counts))}
+    return {c: math.sqrt(v) for c, v in w.items()} if mode == "sqrt" else w

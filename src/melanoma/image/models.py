@@ -1,8 +1,9 @@
 """Image models: a registry of keras.applications backbones with a pooled sigmoid head.
 
-Every model takes float images in [0, 255] and does its own input scaling inside the graph, so the input
-pipeline is the same for all of them: EfficientNet (V1 and V2, with include_preprocessing) rescale
-internally; InceptionResNetV2 expects [-1, 1], which a Rescaling layer provides.
+Every model takes uint8 images (`image_input`) and casts and scales them inside the graph (`model_pixels`),
+so the input pipeline is the same for all of them and images cross the host and reach the devices at one
+byte per value: EfficientNet (V1 and V2, with include_preprocessing) rescale 0-255 internally;
+InceptionResNetV2 expects [-1, 1], which a Rescaling layer provides.
 """
 
 from __future__ import annotations
@@ -180,6 +181,42 @@ def resolve_weights(weights: str | None) -> str | None:
     return str(path)
 
 
+def image_input(size: int):
+    """The image input of every model here (training, prediction with TTA, the exported graph): uint8
+    (size, size, 3), as the reader decodes records (pipeline.decode_image) and predict/serve prepare files
+    (data.images.model_input). Float arrays given to it are converted to uint8 by Keras (truncated)."""
+    return keras.Input((size, size, 3), dtype="uint8", name="image")
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class Pixels(keras.layers.Layer):
+    """uint8 pixels -> float32 in [0, 255], on the device: the first layer after `image_input`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # colour maths of the augmentation stays in float32
+        super().__init__(**kwargs)
+
+    def call(self, x):
+        return keras.ops.cast(x, "float32")
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, "float32")
+
+
+def model_pixels(image, spec: ModelSpec, augment: dict | None = None, size: int | None = None):
+    """The one place where a model turns its uint8 input into what its backbone takes: cast to float32
+    (Pixels), then the training augmentation when it runs on the accelerator, then the backbone's input
+    scaling when it does not scale by itself."""
+    x = Pixels(name="pixels")(image)
+    if augment is not None:
+        from melanoma.image.augment import Augment
+
+        x = Augment(augment, size or image.shape[1], name="augment")(x)
+    if spec.scale is not None:
+        x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
+    return x
+
+
 def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2,
                 bn_momentum: float | None = None, meta_dim: int = 0, augment: dict | None = None,
                 classes: int = 1, meta_fusion: str = "joint") -> keras.Model:
@@ -200,14 +237,8 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
     full_model_weights = weights if weights not in (None, "imagenet") and _is_full_model_file(weights) else None
     backbone_weights = None if full_model_weights else weights
 
-    image = keras.Input((size, size, 3), name="image")
-    x = image
-    if augment is not None:
-        from melanoma.image.augment import Augment
-
-        x = Augment(augment, size, name="augment")(x)
-    if spec.scale is not None:
-        x = keras.layers.Rescaling(spec.scale, spec.offset, name="scale")(x)
+    image = image_input(size)
+    x = model_pixels(image, spec, augment, size)
 
     def make_backbone(weights_arg):
         return spec.constructor(include_top=False, weights=weights_arg, input_shape=(size, size, 3),

@@ -16,8 +16,9 @@ import tensorflow as tf
 from melanoma.config import Config
 from melanoma.data.schema import ID
 from melanoma.errors import ConfigError, input_error
-from melanoma.plots import DPI, figure, save
-from melanoma.image.pipeline import read_records, augment_batch, decode_image, find_shards, parse_fn
+from melanoma.plots import DPI, PREVIEW_TITLE, figure, save
+from melanoma.image.inputs import augment_batch
+from melanoma.data.reader import read_records, decode_image, find_shards, parse_fn
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def label_height(font) -> int:
 
 
 def read_originals(tfrec_dir: str | Path, n: int, size: int, n_folds: int) -> tuple[np.ndarray, list[str]]:
-    """The first `n` training images (deterministic read order) as float32 (n, size, size, 3), and their names."""
+    """The first `n` training images (deterministic read order) as uint8 (n, size, size, 3), and their names."""
     shardset = find_shards(str(tfrec_dir), n_folds)
     shards = shardset.train()
     if not shards:
@@ -105,6 +106,6 @@ def augment_preview(cfg: Config, tfrec_dir: str | Path, out: str | Path, n: int 
             left, top = layout.cell_box(r, 0)[:2]
             fig.text(left / layout.width, 1 - (top - 2) / layout.height, name, fontproperties=font,
                      va="bottom", ha="left")
-    out = save(fig, Path(out))
+    out = save(fig, Path(out), PREVIEW_TITLE)
     log.info("augment-preview: %d images x %d augmented copies at %dpx -> %s", len(names), copies, size, out)
     return out

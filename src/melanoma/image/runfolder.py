@@ -22,18 +22,23 @@ from melanoma.config import Config, to_dict
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.image.pipeline import ShardSet
+from melanoma.runtime import budget
+from melanoma.data.reader import ShardSet
 from melanoma.image.tta import prediction_views
-from melanoma.results import auc, fmt_auc, write_run
+from melanoma.data.runs import write_run
+from melanoma.scoring import auc, fmt_auc
 
 log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 
 
 class FoldLog(keras.callbacks.Callback):
-    """After each epoch: rewrite history.csv (atomically) and save the weights when validation AUC improves.
+    """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.time_budget's
+    projections) and save the weights when validation AUC improves.
 
-    Listed before BackupAndRestore, so an epoch is in the history and the best weights before the backup
-    says it is done; a resumed epoch replaces its own row.
+    Each row records the optimizer's own step count at the epoch's end (`step`) and the learning rate of its
+    last step, schedule(step - 1): what was used, not what was planned. Listed before BackupAndRestore, so an
+    epoch is in the history and the best weights before the backup says it is done; a resumed epoch replaces
+    its own row.
     """
 
     def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int, ema: bool = False):
@@ -41,10 +46,22 @@ class FoldLog(keras.callbacks.Callback):
         self.fold_dir, self.schedule, self.steps, self.ema = fold_dir, schedule, steps_per_epoch, ema
         self.history = read_history(fold_dir)
         self.best = best_auc(self.history)
+        self.started = budget.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = budget.clock()
+
+    def seconds(self, epoch: int) -> float | None:
+        """The measured seconds of an epoch (this session's, or an earlier one's from history.csv)."""
+        rows = self.history[self.history["epoch"] == epoch] if "seconds" in self.history.columns else []
+        return float(rows["seconds"].iloc[-1]) if len(rows) and pd.notna(rows["seconds"].iloc[-1]) else None
+
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()},
-               "learning_rate": float(self.schedule((epoch + 1) * self.steps - 1))}
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}, "step": step,
+               "learning_rate": float(self.schedule(max(step, 1) - 1)),
+               "seconds": round(budget.clock() - self.started, 3)}
         self.history = pd.concat([self.history[self.history["epoch"] < epoch], pd.DataFrame([row])],
                                  ignore_index=True) if len(self.history) else pd.DataFrame([row])
         write_csv(self.fold_dir / "history.csv", self.history)
@@ -52,7 +69,7 @@ class FoldLog(keras.callbacks.Callback):
         if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
             self.best = current
             with ema_weights(self.model, self.ema):  # the weights that were validated
-                save_weights_atomic(self.model, self.fold_dir / BEST)
+                save_weights_atomic(self.model, self.fold_dir / BEST, optimizer=False)
 
 
 BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
@@ -86,21 +103,61 @@ def read_history(fold_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.is_file() else pd.DataFrame({"epoch": []})
 
 
+def epoch_seconds(out_dir: Path) -> list[float]:
+    """The measured seconds of every epoch in the run folder's fold histories (earlier sessions included)."""
+    histories = [read_history(p.parent) for p in sorted(out_dir.glob("fold*/history.csv"))]
+    return [float(x) for h in histories if "seconds" in h.columns for x in h["seconds"].dropna()]
+
+
 def best_auc(history: pd.DataFrame) -> float | None:
     if "val_auc" not in history.columns or history["val_auc"].isna().all():
         return None
     return float(history["val_auc"].max())
 
 
-def save_weights_atomic(model: keras.Model, path: Path) -> None:
+def save_weights_atomic(model: keras.Model, path: Path, optimizer: bool = True) -> None:
+    """Write the weights under a temporary name, then rename: a kill never leaves a torn file under `path`.
+    `optimizer` False leaves the optimizer's state out (the best weights: 1/3 of the size with AdamW)."""
     tmp = path.with_name(f".tmp-{path.name}")  # Keras wants the .weights.h5 suffix
-    model.save_weights(tmp)
+    if optimizer or model.optimizer is None or not _can_skip_objects():
+        model.save_weights(tmp)
+    else:
+        from keras.src.saving import saving_lib
+
+        saving_lib.save_weights_only(model, tmp, objects_to_skip=[model.optimizer])
     os.replace(tmp, path)
+
+
+# Settings that change how or how long a session runs, never what a fold learns: sessions may differ in them.
+NOT_FINGERPRINTED = ("verbose", "folds", "resume", "tensorboard", "backend", "allow_cpu_fallback", "time_budget")
+
+
+def load_model_weights(model: keras.Model, path: Path) -> None:
+    """Load weights saved with or without the optimizer's state, leaving the optimizer as it is."""
+    if model.optimizer is None or not _can_skip_objects():
+        model.load_weights(path)
+        return
+    from keras.src.saving import saving_lib
+
+    saving_lib.load_weights_only(model, path, objects_to_skip=[model.optimizer])
+
+
+def _can_skip_objects() -> bool:
+    """Whether this Keras saves and loads weights without chosen objects (`objects_to_skip`); where it cannot,
+    the optimizer state is simply saved too."""
+    import inspect
+
+    try:
+        from keras.src.saving import saving_lib
+
+        return "objects_to_skip" in inspect.signature(saving_lib.save_weights_only).parameters
+    except (ImportError, AttributeError, ValueError):
+        return False
 
 
 def fingerprint(cfg: Config, shardset: ShardSet) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
-    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("verbose", "folds", "resume", "tensorboard", "backend")}
+    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_FINGERPRINTED}
     data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
     blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,7 +1,9 @@
 """The `train` stage: an image model per fold, out-of-fold and (TTA) test predictions.
 
-`train()` reads as the stage: set up the devices and data, build and compile the model once, then per fold
-train (schedules.py, imbalance.py), keep the best weights (runfolder.py) and predict with TTA (tta.py).
+`train()` reads as the stage: refuse a TPU that is expected but not there, set up the devices (for this call
+only: backend.devices_scope) and data, build and compile the model once, then per fold train (schedules.py,
+imbalance.py) while the time budget allows (budget.py), keep the best weights (runfolder.py) and predict with
+TTA (tta.py).
 Imbalance is handled by two separate settings, oversampling in tf.data and class weights in the loss, and
 the log states what they add up to, so they are never stacked by accident.
 """
@@ -21,23 +23,30 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config, TrainConfig, recipe_summary, save_run_info, to_dict
+from melanoma.data.records import shard_read_error
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import write_csv, write_json
-from melanoma.image.backend import Devices, resolve_backend, resolve_precision, setup_devices
-from melanoma.image.extras import configured_sources, describe, epoch_images, fold_counts, for_fold
+from melanoma.runtime.backend import resolve_backend, resolve_precision
+from melanoma.runtime.devices import Devices, check_devices, devices_scope
+from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
+from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
+from melanoma.image.external_sources import configured_sources
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import (diagnosis_plans, every_column, head_classes, head_loss, labels_for,
                                   residual_fusion)
-from melanoma.image.models import MelanomaAUC, build_model, prediction_model
-from melanoma.data.metadata import LAYOUT as META_LAYOUT
-from melanoma.image.pipeline import (META_DIM, ShardSet, count_targets, find_shards, read_index, train_dataset,
-                                     validation_dataset)
+from melanoma.image.models import MelanomaAUC, build_model
+from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
+from melanoma.image.inputs import train_dataset, validation_dataset
+from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
+from melanoma.data.reader import ShardSet, count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
-                                      save_weights_atomic, start_run_folder)
+                                      epoch_seconds, load_model_weights, read_history, save_weights_atomic,
+                                      start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
-from melanoma.image.tta import mean_views, predict
-from melanoma.results import auc, fmt_auc
+from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
+from melanoma.runtime.place import detect
+from melanoma.scoring import auc, fmt_auc
 
 log = logging.getLogger(__name__)
 
@@ -78,30 +87,79 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     """The `train` stage. Returns the metrics written to OUT/metrics.json.
 
     Re-running the same command into the same folder resumes it: finished folds are kept, and the current
-    fold continues from its last completed epoch (model and optimizer state restored).
+    fold continues from its last completed epoch (model and optimizer state restored). When train.time_budget
+    stops it with folds left, the result also has "complete": False and "left" (what the next session resumes).
+    Devices, distribution and dtype policy are set up for this call only (backend.devices_scope).
     """
     keras.utils.set_random_seed(cfg.seed)
-    s = _open_session(cfg, tfrec_dir, Path(out_dir))
+    tcfg = cfg.train
+    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
+    check_devices(tcfg.tpu, tcfg.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
+    with devices_scope(tcfg.tpu, tcfg.cpu_replicas) as devices:
+        return _train(_open_session(cfg, tfrec_dir, Path(out_dir), backend, why, devices))
+
+
+def _train(s: Session) -> dict:
+    cfg = s.cfg
     resume = check_run_folder(s.out_dir, cfg, s.shardset, s.backend)
     if resume and all((s.out_dir / f"fold{k}" / DONE).is_file() for k in s.folds):
         log.info("train: folds %s already finished in %s", s.folds, s.out_dir)
         return collect(s.out_dir, cfg, s.replicas, s.precision)
-    _plan_folds(s)
+    with _naming_damaged_shards(s, None):
+        _plan_folds(s)
     _compile(s)
     # Everything that can refuse the settings has run: only now is the folder changed.
     start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
     save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
                                             "replicas": s.replicas, "precision": s.precision,
                                             "metadata_layout": META_LAYOUT if cfg.train.metadata else None})
+    budget = Budget.for_session(resolve_hours(cfg.train.time_budget, detect(cfg).name, cfg.stages))
+    if budget.hours is not None:
+        log.info("train: time budget %.2f h (train.time_budget=%s), %.2f h of it used before training",
+                 budget.hours, cfg.train.time_budget, budget.used_hours())
     for fold in s.folds:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)
             continue
-        _train_fold(s, fold)
+        with _naming_damaged_shards(s, fold):
+            finished = _train_fold(s, fold, budget)
+        if not finished:
+            return _stopped(s, budget)
     return collect(s.out_dir, cfg, s.replicas, s.precision)
 
 
-def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
+def _stopped(s: Session, budget: Budget) -> dict:
+    """Training stopped at the time budget: say what is done and what the next session resumes."""
+    done = [k for k in s.folds if (s.out_dir / f"fold{k}" / DONE).is_file()]
+    left = []
+    for k in (k for k in s.folds if k not in done):
+        epochs = len(read_history(s.out_dir / f"fold{k}"))
+        left.append(f"fold {k} ({epochs} of {s.cfg.train.epochs} epochs done)" if epochs else f"fold {k}")
+    summary = f"finished folds: {', '.join(map(str, done)) or 'none'}; left: {', '.join(left)}"
+    log.warning("train: stopped at the time budget (%.2f of %.2f h used) in %s: %s. Run the same command again "
+                "(or the next chained notebook session) to resume.", budget.used_hours(), budget.hours, s.out_dir,
+                summary)
+    metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision) if done else {}
+    return {**metrics, "complete": False, "left": summary}
+
+
+@contextlib.contextmanager
+def _naming_damaged_shards(s: Session, fold: int | None):
+    """A damaged shard surfaces as a DataLossError deep in tf.data (fit, predict, the index): one line naming it
+    instead. The fold's epoch backup, the finished folds and resume.json stay, so the same command resumes."""
+    try:
+        yield
+    except Exception as e:
+        paths = [sh.path for sh in s.shardset.shards] + [sh.path for x in (s.extras or []) for sh in x.shards
+                                                          if fold is None or x.trains(fold)]
+        problem = shard_read_error(e, fold, paths)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: str, why: str,
+                  devices: Devices) -> Session:
     """The shards, the folds to train, the backend, devices and precision (logged)."""
     tcfg = cfg.train
     shardset: ShardSet = find_shards(str(tfrec_dir), cfg.n_folds)
@@ -109,8 +167,6 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path) -> Session:
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
-    devices: Devices = setup_devices(tcfg.tpu, tcfg.cpu_replicas)
     s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
                 augment_in_model(tcfg, devices.kind))
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
@@ -133,8 +189,9 @@ def _plan_folds(s: Session) -> None:
     if s.labels is not None:  # the diagnosis head: class weights per class, from the pool's class counts
         s.plans = diagnosis_plans(s.shardset, s.folds, s.labels, s.cfg.train)
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
-    s.steps = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
+    planned = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
                                / s.global_batch))
+    s.steps = epoch_steps(planned, s.cfg.train.steps_per_execution)
     s.tensorboard = s.cfg.train.tensorboard and tensorboard_available()  # checked (and warned about) once
 
 
@@ -158,12 +215,13 @@ def _compile(s: Session) -> None:
             steps_per_execution=tcfg.steps_per_execution,
             jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
         )
-        s.predictor = prediction_model(s.model, head_classes(tcfg)[1])
+        s.predictor = tta_model(s.model, tcfg, head_classes(tcfg)[1], seed=s.cfg.seed)
     s.initial_weights = s.model.get_weights()
 
 
-def _train_fold(s: Session, fold: int) -> None:
-    """Train one fold from the initial weights, keep its best (or last) weights, predict OOF and test."""
+def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
+    """Train one fold from the initial weights, keep its best (or last) weights, predict OOF and test.
+    False: the time budget stopped it (its epoch backup kept, not marked done)."""
     tcfg, fold_dir, start = s.cfg.train, s.out_dir / f"fold{fold}", time.perf_counter()
     val = s.index[s.index["fold"] == fold].reset_index(drop=True)
     imb = s.plans[fold]
@@ -171,31 +229,19 @@ def _train_fold(s: Session, fold: int) -> None:
     if imb.loss_share > 0.5 + 1e-9:
         log.warning("fold %d: oversampling and class weights together give malignant images %.0f%% of "
                     "the loss: more than balanced; lower one of them", fold, 100 * imb.loss_share)
-    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
-                       imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
-                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels)
-    extra_images = fold_counts(s.extras, fold)
-    log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
-    val_shards = s.shardset.validation([fold])
-    val_ds = validation_dataset(val_shards, tcfg.size, s.shardset.image_size, s.global_batch, meta=tcfg.metadata,
-                                pad=s.replicas > 1, labels=s.labels)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    for stale in fold_dir.glob(".tmp-*"):  # a write of ours cut short by a kill; never a finished file
+    for stale in [*fold_dir.glob(".tmp-*"), *fold_dir.glob("backup/.tmp-*")]:  # writes of ours cut short by a kill
         stale.unlink()
-    reset(s.model, s.initial_weights)
-    # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
-    # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
-    s.model._initial_epoch = None
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.ema > 0)
-    s.model.fit(ds, epochs=tcfg.epochs, steps_per_epoch=s.steps, validation_data=val_ds,
-                callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.ema > 0),
-                class_weight=imb.weights if tcfg.class_weight != "none" else None, verbose=tcfg.verbose)
-    history = fold_log.history
+    if not _fit_fold(s, fold, imb, len(val), budget):
+        return False
+    history = read_history(fold_dir)
     weights_file = _final_weights(s.model, tcfg, fold_dir)
     curves(history, fold_dir, f"{tcfg.model} {tcfg.size}px fold {fold}")
-    oof = _predict_fold(s, fold, val, val_shards, fold_dir)
+    predict_start = budget.now()
+    oof = _predict_fold(s, fold, val, s.shardset.validation([fold]), fold_dir)
+    budget.predictions.append(budget.now() - predict_start)
     best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
+    extra_images = fold_counts(s.extras, fold)
     info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
             "best_epoch": best_epoch, "best_val_auc": best_auc(history),
             "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
@@ -205,6 +251,51 @@ def _train_fold(s: Session, fold: int) -> None:
     shutil.rmtree(fold_dir / "backup", ignore_errors=True)
     log.info("fold %d: OOF AUC %s (no TTA %s), %d images, %.0f s", fold, fmt_auc(info["oof_auc"]),
              fmt_auc(info["oof_auc_no_tta"]), len(val), time.perf_counter() - start)
+    return True
+
+
+def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget) -> bool:
+    """fit() the fold's epochs (resumed from its backup) while the time budget allows; True when all ran."""
+    tcfg, fold_dir = s.cfg.train, s.out_dir / f"fold{fold}"
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.ema > 0)
+    epoch_images = s.steps * s.global_batch
+    predicted = len(prediction_views(tcfg)) * (n_val + len(s.test_names))
+
+    def predict_seconds(epoch: float) -> float:
+        return budget.predict_estimate(epoch, predicted, epoch_images)
+
+    first = budget.epoch_estimate(epoch_seconds(s.out_dir))
+    if not budget.allows(None if first is None else first + predict_seconds(first)):
+        log.info("fold %d: not started: its next epoch (about %.0f s) and predictions would end after the time "
+                 "budget", fold, first or 0)
+        return False
+    ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.global_batch,
+                       imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
+                       augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
+                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None)
+    log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
+    val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.global_batch,
+                                meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels)
+    reset(s.model, s.initial_weights)
+    # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
+    # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
+    s.model._initial_epoch = None
+    stop = BudgetStop(budget, tcfg.epochs, fold_log.seconds, predict_seconds)
+    # JAX with DataParallel: batch n+1 goes to the devices while step n runs (Keras does not look ahead there).
+    ahead = DevicePrefetch(ds) if prefetch_wanted(s.backend) else None
+    try:
+        s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
+                    validation_data=val_ds,
+                    callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.ema > 0) + [stop],
+                    verbose=tcfg.verbose, shuffle=False)  # shuffled in tf.data; class weights as sample weights
+    finally:
+        if ahead is not None:
+            ahead.close()
+    if stop.stopped_after is not None:
+        log.info("fold %d: stopped after epoch %d of %d: the next epoch and the predictions would end after the "
+                 "time budget; its backup is kept", fold, stop.stopped_after + 1, tcfg.epochs)
+        return False
+    return True
 
 
 def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool = False) -> list:
@@ -235,6 +326,15 @@ def _backup_callback(folder: Path) -> keras.callbacks.Callback:
                 log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
                             "the fold starts over", folder.parent.name, e, aside.name)
 
+        def _save_model(self):
+            """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
+            copies the previous backup aside first (a second write of the whole file) to survive a torn write,
+            which a rename never leaves."""
+            folder.mkdir(parents=True, exist_ok=True)
+            save_weights_atomic(self.model, Path(self._weights_path))
+            write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch,
+                                                            "batch": self._last_batch_seen})
+
     return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
 
 
@@ -245,20 +345,19 @@ def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Pat
         weights_file = fold_dir / LAST
         save_weights_atomic(model, weights_file)
     else:
-        model.load_weights(weights_file)
+        load_model_weights(model, weights_file)
     return weights_file
 
 
 def _predict_fold(s: Session, fold: int, val: pd.DataFrame, val_shards: list, fold_dir: Path) -> pd.DataFrame:
     """foldK/oof.csv (TTA mean and the plain pass) and foldK/test_pred.csv."""
     tcfg, pad = s.cfg.train, s.replicas > 1
-    val_views = predict(s.predictor, val_shards, val[ID].to_numpy(), tcfg, s.shardset.image_size, s.global_batch,
-                        pad)
+    batch = views_batch(tcfg.batch_size, s.replicas, len(prediction_views(tcfg)))
+    val_views = predict(s.predictor, val_shards, val[ID].to_numpy(), tcfg, s.shardset.image_size, batch, pad)
     oof = val.assign(pred=mean_views(val_views), pred_plain=val_views["plain"], fold=fold)
     write_csv(fold_dir / "oof.csv", oof)
     if len(s.test_names):
-        test_views = predict(s.predictor, s.shardset.test(), s.test_names, tcfg, s.shardset.image_size,
-                             s.global_batch, pad)
+        test_views = predict(s.predictor, s.shardset.test(), s.test_names, tcfg, s.shardset.image_size, batch, pad)
         write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: s.test_names, TARGET: mean_views(test_views)}))
     return oof
 
@@ -287,6 +386,17 @@ def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") 
     if setting is not None:
         return setting
     return "auto" if device != "cpu" or backend == "jax" else False
+
+
+def epoch_steps(planned: int, steps_per_execution: int) -> int:
+    """The planned steps per epoch rounded up to a multiple of steps_per_execution: Keras runs whole groups of
+    that many steps (on JAX it pulls them even past steps_per_epoch), so any other count would shift the
+    learning-rate schedule away from the one planned and logged."""
+    steps = math.ceil(planned / steps_per_execution) * steps_per_execution
+    if steps != planned:
+        log.info("train: %d steps per epoch (%d planned, rounded up to a multiple of steps_per_execution %d, "
+                 "so every epoch runs exactly the steps the schedule counts)", steps, planned, steps_per_execution)
+    return steps
 
 
 def augment_in_model(tcfg: TrainConfig, device: str) -> bool:

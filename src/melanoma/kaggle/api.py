@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from melanoma.runtime.datasets import EXTERNAL_DATASETS, TFRECORD_DATASETS, external_dataset  # noqa: F401 (re-used names)
 from melanoma.errors import KaggleError
 from melanoma.files import read_json, write_json
 
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 
 COMPETITION = "siim-isic-melanoma-classification"
 CSV_FILES = ("train.csv", "test.csv", "sample_submission.csv")
-# Chris Deotte's public TFRecords (the 15+16-file layout `train` reads without a manifest), by image side.
-TFRECORD_DATASETS = {size: f"cdeotte/melanoma-{size}x{size}" for size in (128, 192, 256, 384, 512, 768)}
-# External training data published beside them, by name (`train.external: [isic2019]`) and image side: the
-# one table `train` resolves names with and `kaggle push` attaches from (dataset_sources).
-EXTERNAL_DATASETS = {"isic2019": {size: f"cdeotte/isic2019-{size}x{size}" for size in (128, 192, 256, 384, 512, 768)}}
 # kernel-metadata.json per accelerator. machine_shape values as documented by the kaggle CLI (kernels.md):
 # TpuV5E8 = TPU v5e-8, NvidiaTeslaT4 = GPU T4 x2 (P100 no longer runs the default image's CUDA builds).
 ACCELERATORS = {
@@ -43,9 +39,9 @@ ACCELERATORS = {
     "none": {"enable_gpu": False, "enable_tpu": False},
 }
 CREDENTIALS_HELP = (
-    "create an API token at https://www.kaggle.com/settings (API -> Create New Token) and save it as "
-    "~/.kaggle/kaggle.json (chmod 600; KAGGLE_CONFIG_DIR moves the folder), or set KAGGLE_USERNAME and "
-    "KAGGLE_KEY, or put an access token in KAGGLE_API_TOKEN or ~/.kaggle/access_token"
+    "create an API token at https://www.kaggle.com/settings (API -> Generate New Token) and set it as "
+    "KAGGLE_API_TOKEN (a Colab or Kaggle secret of that name) or save it in ~/.kaggle/access_token (chmod 600); "
+    "the legacy kaggle.json (KAGGLE_CONFIG_DIR moves its folder) or KAGGLE_USERNAME and KAGGLE_KEY still work"
 )
 
 
@@ -74,9 +70,9 @@ def _config_dir(environ: Mapping[str, str], home: Path) -> Path:
 def check_credentials(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Credentials:
     """Find Kaggle credentials as the client does, or raise KaggleError saying where to put them.
 
-    Order: an access token (KAGGLE_API_TOKEN, a value or a file; ~/.kaggle/access_token), then
-    KAGGLE_USERNAME + KAGGLE_KEY, then kaggle.json in the config folder. A kaggle.json readable by others
-    gives a warning, as the client's own check does.
+    Order: an access token (KAGGLE_API_TOKEN, a value or a file; access_token in ~/.kaggle or in
+    KAGGLE_CONFIG_DIR), then the legacy forms: KAGGLE_USERNAME + KAGGLE_KEY, then kaggle.json in the config
+    folder. A credentials file readable by others gives a warning, as the client's own check does.
     """
     environ = os.environ if environ is None else environ
     home = Path.home() if home is None else home
@@ -88,11 +84,12 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         if Path(token).is_file() and not Path(token).read_text().strip():
             raise KaggleError(f"{token} (named by KAGGLE_API_TOKEN) is empty: {CREDENTIALS_HELP}")
         return Credentials("KAGGLE_API_TOKEN", user_env)
-    for name in ("access_token", "access_token.txt"):
-        path = home / ".kaggle" / name
+    folders = [home / ".kaggle"] + ([Path(environ["KAGGLE_CONFIG_DIR"])] if environ.get("KAGGLE_CONFIG_DIR") else [])
+    for path in (folder / name for folder in folders for name in ("access_token", "access_token.txt")):
         if path.is_file():
             if not path.read_text().strip():
                 raise KaggleError(f"{path} is empty: {CREDENTIALS_HELP}")
+            _warn_if_readable(path)
             return Credentials(str(path), user_env)
     if user_env or key_env:
         missing = "KAGGLE_KEY" if user_env else "KAGGLE_USERNAME"
@@ -102,8 +99,9 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         return Credentials("KAGGLE_USERNAME/KAGGLE_KEY", user_env)
     path = _config_dir(environ, home) / "kaggle.json"
     if not path.is_file():
-        raise KaggleError(f"no Kaggle credentials found (looked for {path}, KAGGLE_USERNAME/KAGGLE_KEY and "
-                          f"an access token): {CREDENTIALS_HELP}")
+        raise KaggleError(f"no Kaggle credentials found (looked for KAGGLE_API_TOKEN, "
+                          f"{' and '.join(str(f / 'access_token') for f in folders)}, KAGGLE_USERNAME/KAGGLE_KEY "
+                          f"and {path}): {CREDENTIALS_HELP}")
     try:
         data = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:
@@ -118,9 +116,13 @@ def check_credentials(environ: Mapping[str, str] | None = None, home: Path | Non
         if not isinstance(data.get(field), str) or not data[field].strip():
             raise KaggleError(f"{path}: missing '{field}' (expected {{\"username\": \"...\", \"key\": \"...\"}}): "
                               "download a new token from https://www.kaggle.com/settings and save it there")
+    _warn_if_readable(path)
+    return Credentials(str(path), data["username"])
+
+
+def _warn_if_readable(path: Path) -> None:
     if os.name != "nt" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning("%s is readable by other users: run chmod 600 %s", path, path)
-    return Credentials(str(path), data["username"])
 
 
 def make_api() -> Any:
@@ -164,17 +166,6 @@ def tfrecords_dataset(size: int) -> str:
     if size not in TFRECORD_DATASETS:
         raise KaggleError(f"no public TFRecords at {size} px; sizes: {', '.join(map(str, TFRECORD_DATASETS))}")
     return TFRECORD_DATASETS[size]
-
-
-def external_dataset(ref: str, size: int) -> str | None:
-    """OWNER/SLUG of a train.external entry: a name of EXTERNAL_DATASETS at `size` (or the nearest published
-    side above it), an OWNER/SLUG as it is; None for a folder or URL (nothing to attach)."""
-    if ref in EXTERNAL_DATASETS:
-        sizes = sorted(EXTERNAL_DATASETS[ref])
-        return EXTERNAL_DATASETS[ref][next((s for s in sizes if s >= size), sizes[-1])]
-    if "://" in ref or ref.startswith((".", "/", "~")) or ref.count("/") != 1 or Path(ref).exists():
-        return None
-    return ref
 
 
 def _safe_extract(archive: Path, target: Path) -> list[str]:

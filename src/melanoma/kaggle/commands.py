@@ -11,10 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.cliflags import common, config_flags
+from melanoma.config.flags import common, config_flags
+from melanoma.names import kaggle_owner
 
 
 log = logging.getLogger("melanoma")
+# Written into a `kaggle output --out` folder after the download: it marks the folder as this command's, so a
+# later call may replace its files (melanoma.outputs).
+OUTPUT_MARKER = ".kaggle-output.json"
 
 
 def add_kaggle_parsers(sub) -> None:
@@ -47,7 +51,8 @@ def add_kaggle_parsers(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("build/melanoma-wheels"), help="the dataset folder")
     p.add_argument("--python", default="3.12", help="the notebook image's Python (default 3.12)")
     p.add_argument("--platform", default="manylinux2014_x86_64", help="pip --platform of the image")
-    p.add_argument("--owner", help="dataset owner (default: kaggle.username or the credentials' user)")
+    p.add_argument("--owner", type=kaggle_owner,
+                   help="dataset owner (default: kaggle.username or the credentials' user)")
     p = ksub.add_parser("notebook", help="regenerate kernels/*.ipynb from kernels/notebook.ipy")
     p.add_argument("--check", action="store_true", help="only check that they are up to date")
     p.add_argument("--kernels", type=Path, default=Path("kernels"))
@@ -109,6 +114,9 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
             print(f"{kid}: {st['status']}" + (f" ({st['failure_message']})" if st["failure_message"] else ""))
         else:
             out = args.out or Path("runs") / "kaggle" / kid.split("/")[-1]
+            from melanoma.files import write_json
+
+            write_json(Path(out) / OUTPUT_MARKER, {"kernel": kid})  # first: an interrupted download stays ours
             files = kaggle.output(api, kid, out)
             print(f"{len(files)} file(s) of {kid} in {out}")
     else:
@@ -117,8 +125,8 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
 
 def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
     """The submission file must exist, parse and match the sample submission, before Kaggle is contacted."""
-    from melanoma.run import resolve_paths
-    from melanoma.submission import check_submission_file  # pandas: only when submitting
+    from melanoma.runtime.paths import resolve_paths
+    from melanoma.data.submission import check_submission_file  # pandas: only when submitting
 
     if not args.file.is_file():
         raise kaggle.KaggleError(f"{args.file}: not found")

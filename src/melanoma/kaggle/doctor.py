@@ -9,9 +9,10 @@ from typing import Any
 
 from melanoma import __version__
 from melanoma.config import recipe_summary
-from melanoma.image.backend import (framework_versions, resolve_backend, resolve_precision, tensorflow_can_use_tpu,
-                              tpu_attached)
-from melanoma.kaggle.environment import Place, detect, explain_paths
+from melanoma.runtime.backend import resolve_backend, resolve_precision
+from melanoma.runtime.devices import device_problem
+from melanoma.runtime.machine import expected_tpu, framework_versions, tensorflow_can_use_tpu, tpu_attached
+from melanoma.runtime.place import Place, detect, explain_paths
 from melanoma.errors import ConfigError
 
 
@@ -65,7 +66,23 @@ def problems(cfg: Any, paths: dict[str, dict[str, str]], backend: str, versions:
     weights = str(cfg.train.weights)
     if weights.lower() not in ("none", "imagenet", "") and not Path(weights).expanduser().is_file():
         add(f"train.weights file {weights} not found", "use none, imagenet or an existing .h5 file")
+    for folder in staging_leftovers([Path(paths["runs"]["value"]), Path(paths["submission"]["value"]).parent,
+                                     Path(cfg.report.out) if cfg.report.out else None]):
+        add(f"{folder}: a staging folder left by an interrupted report, export, tabular or segment run",
+            "the next run of that command into the same folder removes it (or delete it)")
     return out
+
+
+def staging_leftovers(roots: list[Path | None], depth: int = 3) -> list[Path]:
+    """Stale .staging-* folders (their process is gone) in the roots and their subfolders, `depth` levels down."""
+    from melanoma.files import stale_staging
+
+    found: set[Path] = set()
+    level = [r for r in roots if r is not None and r.is_dir()]
+    for _ in range(depth + 1):
+        found.update(p for folder in level for p in stale_staging(folder))
+        level = [c for folder in level for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    return sorted(found)
 
 
 def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[str, Any]:
@@ -79,7 +96,7 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     except ConfigError as e:
         backend, why = None, str(e)
     report: dict[str, Any] = {"place": place.name, "paths": paths, "backend": backend, "backend_reason": why,
-                              "tpu_attached": tpu, "versions": versions}
+                              "tpu_attached": tpu, "tpu_expected": expected_tpu(cfg.train.tpu), "versions": versions}
     if backend and devices:
         try:
             report["devices"] = list_devices(backend)
@@ -89,6 +106,14 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     report["precision"] = resolve_precision(cfg.train.precision, kind)
     report["recipe"] = recipe_summary(cfg)
     report["problems"] = problems(cfg, paths, backend or "tensorflow", versions, tpu)
+    dev = report.get("devices", {})
+    wrong = device_problem(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend, dev["kind"], dev["count"]) \
+        if backend and "kind" in dev else None
+    if wrong:  # what `train` would refuse: first, it costs the whole session (and says more than the same
+        # problem found from the environment alone)
+        report["problems"] = [p for p in report["problems"] if not p["problem"].startswith("a TPU is attached")]
+        problem, fix = wrong.split(": ", 1)
+        report["problems"].insert(0, {"problem": problem, "fix": fix})
     if backend is None:
         report["problems"].insert(0, {"problem": why, "fix": "see train.backend in the config"})
     return report

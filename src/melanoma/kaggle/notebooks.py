@@ -1,7 +1,7 @@
 """The Kaggle / Colab notebooks, generated from one source (kernels/notebook.ipy), and the push folder.
 
 `build_notebooks` regenerates kernels/*.ipynb; `write_push_folder` writes what `kaggle kernels push` takes:
-the notebook with SOURCE (and WHEELS) set, and kernel-metadata.json (accelerator, data sources, chaining).
+the notebook with SOURCE, ACCELERATOR (and WHEELS) set, and kernel-metadata.json (accelerator, data sources, chaining).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from melanoma.files import write_json, write_text
-from melanoma.kaggle.api import (ACCELERATORS, TFRECORD_DATASETS, Credentials, KaggleError, external_dataset,
-                                 tfrecords_dataset)
+from melanoma.kaggle.api import ACCELERATORS, Credentials, KaggleError, tfrecords_dataset
+from melanoma.runtime.datasets import TFRECORD_DATASETS, external_dataset
 
 log = logging.getLogger("melanoma.kaggle.api")  # kaggle's one logger
 
@@ -60,10 +60,12 @@ def build_notebook(text: str, target: str, params: Mapping[str, str] | None = No
     if target not in NOTEBOOKS:
         raise ValueError(f"unknown notebook target {target!r}")
     cells = []
-    for kind, source in parse_cells(text, target):
+    for i, (kind, source) in enumerate(parse_cells(text, target)):
         for name, value in (params or {}).items():
             source = re.sub(rf"^{name} = .*$", f"{name} = {json.dumps(value)}", source, flags=re.M)
-        cell: dict[str, Any] = {"cell_type": kind, "metadata": {}, "source": source.splitlines(keepends=True)}
+        # nbformat 4.5 wants an id per cell: stable ones, so regenerating changes nothing
+        cell: dict[str, Any] = {"cell_type": kind, "id": f"cell-{i}", "metadata": {},
+                                "source": source.splitlines(keepends=True)}
         if kind == "code":
             cell.update(execution_count=None, outputs=[])
         cells.append(cell)
@@ -163,7 +165,9 @@ def write_push_folder(cfg: Any, folder: str | Path, kid: str, accelerator: str, 
     if "YOUR-GITHUB-NAME" in source:
         raise KaggleError("set kaggle.source to your copy of this repository: a git URL "
                           "(https://github.com/<you>/melanoma.git) or the slug of your Kaggle dataset holding it")
-    params = {"SOURCE": _notebook_source(source)}
+    # ACCELERATOR: the notebook exports it, and `train` refuses a TPU push that landed on a machine without one.
+    params = {"SOURCE": _notebook_source(source),
+              "ACCELERATOR": ACCELERATORS.get(accelerator, {}).get("machine_shape", "")}
     if cfg.kaggle.wheels:
         params["WHEELS"] = _notebook_source(cfg.kaggle.wheels)
     nb = build_notebook(notebook_text, "kaggle", params)

@@ -13,11 +13,12 @@ from melanoma.config import Config
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError
 from melanoma.files import staged_dir, write_json, write_text
-from melanoma.report import calibration, figures, html
+from melanoma import calibration
+from melanoma.report import figures, html
 from melanoma.report.evaluate import compare_pair, evaluate, operating_points
 from melanoma.report.inputs import Run, metadata, read_any, read_runs, test_labels
 from melanoma.report.metrics import brier, cluster_codes, ece, reliability
-from melanoma.results import fmt_auc
+from melanoma.scoring import fmt_auc
 
 log = logging.getLogger(__name__)
 AGE_BANDS = ((0, 30, "<30"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 1000, "75+"))
@@ -135,7 +136,7 @@ def _run_section(run: Run, meta: pd.DataFrame, labels, cfg: Config, seed: int, t
 
 
 def _paths(cfg: Config):
-    from melanoma.run import resolve_paths
+    from melanoma.runtime.paths import resolve_paths
 
     return resolve_paths(cfg)
 
@@ -158,7 +159,7 @@ def report(cfg: Config, run_dirs: list[str | Path], out: str | Path) -> dict[str
                                         "min_positives": cfg.report.min_positives},
                            "notes": notes, "runs": [], "figures": {}}
     out = Path(out)
-    with staged_dir(out) as stage:
+    with staged_dir(out, "report") as stage:
         for run in runs:
             rep["runs"].append(_run_section(run, meta, labels, cfg, seed, tfrec, stage, notes))
         for split in ("oof", "test"):

@@ -42,7 +42,8 @@ def records_by_name(tfrec_dir: str, names: list[str], n_folds: int) -> tuple[dic
     """name -> {"jpeg": bytes, and the metadata codes} for the named training images, and the stored size."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import META_FIELDS, find_shards, parse_fn, read_records as records
+    from melanoma.image.inputs import META_FIELDS
+    from melanoma.data.reader import find_shards, parse_fn, read_records as records
 
     shardset = find_shards(str(tfrec_dir), n_folds)
     shards = [s.path for s in shardset.validation()]

@@ -69,11 +69,12 @@ class GradCAM:
         raise ValueError(f"Grad-CAM supports the tensorflow and jax backends, not {backend}")
 
     def __call__(self, images: np.ndarray, meta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(predictions (n,), heat maps (n, H, W) in [0, 1]) for float images (n, H, W, 3) in [0, 255]."""
+        """(predictions (n,), heat maps (n, H, W) in [0, 1]) for images (n, H, W, 3) in [0, 255], uint8 as the
+        models take them (a float array is cast to uint8 first, as the model itself would)."""
         ops = self.keras.ops
         if (self.meta_dense is None) != (meta is None):
             raise ValueError("pass meta exactly when the model has a metadata input")
-        x = ops.convert_to_tensor(np.asarray(images, dtype=np.float32))
+        x = ops.convert_to_tensor(np.asarray(images).astype(np.uint8).astype(np.float32))
         if self.scale is not None:
             x = self.scale(x)
         fmap = self.features(x, training=False)

@@ -1,6 +1,6 @@
 """What a report reads: run folders (image, tabular), blend outputs, held-out labels and image metadata.
 
-A run folder holds oof.csv and test_pred.csv (melanoma.results). A blend is its `blend.json` (or the folder or
+A run folder holds oof.csv and test_pred.csv (melanoma.data.runs). A blend is its `blend.json` (or the folder or
 submission.csv beside it): its OOF score is recomputed from the runs and weights it lists, exactly as `blend`
 mixed them, and its test score is the submission. Metadata for subgroups (patient, sex, age, site) comes from
 the data folder's train.csv/test.csv and image sizes from the TFRecords folder, joined by image_name; any of
@@ -20,7 +20,7 @@ import pandas as pd
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError, input_error
 from melanoma.files import read_json
-from melanoma.results import read_metrics, read_run
+from melanoma.data.runs import read_metrics, read_predictions, read_run
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,10 @@ def _numeric(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
 
 
 def _read_folder(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    oof, test = read_run(folder)
-    y = _numeric(oof, TARGET, folder / "oof.csv")
-    if not np.isin(y, (0.0, 1.0)).all():
-        i = int(np.flatnonzero(~np.isin(y, (0.0, 1.0)))[0])
-        raise input_error(folder / "oof.csv", f"target must be 0 or 1, got {oof[TARGET].iloc[i]!r}", i + 2)
-    oof = pd.DataFrame({ID: oof[ID].astype(str), TARGET: y.astype(int),
-                        "pred": _numeric(oof, "pred", folder / "oof.csv"),
+    oof, test = read_run(folder)  # validated: ids, finite predictions in [0, 1], targets 0/1 (results.py)
+    oof = pd.DataFrame({ID: oof[ID].astype(str), TARGET: oof[TARGET], "pred": oof["pred"],
                         "fold": pd.to_numeric(oof["fold"], errors="coerce")})
-    test = pd.DataFrame({ID: test[ID].astype(str), "pred": _numeric(test, TARGET, folder / "test_pred.csv")})
+    test = pd.DataFrame({ID: test[ID].astype(str), "pred": test[TARGET]})
     return oof, test
 
 
@@ -103,8 +98,8 @@ def _blend(path: Path) -> Run:
     sub_path = Path(info.get("submission") or path.parent / "submission.csv")
     if not sub_path.is_file():
         raise input_error(sub_path, f"the submission of {path} is missing")
-    sub = pd.read_csv(sub_path, dtype={ID: "string"})
-    test = pd.DataFrame({ID: sub[ID].astype(str), "pred": _numeric(sub, TARGET, sub_path)})
+    sub = read_predictions(sub_path, TARGET)
+    test = pd.DataFrame({ID: sub[ID].astype(str), "pred": sub[TARGET]})
     return Run("blend", path.parent, "blend", oof, test, {"blended_oof_auc": info.get("blended_oof_auc")},
                _yaml(path.parent / "config.yaml"))
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.cliflags import common, config_flags, config_values
+from melanoma.config.flags import common, config_flags, config_values
 
 
 def add_segment_parsers(sub) -> None:
@@ -30,7 +30,7 @@ def add_segment_parsers(sub) -> None:
 
 
 def run_segment_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
-    from melanoma.image.backend import use_backend
+    from melanoma.runtime.backend import use_backend
 
     if args.segment_command == "train":
         cfg = load(args, config_values(args))

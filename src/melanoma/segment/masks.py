@@ -10,10 +10,14 @@ from PIL import Image
 
 from melanoma.data.images import BadImage, load_rgb
 from melanoma.errors import input_error
-from melanoma.files import atomic_path
+from melanoma.files import atomic_path, write_json
 from melanoma.progress import progress_bar
-from melanoma.segment.apply import lesion_mask, resolve_segmenter
+from melanoma.data.lesion import lesion_mask, resolve_segmenter
 from melanoma.segment.data import IMAGE_SUFFIXES, MASK_SUFFIX
+
+# Written first into the output folder: it marks the masks in it as this command's (melanoma.outputs), so a
+# re-run may replace them and a folder of other masks (ground truth) is never overwritten.
+MARKER = "masks.json"
 
 
 def write_masks(images: str | Path, out: str | Path, segmenter: str | None = None) -> int:
@@ -25,6 +29,8 @@ def write_masks(images: str | Path, out: str | Path, segmenter: str | None = Non
         raise input_error(images, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     model, _ = resolve_segmenter(segmenter, "--segmenter")
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"stage": "segment mask", "images": str(images), "segmenter": segmenter,
+                              "count": len(files)})
     with progress_bar(len(files), "segment: masks") as bar:
         for p in files:
             try:

@@ -19,7 +19,7 @@ from melanoma import __version__
 from melanoma.config import Config, save_run_info
 from melanoma.errors import input_error
 from melanoma.files import staged_dir, write_csv, write_json
-from melanoma.segment.apply import INFO_FILE, MODEL_FILE
+from melanoma.data.lesion import INFO_FILE, MODEL_FILE
 from melanoma.segment.data import load_dataset, split
 from melanoma.segment.losses import dice_bce, dice_metric, scores
 
@@ -85,7 +85,7 @@ def train_segmenter(cfg: Config, images: str | Path, masks: str | Path, out: str
             "width": s.width, "depth": s.depth, "input": "RGB 0-255, stretched to input_size x input_size",
             "dice": metrics["dice"], "jaccard": metrics["jaccard"]}
     out = Path(out)
-    with staged_dir(out) as stage:
+    with staged_dir(out, "segment") as stage:
         model.save(stage / MODEL_FILE)
         write_json(stage / INFO_FILE, info)
         write_json(stage / "metrics.json", metrics)

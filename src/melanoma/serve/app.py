@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the handlers' annotations here
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from melanoma.config import ServeConfig
 from melanoma.data.schema import AGE, SEX, SITE
 from melanoma.data.images import BadImage
+from melanoma.errors import EnvironmentProblem
 from melanoma.serve.artifact import Artifact, BadMetadata
 from melanoma.serve.batching import MicroBatcher
 from melanoma.serve.multipart import MultipartError, Part, boundary_of, parse
@@ -82,10 +86,14 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
             raise RequestProblem(413, f"request body of {int(declared)} bytes exceeds serve.max_body_mb "
                                       f"({scfg.max_body_mb:g} MB)")
         body = bytearray()
-        async for chunk in request.stream():  # chunked uploads have no Content-Length: count as they come
-            body += chunk
-            if len(body) > max_body:
-                raise RequestProblem(413, f"request body exceeds serve.max_body_mb ({scfg.max_body_mb:g} MB)")
+        try:
+            async for chunk in request.stream():  # chunked uploads have no Content-Length: count as they come
+                body += chunk
+                if len(body) > max_body:
+                    raise RequestProblem(413, f"request body exceeds serve.max_body_mb ({scfg.max_body_mb:g} MB)")
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing went wrong here
+            log.info("serve: client disconnected during the upload (%d bytes received)", len(body))
+            raise RequestProblem(400, "client disconnected during the upload") from None
         try:
             return parse(bytes(body), boundary, max_parts=scfg.max_images + 3 * scfg.max_images + 8)
         except MultipartError as e:
@@ -185,16 +193,39 @@ def _decode(art: Artifact, part: Part) -> np.ndarray | RequestProblem:
 
 
 def serve(model_dir: str, scfg: ServeConfig) -> None:
-    """Load the artefact and run uvicorn until interrupted."""
+    """Load the artefact, bind the port, and run uvicorn on that socket until interrupted."""
     import uvicorn
 
     art = Artifact.load(model_dir)
     app = create_app(art, scfg)
+    sock = bind(scfg.host, scfg.port)  # before "serving" is logged: a port in use is one line, exit 3
     if scfg.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serve: listening on %s: reachable from other machines", scfg.host)
     log.info("serve: %s on http://%s:%d (micro-batches of up to %d, %g ms wait)", art.version, scfg.host,
              scfg.port, scfg.max_batch, scfg.max_wait_ms)
-    uvicorn.run(app, host=scfg.host, port=scfg.port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=scfg.host, port=scfg.port, log_level="warning", access_log=False)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port, or EnvironmentProblem (exit 3) saying why not."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise EnvironmentProblem(f"serve: cannot resolve serve.host {host!r}: {e.strerror or e}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        hint = "stop the process holding it or choose another --port" if e.errno == errno.EADDRINUSE else \
+            "choose another --host/--port"
+        raise EnvironmentProblem(f"serve: cannot listen on {host}:{port}: {e.strerror or e}: {hint}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _tiny_jpeg() -> bytes:

@@ -8,6 +8,7 @@ the one definition training uses too), the model call, the calibrator and the th
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,11 @@ class BadMetadata(ValueError):
     """A metadata value the model cannot take; the message names the field, the value and what is allowed."""
 
 
-# ---------------------------------------------------------------- calibrator (the report's, melanoma.report.calibration)
+# ---------------------------------------------------------------- calibrator (the report's, melanoma.calibration)
 
 def apply_calibrator(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
     """The exported calibrator applied as the report and the blend apply it; identity without one."""
-    from melanoma.report import calibration
+    from melanoma import calibration
 
     return p if calibrator is None else calibration.apply(calibrator, p)
 
@@ -116,15 +117,25 @@ class Artifact:
         info_path = model_dir / INFO_FILE
         if not info_path.is_file():
             raise input_error(model_dir, f"no {INFO_FILE}: not a folder written by `melanoma export`")
-        info = read_json(info_path)
-        if info.get("format_version") != FORMAT_VERSION:
-            raise input_error(info_path, f"format_version {info.get('format_version')!r} is not "
-                                         f"{FORMAT_VERSION}: re-export the run with this version")
-        meta = info.get("metadata") or {}
+        try:
+            info = read_json(info_path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise input_error(info_path, f"not valid JSON ({' '.join(str(e).split())}): the export is damaged; "
+                                         "re-run `melanoma export`") from None
+        if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
+            found = info.get("format_version") if isinstance(info, dict) else None
+            raise input_error(info_path, f"format_version {found!r} is not {FORMAT_VERSION}: re-export the run "
+                                         "with this version")
+        meta = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
         problem = metadata.layout_problem(meta.get("layout"), info_path) if meta.get("used") else None
         if problem:  # an older metadata model: its input has another width, refused in one line
             raise ConfigError(problem)
-        return cls(info, load_keras_model(model_dir / MODEL_FILE), model_dir)
+        model = load_keras_model(model_dir / MODEL_FILE)
+        try:
+            return cls(info, model, model_dir)
+        except (KeyError, TypeError, ValueError) as e:  # a hand-edited or truncated-then-repaired file
+            raise input_error(info_path, f"incomplete or malformed ({type(e).__name__}: {e}): re-run "
+                                         "`melanoma export`") from None
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Image bytes -> model input (raises melanoma.data.images.BadImage)."""
@@ -165,11 +176,19 @@ def lesion_settings(lesion: dict, model_dir: Path) -> dict:
 
 def load_keras_model(path: Path):
     """model.keras without its training state; our custom layers register themselves on import."""
+    if not path.is_file():
+        raise input_error(path, "not found: re-run `melanoma export`")
+    if not zipfile.is_zipfile(path):  # Keras would call a truncated archive "File not found"
+        raise input_error(path, f"not a complete .keras archive ({path.stat().st_size} bytes: truncated or "
+                                "damaged): re-run `melanoma export`")
     import keras
 
     import melanoma.image.models  # noqa: F401  (registers ImagenetPreprocess)
-    import melanoma.serve.layers  # noqa: F401  (registers Flip)
+    import melanoma.image.augment  # noqa: F401  (registers Flip)
 
-    if not path.is_file():
-        raise input_error(path, "not found: re-run `melanoma export`")
-    return keras.saving.load_model(path, compile=False)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras reports a damaged archive as anything from ValueError to OSError
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise input_error(path, f"cannot be loaded ({type(e).__name__}: {first}): the file is damaged; re-run "
+                                "`melanoma export`") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from melanoma.cliflags import common, config_flags
+from melanoma.config.flags import common, config_flags
 
 
 def add_serving_parsers(sub) -> None:

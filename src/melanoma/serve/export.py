@@ -24,7 +24,7 @@ from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
 from melanoma.data import metadata
 from melanoma.data.records import VOCABULARIES
-from melanoma.segment.apply import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
+from melanoma.data.lesion import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
     resolve_segmenter
 from melanoma.serve.artifact import FORMAT_VERSION, INFO_FILE, MODEL_FILE
 
@@ -139,16 +139,18 @@ def load_fold_model(run_cfg: Config, weights: Path):
 
 
 def combined_model(models: list, combine: str, flips: bool, size: int, meta: bool):
-    """One inference graph: 0-255 image (and metadata) in, the mean probability of every fold and view out."""
+    """One inference graph: uint8 image (and metadata) in, the mean probability of every fold and view out."""
     import keras
 
-    from melanoma.serve.layers import FLIPS, Flip
+    from melanoma.image.models import image_input
+    from melanoma.image.augment import FLIP_VIEWS as FLIPS
+    from melanoma.image.augment import Flip
 
     if combine == "average" and len(models) > 1:
         mean = [np.mean(ws, axis=0) for ws in zip(*(m.get_weights() for m in models))]
         models[0].set_weights(mean)
         models = models[:1]
-    image = keras.Input((size, size, 3), name="image")
+    image = image_input(size)  # the models' own input: the same uint8 pixels as in training
     meta_in = keras.Input((models[0].inputs[1].shape[-1],), name="meta") if meta else None
     views = [image] + ([Flip(axes, name=name)(image) for name, axes in FLIPS.items()] if flips else [])
     preds = []
@@ -162,7 +164,7 @@ def combined_model(models: list, combine: str, flips: bool, size: int, meta: boo
 def report_extras(report_dir: Path | None, run_dir: Path) -> tuple[dict | None, dict[str, float], str | None]:
     """(calibrator, thresholds, where from) for the exported run, from its section of the report folder's
     report.json: the operating points' thresholds (chosen on the OOF) and the calibrator file it wrote."""
-    from melanoma.report import calibration
+    from melanoma import calibration
 
     if report_dir is None or not (report_dir / "report.json").is_file():
         return None, {}, None
@@ -216,7 +218,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
                 "oof_auc": metrics.get("oof_auc"), "oof_auc_no_tta": metrics.get("oof_auc_no_tta")},
         "model": {"name": t.model, "folds": list(weights), "combine": ecfg.combine,
                   "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
-        "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "float32",
+        "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "uint8",
                   "range": [0, 255], "note": "melanoma.data.images.model_input(bytes, prepare, size, stored_size)"},
         "metadata": {**metadata.info(t.metadata, vocab), "fusion": t.meta_fusion if t.metadata else None,
                      "dropout": {"field": t.meta_dropout, "row": t.meta_row_dropout} if t.metadata else None},
@@ -227,7 +229,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
         "formats": {},
     }
     out.mkdir(parents=True, exist_ok=True)
-    with staged_dir(out) as stage:
+    with staged_dir(out, "export") as stage:
         model.save(stage / MODEL_FILE)
         info["formats"]["keras"] = MODEL_FILE
         info["formats"]["savedmodel"] = _savedmodel(model, stage) if ecfg.savedmodel else "off"
@@ -284,7 +286,7 @@ def _check_onnx(model, path: Path, size: int, meta: bool) -> str:
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
-    x = {"image": rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)}
+    x = {"image": rng.integers(0, 256, (2, size, size, 3)).astype(np.uint8)}
     if meta:
         x["meta"] = np.zeros((2, model.inputs[1].shape[-1]), np.float32)
     try:

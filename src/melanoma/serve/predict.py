@@ -44,10 +44,12 @@ def list_images(source: str | Path, image_dir: str | Path | None = None) -> pd.D
         raise input_error(source, "not found: give a folder of images or a CSV")
     try:
         df = pd.read_csv(source, dtype={ID: "string", PATH: "string", SEX: "string", SITE: "string"})
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(source, f"not a readable CSV: {e}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:  # EmptyDataError is a ValueError
+        raise input_error(source, f"not a readable CSV: {' '.join(str(e).split())}") from None
     if PATH not in df.columns and ID not in df.columns:
         raise input_error(source, f"needs a '{PATH}' or an '{ID}' column (columns: {', '.join(df.columns)})", 1)
+    if df.empty:
+        raise input_error(source, f"no rows under the header: list at least one image ({PATH} or {ID})")
     base = Path(image_dir) if image_dir else source.parent
     if PATH in df.columns:
         paths = [str(p if Path(p).is_absolute() else source.parent / p) if isinstance(p, str) else None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from melanoma.cliflags import common, config_flags
+from melanoma.config.flags import common, config_flags
 
 
 def add_synth_parsers(sub) -> None:
@@ -20,8 +20,8 @@ def add_synth_parsers(sub) -> None:
 
 def run_synth_command(args: argparse.Namespace, load: Callable[[argparse.Namespace, dict], Any]) -> None:
     from melanoma.errors import ConfigError
-    from melanoma.image.backend import use_backend
-    from melanoma.run import resolve_paths
+    from melanoma.runtime.backend import use_backend
+    from melanoma.runtime.paths import resolve_paths
 
     cfg = load(args, {})
     use_backend(cfg.train.backend)  # before the first Keras import

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import ConfigError
-from melanoma.image.pipeline import AUTOTUNE, Shard, ShardSet, count_targets, decode_image, parse_fn, read_records
+from melanoma.data.reader import AUTOTUNE, Shard, ShardSet, count_targets, decode_image, parse_fn, read_records
 
 SOURCE_FIELDS = (ID, PATIENT, SEX, AGE, SITE, "width", "height")
 
@@ -28,8 +28,8 @@ def source_shards(shardset: ShardSet, fold: int) -> list[Shard]:
 
 
 def to_unit(image: tf.Tensor) -> tf.Tensor:
-    """[0, 255] -> [-1, 1]."""
-    return image / 127.5 - 1.0
+    """[0, 255] (the reader's uint8) -> [-1, 1] float32."""
+    return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
 def random_orientation(image: tf.Tensor) -> tf.Tensor:

@@ -21,8 +21,8 @@ from melanoma.data.images import ImageSettings
 from melanoma.data.schema import ID
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.image.backend import resolve_backend
-from melanoma.image.pipeline import ShardSet, find_shards
+from melanoma.runtime.backend import resolve_backend
+from melanoma.data.reader import ShardSet, find_shards
 from melanoma.synth import data, loop, writer
 from melanoma.synth.samples import sample_grid
 

@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from melanoma.config import TabularConfig
 from melanoma.errors import ConfigError
+from melanoma.runtime.devices import no_distribution
 from melanoma.tabular.features import make_features, make_gbm_features
 
 CATEGORY_COLUMNS = (0, 1)  # sex and site: the first two columns of make_gbm_features
@@ -77,9 +78,12 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"KerasMLPClassifier is binary: y has {len(self.classes_)} class(es)")
         y01 = (y == self.classes_[1]).astype(np.float32)
         keras.utils.set_random_seed(int(self.seed))
-        self.model_ = self._build(X.shape[1])
-        self.model_.fit(X, y01, epochs=int(self.epochs), batch_size=int(self.batch_size), shuffle=True,
-                        verbose=self.verbose)
+        # Never under the image model's distribution (a JAX run's DataParallel in the same process), whose
+        # batches must divide by the device count: this MLP runs on one device wherever it is.
+        with no_distribution():
+            self.model_ = self._build(X.shape[1])
+            self.model_.fit(X, y01, epochs=int(self.epochs), batch_size=int(self.batch_size), shuffle=True,
+                            verbose=self.verbose)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -92,8 +96,9 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
         import keras
 
         step = 65536
-        p = np.concatenate([keras.ops.convert_to_numpy(self.model_(X[i:i + step], training=False)).reshape(-1)
-                            for i in range(0, len(X), step)])
+        with no_distribution():
+            p = np.concatenate([keras.ops.convert_to_numpy(self.model_(X[i:i + step], training=False)).reshape(-1)
+                                for i in range(0, len(X), step)])
         p = np.clip(p.astype(np.float64), 0.0, 1.0)
         return np.column_stack([1.0 - p, p])
 

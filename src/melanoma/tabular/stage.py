@@ -22,7 +22,8 @@ from sklearn.inspection import permutation_importance
 from threadpoolctl import threadpool_limits
 
 from melanoma import config as config_mod
-from melanoma import results
+from melanoma import scoring
+from melanoma.data import runs as results
 from melanoma.config import Config, TabularConfig
 from melanoma.data.schema import ID, PATIENT, TARGET, read_test, read_train
 from melanoma.errors import ConfigError, input_error
@@ -192,7 +193,7 @@ def _fit_model(name: str, cfg: Config, df: pd.DataFrame, test: pd.DataFrame, inp
         fold_oof = pd.DataFrame({ID: val[ID].to_numpy(), TARGET: val[TARGET].to_numpy(), "pred": pred, "fold": k})
         oof_parts.append(fold_oof)
         log.info("tabular fold %d (%s): AUC %s (%d train rows%s, %d validation)", k, name,
-                 results.fmt_auc(results.auc(fold_oof[TARGET], pred)), len(trn), note, len(val))
+                 scoring.fmt_auc(scoring.auc(fold_oof[TARGET], pred)), len(trn), note, len(val))
 
     if tcfg.test_predictions == "refit":  # one more model, on every training row
         test_preds = [_predict(_fit(name, tcfg, cfg.seed, df, inputs), test[inputs])]
@@ -296,10 +297,10 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
                               f"{tcfg.model}); chosen on the OOF predictions themselves, so its oof_auc is "
                               f"slightly optimistic")
         log.info("tabular models, OOF AUC: %s", ", ".join(
-            f"{n} {results.fmt_auc(s)} ({runs[n].extra['seconds']:.0f} s)" for n, s in scores.items()))
+            f"{n} {scoring.fmt_auc(s)} ({runs[n].extra['seconds']:.0f} s)" for n, s in scores.items()))
     extra["seconds"] = round(time.perf_counter() - start, 1)
     # Everything is computed; write the run into a staging folder and move it in only when all files exist.
-    with staged_dir(out_dir) as stage:
+    with staged_dir(out_dir, "tabular") as stage:
         write_csv(stage / "features.csv", features)
         if stats is not None:
             write_csv(stage / sources.STATS_CSV, stats)
@@ -312,6 +313,6 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
         config_mod.save_run_info(stage, cfg, "tabular")
     _remove_stale_model_dirs(Path(out_dir), names if len(names) > 1 else [])
     chosen = f" (best of {len(names)} models: {best})" if len(names) > 1 else ""
-    log.info("tabular: OOF AUC %s%s over %d images, %d folds -> %s", results.fmt_auc(metrics["oof_auc"]), chosen,
+    log.info("tabular: OOF AUC %s%s over %d images, %d folds -> %s", scoring.fmt_auc(metrics["oof_auc"]), chosen,
              len(top.oof), len(fold_ids), out_dir)
     return metrics

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from melanoma.cliflags import common, config_flags
+from melanoma.config.flags import common, config_flags
 
 
 def add_pseudo_parsers(sub) -> None:
@@ -20,8 +20,8 @@ def add_pseudo_parsers(sub) -> None:
 
 
 def run_pseudo_command(args: argparse.Namespace, load: Callable) -> None:
-    from melanoma.image.pseudo import write_pseudo
-    from melanoma.run import resolve_paths
+    from melanoma.pseudo.labels import write_pseudo
+    from melanoma.runtime.paths import resolve_paths
 
     cfg = load(args)
     print(json.dumps(write_pseudo(cfg, args.runs, str(resolve_paths(cfg).tfrecords), args.out), indent=2))

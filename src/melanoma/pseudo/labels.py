@@ -56,7 +56,7 @@ def _test_records(tfrec_dir: str, n_folds: int):
     import tensorflow as tf
 
     from melanoma.data.records import feature_description
-    from melanoma.image.pipeline import find_shards
+    from melanoma.data.reader import find_shards
 
     shardset = find_shards(tfrec_dir, n_folds)
     if not shardset.test():
@@ -68,10 +68,6 @@ def _test_records(tfrec_dir: str, n_folds: int):
 
 def write_pseudo(cfg: Config, runs: list[str | Path], tfrec_dir: str, out: str | Path) -> dict[str, Any]:
     """Blend, select, write the shards, manifest.json, pseudo_labels.csv and the run info. Returns the summary."""
-    import tensorflow as tf
-
-    from melanoma.data.records import serialize_example, shard_name
-
     out = Path(out)
     if (out / "manifest.json").exists():
         raise ConfigError(f"{out} already holds pseudo-labels: choose another --out")
@@ -79,6 +75,9 @@ def write_pseudo(cfg: Config, runs: list[str | Path], tfrec_dir: str, out: str |
     if chosen.empty:
         raise ConfigError(f"pseudo: no test image is confident at pseudo.min_confidence={cfg.pseudo.min_confidence}: "
                           "lower it")
+    import tensorflow as tf  # only once the runs are read and valid: bad predictions never wait for it
+
+    from melanoma.data.records import serialize_example, shard_name
     labels = chosen.set_index(ID)
     records, image_size = _test_records(str(tfrec_dir), cfg.n_folds)
     out.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def epoch_images(base_epoch_images: int, sources: list[ExtraSource]) -> int:
 def sources_from_folder(kind: str, folder: str, share: float | None = None) -> list[ExtraSource]:
     """The training shards of a folder as sources of `kind`: one for the untagged shards (every fold) and one
     per fold K for shards tagged "KIND:K" in the manifest."""
-    from melanoma.image.pipeline import Shard  # TensorFlow: imported only when data is read
+    from melanoma.data.reader import Shard
 
     import tensorflow as tf
 
@@ -132,7 +132,7 @@ def source_dataset(source: ExtraSource, fields: tuple[str, ...], seed: int):
     relabelled from `labels` and without the `drop` names; records with no label (target < 0) are left out."""
     import tensorflow as tf
 
-    from melanoma.image.pipeline import AUTOTUNE, lenient_parse, read_records
+    from melanoma.data.reader import AUTOTUNE, lenient_parse, read_records
 
     wanted = tuple(fields) + (() if "image_name" in fields else ("image_name",))
     ds = read_records(source.paths, deterministic=False).map(lenient_parse(wanted), num_parallel_calls=AUTOTUNE,
@@ -163,20 +163,6 @@ def describe(sources: list[ExtraSource], fold: int, base_images: int) -> str | N
              f"({'natural rate' if s.share is None else f'share capped at {s.share:g}'}: {w:.1%} of each batch)"
              for s, w in zip(mine, weights)]
     return "extra training data: " + "; ".join(parts)
-
-
-def configured_sources(cfg, tfrec_dir: str | None = None, place=None) -> list[ExtraSource]:
-    """train.external, train.pseudo and (issue 15) train.synthetic as sources; external images that duplicate
-    a competition image of `tfrec_dir` are dropped where both have hashes."""
-    from melanoma.image.external import external_sources
-
-    tcfg = cfg.train
-    sources = external_sources(cfg, place, tfrec_dir)
-    if tcfg.pseudo:
-        sources += sources_from_folder("pseudo", tcfg.pseudo, tcfg.pseudo_share)
-    if tcfg.synthetic:
-        sources += sources_from_folder("synthetic", tcfg.synthetic, tcfg.synthetic_share)
-    return sources
 
 
 def hashes_of(folder: str) -> dict[str, str] | None:

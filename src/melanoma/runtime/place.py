@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from melanoma.kaggle.api import TFRECORD_DATASETS
+from melanoma.runtime.datasets import TFRECORD_DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def detect(cfg: Any, environ: Mapping[str, str] | None = None, modules: Mapping[
         root = Path(kaggle_root or environ.get("MELANOMA_KAGGLE_ROOT") or KAGGLE_ROOT)
         return Place("kaggle", str(root / "input"), str(root / "working"))
     if environ.get("COLAB_RELEASE_TAG") or "google.colab" in modules:
+        if cfg is None:  # the caller needs only the place's name
+            return Place("colab")
         k = cfg.kaggle
         return Place("colab", k.colab_root, k.colab_root, k.colab_tfrecords)
     return Place("local")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from melanoma.segment.classical import classical_mask, clean_mask, upscale
+from melanoma.data.lesion_classical import classical_mask, clean_mask, upscale
 
 LESION_MODES = ("none", "mask", "crop")
 MODEL_FILE, INFO_FILE = "segmenter.keras", "segmenter.json"

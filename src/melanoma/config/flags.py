@@ -60,7 +60,7 @@ def config_field(key: str) -> ConfigField:
         fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
         if part not in fields:
             raise KeyError(f"{key}: not a config key")
-        tp, optional = _unwrap(typing.get_type_hints(cls, include_extras=True)[part])
+        tp, optional = _unwrap(_type_hints(cls)[part])
         if i < len(parts) - 1:
             cls = tp
             continue
@@ -70,6 +70,12 @@ def config_field(key: str) -> ConfigField:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         return ConfigField(key, tp, optional, default, field_comments().get((cls.__name__, part), ""))
     raise KeyError(key)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A config dataclass's field types, resolved once: building the parser asks for each of about 90 flags."""
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
@@ -192,7 +198,7 @@ def flag_help(f: ConfigField, override: str | None = None) -> str:
 def _recipe_sets(key: str) -> bool:
     """Whether a training recipe fills this key when the user leaves it unset (so the dataclass default may not
     be the value used)."""
-    from melanoma.recipes import RECIPES
+    from melanoma.config.recipes import RECIPES
 
     section, _, name = key.partition(".")
     return section == "train" and any(name in recipe for recipe in RECIPES.values())

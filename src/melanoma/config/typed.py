@@ -23,6 +23,17 @@ from melanoma.errors import ConfigError
 CROSS_CHECKS: dict[type, tuple] = {}
 
 
+def yaml_value(text: str, where: str) -> Any:
+    """A value typed on the command line (`--set k=V`, `--vary k=V1,V2`, `--fold-ids 0,1`) read as YAML, or one
+    ConfigError naming it (an unclosed `[1,2` would otherwise be a YAMLError traceback)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: the value {text!r} is not valid YAML ({problem}): quote it to mean a "
+                          "string") from None
+
+
 @dataclass(frozen=True)
 class Range:
     """Bounds of a number field, checked at load: `Annotated[int, Range(1)]` is an integer >= 1.
@@ -129,7 +140,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # "0,1,2" from the command line
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+            value = [yaml_value(v, key) for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -154,5 +165,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return number
     elif tp is str:
         if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
-            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+            text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+            if "\x00" in text:  # no path or name may hold one: the file system would raise ValueError later
+                raise ConfigError(f"{key}: {text!r} holds a NUL character")
+            return text
     raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")

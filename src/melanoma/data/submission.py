@@ -108,10 +108,10 @@ def check_submission_file(path: Path, sample_path: str | Path) -> int:
     """Read a submission CSV and check it against the sample submission (one-line errors); the id count."""
     if path.stat().st_size == 0:
         raise input_error(path, "empty file (0 bytes): expected a CSV with image_name,target rows")
-    try:
-        sub = pd.read_csv(path, dtype={ID: "string"})
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise input_error(path, f"not a readable CSV: {e}") from None
+    from melanoma.data.runs import read_predictions
+
     sample = read_sample_submission(sample_path)
+    # The rows first (ids, finite targets in [0, 1], with the line), then the file against the sample.
+    sub = read_predictions(path, TARGET)
     validate_submission(sub, sample, name=str(path))
     return len(sample)

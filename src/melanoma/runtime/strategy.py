@@ -9,7 +9,7 @@ import os
 import tensorflow as tf
 
 from melanoma.errors import ConfigError
-from melanoma.image.backend import local_tpu_devices
+from melanoma.runtime.machine import local_tpu_devices
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from melanoma.errors import ConfigError, input_error
-from melanoma.image.extras import ExtraSource, hashes_of, sources_from_folder
+from melanoma.image.sources import ExtraSource, hashes_of, sources_from_folder
 
 log = logging.getLogger("melanoma.image.train")
 
@@ -34,18 +34,16 @@ MELANOMA_NAMES = {"mel", "melanoma"}
 
 def resolve_external(ref: str, size: int, place=None) -> str:
     """The folder of a train.external entry; a dataset that is neither a folder nor attached is one clear error."""
-    from melanoma.kaggle.api import external_dataset
-    from melanoma.kaggle.environment import detect, locate
+    from melanoma.runtime.datasets import external_dataset
+    from melanoma.runtime.place import detect, locate
 
     slug = external_dataset(ref, size)
     if slug is None:
         if "://" not in ref and not Path(ref).is_dir():
             raise ConfigError(f"train.external: {ref} is not a folder")
         return ref
-    if place is None:
-        from melanoma.config import Config
-
-        place = detect(Config())
+    if place is None:  # on Kaggle only the place matters here, and it needs no config (Colab's roots do)
+        place = detect(None)
     found = locate(place, "dataset", slug) if place.name == "kaggle" else None
     if found is None:
         raise ConfigError(f"train.external: dataset {slug} ({ref}) is not attached here: attach it to the notebook "
@@ -105,4 +103,16 @@ def external_sources(cfg, place=None, competition_tfrecords: str | None = None) 
                      ref, len(drop))
         for s in sources_from_folder("external", folder, share):
             sources.append(dataclasses.replace(s, labels=labels, drop=drop or frozenset()))
+    return sources
+
+
+def configured_sources(cfg, tfrec_dir: str | None = None, place=None) -> list[ExtraSource]:
+    """train.external, train.pseudo and (issue 15) train.synthetic as sources; external images that duplicate
+    a competition image of `tfrec_dir` are dropped where both have hashes."""
+    tcfg = cfg.train
+    sources = external_sources(cfg, place, tfrec_dir)
+    if tcfg.pseudo:
+        sources += sources_from_folder("pseudo", tcfg.pseudo, tcfg.pseudo_share)
+    if tcfg.synthetic:
+        sources += sources_from_folder("synthetic", tcfg.synthetic, tcfg.synthetic_share)
     return sources

@@ -1,68 +1,30 @@
-"""The Keras backend (TensorFlow or JAX) and the devices a run trains on.
+"""The Keras backend (TensorFlow or JAX) and the precision a run trains with.
 
 Kaggle's and Colab's TPU images ship `tensorflow-cpu` beside `jax[tpu]`: TensorFlow cannot use their TPUs,
 Keras on JAX can. So `train.backend: auto` picks JAX when a TPU is attached and no TPU build of TensorFlow is
 installed, and TensorFlow otherwise. The backend is fixed when Keras is first imported, so `use_backend` must run
 before that (the CLI calls it while loading the config); asking for another backend afterwards is an error.
-
-On JAX, `keras.distribution.DataParallel` spreads each global batch over every device (a TPU v5e-8's eight
-chips; in tests, CPU devices made by XLA_FLAGS). On TensorFlow, melanoma.image.strategy picks a tf.distribute
-strategy. Either way a run sees a `Devices`: its backend, device kind and count, and the scope to build in.
+The devices themselves are melanoma.runtime.devices; what the machine has (TPU files, installed frameworks),
+melanoma.runtime.machine.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import importlib.metadata
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from melanoma.errors import ConfigError
+from melanoma.runtime.machine import installed, tensorflow_can_use_tpu, tpu_attached
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorflow", "jax")
 REASON_ENV = "MELANOMA_BACKEND_REASON"
 XLA_DEVICES_FLAG = "--xla_force_host_platform_device_count"
-# Environment variables that TPU VMs (Kaggle: ISTPUVM, TPU_PROCESS_ADDRESSES) and TPU nodes set.
-TPU_ENV = ("ISTPUVM", "TPU_PROCESS_ADDRESSES", "TPU_ACCELERATOR_TYPE", "TPU_NAME", "COLAB_TPU_ADDR",
-           "TPU_WORKER_ID")
-
-
-def local_tpu_devices(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
-    """The device files of a TPU VM: /dev/accel* (v2-v4) or /dev/vfio/N with the TPU runtime's environment (v5e+)."""
-    environ = os.environ if environ is None else environ
-    if glob.glob(f"{dev}/accel[0-9]*"):
-        return True
-    return bool(glob.glob(f"{dev}/vfio/[0-9]*")) and any(k.startswith("TPU_") for k in environ)
-
-
-def tpu_attached(environ: Mapping[str, str] | None = None, dev: str = "/dev") -> bool:
-    """A TPU on this machine (its device files) or named by the environment (TPU VM variables, TPU node)."""
-    environ = os.environ if environ is None else environ
-    return local_tpu_devices(environ, dev) or any(environ.get(k) for k in TPU_ENV)
-
-
-def installed(dist: str) -> str | None:
-    """The version of an installed distribution, or None."""
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def tensorflow_can_use_tpu() -> bool:
-    """Only the TPU builds of TensorFlow (tensorflow-tpu, or tensorflow with libtpu beside it) drive a TPU;
-    tensorflow-cpu, which Kaggle's and Colab's TPU images ship, does not."""
-    if installed("tensorflow-tpu") or installed("tf-nightly-tpu"):
-        return True
-    return bool(installed("tensorflow") and installed("libtpu") and not installed("jax"))
 
 
 def resolve_backend(setting: str, environ: Mapping[str, str] | None = None,
@@ -125,58 +87,14 @@ def set_cpu_devices(n: int, environ: dict[str, str]) -> None:
     flags = re.sub(rf"{XLA_DEVICES_FLAG}=\d+", "", environ.get("XLA_FLAGS", "")).strip()
     environ["XLA_FLAGS"] = f"{flags} {XLA_DEVICES_FLAG}={n}".strip()
     if "jax" in sys.modules and environ is os.environ:
-        import jax
-
-        have = len(jax.devices("cpu"))
+        have = len(sys.modules["jax"].devices("cpu"))  # already started: too late to change its device count
         if have != n:
             raise ConfigError(f"train.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in this "
                               "process: set it before anything imports jax")
 
 
-@dataclass(frozen=True)
-class Devices:
-    backend: str  # tensorflow | jax
-    kind: str  # tpu | gpu | cpu
-    count: int  # replicas: the global batch is the per-device batch times this
-    scope: Callable[[], contextlib.AbstractContextManager]
-    detail: str  # for the log and run.json: the strategy or distribution and the device names
-
-
-def setup_devices(tpu: str = "auto", cpu_replicas: int = 1) -> Devices:
-    """The devices of the running backend, with DataParallel (JAX) or a tf.distribute strategy (TensorFlow)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return _jax_devices(cpu_replicas)
-    if backend != "tensorflow":
-        raise ConfigError(f"Keras backend {backend} is not supported: use tensorflow or jax")
-    from melanoma.image.strategy import accelerated, get_strategy
-
-    strategy = get_strategy(tpu, cpu_replicas)
-    return Devices("tensorflow", accelerated(strategy), strategy.num_replicas_in_sync, strategy.scope,
-                   type(strategy).__name__)
-
-
-def _jax_devices(cpu_replicas: int) -> Devices:
-    import jax
-    import keras
-
-    devices = jax.devices()
-    kind = devices[0].platform  # tpu | gpu | cpu
-    if kind == "cpu" and cpu_replicas > 1 and len(devices) != cpu_replicas:
-        raise ConfigError(f"train.cpu_replicas={cpu_replicas}, but JAX started with {len(devices)} CPU device(s): "
-                          "the device count is fixed when jax is imported (run through the melanoma command)")
-    if kind == "cpu" and cpu_replicas == 1:
-        devices = devices[:1]
-    names = f"{len(devices)} x {devices[0].device_kind}"
-    if len(devices) == 1:
-        keras.distribution.set_distribution(None)
-        return Devices("jax", kind, 1, contextlib.nullcontext, f"one device ({names})")
-    distribution = keras.distribution.DataParallel(devices=devices)
-    # Models must be created after this, or JAX finds their variables on the wrong devices.
-    keras.distribution.set_distribution(distribution)
-    return Devices("jax", kind, len(devices), distribution.scope, f"DataParallel over {names}")
+# --------------------------------------------------------------------------------------------------------
+# a TPU that was meant to be there
 
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -192,7 +110,3 @@ def resolve_precision(setting: str, device: str) -> str:
     return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "float32")
 
 
-def framework_versions() -> dict[str, str | None]:
-    """Installed versions of what the backends need (without importing them)."""
-    return {d: installed(d) for d in ("keras", "tensorflow", "tensorflow-cpu", "tensorflow-tpu", "jax", "jaxlib",
-                                      "libtpu", "kagglehub", "matplotlib")}

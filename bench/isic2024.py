@@ -1,0 +1,128 @@
+"""ISIC 2024 (issue 27): the feature builder on 400,000 rows, and a streamed pass over HDF5 tiles.
+
+    .venv/bin/python bench/isic2024.py [--rows 400000] [--patients 1000] [--tiles 20000] [--seed 0]
+
+1. Features: synthetic training metadata from the demo generator's metadata part
+   (scripts/make_isic2024_demo.py: 55 real columns, values drawn from the 100 real rows), scaled up to --rows
+   rows of --patients patients (the real data: 401,059 tiles of 1,042 patients), then
+   `ISIC2024Features().fit(train).transform(train)`: seconds, and the process's peak resident memory
+   (ru_maxrss) before and after, so the difference bounds what the builder adds on top of the metadata.
+2. HDF5: --tiles JPEG tiles (the demo generator's crops of the shipped demo images, 61-239 px) written with
+   `write_tiles`, then one streamed pass `TileFile.chunks(size=1024)` -> JPEG bytes over all of them (the
+   file was just written, so it is read from the page cache: the rate of h5py and the reader, not of a disk),
+   and a PIL decode of the first 2,000 for scale. Projected to 401,059 and 500,000 tiles.
+Runs in one process; nothing is written outside a temporary folder, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from melanoma.data.hdf5 import TileFile, write_tiles  # noqa: E402
+from melanoma.tabular.isic2024 import ISIC2024Features  # noqa: E402
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("make_isic2024_demo", ROOT / "scripts" / "make_isic2024_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
+
+
+def bench_features(demo, rows: int, patients: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    # lognormal tiles per patient (sigma 0.5, clipped): mean about median * exp(0.125); the last patient is cut
+    median = rows / patients / np.exp(0.125)
+    train = demo.make_metadata(demo.load_template(), rng, patients, median, 0.001)
+    while len(train) < rows:
+        median *= 1.05
+        train = demo.make_metadata(demo.load_template(), rng, patients, median, 0.001)
+    train = train.iloc[:rows].reset_index(drop=True)
+    made = time.perf_counter() - start
+    before = peak_rss_gb()
+    meta_gb = train.memory_usage(deep=True).sum() / 1024**3
+    print(f"metadata: {len(train):,} rows x {train.shape[1]} columns, {train.patient_id.nunique():,} patients, "
+          f"{int(train.target.sum())} malignant; made in {made:.1f} s; {meta_gb:.2f} GB in memory; "
+          f"peak RSS so far {before:.2f} GB")
+    start = time.perf_counter()
+    f = ISIC2024Features().fit(train)
+    fitted = time.perf_counter() - start
+    out = f.transform(train)
+    seconds = time.perf_counter() - start
+    after = peak_rss_gb()
+    print(f"features: fit {fitted:.2f} s, fit + transform {seconds:.1f} s -> {out.shape[0]:,} x {out.shape[1]} "
+          f"({out.memory_usage(deep=True).sum() / 1024**3:.2f} GB); peak RSS {after:.2f} GB "
+          f"(+{after - before:.2f} GB over the metadata)")
+
+
+def bench_hdf5(demo, n: int, seed: int, folder: Path) -> None:
+    rng = np.random.default_rng(seed)
+    meta = pd.DataFrame({"isic_id": [f"ISIC_{i:07d}" for i in range(n)],
+                         "target": (rng.random(n) < 0.05).astype(int)})
+    path = folder / "train-image.hdf5"
+    start = time.perf_counter()
+    write_tiles(path, demo.make_tiles(meta, demo.image_pools()["train"], rng))
+    written = time.perf_counter() - start
+    size_mb = path.stat().st_size / 1024**2
+    print(f"hdf5: wrote {n:,} tiles ({size_mb:.0f} MB, {size_mb * 1024 / n:.1f} kB per tile) in {written:.1f} s "
+          "(JPEG encoding included)")
+    start = time.perf_counter()
+    with TileFile(path) as tiles:
+        ids = tiles.ids()
+        listed = time.perf_counter() - start
+        total = 0
+        for chunk in tiles.chunks(ids, 1024):
+            total += sum(len(b) for _, b in chunk)
+        seconds = time.perf_counter() - start
+        first = [b for _, b in next(tiles.chunks(ids[:2000], 2000))]
+    rate = n / seconds
+    print(f"hdf5: open + list ids {listed:.2f} s; streamed pass {seconds:.2f} s for {total / 1024**2:.0f} MB = "
+          f"{rate:,.0f} tiles/s -> {401_059 / rate:.0f} s for 401,059 tiles, {500_000 / rate:.0f} s for 500,000")
+    start = time.perf_counter()
+    for b in first:
+        with Image.open(io.BytesIO(b)) as im:
+            im.convert("RGB").load()
+    decode = len(first) / (time.perf_counter() - start)
+    print(f"decode (PIL, for scale): {decode:,.0f} tiles/s on one core")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=400_000)
+    ap.add_argument("--patients", type=int, default=1000)
+    ap.add_argument("--tiles", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    demo = _demo_module()
+    bench_features(demo, args.rows, args.patients, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_hdf5(demo, args.tiles, args.seed, Path(tmp))
+    print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
