@@ -70,7 +70,7 @@ def test_metadata_dropout_blanks_the_configured_share_in_training_only(tmp_path)
     again = _meta_batches(validation_dataset(shards.train(), 32, 32, 40, meta=True), 3)
     np.testing.assert_array_equal(again, raw)
     names = np.array([f"IMG_{k:04d}" for k in range(120, 160)])
-    pred = next(iter(predict_dataset(shards.test(), names, 32, 32, 40, None, meta=True)))
+    pred = next(iter(predict_dataset(shards.test(), names, 32, 32, 40, meta=True)))
     assert pred["meta"].numpy()[:, col["age_missing"]].sum() == 0
     # Off: no blanking at all in training either.
     off = load_config(None, ["train.metadata=true", "train.meta_dropout=0", "train.meta_row_dropout=0",
