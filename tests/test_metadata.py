@@ -252,31 +252,36 @@ def _records_where_age_gives_it_away(root, per_file: int = 64, seed: int = 0) ->
     return test
 
 
-@pytest.mark.slow  # two small trainings in process: about 40 s on 2 busy cores
-def test_a_metadata_model_scores_images_without_metadata_no_worse_than_an_image_only_model(tmp_path):
+@pytest.mark.slow  # two small trainings in process per case: about 40 s on 2 busy cores
+@pytest.mark.parametrize("fusion", ["joint", "residual"])
+def test_a_metadata_model_scores_images_without_metadata_no_worse_than_an_image_only_model(tmp_path, fusion):
     import keras
     from sklearn.metrics import roc_auc_score
 
+    from melanoma.image.heads import every_column
     from melanoma.image.models import build_model
     from melanoma.data.reader import find_shards
     from melanoma.image.inputs import train_dataset
 
     test = _records_where_age_gives_it_away(tmp_path)
     shards = find_shards(str(tmp_path), 3)
-    x = np.stack([t[2] for t in test]).astype("float32")
+    x = np.stack([t[2] for t in test])  # uint8, as the models take them
     y = [t[1] for t in test]
 
     def trained_auc(meta: bool) -> float:
         keras.utils.set_random_seed(0)
         cfg = load_config(None, [f"train.metadata={str(meta).lower()}", "train.meta_dropout=0.1",
                                  "train.meta_row_dropout=0.5", "train.size=32"])
-        model = build_model("simple_cnn", 32, None, meta_dim=META_DIM if meta else 0)
-        model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
+        model = build_model("simple_cnn", 32, None, meta_dim=META_DIM if meta else 0, meta_fusion=fusion)
+        two_columns = meta and fusion == "residual"  # [with metadata, image only]: the loss sees both
+        model.compile(keras.optimizers.Adam(3e-3),
+                      every_column(keras.losses.BinaryCrossentropy()) if two_columns else "binary_crossentropy")
         model.fit(train_dataset(shards.train(), cfg.train, 32, 32, None, seed=0, augment=False), epochs=8,
                   steps_per_epoch=6, verbose=0)
         # The test images come without any metadata: every row gets the all-missing vector.
         blank = np.repeat(encode(np.int64(-1), np.int64(-1), np.int64(-1))[None], len(y), axis=0)
-        return roc_auc_score(y, model.predict({"image": x, "meta": blank} if meta else x, verbose=0).ravel())
+        pred = model.predict({"image": x, "meta": blank} if meta else x, verbose=0)
+        return roc_auc_score(y, pred[:, 0])  # column 0 is the prediction in both layouts
 
     image_only, without_meta = trained_auc(False), trained_auc(True)
     assert image_only > 0.75  # the images are learnable: the comparison means something
