@@ -167,7 +167,8 @@ def test_augment_layer_acts_in_training_only():
 
 
 def test_meta_vector_one_hot_codes():
-    from melanoma.image.inputs import META_DIM, meta_vector
+    from melanoma.data.metadata import META_DIM
+    from melanoma.image.inputs import meta_vector
 
     v = meta_vector({"sex": tf.constant(1, tf.int64), "age_approx": tf.constant(50, tf.int64),
                      "anatom_site_general_challenge": tf.constant(-1, tf.int64)}).numpy()

@@ -11,7 +11,8 @@ from PIL import Image
 
 from conftest import SHARED, make_layout, solid_image
 from melanoma.config import apply_overrides, Config
-from melanoma.image.inputs import META_DIM, predict_dataset, validation_dataset
+from melanoma.data.metadata import META_DIM
+from melanoma.image.inputs import predict_dataset, validation_dataset
 from melanoma.data.reader import decode_image, find_shards, parse_fn, read_index
 from melanoma.data.decode import encode_image
 from melanoma.data.prepare import prepare
