@@ -188,6 +188,38 @@ def test_models_of_the_old_metadata_layout_are_refused_in_one_line(meta_model, t
     assert not (tmp_path / "never").exists()
 
 
+def test_gallery_heat_maps_of_a_metadata_model(meta_model, tmp_path):
+    """The report's Grad-CAM builds the run's model as trained (either fusion, layout 2) and explains it; a run
+    of the old layout gets a note instead of a shape error."""
+    import shutil
+
+    import yaml
+
+    from melanoma.report.gallery import heat_maps
+    from melanoma.report.inputs import Run
+
+    _, _, run, _ = meta_model
+    rng = np.random.default_rng(0)
+    recs = {f"IMG_{k}": {"jpeg": tf.io.encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).numpy(),
+                         SEX: k % 2, AGE: [40, -1][k], SITE: -1} for k in range(2)}
+    rows = pd.DataFrame({"image_name": list(recs), "fold": [0, 0]})
+
+    def as_run(path):
+        return Run("r", path, "train", pd.DataFrame(), pd.DataFrame(),
+                   config=yaml.safe_load((path / "config.yaml").read_text()))
+
+    maps, note = heat_maps(as_run(run), rows, recs)
+    assert note is None and sorted(maps) == sorted(recs)
+    assert all(np.isfinite(m).all() and m.ndim == 2 for m in maps.values())
+    old = tmp_path / "old_run"
+    shutil.copytree(run, old)
+    info = json.loads((old / "run.json").read_text())
+    del info["metadata_layout"]
+    (old / "run.json").write_text(json.dumps(info))
+    maps, note = heat_maps(as_run(old), rows, recs)
+    assert maps == {} and "layout 1" in note and "\n" not in note
+
+
 def test_residual_fusion_trains_the_image_branch_on_the_image_only_column():
     import keras
 
