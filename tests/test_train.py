@@ -312,7 +312,7 @@ def test_kills_at_random_points_always_resume_to_the_uninterrupted_outputs(recor
 
 def test_an_unreadable_first_backup_is_moved_aside_and_the_fold_starts_over(tmp_path):
     # A kill during the fold's first backup write leaves a torn latest.weights.h5 and no previous one to fall back to.
-    from melanoma.image.train import _backup_callback
+    from melanoma.image.runfolder import backup_callback
 
     folder = tmp_path / "fold0" / "backup"
     folder.mkdir(parents=True)
@@ -320,7 +320,7 @@ def test_an_unreadable_first_backup_is_moved_aside_and_the_fold_starts_over(tmp_
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x = np.zeros((8, 3), "float32")
-    model.fit(x, np.zeros((8, 1), "float32"), epochs=1, verbose=0, callbacks=[_backup_callback(folder)])
+    model.fit(x, np.zeros((8, 1), "float32"), epochs=1, verbose=0, callbacks=[backup_callback(folder)])
     aside = [p.name for p in folder.parent.iterdir() if p.name.startswith("backup.unreadable-")]
     assert len(aside) == 1 and (folder.parent / aside[0] / "latest.weights.h5").read_bytes().endswith(b"torn")
     assert (folder / "latest.weights.h5").stat().st_size > 100  # the new backup of the finished epoch

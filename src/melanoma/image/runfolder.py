@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -73,6 +74,34 @@ class FoldLog(keras.callbacks.Callback):
 
 
 BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
+
+
+def backup_callback(folder: Path) -> keras.callbacks.Callback:
+    """BackupAndRestore that survives a kill during the fold's first backup write: Keras falls back to the
+    previous backup when the newest is unreadable, but the first has none, so the fold would never resume.
+    Then the unreadable backup is moved aside (kept, named in the log) and the fold starts over."""
+
+    class Backup(keras.callbacks.BackupAndRestore):
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except OSError as e:
+                aside = folder.with_name(f"backup.unreadable-{int(time.time())}")
+                folder.rename(aside)
+                folder.mkdir()
+                log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
+                            "the fold starts over", folder.parent.name, e, aside.name)
+
+        def _save_model(self):
+            """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
+            copies the previous backup aside first (a second write of the whole file) to survive a torn write,
+            which a rename never leaves."""
+            folder.mkdir(parents=True, exist_ok=True)
+            save_weights_atomic(self.model, Path(self._weights_path))
+            write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch,
+                                                            "batch": self._last_batch_seen})
+
+    return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
 
 
 @contextlib.contextmanager

@@ -40,8 +40,8 @@ from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.inputs import train_dataset, validation_dataset
 from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
 from melanoma.data.reader import ShardSet, count_targets, find_shards, read_index
-from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, best_auc, check_run_folder, collect,
-                                      epoch_seconds, load_model_weights, read_history, save_weights_atomic,
+from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
+                                      collect, epoch_seconds, load_model_weights, read_history, save_weights_atomic,
                                       start_run_folder)
 from melanoma.image.schedules import make_loss, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
@@ -304,38 +304,10 @@ def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool =
     callbacks = [keras.callbacks.SwapEMAWeights()] if ema else []
     callbacks += [fold_log,
                  # Model and optimizer state at each epoch end: a re-run continues from there.
-                 _backup_callback(fold_dir / "backup")]
+                 backup_callback(fold_dir / "backup")]
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), write_graph=False))
     return callbacks
-
-
-def _backup_callback(folder: Path) -> keras.callbacks.Callback:
-    """BackupAndRestore that survives a kill during the fold's first backup write: Keras falls back to the
-    previous backup when the newest is unreadable, but the first has none, so the fold would never resume.
-    Then the unreadable backup is moved aside (kept, named in the log) and the fold starts over."""
-
-    class Backup(keras.callbacks.BackupAndRestore):
-        def on_train_begin(self, logs=None):
-            try:
-                super().on_train_begin(logs)
-            except OSError as e:
-                aside = folder.with_name(f"backup.unreadable-{int(time.time())}")
-                folder.rename(aside)
-                folder.mkdir()
-                log.warning("%s: the epoch backup cannot be read (%s), a write cut short by a kill; moved to %s, "
-                            "the fold starts over", folder.parent.name, e, aside.name)
-
-        def _save_model(self):
-            """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
-            copies the previous backup aside first (a second write of the whole file) to survive a torn write,
-            which a rename never leaves."""
-            folder.mkdir(parents=True, exist_ok=True)
-            save_weights_atomic(self.model, Path(self._weights_path))
-            write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch,
-                                                            "batch": self._last_batch_seen})
-
-    return Backup(str(folder), double_checkpoint=True, delete_checkpoint=False)
 
 
 def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Path:
