@@ -134,3 +134,14 @@ def competition_test_files(root: Path, seed: int = 0) -> tuple[Path, Path]:
     pd.DataFrame({"image_name": ids, "patient_id": [f"IP_{i // 16:07d}" for i in range(N_TEST)]}).to_csv(
         test, index=False)
     return sample, test
+
+
+def small_demo_layout(root: Path) -> Path:
+    """24 training images (8 malignant) and 10 test images of the shipped demo set, past the striped
+    non-dermoscopy thumbnails (ISIC_0000000-0000149), which prepare refuses."""
+    train = pd.read_csv(DEMO / "train.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
+    test = pd.read_csv(DEMO / "test.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
+    test = test.head(10)
+    train = pd.concat([train[train.target == 1].head(8), train[train.target == 0].head(16)]).sort_values("image_name")
+    copy_demo_layout(root, train, test)
+    return root

@@ -3,7 +3,7 @@
 Unknown keys and values of the wrong type are errors, so a typo never silently falls back to a default.
 Every output folder gets the resolved config (`config.yaml`) and a `run.json` with the package version and
 the seed, so a run can be reproduced from its own outputs. The sections themselves are in sections.py;
-the training recipes' defaults (train.recipe) in melanoma/recipes.py.
+the training recipes' defaults (train.recipe) in melanoma/config/recipes.py.
 """
 
 from __future__ import annotations
@@ -143,8 +143,11 @@ def is_explicit(cfg: Config, key: str) -> bool:
 
 
 def recipe_summary(cfg: Config) -> str:
-    """Which training recipe the config uses, and why (logged by the train stage)."""
-    return f"{cfg.train.recipe} ({getattr(cfg, '_recipe_why', '') or 'every value as given in code'})"
+    """Which training recipe the config uses, what it comes to (model, size, epochs, key choices) and why
+    (logged by the train stage as `recipe: scratch (weights none) -> small_cnn_32 @ 32 px, ...`)."""
+    from melanoma.config.recipes import describe
+
+    return describe(cfg.train, getattr(cfg, "_recipe_why", "") or "every value as given in code")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -79,9 +79,21 @@ class TrainConfig:
         'diagnosis (categorical cross-entropy); its melanoma column is the prediction everywhere downstream')
     class_map: Literal["isic2017", "winners9"] = setting("winners9",
         "diagnosis head: the 3 ISIC 2017 classes or the 1st-place solution's 9 (melanoma.image.heads)")
-    metadata: bool = setting(False, 'join one-hot site and sex and scaled age to the image features before the head')
+    metadata: bool = setting(False, "join one-hot site and sex and scaled age (each with a missing flag) to the image "
+                                    "features before the head")
+    meta_dropout: Share = setting(0.1, "metadata dropout (training only): each of sex, age and site blanked with this "
+                                       "probability, so the model still scores images that come without metadata")
+    meta_row_dropout: Dropout = setting(0.3, "metadata dropout (training only): the whole row blanked with this "
+                                             "probability")
+    meta_fusion: Literal["joint", "residual"] = setting("joint",
+        "how the metadata joins (binary head): joint = its features beside the image features before one output; "
+        "residual = an image-only output trained on its own loss, plus a metadata term learnt on top of it (the "
+        "image branch gets no gradient from the metadata, so without metadata it scores as an image-only model)")
     tta: Count = setting(0, 'augmented prediction passes averaged with the plain one (0 = no TTA)')
     tta_flips: bool = setting(False, 'also average the left-right, up-down and both flips (3 deterministic passes)')
+    ema: Annotated[float, Range(0, 1, max_open=True)] = setting(0.0,
+        "exponential moving average of the weights, updated every step with this momentum (0 = off; 0.99 averages "
+        "about the last 100 steps): validation, the checkpoints and predictions use the averaged weights")
     checkpoint: Literal["best", "last"] = setting("best",
         'predict with the weights of the best epoch by validation AUC, or the last')
     resume: bool = setting(True, 're-running into the same folder continues it: finished folds are kept')

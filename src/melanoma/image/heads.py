@@ -74,11 +74,34 @@ CLASS_MAPS: dict[str, ClassMap] = {m.name: m for m in (ISIC2017, WINNERS9)}
 
 
 def head_classes(tcfg) -> tuple[int, int | None]:
-    """(outputs, melanoma column) of the model the train config builds: (1, None) for the binary head."""
+    """(classes, melanoma column) of the model the train config builds: (1, None) for the binary head; (1, 0)
+    for the binary head with residual metadata fusion, whose model outputs [with metadata, image only]."""
     if tcfg.head == "binary":
-        return 1, None
+        return 1, (0 if residual_fusion(tcfg) else None)
     cmap = CLASS_MAPS[tcfg.class_map]
     return len(cmap.classes), cmap.melanoma
+
+
+def residual_fusion(tcfg) -> bool:
+    """Whether the model joins the metadata as a residual on an image-only output (train.meta_fusion)."""
+    return bool(getattr(tcfg, "metadata", False)) and getattr(tcfg, "meta_fusion", "joint") == "residual" \
+        and tcfg.head == "binary"
+
+
+def every_column(loss):
+    """The binary loss applied to each output column against the one target (the residual metadata head's
+    [with metadata, image only]), averaged: per-sample values, so class weights apply as usual."""
+    import keras
+
+    class EveryColumn(keras.losses.Loss):
+        def __init__(self):
+            super().__init__(name=f"{loss.name}_every_column", reduction=loss.reduction)
+
+        def call(self, y_true, y_pred):
+            y_true = keras.ops.broadcast_to(keras.ops.cast(y_true, y_pred.dtype), keras.ops.shape(y_pred))
+            return loss.call(y_true, y_pred)
+
+    return EveryColumn()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from melanoma.image.augment import augment_batch
 from melanoma.config import AugmentConfig, TrainConfig
 from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET
-from melanoma.data.records import N_SEX, N_SITE
+from melanoma.data.metadata import encode, tf_ops
 from melanoma.data.reader import AUTOTUNE, Shard, decode_image, parse_fn, read_records
 from melanoma.runtime.hosts import Host
 
@@ -64,22 +64,25 @@ def equal_steps(ds: tf.data.Dataset, steps: int, fill: dict[str, float] | None =
 # ---------------------------------------------------------------- datasets
 
 META_FIELDS = (SEX, AGE, SITE)
-META_DIM = (N_SEX + 1) + (N_SITE + 1) + 2
 
 
 def meta_vector(ex: dict) -> tf.Tensor:
-    """Metadata as the network sees it: one-hot sex and site (each with an other/missing column), age / 100
-    and an age-missing flag. Built from the record codes, so the public Kaggle TFRecords work too."""
+    """Metadata as the network sees it (melanoma.data.metadata.encode: one-hot sex and site, each with a missing
+    flag, a no-metadata flag, age / 100 and an age-missing flag), from the record codes, so the public Kaggle
+    TFRecords work too."""
+    return encode(ex[SEX], ex[AGE], ex[SITE], tf_ops())
 
-    def one_hot(code, n):
-        code = tf.cast(code, tf.int32)
-        known = tf.logical_and(code >= 0, code < n)
-        return tf.one_hot(tf.where(known, code, n), n + 1)
 
-    age = tf.cast(ex[AGE], tf.float32)
-    present = tf.cast(age >= 0, tf.float32)
-    return tf.concat([one_hot(ex[SEX], N_SEX), one_hot(ex[SITE], N_SITE),
-                      tf.stack([age * present / 100.0, 1.0 - present])], axis=0)
+def blank_metadata(ex: dict, field_rate: float, row_rate: float) -> dict:
+    """Training only: each of sex, age and site set to missing (-1) with probability `field_rate`, and the whole
+    row with probability `row_rate` (train.meta_dropout, train.meta_row_dropout), so the network learns to
+    score images whose metadata is partly or wholly absent, as new photos often are."""
+    row = tf.random.uniform([]) < row_rate
+    out = dict(ex)
+    for name in META_FIELDS:
+        drop = tf.logical_or(row, tf.random.uniform([]) < field_rate)
+        out[name] = tf.where(drop, tf.constant(-1, ex[name].dtype), ex[name])
+    return out
 
 
 def _inputs(ex: dict, size: int, stored_size: int | None, meta: bool):
@@ -103,8 +106,9 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
                   class_weight: dict[int, float] | None = None, host: Host = ONE_HOST) -> tf.data.Dataset:
     """Endless, shuffled, augmented batches of (image, target); fixed shapes for TPU (drop_remainder).
 
-    From `tcfg`: size, augment, shuffle_buffer, metadata, cache. With `pos_share`, positives and negatives are
-    read as two streams and drawn at that rate (oversampling); with None they come at their natural rate.
+    From `tcfg`: size, augment, shuffle_buffer, metadata (and its dropout: meta_dropout, meta_row_dropout),
+    cache. With `pos_share`, positives and negatives are read as two streams and drawn at that rate
+    (oversampling); with None they come at their natural rate.
     `augment` False: no augmentation here (it runs inside the model). With `tcfg.metadata` the inputs are
     {"image", "meta"}. `tcfg.cache` keeps the encoded records in memory after the first pass (small
     datasets, or repeated epochs from slow storage). `extras` (image/extras.py ExtraSource, already chosen for
@@ -145,6 +149,9 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
         stored_size = None  # extra data may be stored at another side (ISIC 2019 at 512, ours at 384): resize all
     label = _label if labels is None else labels.one_hot
+    if meta and (tcfg.meta_dropout > 0 or tcfg.meta_row_dropout > 0):
+        ds = ds.map(lambda ex: blank_metadata(ex, tcfg.meta_dropout, tcfg.meta_row_dropout),
+                    num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=False)

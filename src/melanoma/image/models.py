@@ -219,15 +219,16 @@ def model_pixels(image, spec: ModelSpec, augment: dict | None = None, size: int 
 
 def build_model(name: str, size: int, weights: str | None = None, dropout: float = 0.2,
                 bn_momentum: float | None = None, meta_dim: int = 0, augment: dict | None = None,
-                classes: int = 1) -> keras.Model:
+                classes: int = 1, meta_fusion: str = "joint") -> keras.Model:
     """A backbone from keras.applications with global average pooling, dropout and one sigmoid unit (or, with
     `classes` > 1, a softmax over that many classes: the diagnosis head, melanoma.image.heads).
 
     `weights` is None, 'imagenet', or a file: either backbone weights (for example a Kaggle dataset of
     'notop' .h5 files) or the weights of a whole model saved by this package (`model.save_weights`).
     `meta_dim` > 0 adds a "meta" input (one-hot site and sex, scaled age) joined to the image features before
-    the head; the inputs are then {"image", "meta"}. `augment` (AugmentConfig fields) puts the training-time
-    augmentation inside the model, so it runs on the accelerator.
+    the head; the inputs are then {"image", "meta"}. With `meta_fusion` "residual" (binary head) the model
+    outputs two columns instead, [with metadata, image only] (see _residual_head). `augment` (AugmentConfig
+    fields) puts the training-time augmentation inside the model, so it runs on the accelerator.
     """
     spec = get_spec(name)
     if size < spec.min_size:
@@ -263,21 +264,52 @@ def build_model(name: str, size: int, weights: str | None = None, dropout: float
                 layer.momentum = bn_momentum
     x = backbone(x)
     inputs = image
-    if meta_dim:
-        meta = keras.Input((meta_dim,), name="meta")
-        m = keras.layers.Dense(32, activation="relu", name="meta_dense")(meta)
-        x = keras.layers.Concatenate(name="image_and_meta")([x, m])
+    meta = keras.Input((meta_dim,), name="meta") if meta_dim else None
+    if meta is not None:
         inputs = {"image": image, "meta": meta}
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
-    outputs = keras.layers.Dense(classes, activation="sigmoid" if classes == 1 else "softmax", dtype="float32",
-                                 name="pred")(x)
-    model = keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, _head(x, meta, dropout, classes, meta_fusion), name=name)
     if full_model_weights is not None:
         _checked_load(lambda: model.load_weights(full_model_weights), full_model_weights,
                       f"a {name} model at {size}px")
         log.info("loaded model weights from %s", full_model_weights)
     return model
+
+
+def _head(x, meta, dropout: float, classes: int, meta_fusion: str):
+    """The output layers on the pooled image features (and the metadata input, if any)."""
+    if meta is not None and meta_fusion == "residual" and classes == 1:
+        return _residual_head(x, meta, dropout)
+    if meta is not None:
+        m = keras.layers.Dense(32, activation="relu", name="meta_dense")(meta)
+        x = keras.layers.Concatenate(name="image_and_meta")([x, m])
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # The output stays float32 under mixed precision, so the sigmoid and the loss are computed accurately.
+    return keras.layers.Dense(classes, activation="sigmoid" if classes == 1 else "softmax", dtype="float32",
+                              name="pred")(x)
+
+
+def _residual_head(features, meta, dropout: float):
+    """Two sigmoid columns: [image logit + metadata logit, image logit alone]. The loss (binary cross-entropy
+    against the one target, broadcast over both) trains the image branch on the image-only column only: the
+    metadata column sees the image logit through a stop-gradient. So the image branch is an image-only model,
+    and a row without metadata (the all-missing vector, which metadata dropout shows in training) gets the
+    image logit plus a constant: the image-only ranking (issue 28). Column 0 is the prediction."""
+    x = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    image_logit = keras.layers.Dense(1, dtype="float32", name="image_logit")(x)
+    m = keras.layers.Dense(32, activation="relu", name="meta_dense")(meta)
+    meta_logit = keras.layers.Dense(1, dtype="float32", name="meta_logit")(m)
+    full = keras.layers.Add(name="image_and_meta_logit")([StopGradient(name="image_logit_fixed")(image_logit),
+                                                          meta_logit])
+    both = keras.layers.Concatenate(name="with_and_without_meta")([full, image_logit])
+    return keras.layers.Activation("sigmoid", dtype="float32", name="pred")(both)
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class StopGradient(keras.layers.Layer):
+    """Identity forward, no gradient backward (keras.ops.stop_gradient as a saveable layer)."""
+
+    def call(self, x):
+        return keras.ops.stop_gradient(x)
 
 
 def _checked_load(load, path: str, what: str):

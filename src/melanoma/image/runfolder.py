@@ -6,6 +6,7 @@ interrupted fold continues from its epoch backup; other settings or data are ref
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -42,9 +43,9 @@ class FoldLog(keras.callbacks.Callback):
     its own row.
     """
 
-    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int):
+    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int, ema: bool = False):
         super().__init__()
-        self.fold_dir, self.schedule, self.steps = fold_dir, schedule, steps_per_epoch
+        self.fold_dir, self.schedule, self.steps, self.ema = fold_dir, schedule, steps_per_epoch, ema
         self.history = read_history(fold_dir)
         self.best = best_auc(self.history)
         self.started = budget.clock()
@@ -70,10 +71,34 @@ class FoldLog(keras.callbacks.Callback):
         current = row.get("val_auc")
         if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
             self.best = current
-            save_weights_atomic(self.model, self.fold_dir / BEST, optimizer=False)
+            with ema_weights(self.model, self.ema):  # the weights that were validated
+                save_weights_atomic(self.model, self.fold_dir / BEST, optimizer=False)
 
 
 BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
+
+
+@contextlib.contextmanager
+def ema_weights(model: keras.Model, on: bool = True):
+    """The optimizer's moving average of the weights (train.ema) in the model for the block, then the raw
+    weights back. Keras keeps the average in the optimizer (`use_ema`); this is its SwapEMAWeights swap."""
+    if not on:
+        yield
+        return
+    opt = model.optimizer
+    pairs = list(zip(opt._trainable_variables, opt._model_variables_moving_average))
+
+    def swap():
+        for var, avg in pairs:
+            raw = keras.ops.convert_to_numpy(var)
+            var.assign(avg)
+            avg.assign(raw)
+
+    swap()
+    try:
+        yield
+    finally:
+        swap()
 
 
 def read_history(fold_dir: Path) -> pd.DataFrame:
@@ -257,6 +282,7 @@ def backup_callback(folder: Path) -> keras.callbacks.Callback:
             """One write per epoch, atomic (temporary name, then rename), with the optimizer state. Keras' own
             copies the previous backup aside first (a second write of the whole file) to survive a torn write,
             which a rename never leaves. Process 0 alone keeps it (every host holds the same state)."""
+            folder.mkdir(parents=True, exist_ok=True)
             save_weights_atomic(self.model, Path(self._weights_path))
             if not is_writer():
                 return

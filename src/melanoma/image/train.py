@@ -34,10 +34,12 @@ from melanoma.runtime.hosts import Host, barrier, host_failures, is_writer, star
 from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
 from melanoma.image.external_sources import configured_sources
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
-from melanoma.image.heads import diagnosis_plans, head_classes, head_loss, labels_for
+from melanoma.image.heads import (diagnosis_plans, every_column, head_classes, head_loss, labels_for,
+                                  residual_fusion)
 from melanoma.image.models import MelanomaAUC, build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
-from melanoma.image.inputs import META_DIM, train_dataset, validation_dataset
+from melanoma.image.inputs import train_dataset, validation_dataset
+from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
 from melanoma.data.reader import ShardSet, count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
                                       collect, curves, epoch_seconds, load_model_weights, read_history,
@@ -120,7 +122,8 @@ def _train(s: Session) -> dict:
         start_run_folder(s.out_dir, cfg, s.shardset, s.backend, resume)
         save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
                                                 "replicas": s.replicas, "precision": s.precision,
-                                                "hosts": s.host.count})
+                                                "hosts": s.host.count,
+                                                "metadata_layout": META_LAYOUT if cfg.train.metadata else None})
     budget = Budget.for_session(resolve_hours(cfg.train.time_budget, detect(cfg).name, cfg.stages))
     if budget.hours is not None:
         log.info("train: time budget %.2f h (train.time_budget=%s), %.2f h of it used before training",
@@ -187,7 +190,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
     s.labels = labels_for(tcfg, shardset)
-    log.info("train: recipe %s", recipe_summary(cfg))
+    log.info("recipe: %s", recipe_summary(cfg))
     log.info("train: %s at %dpx, %d epochs, global batch %d (%d per device x %d devices), %s, augmentation in %s, "
              "folds %s", tcfg.model, tcfg.size, tcfg.epochs, s.global_batch, tcfg.batch_size, s.replicas,
              s.precision, "the model" if s.in_model else "tf.data", folds)
@@ -219,12 +222,14 @@ def _compile(s: Session) -> None:
         s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
                               meta_dim=META_DIM if tcfg.metadata else 0,
                               augment=to_dict(tcfg.augment) if s.in_model else None,
-                              classes=head_classes(tcfg)[0])
+                              classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta_fusion)
         s.model.compile(
-            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay),
-            loss=make_loss(tcfg) if s.labels is None else head_loss(tcfg),
-            metrics=[keras.metrics.AUC(name="auc") if s.labels is None else MelanomaAUC(head_classes(tcfg)[1],
-                                                                                         name="auc")],
+            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay, use_ema=tcfg.ema > 0,
+                                             ema_momentum=tcfg.ema or 0.99),
+            loss=head_loss(tcfg) if s.labels is not None
+            else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),
+            metrics=[keras.metrics.AUC(name="auc") if head_classes(tcfg)[1] is None
+                     else MelanomaAUC(head_classes(tcfg)[1], name="auc")],  # the column that is the prediction
             steps_per_execution=tcfg.steps_per_execution,
             jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
         )
@@ -276,7 +281,7 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
 def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget) -> bool:
     """fit() the fold's epochs (resumed from its backup) while the time budget allows; True when all ran."""
     tcfg, fold_dir = s.cfg.train, s.out_dir / f"fold{fold}"
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps)
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.ema > 0)
     epoch_images = s.steps * s.global_batch
     predicted = len(prediction_views(tcfg)) * (n_val + len(s.test_names))
 
@@ -305,7 +310,8 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     ahead = DevicePrefetch(ds) if prefetch_wanted(s.backend) else None
     try:
         s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
-                    validation_data=val_ds, callbacks=_callbacks(s.tensorboard, fold_dir, fold_log) + [stop],
+                    validation_data=val_ds,
+                    callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.ema > 0) + [stop],
                     verbose=tcfg.verbose if is_writer() else 0,  # one progress line per job, process 0's
                     shuffle=False)  # shuffled in tf.data; class weights as sample weights
     finally:
@@ -318,8 +324,11 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     return True
 
 
-def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog) -> list:
-    callbacks = [fold_log,
+def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool = False) -> list:
+    # With train.ema, validation sees the averaged weights (swapped in around each evaluation only, so the
+    # epoch backup keeps the raw weights and their average apart); the end of fit leaves the average in place.
+    callbacks = [keras.callbacks.SwapEMAWeights()] if ema else []
+    callbacks += [fold_log,
                  # Model and optimizer state at each epoch end: a re-run continues from there.
                  backup_callback(fold_dir / "backup")]
     if tensorboard:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.data.schema import AGE, ID, SEX, SITE, TARGET
+from melanoma.files import read_json
 from melanoma.report.figures import gallery_card
 from melanoma.report.inputs import Run
 
@@ -66,11 +67,9 @@ def decode(jpeg: bytes, size: int | None = None) -> np.ndarray:
 
 
 def _meta_vector(rec: dict) -> np.ndarray:
-    import tensorflow as tf
+    from melanoma.data.metadata import encode
 
-    from melanoma.image.inputs import meta_vector
-
-    return meta_vector({k: tf.constant(rec[k], tf.int64) for k in (SEX, AGE, SITE)}).numpy()
+    return encode(*(np.int64(rec[k]) for k in (SEX, AGE, SITE)))
 
 
 def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict[str, np.ndarray], str | None]:
@@ -80,10 +79,16 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
     train = run.config.get("train") or {}
     if "model" not in train or "size" not in train:
         return {}, "no heat maps: the run's config.yaml does not name its model and size"
-    from melanoma.image.heads import head_classes
+    from melanoma.image.heads import head_classes, residual_fusion
     from melanoma.image.models import build_model
-    from melanoma.image.inputs import META_DIM
+    from melanoma.data.metadata import META_DIM, layout_problem
     from melanoma.report.gradcam import GradCAM
+
+    if train.get("metadata"):
+        info = read_json(run.path / "run.json") if (run.path / "run.json").is_file() else {}
+        problem = layout_problem(info.get("metadata_layout"), run.path)
+        if problem:
+            return {}, f"no heat maps: {problem}"
 
     maps: dict[str, np.ndarray] = {}
     missing = []
@@ -97,10 +102,15 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
         if not names:
             continue
         meta = bool(train.get("metadata"))
-        outputs, column = head_classes(SimpleNamespace(head=train.get("head", "binary"),
-                                                       class_map=train.get("class_map", "winners9")))
+        fusion = train.get("meta_fusion", "joint")
+        head = SimpleNamespace(head=train.get("head", "binary"), metadata=meta, meta_fusion=fusion,
+                               class_map=train.get("class_map", "winners9"))
+        outputs, column = head_classes(head)
+        # Residual metadata: the prediction column sees the image through a stop-gradient; its image-only column
+        # (1) is what the image contributes, and what the heat map explains.
+        column = 1 if residual_fusion(head) else column
         model = build_model(train["model"], int(train["size"]), None, float(train.get("dropout", 0.2)),
-                            meta_dim=META_DIM if meta else 0, classes=outputs)
+                            meta_dim=META_DIM if meta else 0, classes=outputs, meta_fusion=fusion)
         model.load_weights(str(weights))
         images = np.stack([decode(recs[n]["jpeg"], int(train["size"])) for n in names])
         vectors = np.stack([_meta_vector(recs[n]) for n in names]) if meta else None

@@ -55,6 +55,7 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
         batcher.warmup(blank, art.meta.vector((-1, -1, -1)) if art.uses_meta else None)
         batcher.batches = batcher.images = 0  # /health counts served images only
     max_body = int(scfg.max_body_mb * 1024 * 1024)
+    counts = {"without_metadata": 0}  # images a metadata model scored without any metadata (in /health)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -103,13 +104,17 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
             if values and len(values) != len(images):
                 raise RequestProblem(422, f"{len(values)} {name} values for {len(images)} images: give one per "
                                           "image, in the same order, or none")
-        metas = []
+        metas, empty = [], 0
         for i in range(len(images)):
             try:
                 codes = art.meta.codes(*(fields[f][i] if fields[f] else None for f in (SEX, AGE, SITE)))
             except BadMetadata as e:
                 raise RequestProblem(422, _which(images, i, str(e))) from None
             metas.append(art.meta.vector(codes) if art.uses_meta else None)
+            empty += art.meta.is_empty(codes)
+        if art.uses_meta and empty:  # scored from the image alone (the model learnt it by metadata row dropout)
+            counts["without_metadata"] += empty
+            log.info("serve: %d of %d images without metadata (age, sex, site all empty)", empty, len(images))
         loop = asyncio.get_running_loop()
         xs = await asyncio.gather(*(loop.run_in_executor(pool, _decode, art, p) for p in images),
                                   return_exceptions=True)
@@ -157,7 +162,8 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model_version": art.version, "batching": batcher.stats()}
+        return {"status": "ok", "model_version": art.version, "batching": batcher.stats(),
+                "metadata": {"used": art.uses_meta, "images_without_metadata": counts["without_metadata"]}}
 
     @app.get("/model")
     async def model_info():

@@ -1,8 +1,8 @@
 """The exported artefact: model.json (everything inference needs) and the model it describes.
 
 `Artifact.load(model_dir)` gives one object that `predict` and `serve` share: the image preprocessing
-(`melanoma.data.images.model_input` with prepare's settings), the metadata encoding (the same vector as
-`pipeline.meta_vector` builds from record codes), the model call, the calibrator and the thresholds.
+(`melanoma.data.images.model_input` with prepare's settings), the metadata encoding (melanoma.data.metadata,
+the one definition training uses too), the model call, the calibrator and the thresholds.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from melanoma.data.schema import AGE, SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json
+from melanoma.data import metadata
 from melanoma.data.images import ImageSettings, model_input
-from melanoma.data.records import N_SEX, N_SITE
 
 FORMAT_VERSION = 1
 MODEL_FILE, INFO_FILE = "model.keras", "model.json"
@@ -43,7 +43,7 @@ def apply_calibrator(p: np.ndarray, calibrator: dict | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MetaEncoder:
-    """Raw sex / age / site -> record codes -> the network's vector, exactly as pipeline.meta_vector."""
+    """Raw sex / age / site -> record codes -> the network's vector (melanoma.data.metadata.encode)."""
 
     sex: tuple[str, ...]
     site: tuple[str, ...]
@@ -79,13 +79,12 @@ class MetaEncoder:
 
     @staticmethod
     def vector(codes: tuple[int, int, int]) -> np.ndarray:
-        sex, age, site = codes
-        v = np.zeros((N_SEX + 1) + (N_SITE + 1) + 2, dtype=np.float32)
-        v[sex if 0 <= sex < N_SEX else N_SEX] = 1.0
-        v[N_SEX + 1 + (site if 0 <= site < N_SITE else N_SITE)] = 1.0
-        present = age >= 0
-        v[-2], v[-1] = (age / 100.0 if present else 0.0), (0.0 if present else 1.0)
-        return v
+        return metadata.encode(*(np.int64(c) for c in codes))
+
+    @staticmethod
+    def is_empty(codes: tuple[int, int, int]) -> bool:
+        """No metadata at all: the image alone is scored (the model learnt this case by row dropout)."""
+        return all(c < 0 for c in codes)
 
 
 def _missing(value: Any) -> bool:
@@ -107,6 +106,7 @@ class Artifact:
         self.stored_size = inp["stored_size"]
         self.uses_meta = bool(info["metadata"]["used"])
         self.meta = MetaEncoder.from_info(info["metadata"])
+        self.meta_dim = metadata.META_DIM
         self.calibrator = info.get("calibrator")
         self.thresholds: dict[str, float] = dict(info.get("thresholds") or {})
         self.version = str(info["model_version"])
@@ -126,6 +126,10 @@ class Artifact:
             found = info.get("format_version") if isinstance(info, dict) else None
             raise input_error(info_path, f"format_version {found!r} is not {FORMAT_VERSION}: re-export the run "
                                          "with this version")
+        meta = info.get("metadata") if isinstance(info.get("metadata"), dict) else {}
+        problem = metadata.layout_problem(meta.get("layout"), info_path) if meta.get("used") else None
+        if problem:  # an older metadata model: its input has another width, refused in one line
+            raise ConfigError(problem)
         model = load_keras_model(model_dir / MODEL_FILE)
         try:
             return cls(info, model, model_dir)

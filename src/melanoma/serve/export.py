@@ -23,6 +23,7 @@ from melanoma.data.schema import SEX, SITE
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import read_json, staged_dir, write_json
 from melanoma.data.manifest import load_manifest
+from melanoma.data import metadata
 from melanoma.data.records import VOCABULARIES
 from melanoma.data.lesion import INFO_FILE as SEGMENTER_INFO, MODEL_FILE as SEGMENTER_FILE, file_sha256, \
     resolve_segmenter
@@ -58,6 +59,17 @@ def finished_folds(run_dir: Path, wanted: list[int] | None) -> dict[int, Path]:
             raise input_error(done[k], f"names {weights.name}, which does not exist")
         out[k] = weights
     return out
+
+
+def check_metadata_layout(run_dir: Path, run_cfg: Config) -> None:
+    """A metadata run trained before the current layout (run.json without it) is refused in one line: its
+    models take a vector of another width (melanoma.data.metadata)."""
+    if not run_cfg.train.metadata:
+        return
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    problem = metadata.layout_problem(info.get("metadata_layout"), run_dir)
+    if problem:
+        raise ConfigError(problem)
 
 
 def input_spec(run_cfg: Config, tfrecords: str | None) -> tuple[dict, int | None, dict]:
@@ -104,20 +116,21 @@ def load_fold_model(run_cfg: Config, weights: Path):
     """The fold's trained model, for inference: built as training built it, without the augmentation layer."""
     from melanoma.image.heads import head_classes
     from melanoma.image.models import build_model, melanoma_output
-    from melanoma.image.inputs import META_DIM
+    from melanoma.data.metadata import META_DIM
 
     t = run_cfg.train
     meta_dim = META_DIM if t.metadata else 0
-    k, column = head_classes(t)  # a diagnosis head's model outputs only its melanoma column
+    k, column = head_classes(t)  # a diagnosis head's (or residual metadata's) model outputs only that column
+    fusion = t.meta_fusion
     try:
-        return melanoma_output(build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim, classes=k),
-                               column)
+        return melanoma_output(build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim, classes=k,
+                                           meta_fusion=fusion), column)
     except ConfigError:
         # Trained with augmentation inside the model (GPU/TPU default): load it that way, then copy the
         # weights of every other layer into a model without it (Augment does nothing at inference anyway).
         trained = build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim,
-                              augment=to_dict(t.augment), classes=k)
-        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim, classes=k)
+                              augment=to_dict(t.augment), classes=k, meta_fusion=fusion)
+        model = build_model(t.model, t.size, None, t.dropout, meta_dim=meta_dim, classes=k, meta_fusion=fusion)
         for layer in model.layers:
             if layer.weights:
                 layer.set_weights(trained.get_layer(layer.name).get_weights())
@@ -176,6 +189,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
     run_cfg = run_config(run_dir)
     t = run_cfg.train
     weights = finished_folds(run_dir, ecfg.folds)
+    check_metadata_layout(run_dir, run_cfg)
     prep, stored, vocab = input_spec(run_cfg, ecfg.tfrecords or run_cfg.paths.tfrecords)
     prep["max_pixels"] = cfg.prepare.max_pixels  # the limit is the server's policy, not the run's
     flips = t.tta_flips if ecfg.tta_flips is None else ecfg.tta_flips
@@ -205,9 +219,8 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
                   "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
         "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "uint8",
                   "range": [0, 255], "note": "melanoma.data.images.model_input(bytes, prepare, size, stored_size)"},
-        "metadata": {"used": bool(t.metadata), "vocab": vocab, "n_sex": 2, "n_site": 6,
-                     "encoding": "one-hot sex (2 + other/missing), one-hot site (6 + other/missing), "
-                                 "age/100, age-missing flag; codes index the vocabularies (-1 = missing)"},
+        "metadata": {**metadata.info(t.metadata, vocab), "fusion": t.meta_fusion if t.metadata else None,
+                     "dropout": {"field": t.meta_dropout, "row": t.meta_row_dropout} if t.metadata else None},
         "tta": {"flips": bool(flips), "random_passes_in_training": t.tta},
         "calibrator": calibrator,
         "thresholds": thresholds or dict(DEFAULT_THRESHOLDS),

@@ -66,20 +66,26 @@ def list_images(source: str | Path, image_dir: str | Path | None = None) -> pd.D
 
 
 def meta_vectors(art: Artifact, df: pd.DataFrame, source: str | Path) -> np.ndarray | None:
-    """The metadata vector per row (None for an image-only model); a bad value stops with its CSV line."""
+    """The metadata vector per row (None for an image-only model); a bad value stops with its CSV line.
+    Logs how many rows have no metadata at all (scored from the image alone) and how many have part of it."""
     if not art.uses_meta:
         return None
     absent = [c for c in (SEX, AGE, SITE) if c not in df.columns]
     if absent:
         log.warning("predict: the model uses metadata and %s has no %s column: treated as unknown", source,
                     ", ".join(absent))
-    rows = []
+    rows, empty, partial = [], 0, 0
     for i, row in enumerate(df.to_dict("records")):
         try:
-            rows.append(art.meta.vector(art.meta.codes(row.get(SEX), row.get(AGE), row.get(SITE))))
+            codes = art.meta.codes(row.get(SEX), row.get(AGE), row.get(SITE))
         except BadMetadata as e:
             raise input_error(source, str(e), csv_line(i)) from None
-    return np.stack(rows)
+        empty += art.meta.is_empty(codes)
+        partial += any(c < 0 for c in codes) and not art.meta.is_empty(codes)
+        rows.append(art.meta.vector(codes))
+    log.info("predict: %d of %d rows without metadata (scored from the image alone), %d with part of it",
+             empty, len(df), partial)
+    return np.stack(rows) if rows else np.zeros((0, art.meta_dim), np.float32)
 
 
 def _read(art: Artifact, path: str) -> np.ndarray | str:

@@ -47,7 +47,12 @@ def test_auto_without_weights_is_scratch():
     assert cfg.train.augment.hue == 0 and cfg.train.augment.shear == 0
     assert cfg.train.augment.rotate == 180.0  # keys the recipe does not name keep their defaults
     summary = recipe_summary(cfg)
-    assert summary.startswith("scratch (weights none") and "epochs" in summary
+    assert summary.startswith("scratch (weights none) -> small_cnn_32 @ 32 px, ")
+    assert f"{scratch['epochs']} epochs" in summary and "why: " in summary
+    assert "metadata as a residual on the image-only output with dropout 0.1 per field and 0.3 per row" in summary
+    assert "EMA of the weights 0.99" in summary and "TTA flips" in summary and "last epoch's weights" in summary
+    mine = recipe_summary(load_config(None, ["train.weights=none", "train.epochs=5", "train.metadata=false"]))
+    assert "5 epochs" in mine and "image only" in mine  # what the user set, not the recipe's value
 
 
 def test_explicit_keys_win_over_the_recipe(tmp_path):

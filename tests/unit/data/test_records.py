@@ -12,7 +12,8 @@ from PIL import Image
 from helpers.layouts import make_layout, solid_image
 from helpers.paths import SHARED
 from melanoma.config import apply_overrides, Config
-from melanoma.image.inputs import META_DIM, predict_dataset, validation_dataset
+from melanoma.data.metadata import META_DIM
+from melanoma.image.inputs import predict_dataset, validation_dataset
 from melanoma.data.manifest import read_manifest
 from melanoma.data.reader import decode_image, find_shards, parse_fn, read_index
 from melanoma.data.decode import encode_image

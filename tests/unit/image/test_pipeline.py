@@ -167,18 +167,19 @@ def test_augment_layer_acts_in_training_only():
 
 
 def test_meta_vector_one_hot_codes():
-    from melanoma.image.inputs import META_DIM, meta_vector
+    from melanoma.data.metadata import META_DIM
+    from melanoma.image.inputs import meta_vector
 
     v = meta_vector({"sex": tf.constant(1, tf.int64), "age_approx": tf.constant(50, tf.int64),
                      "anatom_site_general_challenge": tf.constant(-1, tf.int64)}).numpy()
     assert v.shape == (META_DIM,)
-    np.testing.assert_array_equal(v[:3], [0, 1, 0])  # female
-    np.testing.assert_array_equal(v[3:10], [0, 0, 0, 0, 0, 0, 1])  # site missing -> "other/missing" column
-    np.testing.assert_allclose(v[10:], [0.5, 0.0])
+    np.testing.assert_array_equal(v[:3], [0, 1, 0])  # female, sex present
+    np.testing.assert_array_equal(v[3:11], [0, 0, 0, 0, 0, 0, 1, 0])  # site missing flag; not "no metadata"
+    np.testing.assert_allclose(v[11:], [0.5, 0.0])
     missing = meta_vector({"sex": tf.constant(-1, tf.int64), "age_approx": tf.constant(-1, tf.int64),
                            "anatom_site_general_challenge": tf.constant(3, tf.int64)}).numpy()
     np.testing.assert_array_equal(missing[:3], [0, 0, 1])
-    assert missing[3 + 3] == 1 and missing[-2:].tolist() == [0.0, 1.0]
+    assert missing[3 + 3] == 1 and missing[9] == 0 and missing[-2:].tolist() == [0.0, 1.0]
 
 
 def test_tta_predictions_stay_aligned_with_shuffled_shards(tmp_path):

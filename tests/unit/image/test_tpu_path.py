@@ -186,8 +186,7 @@ def test_tta_views_are_made_in_the_model_in_one_pass():
 def test_best_weights_leave_the_optimizer_out_and_the_backup_keeps_it(tmp_path):
     import h5py
 
-    from melanoma.image.runfolder import FoldLog, load_model_weights
-    from melanoma.image.train import _backup_callback
+    from melanoma.image.runfolder import FoldLog, backup_callback, load_model_weights
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
     model.compile(keras.optimizers.Adam(1e-3), "mse")
@@ -198,7 +197,7 @@ def test_best_weights_leave_the_optimizer_out_and_the_backup_keeps_it(tmp_path):
     model.save_weights = lambda path, *a, **k: (writes.append(str(path)), save(path, *a, **k))[1]
     model.fit(x, y, epochs=2, verbose=0, validation_data=(x, y), callbacks=[
         keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logs.update(val_auc=float(e))),
-        fold_log, _backup_callback(tmp_path / "backup")])
+        fold_log, backup_callback(tmp_path / "backup")])
     with h5py.File(tmp_path / "best.weights.h5") as best, h5py.File(tmp_path / "backup" / "latest.weights.h5") as b:
         assert "optimizer" not in best and "optimizer" in b
     backups = [w for w in writes if "latest" in w]

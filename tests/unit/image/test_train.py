@@ -44,7 +44,7 @@ from helpers.runs import N_FOLDS, fold_aucs_above, run_cli, train_args, write_le
 def test_train_writes_aligned_tta_predictions_and_metadata_model(records, tmp_path):
     rec, train_names, test_names = records
     out = tmp_path / "run"
-    res = run_cli(train_args(rec, out, 3, "--tta", "1", "--tta-flips", "--metadata"))
+    res = run_cli(train_args(rec, out, 3, "--tta", "1", "--tta-flips", "--metadata", "--set", "train.checkpoint=best"))
     assert res.returncode == 0, res.stderr[-3000:]
     oof = pd.read_csv(out / "oof.csv")
     truth = dict(train_names)
@@ -273,7 +273,7 @@ def test_kills_at_random_points_always_resume_to_the_uninterrupted_outputs(recor
 
 def test_an_unreadable_first_backup_is_moved_aside_and_the_fold_starts_over(tmp_path):
     # A kill during the fold's first backup write leaves a torn latest.weights.h5 and no previous one to fall back to.
-    from melanoma.image.train import _backup_callback
+    from melanoma.image.runfolder import backup_callback
 
     folder = tmp_path / "fold0" / "backup"
     folder.mkdir(parents=True)
@@ -281,7 +281,7 @@ def test_an_unreadable_first_backup_is_moved_aside_and_the_fold_starts_over(tmp_
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     x = np.zeros((8, 3), "float32")
-    model.fit(x, np.zeros((8, 1), "float32"), epochs=1, verbose=0, callbacks=[_backup_callback(folder)])
+    model.fit(x, np.zeros((8, 1), "float32"), epochs=1, verbose=0, callbacks=[backup_callback(folder)])
     aside = [p.name for p in folder.parent.iterdir() if p.name.startswith("backup.unreadable-")]
     assert len(aside) == 1 and (folder.parent / aside[0] / "latest.weights.h5").read_bytes().endswith(b"torn")
     assert (folder / "latest.weights.h5").stat().st_size > 100  # the new backup of the finished epoch

@@ -15,42 +15,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from helpers.layouts import copy_demo_layout
-from melanoma.config import ServeConfig, apply_overrides, load_config
-from melanoma.errors import ConfigError
-from melanoma.data.images import BadImage
-
+from helpers.layouts import small_demo_layout
 from helpers.paths import ROOT
+
+from melanoma.config import ServeConfig, apply_overrides, load_config
+from melanoma.data.images import BadImage
+from melanoma.errors import ConfigError
+
 DEMO = ROOT / "data" / "demo"
 
 
-def _small_layout(root: Path) -> Path:
-    """24 training images (8 malignant) and 10 test images of the shipped demo set, past the striped
-    non-dermoscopy thumbnails (ISIC_0000000-0000149), which prepare refuses."""
-    train = pd.read_csv(DEMO / "train.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
-    test = pd.read_csv(DEMO / "test.csv", dtype={"patient_id": "string"}).query("image_name >= 'ISIC_0000150'")
-    test = test.head(10)
-    train = pd.concat([train[train.target == 1].head(8), train[train.target == 0].head(16)]).sort_values("image_name")
-    copy_demo_layout(root, train, test)
-    return root
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(cfg, data dir, records dir, run dir, model dir): a one-fold, one-epoch simple_cnn run, exported."""
     from melanoma.data.prepare import prepare
-    from melanoma.serve.export import export
     from melanoma.image.train import train
+    from melanoma.serve.export import export
 
     tmp = tmp_path_factory.mktemp("serve")
-    data = _small_layout(tmp / "data")
+    data = small_demo_layout(tmp / "data")
     rec, run, model = tmp / "rec", tmp / "run", tmp / "model"
     cfg = load_config(None, [
         "prepare.size=32", "prepare.workers=1", "n_folds=2", "data.patient_id=per_image", "train.model=simple_cnn",
         "train.size=32", "train.epochs=1", "train.folds=[0]", "train.weights=none", "train.batch_size=8",
         "train.tensorboard=false", "train.bn_momentum=0.5", "train.verbose=0", f"paths.tfrecords={rec}",
-        "train.backend=tensorflow", "train.metadata=false"])  # image only: predict reads a folder without metadata
+        "train.backend=tensorflow", "train.metadata=false",  # image only: predict reads a folder without metadata
+        "train.tta_flips=false"])  # the scratch recipe's flips off: the export test adds them itself
     prepare(cfg, data, rec)
     train(cfg, rec, run)
     export(cfg, run, model)
@@ -135,8 +127,8 @@ def test_predict_reads_a_csv_with_paths_and_refuses_bad_metadata(trained, tmp_pa
 def test_metadata_vector_matches_the_train_reader():
     import tensorflow as tf
 
-    from melanoma.image.inputs import meta_vector
     from melanoma.data.records import VOCABULARIES
+    from melanoma.image.inputs import meta_vector
     from melanoma.serve.artifact import MetaEncoder
 
     enc = MetaEncoder(VOCABULARIES["sex"], VOCABULARIES["anatom_site_general_challenge"])
@@ -317,9 +309,10 @@ def _load_test(model: Path, data: Path, n: int, clients: int) -> None:
 
 def test_serve_under_load_small(trained):
     """The same checks, fewer requests, with uvicorn in a thread of this process (no server start-up cost)."""
+    from loadtest import rss_mb, run_load, serve_in_thread
+
     from melanoma.serve.app import create_app
     from melanoma.serve.artifact import Artifact
-    from loadtest import rss_mb, run_load, serve_in_thread
 
     images = [p.read_bytes() for p in sorted((trained[1] / "jpeg" / "test").glob("*.jpg"))]
     app = create_app(Artifact.load(trained[4]), ServeConfig(max_body_mb=1))
@@ -343,8 +336,8 @@ def test_combined_model_with_metadata_and_a_model_trained_with_in_model_augmenta
     import keras
 
     from melanoma.config import AugmentConfig, to_dict
+    from melanoma.data.metadata import META_DIM
     from melanoma.image.models import build_model
-    from melanoma.image.inputs import META_DIM
     from melanoma.serve.export import combined_model, load_fold_model
 
     rng = np.random.default_rng(0)
