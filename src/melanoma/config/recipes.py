@@ -14,8 +14,8 @@
   without metadata the ranking is the image-only model's), with metadata dropout so the all-missing vector is
   seen in training; the weights are averaged (EMA 0.99) and the last epoch's are kept (the best epoch by a
   401-image validation fold picked early, metadata-carried epochs), and the three flips are averaged at test
-  time. Measured (one fold, 1,080 CPU s): 0.800 on the 150 validation images, 0.769 with their metadata emptied,
-  against 0.749 for the same recipe image-only.
+  time. Measured (one fold, about 1,100 CPU s): 0.800 on the 150 validation images, 0.769 with their metadata
+  emptied, against 0.749 for the same recipe image-only; with seed 1, 0.747 and 0.709 (the seed spread is large).
 
 `auto` picks finetune when weights are given (imagenet or a file) and scratch for weights none. A recipe only
 fills keys the user did not set: a key named in the config file, a `--set` or a flag always wins.
