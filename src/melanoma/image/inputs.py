@@ -140,13 +140,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         ds = tf.data.Dataset.sample_from_datasets([stream(0), stream(1)], weights=[1.0 - pos_share, pos_share],
                                                   seed=seed)
     if extras:
-        from melanoma.image.sources import mix_weights, source_dataset
-
-        weights = mix_weights(base_images or sum(s.count for s in shards), extras)
-        streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]
-        if labels is not None:  # their diagnosis codes follow their own vocabularies: only their target counts
-            streams = streams[:1] + [labels.without_diagnosis(s) for s in streams[1:]]
-        ds = tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
+        ds = _mix_extras(ds, extras, base_images or sum(s.count for s in shards), fields, seed, labels)
         stored_size = None  # extra data may be stored at another side (ISIC 2019 at 512, ours at 384): resize all
     label = _label if labels is None else labels.one_hot
     if meta and (tcfg.meta_dropout > 0 or tcfg.meta_row_dropout > 0):
@@ -162,6 +156,18 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         ds = ds.map(lambda x, y: (x, y, class_weights_of(y, class_weight)), num_parallel_calls=AUTOTUNE,
                     deterministic=False)
     return ds.prefetch(AUTOTUNE)
+
+
+def _mix_extras(ds: tf.data.Dataset, extras: list, base_images: int, fields: tuple, seed: int,
+                labels) -> tf.data.Dataset:
+    """The competition stream with the extra sources (image/sources.py) drawn in at their shares."""
+    from melanoma.image.sources import mix_weights, source_dataset
+
+    weights = mix_weights(base_images, extras)
+    streams = [ds] + [source_dataset(x, fields, seed + i + 1) for i, x in enumerate(extras)]
+    if labels is not None:  # their diagnosis codes follow their own vocabularies: only their target counts
+        streams = streams[:1] + [labels.without_diagnosis(s) for s in streams[1:]]
+    return tf.data.Dataset.sample_from_datasets(streams, weights=weights, seed=seed)
 
 
 def class_weights_of(y: tf.Tensor, class_weight: dict[int, float]) -> tf.Tensor:

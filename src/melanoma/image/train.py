@@ -28,7 +28,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime.backend import resolve_backend, resolve_precision
-from melanoma.runtime.devices import Devices, check_devices, devices_scope
+from melanoma.runtime.devices import Devices, check_devices, devices_scope, dtype_policy
 from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
 from melanoma.runtime.hosts import Host, barrier, host_failures, is_writer, start_hosts, this_host
 from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
@@ -360,17 +360,6 @@ def _predict_fold(s: Session, fold: int, val: pd.DataFrame, val_shards: list, fo
         if is_writer():
             write_csv(fold_dir / "test_pred.csv", pd.DataFrame({ID: s.test_names, TARGET: mean_views(test_views)}))
     return oof
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Layers take the global dtype policy when built: set it for the build, then put the old one back."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def reset(model: keras.Model, weights: list[np.ndarray]) -> None:

@@ -82,18 +82,29 @@ def devices_scope(tpu: str = "auto", cpu_replicas: int = 1) -> Iterator[Devices]
 
 
 @contextlib.contextmanager
-def no_distribution() -> Iterator[None]:
-    """No keras distribution for the length of a `with` (the previous one comes back after): a model that needs
-    no accelerator (the tabular MLP) is never built or fitted under another stage's DataParallel, whose batches
-    must divide by the device count."""
-    import keras
-
-    distribution = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
+def _swapped(get: Callable, put: Callable, value) -> Iterator[None]:
+    """A process-global Keras setting at `value` for the length of a `with`; the previous one comes back after."""
+    previous = get()
+    put(value)
     try:
         yield
     finally:
-        keras.distribution.set_distribution(distribution)
+        put(previous)
+
+
+def no_distribution():
+    """No keras distribution for the length of a `with`: a model that needs no accelerator (the tabular MLP) is
+    never built or fitted under another stage's DataParallel, whose batches must divide by the device count."""
+    import keras
+
+    return _swapped(keras.distribution.distribution, keras.distribution.set_distribution, None)
+
+
+def dtype_policy(name: str):
+    """Layers take the global dtype policy when built: `name` for the build, then the old one back."""
+    import keras
+
+    return _swapped(keras.config.dtype_policy, keras.config.set_dtype_policy, name)
 
 
 def probe_devices(backend: str) -> tuple[str, int]:

@@ -44,24 +44,108 @@ class RequestProblem(Exception):
         self.status, self.message = status, message
 
 
+class _Service:
+    """What the routes share: the artefact, the settings, the micro-batcher, the decode pool and the counts."""
+
+    def __init__(self, art: Artifact, scfg: ServeConfig):
+        self.art, self.scfg = art, scfg
+        self.label = art.threshold(scfg.threshold)  # (name, value): refused at start when not exported
+        self.pool = ThreadPoolExecutor(scfg.workers or (os.cpu_count() or 1), thread_name_prefix="decode")
+        self.batcher = MicroBatcher(art.predict, scfg.max_batch, scfg.max_wait_ms / 1000.0)
+        if scfg.warmup:
+            # The decode path too: on the JAX backend this first call imports TensorFlow (seconds), which the
+            # first requests would otherwise wait for.
+            blank = art.preprocess(_tiny_jpeg())
+            self.batcher.warmup(blank, art.meta.vector((-1, -1, -1)) if art.uses_meta else None)
+            self.batcher.batches = self.batcher.images = 0  # /health counts served images only
+        self.max_body = int(scfg.max_body_mb * 1024 * 1024)
+        self.counts = {"without_metadata": 0}  # images a metadata model scored without any metadata (in /health)
+
+    async def read_parts(self, request: Request) -> list[Part]:
+        boundary = boundary_of(request.headers.get("content-type"))
+        if boundary is None:
+            raise RequestProblem(415, "send multipart/form-data (an `image` file part), got content type "
+                                      f"{request.headers.get('content-type')!r}")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise RequestProblem(413, f"request body of {int(declared)} bytes exceeds serve.max_body_mb "
+                                      f"({self.scfg.max_body_mb:g} MB)")
+        body = bytearray()
+        try:
+            async for chunk in request.stream():  # chunked uploads have no Content-Length: count as they come
+                body += chunk
+                if len(body) > self.max_body:
+                    raise RequestProblem(413, f"request body exceeds serve.max_body_mb ({self.scfg.max_body_mb:g} MB)")
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing went wrong here
+            log.info("serve: client disconnected during the upload (%d bytes received)", len(body))
+            raise RequestProblem(400, "client disconnected during the upload") from None
+        try:
+            return parse(bytes(body), boundary, max_parts=self.scfg.max_images + 3 * self.scfg.max_images + 8)
+        except MultipartError as e:
+            raise RequestProblem(400, str(e)) from None
+
+    async def score(self, images: list[Part], fields: dict[str, list[str]]) -> list[dict]:
+        for name, values in fields.items():
+            if values and len(values) != len(images):
+                raise RequestProblem(422, f"{len(values)} {name} values for {len(images)} images: give one per "
+                                          "image, in the same order, or none")
+        metas, empty = [], 0
+        for i in range(len(images)):
+            try:
+                codes = self.art.meta.codes(*(fields[f][i] if fields[f] else None for f in (SEX, AGE, SITE)))
+            except BadMetadata as e:
+                raise RequestProblem(422, _which(images, i, str(e))) from None
+            metas.append(self.art.meta.vector(codes) if self.art.uses_meta else None)
+            empty += self.art.meta.is_empty(codes)
+        if self.art.uses_meta and empty:  # scored from the image alone (the model learnt it by metadata row dropout)
+            self.counts["without_metadata"] += empty
+            log.info("serve: %d of %d images without metadata (age, sex, site all empty)", empty, len(images))
+        loop = asyncio.get_running_loop()
+        xs = await asyncio.gather(*(loop.run_in_executor(self.pool, _decode, self.art, p) for p in images),
+                                  return_exceptions=True)
+        for i, x in enumerate(xs):
+            if isinstance(x, RequestProblem):
+                raise RequestProblem(x.status, _which(images, i, x.message))
+            if isinstance(x, BaseException):
+                raise x
+        probs = await asyncio.gather(*(asyncio.wrap_future(self.batcher.submit(x, m)) for x, m in zip(xs, metas)))
+        p = np.asarray(probs, dtype=np.float64)
+        cal = self.art.calibrated(p)
+        name, threshold = self.label
+        return [{"filename": part.filename, "probability": float(pi), "calibrated_probability": float(ci),
+                 "label": int(pi >= threshold), "threshold": {"name": name, "value": threshold},
+                 "model_version": self.art.version} for part, pi, ci in zip(images, p, cal)]
+
+    def split(self, parts: list[Part], file_field: str, many: bool) -> tuple[list[Part], dict[str, list[str]]]:
+        files = [p for p in parts if p.name == file_field]
+        unknown = sorted({p.name for p in parts} - {file_field, *FORM_FIELDS})
+        if unknown:
+            raise RequestProblem(400, f"unknown form field {unknown[0]!r} (expected {file_field!r} and optional "
+                                      f"{', '.join(FORM_FIELDS)})")
+        if not files:
+            raise RequestProblem(400, f"no {file_field!r} file part in the form")
+        if not many and len(files) > 1:
+            raise RequestProblem(400, f"one {file_field!r} part per request (use /predict/batch for several)")
+        if len(files) > self.scfg.max_images:
+            raise RequestProblem(413, f"{len(files)} images exceed serve.max_images ({self.scfg.max_images})")
+        fields = {}
+        for f in FORM_FIELDS:
+            values = [bytes(p.data).decode("utf-8", "replace") for p in parts if p.name == f]
+            if not many and len(values) > 1:
+                raise RequestProblem(422, f"{f} given {len(values)} times")
+            fields[f] = values
+        return files, fields
+
+
 def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
-    label_name, label_threshold = art.threshold(scfg.threshold)
-    pool = ThreadPoolExecutor(scfg.workers or (os.cpu_count() or 1), thread_name_prefix="decode")
-    batcher = MicroBatcher(art.predict, scfg.max_batch, scfg.max_wait_ms / 1000.0)
-    if scfg.warmup:
-        # The decode path too: on the JAX backend this first call imports TensorFlow (seconds), which the
-        # first requests would otherwise wait for.
-        blank = art.preprocess(_tiny_jpeg())
-        batcher.warmup(blank, art.meta.vector((-1, -1, -1)) if art.uses_meta else None)
-        batcher.batches = batcher.images = 0  # /health counts served images only
-    max_body = int(scfg.max_body_mb * 1024 * 1024)
-    counts = {"without_metadata": 0}  # images a metadata model scored without any metadata (in /health)
+    svc = _Service(art, scfg)
+    batcher = svc.batcher
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         batcher.close()
-        pool.shutdown(wait=False)
+        svc.pool.shutdown(wait=False)
 
     app = FastAPI(title="melanoma", version=art.version, lifespan=lifespan,
                   description="Melanoma probability of a dermoscopy image")
@@ -76,94 +160,20 @@ def create_app(art: Artifact, scfg: ServeConfig) -> FastAPI:
         log.exception("serve: unexpected error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    async def read_parts(request: Request) -> list[Part]:
-        boundary = boundary_of(request.headers.get("content-type"))
-        if boundary is None:
-            raise RequestProblem(415, "send multipart/form-data (an `image` file part), got content type "
-                                      f"{request.headers.get('content-type')!r}")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body:
-            raise RequestProblem(413, f"request body of {int(declared)} bytes exceeds serve.max_body_mb "
-                                      f"({scfg.max_body_mb:g} MB)")
-        body = bytearray()
-        try:
-            async for chunk in request.stream():  # chunked uploads have no Content-Length: count as they come
-                body += chunk
-                if len(body) > max_body:
-                    raise RequestProblem(413, f"request body exceeds serve.max_body_mb ({scfg.max_body_mb:g} MB)")
-        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing went wrong here
-            log.info("serve: client disconnected during the upload (%d bytes received)", len(body))
-            raise RequestProblem(400, "client disconnected during the upload") from None
-        try:
-            return parse(bytes(body), boundary, max_parts=scfg.max_images + 3 * scfg.max_images + 8)
-        except MultipartError as e:
-            raise RequestProblem(400, str(e)) from None
-
-    async def score(images: list[Part], fields: dict[str, list[str]]) -> list[dict]:
-        for name, values in fields.items():
-            if values and len(values) != len(images):
-                raise RequestProblem(422, f"{len(values)} {name} values for {len(images)} images: give one per "
-                                          "image, in the same order, or none")
-        metas, empty = [], 0
-        for i in range(len(images)):
-            try:
-                codes = art.meta.codes(*(fields[f][i] if fields[f] else None for f in (SEX, AGE, SITE)))
-            except BadMetadata as e:
-                raise RequestProblem(422, _which(images, i, str(e))) from None
-            metas.append(art.meta.vector(codes) if art.uses_meta else None)
-            empty += art.meta.is_empty(codes)
-        if art.uses_meta and empty:  # scored from the image alone (the model learnt it by metadata row dropout)
-            counts["without_metadata"] += empty
-            log.info("serve: %d of %d images without metadata (age, sex, site all empty)", empty, len(images))
-        loop = asyncio.get_running_loop()
-        xs = await asyncio.gather(*(loop.run_in_executor(pool, _decode, art, p) for p in images),
-                                  return_exceptions=True)
-        for i, x in enumerate(xs):
-            if isinstance(x, RequestProblem):
-                raise RequestProblem(x.status, _which(images, i, x.message))
-            if isinstance(x, BaseException):
-                raise x
-        probs = await asyncio.gather(*(asyncio.wrap_future(batcher.submit(x, m)) for x, m in zip(xs, metas)))
-        p = np.asarray(probs, dtype=np.float64)
-        cal = art.calibrated(p)
-        return [{"filename": part.filename, "probability": float(pi), "calibrated_probability": float(ci),
-                 "label": int(pi >= label_threshold), "threshold": {"name": label_name, "value": label_threshold},
-                 "model_version": art.version} for part, pi, ci in zip(images, p, cal)]
-
-    def split(parts: list[Part], file_field: str, many: bool) -> tuple[list[Part], dict[str, list[str]]]:
-        files = [p for p in parts if p.name == file_field]
-        unknown = sorted({p.name for p in parts} - {file_field, *FORM_FIELDS})
-        if unknown:
-            raise RequestProblem(400, f"unknown form field {unknown[0]!r} (expected {file_field!r} and optional "
-                                      f"{', '.join(FORM_FIELDS)})")
-        if not files:
-            raise RequestProblem(400, f"no {file_field!r} file part in the form")
-        if not many and len(files) > 1:
-            raise RequestProblem(400, f"one {file_field!r} part per request (use /predict/batch for several)")
-        if len(files) > scfg.max_images:
-            raise RequestProblem(413, f"{len(files)} images exceed serve.max_images ({scfg.max_images})")
-        fields = {}
-        for f in FORM_FIELDS:
-            values = [bytes(p.data).decode("utf-8", "replace") for p in parts if p.name == f]
-            if not many and len(values) > 1:
-                raise RequestProblem(422, f"{f} given {len(values)} times")
-            fields[f] = values
-        return files, fields
-
     @app.post("/predict")
     async def predict(request: Request):
-        files, fields = split(await read_parts(request), "image", many=False)
-        return (await score(files, fields))[0]
+        files, fields = svc.split(await svc.read_parts(request), "image", many=False)
+        return (await svc.score(files, fields))[0]
 
     @app.post("/predict/batch")
     async def predict_batch(request: Request):
-        files, fields = split(await read_parts(request), "images", many=True)
-        return {"predictions": await score(files, fields), "model_version": art.version}
+        files, fields = svc.split(await svc.read_parts(request), "images", many=True)
+        return {"predictions": await svc.score(files, fields), "model_version": art.version}
 
     @app.get("/health")
     async def health():
         return {"status": "ok", "model_version": art.version, "batching": batcher.stats(),
-                "metadata": {"used": art.uses_meta, "images_without_metadata": counts["without_metadata"]}}
+                "metadata": {"used": art.uses_meta, "images_without_metadata": svc.counts["without_metadata"]}}
 
     @app.get("/model")
     async def model_info():

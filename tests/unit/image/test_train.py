@@ -24,7 +24,7 @@ from melanoma.scoring import auc
 from melanoma.runtime.backend import resolve_precision
 from melanoma.image.imbalance import imbalance
 from melanoma.image.schedules import make_loss, make_schedule
-from melanoma.image.train import dtype_policy
+from melanoma.runtime.devices import dtype_policy
 from melanoma.image.tta import prediction_views
 from helpers.runs import N_FOLDS, fold_aucs_above, run_cli, train_args, write_learnable_records
 
