@@ -46,8 +46,11 @@ def train_command(rec: str, out: Path, devices: int, hosts: int, extra: list[str
 
 
 def env_for(index: int | None, port: int, heartbeat: int) -> dict[str, str]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
-           "MELANOMA_HEARTBEAT_SECONDS": str(heartbeat)}
+    # Without the caller's backend choice (a test process that ran the CLI has KERAS_BACKEND set) or XLA flags:
+    # these runs say train.backend=jax and their device counts themselves.
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+                "MELANOMA_HEARTBEAT_SECONDS": str(heartbeat)})
     if index is not None:
         env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index))
     return env
