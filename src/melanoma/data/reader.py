@@ -21,7 +21,6 @@ from melanoma.data.records import feature_description
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 
-ShardSet = Manifest  # its former name, for callers not yet renamed
 
 # Folders of extra training data: their fold-k shards train fold k only (or every fold), never folds to validate.
 EXTRA_FORMATS = {SYNTHETIC: ("synth", "train.synthetic"), PSEUDO: ("pseudo", "train.pseudo")}

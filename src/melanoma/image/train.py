@@ -40,7 +40,8 @@ from melanoma.image.models import MelanomaAUC, build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.inputs import train_dataset, validation_dataset
 from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
-from melanoma.data.reader import ShardSet, count_targets, find_shards, read_index
+from melanoma.data.manifest import Manifest
+from melanoma.data.reader import count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
                                       collect, curves, epoch_seconds, load_model_weights, read_history,
                                       save_weights_atomic, start_run_folder, tensorboard_available)
@@ -57,7 +58,7 @@ class Session:
     """What every fold of one `train` call shares: data, devices, the compiled model and its schedule."""
     cfg: Config
     out_dir: Path
-    shardset: ShardSet
+    shardset: Manifest
     folds: list[int]
     backend: str
     devices: Devices
@@ -180,7 +181,7 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
                   devices: Devices) -> Session:
     """The shards, the folds to train, the backend, devices and precision (logged)."""
     tcfg = cfg.train
-    shardset: ShardSet = find_shards(str(tfrec_dir), cfg.n_folds)
+    shardset: Manifest = find_shards(str(tfrec_dir), cfg.n_folds)
     folds = tcfg.folds if tcfg.folds is not None else list(range(shardset.n_folds))
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
