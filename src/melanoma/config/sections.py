@@ -332,6 +332,9 @@ class VariantConfig:
 
 @dataclass
 class Config:
+    competition: Literal["auto", "siim2020", "isic2024"] = setting("auto",
+        'Which competition (melanoma.data.competition): siim2020 (train.csv, JPEGs, AUC) | isic2024 (train-metadata.csv, '
+        'HDF5 tiles, isic_id, pAUC above 80% TPR) | auto: from the files in PATHS.data, else what prepare recorded')
     seed: Seed = setting(42, 'one seed for folds, shuffling, initial weights and augmentation')
     n_folds: Annotated[int, Range(2, 100)] = setting(5, 'number of folds (patient-level, stratified)')
     stages: list[Stage] = setting(default_factory=lambda: list(STAGES),

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma.data.competition import ID_COLUMNS, SIIM2020, Competition, internal_ids, resolve
 from melanoma.data.schema import ID, PATIENT, TARGET, check_unique_ids, read_train
 from melanoma.config import Config, save_run_info
 from melanoma.data.dedup import union_groups
-from melanoma.data.manifest import MANIFEST
+from melanoma.data.manifest import MANIFEST, recorded_competition
 from melanoma.errors import input_error
 from melanoma.files import write_csv
 from melanoma.runtime.paths import RunPaths
@@ -156,11 +157,12 @@ def make_folds(train: pd.DataFrame, n_folds: int, seed: int, duplicates: list[tu
     return assign_folds(train, n_folds, seed, groups)
 
 
-def write_folds(folds: pd.DataFrame, out: str | Path, cfg: Config) -> Path:
-    """folds.csv (atomically) with its run info beside it, and the fold table in the log."""
+def write_folds(folds: pd.DataFrame, out: str | Path, cfg: Config, competition: Competition = SIIM2020) -> Path:
+    """folds.csv (atomically, with the competition's id column) with its run info beside it, and the fold table
+    in the log."""
     out = Path(out)
-    write_csv(out, folds)
-    save_run_info(out.parent, cfg, "folds", prefix=f"{out.stem}.")
+    write_csv(out, competition.user_table(folds))
+    save_run_info(out.parent, cfg, "folds", prefix=f"{out.stem}.", extra={"competition": competition.name})
     log.info("folds: %d images, %d patients -> %s\n%s", len(folds), folds[PATIENT].nunique(), out,
              format_fold_table(fold_summary(folds)))
     return out
@@ -172,14 +174,15 @@ def run_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir:
 
     When `tfrecords_dir` holds the public Kaggle TFRecords with their train.csv, the folds follow its files.
     """
-    train = read_train(data_dir, cfg.data.patient_id)
+    competition = resolve(cfg.competition, data_dir)
+    train = read_train(data_dir, cfg.data.patient_id, competition)
     public = public_folds_csv(tfrecords_dir)
     n_patients = train[PATIENT].nunique()
     if public is None and n_patients < cfg.n_folds:  # as prepare says it (found by the CLI fuzz test)
-        raise input_error(Path(data_dir) / "train.csv", f"{n_patients} patients cannot fill {cfg.n_folds} folds: "
-                                                        f"use --n-folds {n_patients} or fewer")
+        raise input_error(competition.csv_path(data_dir, "train"), f"{n_patients} patients cannot fill "
+                                                                   f"{cfg.n_folds} folds: use --n-folds {n_patients} or fewer")
     folds = make_folds(train, cfg.n_folds, cfg.seed, public_csv=public)
-    write_folds(folds, out, cfg)
+    write_folds(folds, out, cfg, competition)
     return folds
 
 
@@ -188,7 +191,7 @@ def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFr
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "folds file not found (run `melanoma folds` first)")
-    folds = pd.read_csv(path, dtype={ID: "string", PATIENT: "string"})
+    folds = internal_ids(pd.read_csv(path, dtype={**{c: "string" for c in ID_COLUMNS}, PATIENT: "string"}))
     for col in FOLD_COLUMNS:
         if col not in folds.columns:
             raise input_error(path, f"missing column '{col}'", 1)
@@ -209,7 +212,8 @@ def copy_prepared_folds(tfrec_dir: str | Path, out: str | Path, cfg: Config) -> 
     import tensorflow as tf  # tf.io.gfile: the TFRecords may be on gs://
 
     with tf.io.gfile.GFile(f"{str(tfrec_dir).rstrip('/')}/folds.csv", "rb") as f:
-        return write_folds(pd.read_csv(f, dtype={ID: "string", PATIENT: "string"}), out, cfg)
+        folds = internal_ids(pd.read_csv(f, dtype={**{c: "string" for c in ID_COLUMNS}, PATIENT: "string"}))
+    return write_folds(folds, out, cfg, resolve(cfg.competition, None, recorded_competition(tfrec_dir)))
 
 
 def run(cfg: Config, paths: RunPaths) -> Result:

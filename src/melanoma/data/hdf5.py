@@ -169,3 +169,38 @@ def write_tiles(path: str | Path, items: Iterable[tuple[str, bytes]]) -> int:
             seen.add(isic_id)
             h5.create_dataset(isic_id, data=np.bytes_(bytes(data)))
     return len(seen)
+
+
+# One image of a tile file as `prepare` and `check` list it beside JPEG paths: "<file.hdf5>::<isic_id>".
+TILE_SEP = "::"
+_open_files: dict[str, TileFile] = {}
+
+
+def tile_source(path: str | Path, isic_id: str) -> str:
+    return f"{path}{TILE_SEP}{isic_id}"
+
+
+def split_tile_source(source: str) -> tuple[str, str] | None:
+    """(file, isic_id) of a tile source; None for a plain file path."""
+    head, sep, tail = str(source).rpartition(TILE_SEP)
+    return (head, tail) if sep and head.endswith((".hdf5", ".h5")) else None
+
+
+def read_source(source: str) -> str | bytes:
+    """A JPEG path as it is; a tile's JPEG bytes, from its file opened once per process (a worker of prepare
+    reads thousands of tiles one at a time; opening the file for each would cost more than the decode)."""
+    parts = split_tile_source(source)
+    if parts is None:
+        return source
+    path, isic_id = parts
+    if path not in _open_files:
+        _open_files[path] = TileFile(path)
+    return _open_files[path].read(isic_id)
+
+
+def source_identity(source: str) -> list:
+    """What makes a cached decode of a tile stale: its file's size and modification time (per file, not per
+    tile: a rewritten file redoes its chunks)."""
+    parts = split_tile_source(source)
+    st = Path(parts[0] if parts else source).stat()
+    return [st.st_size, st.st_mtime_ns]

@@ -158,6 +158,8 @@ def model_input(data: bytes, settings: ImageSettings, size: int, stored_size: in
     return decode_image(tf.constant(jpeg), size, stored).numpy()
 
 
+TILE_SEP = "::"  # melanoma.data.hdf5.TILE_SEP, repeated so that a JPEG-only worker never imports h5py
+
 # Side that the duplicate hash and the quality flags see (a JPEG draft decode at least this large): fixed, so
 # that the same data gives the same duplicates, the same folds and the same flags at any --size.
 VIEW_SIDE = 64
@@ -207,9 +209,23 @@ def dhash(img: Image.Image, min_contrast: float = 2.0) -> int | None:
 
 
 def file_identity(path: str) -> list:
-    """What makes a cached result for a file stale: its size and modification time."""
+    """What makes a cached result for a file stale: its size and modification time (of the HDF5 file, for
+    an ISIC 2024 tile: melanoma.data.hdf5)."""
+    if TILE_SEP in path:
+        from melanoma.data.hdf5 import source_identity  # h5py only where tiles are read
+
+        return source_identity(path)
     st = os.stat(path)
     return [st.st_size, st.st_mtime_ns]
+
+
+def _readable(path: str) -> str | bytes:
+    """A JPEG path as it is, a tile's bytes read from its HDF5 file."""
+    if TILE_SEP in path:
+        from melanoma.data.hdf5 import read_source
+
+        return read_source(path)
+    return path
 
 
 def chunk_key(settings: ImageSettings, paths: list[str]) -> str:
@@ -238,8 +254,9 @@ def process_chunk(paths: list[str], settings: ImageSettings, spool: str | None, 
         offset = 0
         for p in paths:
             try:
-                img, w, h = load_rgb(p, settings.decode_side, settings.max_pixels)
-                view = img if settings.decode_side == VIEW_SIDE else view_of(p, settings.max_pixels)
+                src = _readable(p)
+                img, w, h = load_rgb(src, settings.decode_side, settings.max_pixels)
+                view = img if settings.decode_side == VIEW_SIDE else view_of(src, settings.max_pixels)
                 entry = {"w": w, "h": h, "dhash": dhash(view), "degenerate": degenerate(view)}
                 if settings.encode:
                     data = stored_jpeg(img, settings)

@@ -171,6 +171,13 @@ def load_manifest(folder: str) -> Manifest | None:
                                 "wrote this folder (`melanoma prepare`, `synth` or `pseudo`)") from None
 
 
+def recorded_competition(folder: str | None) -> str | None:
+    """The competition prepare recorded in FOLDER/manifest.json (None: no folder, no manifest, or an older one)."""
+    found = load_manifest(str(folder)) if folder else None
+    value = found.details.get("competition") if found is not None else None
+    return value if isinstance(value, str) else None
+
+
 def read_manifest(folder: str, n_folds: int | None = None) -> Manifest:
     """The Manifest of a TFRecords folder: its manifest.json (every listed shard must exist), else the public
     layout from the file names, its training files dealt into `n_folds` folds (None: all in fold -1)."""

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config
+from melanoma.data.competition import PROFILES, resolve
 from melanoma.data.check import degenerate_summary, format_leakage_report, leakage_report
 from melanoma.data.decode import bad_images, decode_all
 from melanoma.data.dedup import drop_duplicates, find_duplicates, read_duplicates_csv, trusted_pairs
@@ -70,19 +71,22 @@ def _work_dir(out: str) -> Path:
 def _read_inputs(cfg: Config, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list]:
     """train, test and one table of every image to decode (split, source, path, csv, line, metadata)."""
     pcfg = cfg.prepare
-    train, test = read_train(data_dir, cfg.data.patient_id), read_test(data_dir, cfg.data.patient_id)
+    competition = resolve(cfg.competition, data_dir)
+    train = read_train(data_dir, cfg.data.patient_id, competition)
+    test = read_test(data_dir, cfg.data.patient_id, competition)
     parts = []
     for split, df in (("train", train), ("test", test)):
         if pcfg.on_bad_image == "fail":  # a missing file is an error up front, before any work
-            check_images_exist(data_dir, split, df)
+            check_images_exist(data_dir, split, df, competition)
         part = df.copy()
         part["split"], part["source"] = split, ""
-        part["path"] = [str(image_path(data_dir, split, n)) for n in df[ID]]
-        part["csv"] = str(data_dir / f"{split}.csv")
+        part["path"] = [image_path(data_dir, split, n, competition) for n in df[ID]]
+        part["csv"] = str(competition.csv_path(data_dir, split))
         part["line"] = [csv_line(i) for i in df.index]
         parts.append(part)
     externals = []
-    known = {n: str(data_dir / "train.csv") for n in train[ID]} | {n: str(data_dir / "test.csv") for n in test[ID]}
+    known = {n: str(competition.csv_path(data_dir, "train")) for n in train[ID]} | {
+        n: str(competition.csv_path(data_dir, "test")) for n in test[ID]}
     for folder in pcfg.external:
         ext = read_external(folder)
         rows = ext.rows
@@ -134,8 +138,8 @@ def prepare(cfg: Config, data_dir: str | Path, out_dir: str | Path, folds_path: 
     folds_given = read_folds(folds_path, train) if folds_path is not None else None
     n_patients = train[PATIENT].nunique()
     if folds_given is None and n_patients < cfg.n_folds:  # before any decoding, not after it
-        raise input_error(data_dir / "train.csv", f"{n_patients} patients cannot fill {cfg.n_folds} folds: "
-                                                  f"use --n-folds {n_patients} or fewer")
+        raise input_error(resolve(cfg.competition, data_dir).csv_path(data_dir, "train"),
+                          f"{n_patients} patients cannot fill {cfg.n_folds} folds: use --n-folds {n_patients} or fewer")
     csv_pairs = read_duplicates_csv(pcfg.duplicates) if pcfg.duplicates else None
 
     vocab = build_vocabularies(train, test, items)
@@ -198,7 +202,7 @@ def _run(cfg: Config, data_dir: Path, out: str, folds_path, settings: ImageSetti
                        chunk_keys)
     shards = write_shards(plan, out, work, items, decoded)
     seconds = time.perf_counter() - start
-    run = {"folds_path": folds_path, "n_folds": n_folds, "summary": summary, "externals": externals,
+    run = {"data_dir": data_dir, "folds_path": folds_path, "n_folds": n_folds, "summary": summary, "externals": externals,
            "skipped": skipped, "dropped": dropped, "seconds": seconds, "decode_seconds": decode_seconds}
     manifest = _manifest(cfg, out, settings, shards, vocab, items, dedup, run)
     _write_outputs(cfg, out, folds, dedup, items, decoded, ok, manifest)
@@ -215,6 +219,7 @@ def _manifest(cfg: Config, out: str, settings: ImageSettings, shards: list[dict]
     summary, dropped = run["summary"], run["dropped"]
     details = {
         "seed": cfg.seed,
+        "competition": resolve(cfg.competition, run["data_dir"]).name,
         "counts": _counts(shards, bool(run["externals"]) or pcfg.upsample_malignant > 1),
         "folds": {str(k): {c: _plain(row[c]) for c in summary.columns} for k, row in summary.iterrows()},
         "fold_balance": fold_balance(summary),
@@ -282,8 +287,8 @@ def _deal_folds(cfg: Config, data_dir: Path, train: pd.DataFrame, comp_train: np
     try:
         return make_folds(train, cfg.n_folds, cfg.seed, [(local[a], local[b]) for a, b in dedup.train_pairs])
     except ValueError as e:
-        raise input_error(data_dir / "train.csv", f"cannot make folds: {e} (patients linked by duplicate "
-                                                  "images count as one)") from None
+        raise input_error(resolve(cfg.competition, data_dir).csv_path(data_dir, "train"),
+                          f"cannot make folds: {e} (patients linked by duplicate images count as one)") from None
 
 
 def _warn_split_pairs(items: pd.DataFrame, fold_by_name: dict, train_pairs: list, folds_path) -> None:
@@ -305,7 +310,8 @@ def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, ite
                    decoded: pd.DataFrame, ok: np.ndarray, manifest: Manifest) -> None:
     """folds.csv, duplicates.csv, image_sizes.csv, image_hashes.csv, the run info, and the manifest last (it
     marks completion)."""
-    write_output(out, "folds.csv", folds.to_csv(index=False).encode())
+    competition = PROFILES[manifest.details["competition"]]
+    write_output(out, "folds.csv", competition.user_table(folds).to_csv(index=False).encode())
     write_output(out, "duplicates.csv", dedup.pairs.to_csv(index=False).encode())
     # Original sizes for the tabular stage (a strong feature: they tell the camera). Every decoded image, also
     # a duplicate left out of the shards: tabular needs a size for every row of train.csv and test.csv.

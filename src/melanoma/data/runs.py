@@ -3,7 +3,9 @@
 A run folder holds:
 - `oof.csv`: image_name, target, pred, fold (one row per training image predicted out of fold);
 - `test_pred.csv`: image_name, target (the test prediction, mean over the folds trained);
-- `metrics.json`: oof_auc overall and fold_auc per fold, plus stage-specific figures;
+  (ISIC 2024: isic_id instead of image_name, the competition's id column: melanoma.data.competition);
+- `metrics.json`: oof_auc overall and fold_auc per fold, the competition's metric beside them (`metric`:
+  "pauc" adds oof_pauc and fold_pauc), plus stage-specific figures;
 - `config.yaml` and `run.json` (see melanoma.config.save_run_info).
 Predictions are always joined by image_name, never by row order.
 """
@@ -19,21 +21,35 @@ import pandas as pd
 from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line, read_csv_file
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.scoring import auc
+from melanoma.data.competition import ID_COLUMNS, METRICS, SIIM2020, Competition, internal_ids
 
 OOF_COLUMNS = [ID, TARGET, "pred", "fold"]
 OPTIONAL_OOF_COLUMNS = ["pred_plain"]  # the image model's prediction without TTA
 TEST_COLUMNS = [ID, TARGET]
 
 
-def oof_metrics(oof: pd.DataFrame) -> dict[str, Any]:
-    fold_auc = {str(int(k)): auc(g[TARGET], g["pred"]) for k, g in oof.groupby("fold")}
-    return {"oof_auc": auc(oof[TARGET], oof["pred"]), "fold_auc": fold_auc, "n_oof": int(len(oof))}
+def oof_metrics(oof: pd.DataFrame, competition: Competition = SIIM2020) -> dict[str, Any]:
+    """AUC overall and per fold; for a competition scored otherwise (ISIC 2024: pAUC) its metric as well, as
+    `oof_<metric>` and `fold_<metric>`, named by `metric` (the headline every later stage reads)."""
+    out: dict[str, Any] = {"metric": competition.metric}
+    for name in dict.fromkeys(("auc", competition.metric)):
+        score = METRICS[name]
+        out[f"oof_{name}"] = score(oof[TARGET], oof["pred"])
+        out[f"fold_{name}"] = {str(int(k)): score(g[TARGET], g["pred"]) for k, g in oof.groupby("fold")}
+    out["n_oof"] = int(len(oof))
+    return out
+
+
+def headline(metrics: dict[str, Any]) -> tuple[str, float | None]:
+    """(metric, OOF value) of a run's metrics.json: its competition's metric, AUC for runs that name none."""
+    metric = metrics.get("metric", "auc")
+    return metric, metrics.get(f"oof_{metric}")
 
 
 def write_run(out_dir: str | Path, oof: pd.DataFrame, test_pred: pd.DataFrame,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate and write oof.csv, test_pred.csv and metrics.json; return the metrics."""
+              extra: dict[str, Any] | None = None, competition: Competition = SIIM2020) -> dict[str, Any]:
+    """Validate and write oof.csv, test_pred.csv (with the competition's id column) and metrics.json; return
+    the metrics."""
     out_dir = Path(out_dir)
     oof = oof[OOF_COLUMNS + [c for c in OPTIONAL_OOF_COLUMNS if c in oof.columns]]
     oof = oof.sort_values(ID).reset_index(drop=True)
@@ -44,10 +60,10 @@ def write_run(out_dir: str | Path, oof: pd.DataFrame, test_pred: pd.DataFrame,
             raise ValueError(f"{name} predictions contain NaN or infinity")
         if df[ID].duplicated().any():
             raise ValueError(f"{name} predictions repeat an image_name")
-    metrics = oof_metrics(oof)
+    metrics = oof_metrics(oof, competition)
     metrics.update(extra or {})
-    write_csv(out_dir / "oof.csv", oof)
-    write_csv(out_dir / "test_pred.csv", test_pred)
+    write_csv(out_dir / "oof.csv", competition.user_table(oof))
+    write_csv(out_dir / "test_pred.csv", competition.user_table(test_pred))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -66,7 +82,7 @@ def read_predictions(path: str | Path, value: str, *, target: bool = False, requ
     (any finite value for scale "logit"), a target of 0 or 1. Returns the table with image_name as strings,
     `value` as float64 and the target as int64 (other columns as read)."""
     path = Path(path)
-    df = read_csv_file(path, {ID: "string"}, "not found")
+    df = internal_ids(read_csv_file(path, {c: "string" for c in ID_COLUMNS}, "not found"))
     for col in (ID, *((TARGET,) if target else ()), value, *required):
         if col not in df.columns:
             raise input_error(path, f"missing column '{col}'", 1)

@@ -1,4 +1,6 @@
-"""Reading the competition layout: `train.csv`, `test.csv`, `jpeg/train/*.jpg`, `jpeg/test/*.jpg`.
+"""Reading the competition layout: `train.csv`, `test.csv`, `jpeg/train/*.jpg`, `jpeg/test/*.jpg` (SIIM-ISIC 2020),
+or `train-metadata.csv`, `test-metadata.csv` and their HDF5 tiles (ISIC 2024): the competition's profile
+(melanoma.data.competition) names the files and columns, and the tables come out in the package's own names.
 
 All CSV validation lives here, so every stage reports bad input the same way: one line naming the file, the
 line (the header is line 1), the value and the fix. The metadata columns (sex, age_approx,
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from melanoma.data.competition import SIIM2020, Competition, detect
 from melanoma.errors import input_error
 
 log = logging.getLogger(__name__)
@@ -43,14 +46,15 @@ def csv_line(index: int) -> int:
     return int(index) + 2
 
 
-def check_unique_ids(df: pd.DataFrame, path: str | Path) -> None:
-    """An InputError at the first repeated image_name of a CSV read with a default RangeIndex."""
+def check_unique_ids(df: pd.DataFrame, path: str | Path, shown: str = ID) -> None:
+    """An InputError at the first repeated image_name of a CSV read with a default RangeIndex (`shown`: the
+    column's name in the user's file)."""
     dup = df[ID].duplicated(keep="first").to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((df[ID] == df[ID].iloc[i]).to_numpy())[0])
         raise input_error(
-            path, f"duplicate image_name '{df[ID].iloc[i]}' (first seen on line {csv_line(first)})", csv_line(i)
+            path, f"duplicate {shown} '{df[ID].iloc[i]}' (first seen on line {csv_line(first)})", csv_line(i)
         )
 
 
@@ -99,14 +103,18 @@ def read_csv_file(path: str | Path, dtype: dict[str, str], not_found: str = "fil
         raise input_error(path, f"not a readable CSV: {' '.join(str(e).split())}") from None
 
 
-def read_table(path: str | Path, split: str, patient_id: str = "required") -> pd.DataFrame:
-    """Read and validate train.csv (split='train') or test.csv (split='test').
+def read_table(path: str | Path, split: str, patient_id: str = "required",
+               competition: Competition = SIIM2020) -> pd.DataFrame:
+    """Read and validate train.csv (split='train') or test.csv (split='test'), or the competition's files.
 
     patient_id: required (a missing patient_id column is an error) or per_image (then each image is its own
-    patient), as `data.patient_id` says.
+    patient), as `data.patient_id` says. The competition's id and site columns come out as image_name and
+    anatom_site_general_challenge, its site values as the package's six (errors name the file's own columns).
     """
     path = Path(path)
-    df = read_csv_file(path, {c: "string" for c in STRING_COLUMNS})
+    renames = {competition.id_column: ID, competition.site_column: SITE}
+    df = read_csv_file(path, {c: "string" for c in (*STRING_COLUMNS, *renames)})
+    df = df.rename(columns={k: v for k, v in renames.items() if k != v})
     required = [ID, TARGET, *META_COLUMNS] if split == "train" else [ID, *META_COLUMNS]
     if patient_id == "required":
         required.insert(1, PATIENT)
@@ -116,17 +124,19 @@ def read_table(path: str | Path, split: str, patient_id: str = "required") -> pd
                                     "patient's images can land in several folds; add the column, or set "
                                     "data.patient_id: per_image to make each image its own patient", 1)
         if col not in df.columns:
-            raise input_error(path, f"missing column '{col}' {_columns_hint(df, col)}", 1)
+            shown = {v: k for k, v in renames.items()}.get(col, col)
+            raise input_error(path, f"missing column '{shown}' {_columns_hint(df, shown)}", 1)
     if df.empty:
         raise input_error(path, "no rows: it lists no images")
 
     names = df[ID].str.strip()
-    _first_bad(path, names.isna() | (names == "").fillna(True), lambda i: "empty image_name")
+    idc = competition.id_column
+    _first_bad(path, names.isna() | (names == "").fillna(True), lambda i: f"empty {idc}")
     problems = [plain_name_problem(n) for n in names]
     _first_bad(path, [p is not None for p in problems], lambda i: (
-        f"image_name {names.iloc[i]!r} {problems[i]}: it must be a plain file name like ISIC_0000000"))
+        f"{idc} {names.iloc[i]!r} {problems[i]}: it must be a plain file name like ISIC_0000000"))
     df[ID] = names
-    check_unique_ids(df, path)
+    check_unique_ids(df, path, idc)
 
     if split == "train":
         target = pd.to_numeric(df[TARGET].str.strip(), errors="coerce")
@@ -135,11 +145,11 @@ def read_table(path: str | Path, split: str, patient_id: str = "required") -> pd
         if df[TARGET].nunique() < 2:
             raise input_error(path, "target has a single class; AUC needs both 0 and 1")
 
-    _normalise_metadata(df, path)
+    _normalise_metadata(df, path, competition)
     return df
 
 
-def _normalise_metadata(df: pd.DataFrame, path: Path) -> None:
+def _normalise_metadata(df: pd.DataFrame, path: Path, competition: Competition) -> None:
     """Check and normalise sex, age and site (empty = missing); fill empty patient ids one per image."""
     for col, allowed in ((SEX, SEXES), (SITE, SITES), (DIAGNOSIS, None)):
         if col not in df.columns:
@@ -148,8 +158,12 @@ def _normalise_metadata(df: pd.DataFrame, path: Path) -> None:
         df[col] = raw.str.lower().replace("", pd.NA)
         if allowed is None:
             continue
+        if col == SITE:
+            df[col] = df[col].replace(competition.site_values)
+            allowed = (*allowed, *competition.site_values)
+        shown = competition.site_column if col == SITE else col
         _first_bad(path, df[col].notna() & ~df[col].isin(allowed), lambda i: (
-            f"{col} {raw.iloc[i]!r} is not one of {', '.join(allowed)}: use one of them, or leave it empty "
+            f"{shown} {raw.iloc[i]!r} is not one of {', '.join(allowed)}: use one of them, or leave it empty "
             "for missing"))
     text = df[AGE].str.strip()
     age = pd.to_numeric(text, errors="coerce")
@@ -173,23 +187,48 @@ def _normalise_metadata(df: pd.DataFrame, path: Path) -> None:
     df[PATIENT] = pid
 
 
-def read_train(data_dir: str | Path, patient_id: str = "required") -> pd.DataFrame:
-    return read_table(Path(data_dir) / "train.csv", "train", patient_id)
+def competition_in(data_dir: str | Path, competition: Competition | None) -> Competition:
+    """The given profile, else the one whose files are in data_dir (siim2020 when none is)."""
+    if competition is not None:
+        return competition
+    found = detect(data_dir)
+    return found[0] if found is not None else SIIM2020
 
 
-def read_test(data_dir: str | Path, patient_id: str = "required") -> pd.DataFrame:
-    return read_table(Path(data_dir) / "test.csv", "test", patient_id)
+def read_train(data_dir: str | Path, patient_id: str = "required", competition: Competition | None = None
+               ) -> pd.DataFrame:
+    competition = competition_in(data_dir, competition)
+    return read_table(competition.csv_path(data_dir, "train"), "train", patient_id, competition)
 
 
-def image_path(data_dir: str | Path, split: str, name: str) -> Path:
-    return Path(data_dir) / "jpeg" / split / f"{name}.jpg"
+def read_test(data_dir: str | Path, patient_id: str = "required", competition: Competition | None = None
+              ) -> pd.DataFrame:
+    competition = competition_in(data_dir, competition)
+    return read_table(competition.csv_path(data_dir, "test"), "test", patient_id, competition)
 
 
-def check_images_exist(data_dir: str | Path, split: str, df: pd.DataFrame) -> list[Path]:
-    """Paths of every listed image; the first one that is absent is an error naming its CSV line."""
+def image_path(data_dir: str | Path, split: str, name: str, competition: Competition = SIIM2020) -> str:
+    """Where one image is: a JPEG file, or a tile in the split's HDF5 file (melanoma.data.hdf5.tile_source)."""
+    if competition.images == "hdf5":
+        from melanoma.data.hdf5 import tile_source
+
+        return tile_source(competition.image_file(data_dir, split), name)
+    return str(Path(data_dir) / "jpeg" / split / f"{name}.jpg")
+
+
+def check_images_exist(data_dir: str | Path, split: str, df: pd.DataFrame, competition: Competition = SIIM2020
+                       ) -> list[str]:
+    """Where every listed image is; the first one that is absent is an error naming its CSV line (or, for
+    tiles, the HDF5 file and the first id it lacks)."""
+    if competition.images == "hdf5":
+        from melanoma.data.hdf5 import TileFile
+
+        with TileFile(competition.image_file(data_dir, split)) as tiles:
+            tiles.require(df[ID], f"{competition.csv_path(data_dir, split).name}")
+        return [image_path(data_dir, split, n, competition) for n in df[ID]]
     paths = [image_path(data_dir, split, n) for n in df[ID]]
     for i, p in enumerate(paths):
-        if not p.is_file():
-            raise input_error(Path(data_dir) / f"{split}.csv", f"image {p} is listed but does not exist",
+        if not Path(p).is_file():
+            raise input_error(competition.csv_path(data_dir, split), f"image {p} is listed but does not exist",
                               csv_line(df.index[i]))
     return paths

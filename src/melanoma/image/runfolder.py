@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config, to_dict
+from melanoma.data.competition import SIIM2020, Competition
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
@@ -239,9 +240,11 @@ def start_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
     write_json(out_dir / "resume.json", {"fingerprint": fingerprint(cfg, shardset), "backend": backend})
 
 
-def collect(out_dir: Path, cfg: Config, replicas: int, precision: str) -> dict:
+def collect(out_dir: Path, cfg: Config, replicas: int, precision: str, competition: Competition = SIIM2020
+            ) -> dict:
     """Run-level oof.csv, test_pred.csv and metrics.json from every finished fold in the folder (so folds
-    trained in different sessions, e.g. Kaggle's 9-hour limit, add up)."""
+    trained in different sessions, e.g. Kaggle's 9-hour limit, add up), keyed by the competition's id column
+    and scored by its metric as well as AUC."""
     tcfg = cfg.train
     done = sorted(int(p.parent.name[4:]) for p in out_dir.glob(f"fold*/{DONE}"))
     if not done:
@@ -256,8 +259,10 @@ def collect(out_dir: Path, cfg: Config, replicas: int, precision: str) -> dict:
     metrics = write_run(out_dir, oof, test_pred, {
         "model": tcfg.model, "size": tcfg.size, "tta_views": [n for n, _ in prediction_views(tcfg)],
         "oof_auc_no_tta": auc(oof[TARGET], oof["pred_plain"]), "replicas": replicas, "precision": precision,
-        "folds": info})
-    log.info("train: OOF AUC %s (no TTA %s) over folds %s -> %s", fmt_auc(metrics["oof_auc"]),
+        "folds": info}, competition)
+    also = f"{competition.metric_name} {fmt_auc(metrics[f'oof_{competition.metric}'])}, " \
+        if competition.metric != "auc" else ""
+    log.info("train: OOF %sAUC %s (no TTA %s) over folds %s -> %s", also, fmt_auc(metrics["oof_auc"]),
              fmt_auc(metrics["oof_auc_no_tta"]), done, out_dir)
     return metrics
 
