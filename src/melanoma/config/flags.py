@@ -100,7 +100,10 @@ class ListFlag(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        items = [v.strip() for v in values.split(",")] if self.split else [values]
+        if isinstance(values, list):  # nargs: `--image-runs A B` (each item whole)
+            items = values
+        else:
+            items = [v.strip() for v in values.split(",")] if self.split else [values]
         try:
             parsed = [self.item_type(v) for v in items if v != ""]
         except ValueError:
@@ -176,13 +179,15 @@ def _recipe_sets(key: str) -> bool:
 
 
 def config_flags(p: argparse.ArgumentParser, *keys: str, renames: dict[str, str] | None = None,
-                 helps: dict[str, str] | None = None) -> None:
+                 helps: dict[str, str] | None = None, nargs: dict[str, tuple[str, str]] | None = None) -> None:
     """Add a flag for each config key: the flag sets that key (over --config and --set).
 
     `renames` gives a flag another name than the field's (`{"paths.tfrecords": "--out"}`); `helps` another
-    help where the command's meaning differs from the field's comment (an inverted switch).
+    help where the command's meaning differs from the field's comment (an inverted switch); `nargs` lets a list
+    setting take several values after one flag, with their metavar (`{"tabular.image_runs": ("+", "RUN")}`:
+    `--image-runs A B`).
     """
-    renames, helps = renames or {}, helps or {}
+    renames, helps, nargs = renames or {}, helps or {}, nargs or {}
     mapping = p.get_default(KEYS_ATTR)
     if mapping is None:
         mapping = {}
@@ -192,6 +197,8 @@ def config_flags(p: argparse.ArgumentParser, *keys: str, renames: dict[str, str]
         name = renames.get(key) or flag_name(f)
         dest = name.lstrip("-").replace("-", "_")
         kwargs = flag_kwargs(f)
+        if key in nargs:
+            kwargs.update(nargs=nargs[key][0], metavar=nargs[key][1])
         action = p.add_argument(name, dest=dest, default=None, help=flag_help(f, helps.get(key)), **kwargs)
         mapping[dest] = key
         if key in OLD_SPELLINGS and OLD_SPELLINGS[key] != name:

@@ -83,11 +83,23 @@ class TabularConfig:
     smote_k: PositiveInt = setting(5, 'SMOTE k_neighbors (lowered automatically for tiny minority classes)')
     smote_ratio: Annotated[float, Range(0, 1, min_open=True)] = setting(0.5,
         'minority / majority after SMOTE (imblearn sampling_strategy)')
-    model: Literal["auto", "mlp_smote", "logreg", "gbm", "lgbm", "hgb", "all"] = setting("auto",
-        'auto | mlp_smote | logreg | gbm | lgbm | hgb | all. auto: each of auto_models in RUN/<model>/, the best OOF '
-        'AUC at RUN/ itself; all: the same over every model.')
-    auto_models: list[Literal["mlp_smote", "logreg", "gbm", "lgbm", "hgb"]] = setting(
-        default_factory=lambda: ["lgbm", "hgb", "logreg"], help="the models `auto` trains and chooses among")
+    model: Literal["auto", "mlp_smote", "logreg", "gbm", "lgbm", "hgb", "xgboost", "catboost", "all"] = setting(
+        "auto", 'auto | mlp_smote | logreg | gbm | lgbm | hgb | xgboost | catboost | all. auto: each of auto_models in '
+        "RUN/<model>/, the best OOF score (the competition's metric) at RUN/ itself; all: the same over every model "
+        'of the competition. siim2020: mlp_smote, logreg, gbm, lgbm, hgb; isic2024: lgbm, hgb, xgboost, catboost '
+        '(the last two when installed)')
+    auto_models: list[Literal["mlp_smote", "logreg", "gbm", "lgbm", "hgb", "xgboost", "catboost"]] = setting(
+        default_factory=lambda: ["lgbm", "hgb", "logreg"],
+        help="the models `auto` trains and chooses among (isic2024: those of its models listed here)")
+    seeds: PositiveInt | None = setting(None,
+        'isic2024: models per fold, each with its own seed and its own draw of negatives, predictions averaged '
+        '(None: 3)')
+    negative_ratio: Count | None = setting(None,
+        'isic2024: negatives kept per positive in each training fold, drawn at random per seed (validation and '
+        'test rows are all predicted); 0 keeps every negative (None: 20)')
+    image_runs: list[str] = setting(default_factory=list, help=
+        "Image run folders (oof.csv, test_pred.csv, on the same folds.csv) whose out-of-fold predictions become "
+        "features, joined by id, with their z-score and rank within the patient")
     test_predictions: Literal["fold_mean", "refit"] = setting("fold_mean",
         'Test predictions: fold_mean (the mean of the fold models) | refit (one more model on every training row)')
     context: bool = setting(True, 'patient-context features (images per patient, age rank, site share, ...)')

@@ -2,9 +2,11 @@
 
 Stages ask the profile; no stage tests a competition's name.
 
-- `siim2020` (SIIM-ISIC 2020): train.csv / test.csv, JPEGs in jpeg/<split>/, `image_name`, ROC AUC.
+- `siim2020` (SIIM-ISIC 2020): train.csv / test.csv, JPEGs in jpeg/<split>/, `image_name`, ROC AUC, the
+  metadata models of the tabular stage.
 - `isic2024` (ISIC 2024, SLICE-3D): train-metadata.csv / test-metadata.csv, tiles in train-image.hdf5 /
-  test-image.hdf5, `isic_id`, partial AUC above 80% TPR (melanoma.scoring.partial_auc).
+  test-image.hdf5, `isic_id`, partial AUC above 80% TPR (melanoma.scoring.partial_auc), boosted trees on the
+  lesion measurements in the tabular stage.
 
 Inside the package every table uses the 2020 names (`image_name`, `anatom_site_general_challenge`): the profile
 renames at the edges, when a competition CSV is read (melanoma.data.schema) and when a file a user sees is
@@ -40,6 +42,9 @@ class Competition:
     test_csv: str
     images: str  # "jpeg": DATA/jpeg/<split>/<id>.jpg | "hdf5": DATA/<split>-image.hdf5, one tile per id
     metric: str  # "auc" | "pauc": the headline of every stage's log and metrics.json
+    # Which tabular recipe the `tabular` stage runs (melanoma.tabular.stage.RECIPES): "metadata" (sex, age, site
+    # and image statistics: the 2020 models) | "tbp" (the 3D-TBP lesion measurements: melanoma.tabular.tbp).
+    tabular: str = "metadata"
     # Columns only the training file has: never features (the test file lacks them, or they follow from the label).
     train_only: tuple[str, ...] = ()
     # The file's site values -> the package's six (the image model's metadata vector): ISIC 2024 splits the torso.
@@ -74,7 +79,7 @@ SIIM2020 = Competition(
     metric="auc", train_only=("target", "diagnosis", "benign_malignant"))
 ISIC2024 = Competition(
     name="isic2024", slug="isic-2024-challenge", id_column="isic_id", site_column="anatom_site_general",
-    train_csv="train-metadata.csv", test_csv="test-metadata.csv", images="hdf5", metric="pauc",
+    train_csv="train-metadata.csv", test_csv="test-metadata.csv", images="hdf5", metric="pauc", tabular="tbp",
     train_only=("target", "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
                 "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence"),
     site_values={"anterior torso": "torso", "posterior torso": "torso"})

@@ -7,7 +7,7 @@ from melanoma.config.command import Command, Plan, no_arguments
 from melanoma.blend.commands import blend_outputs
 from melanoma.data.commands import prepare_inputs, prepare_out
 from melanoma.image.commands import train_inputs, train_out
-from melanoma.outputs import folds_outputs
+from melanoma.outputs import folds_outputs, run_inputs
 from melanoma.report.commands import report_out
 from melanoma.runtime.paths import image_run_configs, resolve_paths
 from melanoma.tabular.commands import tabular_out
@@ -34,7 +34,8 @@ def _plan(args, cfg) -> Plan:
     inputs = {**prepare_inputs(cfg, p), **train_inputs(cfg, None),
               "paths.tfrecords": None if "prepare" in stages else p.tfrecords,
               "paths.folds": None if "folds" in stages else p.folds,
-              "paths.sample_submission": cfg.paths.sample_submission, "paths.test_labels": p.test_labels}
+              "paths.sample_submission": cfg.paths.sample_submission, "paths.test_labels": p.test_labels,
+              "tabular.image_runs": run_inputs(cfg.tabular.image_runs) if "tabular" in stages else []}
     return outputs, inputs
 
 

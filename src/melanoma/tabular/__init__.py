@@ -20,7 +20,8 @@ _HOMES = {  # submodule -> the names it defines
     "models": ("GROUPED_MODELS TABULAR_MODELS KerasMLPClassifier LightGBMClassifier RecordingSMOTE "
                "TunedHGBClassifier build_pipeline build_tabular_model inner_split smote_plan"),
     "sources": ("SIZES_CSV STATS_CSV add_image_sizes add_image_stats input_columns"),
-    "stage": ("ModelRun gbm_importance model_names run_tabular"),
+    "stage": ("gbm_importance model_names run_tabular"),
+    "choice": ("ModelRun best_of remove_stale_model_dirs"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names.split()}
 _WHERE["ConfigError"] = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from melanoma.config.command import Command, Plan
 from melanoma.config.flags import config_flags, folds_flag
-from melanoma.outputs import Out, run_folder
+from melanoma.outputs import Out, run_folder, run_inputs
 from melanoma.runtime.paths import resolve_paths
 
 TABULAR_WRITES = ("oof.csv", "test_pred.csv", "metrics.json", "config.yaml", "run.json", "features.csv",
@@ -15,7 +15,8 @@ TABULAR_WRITES = ("oof.csv", "test_pred.csv", "metrics.json", "config.yaml", "ru
 
 
 def _arguments(p) -> None:
-    config_flags(p, "paths.data", "paths.tfrecords", "tabular.model", "seed")
+    config_flags(p, "paths.data", "paths.tfrecords", "tabular.model", "seed", "tabular.image_runs",
+                 nargs={"tabular.image_runs": ("+", "RUN")})
     folds_flag(p, "--folds-file", "folds.csv (written by `folds` or `prepare`)", type=Path)
     p.add_argument("--out", type=Path, help="run folder to write")
 
@@ -42,10 +43,13 @@ def tabular_out(path, flag: str = "--out") -> Out:
 
 def _plan(args, cfg) -> Plan:
     p = _paths(args, cfg)
-    return [tabular_out(p.tabular_run)], {"--data": p.data, "--folds-file": p.folds, "--tfrecords": p.tfrecords}
+    return [tabular_out(p.tabular_run)], {"--data": p.data, "--folds-file": p.folds, "--tfrecords": p.tfrecords,
+                                          "--image-runs": run_inputs(cfg.tabular.image_runs)}
 
 
 COMMANDS = [
-    Command("tabular", "metadata model (SMOTE + MLP, logistic regression, boosting) on the same folds", _arguments,
+    Command("tabular", "metadata model on the same folds (siim2020: SMOTE + MLP, logistic regression, boosting; "
+                       "isic2024: boosted trees on the lesion measurements), optionally on image runs' predictions",
+            _arguments,
             _tabular, plan=_plan),
 ]

@@ -35,6 +35,9 @@ FILE_SIZE = "file_size"  # bytes of the image file (see imagestats)
 # skin contrast, the mean of the centre minus the mean of the border.
 COLOR_STATS = [f"color_{stat}_{ch}" for stat in ("mean", "std", "contrast") for ch in "rgb"]
 IMAGE_COLUMNS = [FILE_SIZE, *COLOR_STATS]  # per-image columns from the images themselves, when available
+# Columns of image runs' predictions and their within-patient z-score and rank (melanoma.tabular.image_runs):
+# image_run0, image_run0_pz, image_run0_prank, image_run1, ... as many as tabular.image_runs lists.
+IMAGE_RUN_PREFIX = "image_run"
 MISSING = "missing"  # the category that stands for an absent sex or site
 
 # Patient-context features, computed within each patient on the rows being transformed (see patient_context).
@@ -192,17 +195,25 @@ def _context_names(transformer: Any, input_features: Any) -> np.ndarray:
 
 
 class _Present:
-    """A ColumnTransformer column selector: those of `columns` that the DataFrame has (resolved at fit)."""
+    """A ColumnTransformer column selector: those of `columns` that the DataFrame has, then those whose name
+    starts with `prefix` (resolved at fit)."""
 
-    def __init__(self, columns):
+    def __init__(self, columns, prefix: str | None = None):
         self.columns = list(columns)
+        self.prefix = prefix
 
     def __call__(self, X) -> list[str]:
-        have = set(getattr(X, "columns", []))
-        return [c for c in self.columns if c in have]
+        return present(getattr(X, "columns", []), self.columns, self.prefix)
 
     def __repr__(self) -> str:
-        return f"_Present({self.columns!r})"
+        return f"_Present({self.columns!r}, prefix={self.prefix!r})"
+
+
+def present(have: Any, columns: list[str], prefix: str | None = IMAGE_RUN_PREFIX) -> list[str]:
+    """Those of `columns` in `have`, then the names in `have` that start with `prefix` (the image runs')."""
+    have = [str(c) for c in have]
+    found = [c for c in columns if c in set(have)]
+    return found + [c for c in have if prefix and c.startswith(prefix) and c not in found]
 
 
 def feature_table(X: pd.DataFrame, context: bool = True) -> pd.DataFrame:
@@ -211,7 +222,7 @@ def feature_table(X: pd.DataFrame, context: bool = True) -> pd.DataFrame:
     sex and site as text (empty when missing), age_approx, width/height, file size and colour statistics when
     X has them, and, with context, the context features computed among the rows of X (see patient_context).
     """
-    cols = [c for c in META + SIZE + IMAGE_COLUMNS if c in X.columns]
+    cols = present(X.columns, META + SIZE + IMAGE_COLUMNS)
     out = X[cols].reset_index(drop=True).copy()
     if context:
         out = pd.concat([out, patient_context(X)], axis=1)
@@ -247,7 +258,8 @@ def make_features(context: bool = True) -> ColumnTransformer:
 
     transformers: list[tuple[str, Any, Any]] = [("cat", categorical, CATEGORICAL), ("age", scaled(True), NUMERIC),
                                                 ("size", scaled(), _Present(SIZE)),
-                                                ("image", scaled(), _Present(IMAGE_COLUMNS))]
+                                                ("image", scaled(), _Present(IMAGE_COLUMNS)),
+                                                ("runs", scaled(), _Present([], IMAGE_RUN_PREFIX))]
     if context:
         transformers.append(("context", SkPipeline([
             ("context", FunctionTransformer(_context_array, feature_names_out=_context_names)),
@@ -270,7 +282,7 @@ def make_gbm_features(context: bool = True) -> ColumnTransformer:
     transformers: list[tuple[str, Any, Any]] = [
         ("cat", categorical, CATEGORICAL),
         ("num", FunctionTransformer(_to_float, feature_names_out="one-to-one"),
-         _Present(NUMERIC + SIZE + IMAGE_COLUMNS)),
+         _Present(NUMERIC + SIZE + IMAGE_COLUMNS, IMAGE_RUN_PREFIX)),
     ]
     if context:
         transformers.append(("context", FunctionTransformer(_context_array, feature_names_out=_context_names),

@@ -31,19 +31,23 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from melanoma.data.competition import ISIC2024
+from melanoma.data.schema import ID as PACKAGE_ID, SITE as PACKAGE_SITE
 from melanoma.errors import InputError
 
 ID = "isic_id"
 PATIENT = "patient_id"
 SITE = "anatom_site_general"
+# The site column under either name: the file's, or the package's that melanoma.data.schema.read_train gives
+# (anatom_site_general_challenge, anterior and posterior torso merged into torso; tbp_lv_location keeps them).
+SITES = (SITE, PACKAGE_SITE)
 
 # Only in train-metadata.csv (the test metadata lacks them); labels or what follows from the diagnosis.
-TRAIN_ONLY = ("target", "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
-              "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence")
+TRAIN_ONLY = ISIC2024.train_only
 # In both files but no property of the lesion: the tile's and patient's ids (the patient is used to group,
 # never as a value); image_type, the same value ("TBP tile: close-up") on every row of the data; and
 # copyright_license, the image's licence, which says only which hospital shared it (attribution says that).
-NOT_FEATURES = ("isic_id", "patient_id", "image_type", "copyright_license")
+NOT_FEATURES = (ID, PACKAGE_ID, "patient_id", "image_type", "copyright_license")
 
 CATEGORICAL = ("sex", "anatom_site_general", "tbp_tile_type", "tbp_lv_location", "tbp_lv_location_simple",
                "attribution")
@@ -130,12 +134,14 @@ class ISIC2024Features(TransformerMixin, BaseEstimator):
         self.numeric_columns_ = [c for c in RAW_NUMERIC if c in X.columns]
         have = set(self.numeric_columns_)
         self.derived_ = [n for n in DERIVED if set(formula_inputs(n)) <= have]
-        self.categories_ = {c: _levels(X[c]) for c in CATEGORICAL if c in X.columns}
+        self.site_column_ = next((c for c in SITES if c in X.columns), None)
+        categorical = [self.site_column_ if c == SITE else c for c in CATEGORICAL]
+        self.categories_ = {c: _levels(X[c]) for c in categorical if c is not None and c in X.columns}
         self.patient_context_ = bool(self.patient_context) and PATIENT in X.columns
         self.normalised_ = ([c for c in self.numeric_columns_ + self.derived_ if c not in PATIENT_LEVEL]
                             if self.patient_context_ else [])
         context = [f"{c}_{kind}" for kind in ("pz", "prank") for c in self.normalised_]
-        counts = list(COUNTS if self.patient_context_ and SITE in X.columns else COUNTS[:1])
+        counts = list(COUNTS if self.patient_context_ and self.site_column_ else COUNTS[:1])
         self.feature_names_out_ = (self.numeric_columns_ + self.derived_ + context
                                    + (counts if self.patient_context_ else []) + list(self.categories_))
         return self
@@ -148,7 +154,7 @@ class ISIC2024Features(TransformerMixin, BaseEstimator):
             raise ValueError("ISIC2024Features: call fit before transform")
         needed = (self.numeric_columns_ + list(self.categories_)
                   + ([PATIENT] if self.patient_context_ else [])
-                  + ([SITE] if "count_per_patient_site" in self.feature_names_out_ else []))
+                  + ([self.site_column_] if "count_per_patient_site" in self.feature_names_out_ else []))
         lost = [c for c in dict.fromkeys(needed) if c not in X.columns]
         if lost:
             raise InputError(f"ISIC 2024 metadata lacks column(s) {', '.join(lost)} that the features were "
@@ -160,9 +166,10 @@ class ISIC2024Features(TransformerMixin, BaseEstimator):
         num = num.replace([np.inf, -np.inf], np.nan)
         parts = [num.astype("float32")]
         if self.patient_context_:
-            codes = _patient_codes(X[PATIENT])
-            parts += _within_patient(num[self.normalised_], codes)
-            parts.append(_counts(X, codes, "count_per_patient_site" in self.feature_names_out_))
+            codes = patient_codes(X[PATIENT])
+            parts += within_patient(num[self.normalised_], codes)
+            by_site = "count_per_patient_site" in self.feature_names_out_
+            parts.append(_counts(X, codes, self.site_column_ if by_site else None))
         cats = pd.DataFrame({c: _categorical(X[c], levels) for c, levels in self.categories_.items()},
                             index=X.index)
         out = pd.concat(parts + [cats], axis=1)
@@ -207,7 +214,7 @@ def _numeric(X: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=X.index)
 
 
-def _patient_codes(patient: pd.Series) -> np.ndarray:
+def patient_codes(patient: pd.Series) -> np.ndarray:
     """0..P-1 per patient; a tile without a patient id is a patient of its own."""
     codes = _factor(patient)[0]
     missing = codes < 0
@@ -215,7 +222,7 @@ def _patient_codes(patient: pd.Series) -> np.ndarray:
     return codes
 
 
-def _within_patient(num: pd.DataFrame, codes: np.ndarray) -> list[pd.DataFrame]:
+def within_patient(num: pd.DataFrame, codes: np.ndarray) -> list[pd.DataFrame]:
     """Each column's z-score and percentile rank within its patient (one groupby for all columns)."""
     groups = num.groupby(codes, sort=False)
     mean, std = groups.transform("mean"), groups.transform("std")
@@ -249,10 +256,10 @@ def _group_pct_rank(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _counts(X: pd.DataFrame, codes: np.ndarray, by_site: bool) -> pd.DataFrame:
+def _counts(X: pd.DataFrame, codes: np.ndarray, site_column: str | None) -> pd.DataFrame:
     out = {"count_per_patient": np.bincount(codes)[codes]}
-    if by_site:
-        site = _factor(X[SITE])[0] + 1  # a missing site (-1) is a site of its own (0)
+    if site_column is not None:
+        site = _factor(X[site_column])[0] + 1  # a missing site (-1) is a site of its own (0)
         pair, _ = pd.factorize(codes.astype(np.int64) * (int(site.max(initial=0)) + 1) + site)
         out["count_per_patient_site"] = np.bincount(pair)[pair]
     return pd.DataFrame(out, index=X.index).astype("float32")

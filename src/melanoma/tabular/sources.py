@@ -16,7 +16,7 @@ import pandas as pd
 
 from melanoma.data.schema import ID
 from melanoma.tabular import imagestats
-from melanoma.tabular.features import FEATURE_COLUMNS, IMAGE_COLUMNS, SIZE
+from melanoma.tabular.features import FEATURE_COLUMNS, IMAGE_COLUMNS, SIZE, present
 
 log = logging.getLogger("melanoma.tabular")
 
@@ -158,5 +158,7 @@ def add_image_stats(train: pd.DataFrame, test: pd.DataFrame, data_dir: str | Pat
 
 
 def input_columns(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
-    """FEATURE_COLUMNS, plus width/height, file size and colour statistics when both tables have them."""
-    return FEATURE_COLUMNS + [c for c in SIZE + IMAGE_COLUMNS if c in train.columns and c in test.columns]
+    """FEATURE_COLUMNS, plus width/height, file size, colour statistics and the image runs' columns when both
+    tables have them."""
+    both = [c for c in train.columns if c in set(test.columns)]
+    return FEATURE_COLUMNS + present(both, SIZE + IMAGE_COLUMNS)

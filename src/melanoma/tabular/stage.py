@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -27,12 +26,15 @@ from melanoma.data import runs as results
 from melanoma.config import Config, TabularConfig
 from melanoma.data.schema import ID, PATIENT, TARGET, read_test, read_train
 from melanoma.errors import ConfigError, input_error
-from melanoma.files import read_json, staged_dir, write_csv
+from melanoma.files import staged_dir, write_csv
 from melanoma.data.folds import read_folds
 from melanoma.runtime.paths import RunPaths
 from melanoma.runtime.stage import Result
-from melanoma.tabular import models, sources
-from melanoma.tabular.features import META, SIZE, IMAGE_COLUMNS, context_columns, feature_table
+from melanoma.data.competition import Competition, resolve
+from melanoma.tabular import models, sources, tbp
+from melanoma.tabular.image_runs import image_run_features
+from melanoma.tabular.choice import ModelRun, best_of, remove_stale_model_dirs
+from melanoma.tabular.features import META, SIZE, IMAGE_COLUMNS, context_columns, feature_table, present
 
 log = logging.getLogger("melanoma.tabular")
 
@@ -40,10 +42,15 @@ log = logging.getLogger("melanoma.tabular")
 def _check_config(tcfg: TabularConfig) -> None:
     names = ", ".join(models.TABULAR_MODELS)
     if tcfg.model not in (*models.TABULAR_MODELS, "auto", "all"):
-        raise ConfigError(f"tabular.model: expected one of {names}, auto or all, got {tcfg.model!r}")
+        raise ConfigError(f"tabular.model: expected one of {names}, auto or all for siim2020, got {tcfg.model!r}"
+                          f"{' (an isic2024 model)' if tcfg.model in tbp.MODELS else ''}")
     bad = [m for m in tcfg.auto_models if m not in models.TABULAR_MODELS]
     if not tcfg.auto_models or bad:
         raise ConfigError(f"tabular.auto_models: expected a non-empty list of {names}, got {tcfg.auto_models}")
+    for key in ("seeds", "negative_ratio"):  # the isic2024 trees' settings: never silently ignored
+        if getattr(tcfg, key) is not None:
+            raise ConfigError(f"tabular.{key} is a setting of the isic2024 models; siim2020's tabular models "
+                              f"have none: leave it unset (null)")
     if not tcfg.hidden or any(h < 1 for h in tcfg.hidden):
         raise ConfigError(f"tabular.hidden: expected a non-empty list of positive sizes, got {tcfg.hidden}")
     if not 0.0 <= tcfg.dropout < 1.0:
@@ -77,17 +84,6 @@ def model_names(tcfg: TabularConfig) -> list[str]:
     if tcfg.model == "auto":
         return list(dict.fromkeys(tcfg.auto_models))
     return [tcfg.model]
-
-
-@dataclasses.dataclass
-class ModelRun:
-    """One model's out-of-fold and test predictions and its metrics.json extras."""
-
-    name: str
-    oof: pd.DataFrame
-    test_pred: pd.DataFrame
-    extra: dict[str, Any]
-    oof_auc: float | None
 
 
 def gbm_importance(pipe: Any, X: pd.DataFrame, y: np.ndarray, repeats: int, seed: int) -> dict[str, float] | None:
@@ -215,7 +211,7 @@ def _model_extra(name: str, tcfg: TabularConfig, inputs: list[str], encoded: dic
     """What run.json says about one model: its features, settings, SMOTE rows and boosting rounds per fold."""
     extra: dict[str, Any] = {
         "model": name,
-        "features": [c for c in META + SIZE + IMAGE_COLUMNS if c in inputs],
+        "features": present(inputs, META + SIZE + IMAGE_COLUMNS),
         "context_features": context_columns(inputs) if tcfg.context else [],
         "encoded_features": encoded,
         "test_predictions": tcfg.test_predictions,
@@ -261,23 +257,9 @@ def _features_csv(df: pd.DataFrame, test: pd.DataFrame, inputs: list[str], fold_
     return pd.concat(parts, ignore_index=True)
 
 
-def _remove_stale_model_dirs(out_dir: Path, keep: list[str]) -> None:
-    """Drop RUN/<model>/ folders an earlier `all` or `auto` run left, so a run folder never mixes two runs."""
-    for name in models.TABULAR_MODELS:
-        sub = out_dir / name
-        if name in keep or not (sub / "run.json").is_file():
-            continue
-        try:
-            if read_json(sub / "run.json").get("stage") == "tabular":
-                shutil.rmtree(sub)
-                log.info("tabular: removed %s from an earlier run", sub)
-        except (OSError, ValueError):
-            log.warning("tabular: %s is from an earlier run and could not be removed", sub)
-
-
-def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_dir: str | Path,
-                sizes_dir: str | Path | None = None) -> dict[str, Any]:
-    """The `tabular` stage: DATA/train.csv, DATA/test.csv, folds.csv -> a run folder; returns the metrics.
+def run_metadata(cfg: Config, competition: Competition, data_dir: str | Path, folds_path: str | Path,
+                 out_dir: str | Path, sizes_dir: str | Path | None = None) -> dict[str, Any]:
+    """The metadata recipe (siim2020): DATA/train.csv, DATA/test.csv, folds.csv -> a run folder; the metrics.
 
     sizes_dir (the TFRecords folder) supplies image width/height when the CSVs lack them (add_image_sizes),
     and the images for the colour statistics when DATA has no JPEGs (add_image_stats).
@@ -289,24 +271,26 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
     tcfg = cfg.tabular
     _check_config(tcfg)
     start = time.perf_counter()
-    train = read_train(data_dir, cfg.data.patient_id)
-    test = read_test(data_dir, cfg.data.patient_id)
+    train = read_train(data_dir, cfg.data.patient_id, competition)
+    test = read_test(data_dir, cfg.data.patient_id, competition)
     folds = read_folds(folds_path, train)
     train, test, sizes_from = sources.add_image_sizes(train, test, sizes_dir, tcfg.image_size)
     train, test, stats = sources.add_image_stats(train, test, data_dir, sizes_dir, tcfg.image_stats, out_dir)
     df = train.merge(folds[[ID, "fold"]], on=ID, how="inner", validate="one_to_one")
     df["fold"] = df["fold"].astype("int64")
     fold_ids = sorted(int(k) for k in df["fold"].unique())
-    inputs = sources.input_columns(train, test)
+    df, test, image_info = _with_image_runs(tcfg, df, test, folds_path)
+    inputs = sources.input_columns(df, test)
     names = model_names(tcfg)
     features = _features_csv(df, test, inputs, fold_ids, tcfg.context)
 
     runs = {name: _fit_model(name, cfg, df, test, inputs, fold_ids, folds_path) for name in names}
     scores = {name: run.oof_auc for name, run in runs.items()}
-    best = max(names, key=lambda n: -np.inf if scores[n] is None else scores[n])  # first of equals wins
+    best = best_of(names, scores)
     top = runs[best]
     extra = dict(top.extra, models=scores, image_sizes_from=sizes_from,
-                 image_stats_from=None if stats is None else str(stats["source"].iloc[0]))
+                 image_stats_from=None if stats is None else str(stats["source"].iloc[0]),
+                 **({"image_runs": image_info} if image_info else {}))
     if len(names) > 1:
         extra["selection"] = (f"{best}: the best out-of-fold AUC of {', '.join(names)} (tabular.model: "
                               f"{tcfg.model}); chosen on the OOF predictions themselves, so its oof_auc is "
@@ -326,15 +310,37 @@ def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_d
                 config_mod.save_run_info(stage / name, sub_cfg, "tabular")
         metrics = results.write_run(stage, top.oof, top.test_pred, extra)
         config_mod.save_run_info(stage, cfg, "tabular")
-    _remove_stale_model_dirs(Path(out_dir), names if len(names) > 1 else [])
+    remove_stale_model_dirs(Path(out_dir), names if len(names) > 1 else [], list(models.TABULAR_MODELS))
     chosen = f" (best of {len(names)} models: {best})" if len(names) > 1 else ""
     log.info("tabular: OOF AUC %s%s over %d images, %d folds -> %s", scoring.fmt_auc(metrics["oof_auc"]), chosen,
              len(top.oof), len(fold_ids), out_dir)
     return metrics
 
 
+def _with_image_runs(tcfg: TabularConfig, df: pd.DataFrame, test: pd.DataFrame, folds_path: str | Path
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """The training and test rows with the image runs' columns joined by image_name (tabular.image_runs)."""
+    if not tcfg.image_runs:
+        return df, test, []
+    extra, extra_test, info = image_run_features(tcfg.image_runs, df, test, folds_path)
+    return df.join(extra, on=ID), test.join(extra_test, on=ID), info
+
+
+# The tabular recipes, named by the competition profile's `tabular` (melanoma.data.competition).
+RECIPES: dict[str, Callable[..., dict[str, Any]]] = {"metadata": run_metadata, "tbp": tbp.run_tbp}
+
+
+def run_tabular(cfg: Config, data_dir: str | Path, folds_path: str | Path, out_dir: str | Path,
+                sizes_dir: str | Path | None = None) -> dict[str, Any]:
+    """The `tabular` stage: the data folder's competition (competition: auto | a name) picks the recipe."""
+    competition = resolve(cfg.competition, data_dir)
+    return RECIPES[competition.tabular](cfg, competition, data_dir, folds_path, out_dir, sizes_dir)
+
+
 def run(cfg: Config, paths: RunPaths) -> Result:
     """The `tabular` stage (melanoma.runtime.stage): PATHS.data and PATHS.folds -> PATHS.tabular_run; image sizes
     and statistics from PATHS.tfrecords where it is set."""
     metrics = run_tabular(cfg, paths.data, paths.folds, paths.tabular_run, paths.tfrecords)
-    return Result("tabular", {"run": paths.tabular_run}, {"oof_auc": metrics.get("oof_auc")}, detail=metrics)
+    metric, value = results.headline(metrics)
+    return Result("tabular", {"run": paths.tabular_run}, {"oof_auc": metrics.get("oof_auc"), f"oof_{metric}": value},
+                  detail=metrics)
