@@ -7,14 +7,16 @@ predictions on the test ids, which must be the same set in every run.
 Each run's predictions are first turned into ranks scaled to [0, 1] (the OOF ranks within the OOF rows,
 the test ranks within the test rows), then mixed by one of three methods (`blend.method`):
 - weighted (default): a weighted mean of the ranks; the weights are non-negative, sum to 1 and maximise the
-  AUC of the blended OOF ranks (`fit_weights`);
+  runs' headline metric on the blended OOF ranks (`fit_weights`): their metrics.json `metric`, AUC for SIIM-ISIC
+  2020 runs, pAUC above 80% TPR for ISIC 2024 ones (runs of different metrics are refused);
 - rank: the plain mean of the ranks (equal weights);
 - power: the power mean of the ranks, (sum_i w_i r_i^p)^(1/p) with p = `blend.power` and equal weights.
 Any number of runs can be blended (folds, seeds, sizes, backbones are more run folders). Runs whose run.json
 says stage "tabular" are metadata runs: their share of weight is reported, and `blend.tabular_weight` fixes it.
 The submission ranks the test images in [0, 1]; `blend.calibrate` maps it through a calibrator fitted on the
 blended OOF (isotonic or Platt; melanoma.calibration). `run_blend` writes the submission (in the sample
-submission's order, checked against it), `blend.json` and the run info; nothing when a check fails.
+submission's order, checked against it, with the competition's id column: image_name or isic_id, as the runs'
+oof.csv name it), `blend.json` and the run info; nothing when a check fails.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import BlendConfig, Config, save_run_info
+from melanoma.data.competition import METRIC_NAMES, METRICS, PROFILES, Competition
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.data.runs import read_run
+from melanoma.data.runs import headline, read_metrics, read_run, run_competition
 from melanoma.blend.weights import fit_weights, step_units, to_ranks
 from melanoma.scoring import auc, fmt_auc
 from melanoma.runtime.paths import RunPaths
@@ -41,6 +44,40 @@ log = logging.getLogger("melanoma.blend")
 
 BLEND_METHODS = {"weighted": "rank mean, weights fitted on OOF AUC", "rank": "rank average",
            "power": "power mean of ranks"}
+
+
+def runs_metric(run_dirs: list[Path]) -> str:
+    """The headline metric every run is scored on (metrics.json `metric`; AUC where a run names none)."""
+    found = {}
+    for d in run_dirs:
+        try:
+            metric = headline(read_metrics(d))[0]
+        except (OSError, ValueError, AttributeError):  # a damaged metrics.json: read as a run that names none
+            metric = "auc"
+        if metric not in METRICS:
+            raise InputError(f"blend: {d / 'metrics.json'} names metric {metric!r}, not one of {', '.join(METRICS)}")
+        found[str(d)] = metric
+    if len(set(found.values())) > 1:
+        raise InputError("blend: the runs are scored on different metrics (" + ", ".join(
+            f"{d}: {m}" for d, m in found.items()) + "): blend runs of one competition")
+    return next(iter(found.values()))
+
+
+def runs_competition(run_dirs: list[Path], choice: str = "auto") -> Competition:
+    """The competition of the submission: the config's `competition`, else the runs' (their oof.csv id column)."""
+    if choice != "auto":
+        return PROFILES[choice]
+    found = {c.name: c for c in (run_competition(d) for d in run_dirs if (d / "oof.csv").is_file())}
+    if len(found) > 1:
+        raise InputError(f"blend: the runs belong to different competitions ({', '.join(found)}): their oof.csv "
+                         "files name different id columns")
+    return next(iter(found.values()), PROFILES["siim2020"])
+
+
+def _scores(entry: dict[str, Any], metric: str, key: str = "oof") -> str:
+    """'AUC 0.9000', or 'pAUC>80%TPR 0.1500 (AUC 0.9000)': the headline first."""
+    plain = f"AUC {fmt_auc(entry[f'{key}_auc'])}"
+    return plain if metric == "auc" else f"{METRIC_NAMES[metric]} {fmt_auc(entry[f'{key}_{metric}'])} ({plain})"
 def _read(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(oof: image_name, target, pred; test: image_name, pred), validated by results.read_predictions."""
     oof, test = read_run(run_dir)
@@ -74,14 +111,14 @@ def combine(ranks: list[pd.Series] | list[np.ndarray], weights: np.ndarray, meth
     return (R**power @ w) ** (1.0 / power)
 
 
-def _method_weights(oofs: list[pd.Series], y: pd.Series, blend: BlendConfig) -> np.ndarray:
+def _method_weights(oofs: list[pd.Series], y: pd.Series, blend: BlendConfig, metric: str = "auc") -> np.ndarray:
     if blend.method == "weighted":
-        return fit_weights(oofs, y, blend.step)
+        return fit_weights(oofs, y, blend.step, metric)
     return np.full(len(oofs), 1.0 / len(oofs))
 
 
 def blend_weights(
-    oofs: list[pd.Series], y: pd.Series, tabular: list[bool], blend: BlendConfig
+    oofs: list[pd.Series], y: pd.Series, tabular: list[bool], blend: BlendConfig, metric: str = "auc"
 ) -> tuple[np.ndarray, dict[str, Any] | None]:
     """The weights of the runs, and the image/metadata split: as found, and as fixed by the config.
 
@@ -89,7 +126,7 @@ def blend_weights(
     weights within the image runs and within the tabular runs separately, and the tabular runs together get
     exactly that weight. Returns (weights, report); the report is None when there is no tabular run.
     """
-    free = _method_weights(oofs, y, blend)
+    free = _method_weights(oofs, y, blend, metric)
     tab = np.asarray(tabular, dtype=bool)
     if not tab.any():
         if blend.tabular_weight is not None:
@@ -106,7 +143,7 @@ def blend_weights(
     weights = np.zeros(len(oofs))
     for group, share in ((tab, t), (~tab, 1.0 - t)):
         idx = np.flatnonzero(group)
-        weights[idx] = share * _method_weights([oofs[i] for i in idx], y, blend)
+        weights[idx] = share * _method_weights([oofs[i] for i in idx], y, blend, metric)
     report["used"] = float(weights[tab].sum())
     return weights, report
 
@@ -188,14 +225,16 @@ def _join_test(runs: list[tuple[pd.DataFrame, pd.DataFrame]], names: list[str]) 
 
 
 def blend_runs(
-    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float | BlendConfig = 0.05
+    run_dirs: list[str | Path], sample: pd.DataFrame | None, step: float | BlendConfig = 0.05,
+    competition: Competition | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Blend the runs on their common OOF ids and blend their test predictions.
 
-    `step` is the weight grid step, or a whole BlendConfig (method, power, tabular_weight). Returns the
-    submission (image_name,target in [0, 1]; in the sample's order when `sample` is given and checked
-    against it, else sorted by image_name) and a report: runs (path, stage, oof_auc on the common ids,
-    weight, n_oof, n_dropped), blended_oof_auc, n_common_oof, n_test, method, tabular_weight.
+    `step` is the weight grid step, or a whole BlendConfig (method, power, tabular_weight); `competition` names
+    the id column of the messages (None: the runs'). Returns the submission (image_name,target in [0, 1]; in
+    the sample's order when `sample` is given and checked against it, else sorted by image_name) and a report:
+    runs (path, stage, oof_auc on the common ids, weight, n_oof, n_dropped), blended_oof_auc, n_common_oof,
+    n_test, method, tabular_weight, metric (and oof_pauc, blended_oof_pauc for ISIC 2024 runs).
     """
     blend = step if isinstance(step, BlendConfig) else BlendConfig(step=step)
     run_dirs = [Path(p) for p in run_dirs]
@@ -203,6 +242,8 @@ def blend_runs(
         raise InputError("blend: no run folders given")
     check_blend_config(blend)  # before reading anything
     runs = [_read(d) for d in run_dirs]
+    metric = runs_metric(run_dirs)
+    id_name = (competition or runs_competition(run_dirs)).id_column
     names = [str(d) for d in run_dirs]
     stages = [_stage(d) for d in run_dirs]
 
@@ -211,7 +252,7 @@ def blend_runs(
     if len(run_dirs) > 1 and y.nunique() < 2:
         raise InputError(f"blend: the {n_common} common OOF ids have only one class, so no weights can be fitted")
     oof_preds = [joined[f"pred_{r}"] for r in range(len(runs))]
-    weights, tab_report = blend_weights(oof_preds, y, [s == "tabular" for s in stages], blend)
+    weights, tab_report = blend_weights(oof_preds, y, [s == "tabular" for s in stages], blend, metric)
     blended_oof = combine([to_ranks(p) for p in oof_preds], weights, blend.method, blend.power)
 
     test = _join_test(runs, names)
@@ -220,28 +261,28 @@ def blend_runs(
     sub = pd.DataFrame({ID: test[ID], TARGET: np.clip(blended, 0.0, 1.0)})
 
     if sample is not None:
-        validate_submission(sub, sample)  # exact messages for missing / extra ids before reordering
+        validate_submission(sub, sample, id_name=id_name)  # exact messages for missing / extra ids first
         order = sample[ID].astype("string")
         sub = sub.set_index(ID).reindex(pd.Index(order, name=ID)).reset_index()
-        validate_submission(sub, sample)
-
-    report = {
-        "runs": [
-            {"path": name, "stage": stage, "oof_auc": auc(y, p), "weight": float(w), "n_oof": int(n),
-             "n_dropped": int(n - n_common)}
-            for name, stage, p, w, n in zip(names, stages, oof_preds, weights, n_oof)
-        ],
-        "blended_oof_auc": auc(y, blended_oof),
-        "n_common_oof": int(n_common),
-        "n_test": int(len(sub)),
-        "method": blend.method,
-        "method_description": BLEND_METHODS[blend.method],
-        "power": blend.power if blend.method == "power" else None,
-        "step": 1.0 / step_units(blend.step),
-        "tabular_weight": tab_report,
-        "calibration": cal_report,
-    }
+        validate_submission(sub, sample, id_name=id_name)
+    runs_report = [{"path": name, "stage": stage, **_metric_values(y, p, metric, "oof"), "weight": float(w),
+                    "n_oof": int(n), "n_dropped": int(n - n_common)}
+                   for name, stage, p, w, n in zip(names, stages, oof_preds, weights, n_oof)]
+    report = {"runs": runs_report, **_metric_values(y, blended_oof, metric, "blended_oof"),
+              "n_common_oof": int(n_common), "n_test": int(len(sub)), "method": blend.method,
+              "method_description": _description(blend.method, metric),
+              "power": blend.power if blend.method == "power" else None, "step": 1.0 / step_units(blend.step),
+              "tabular_weight": tab_report, "calibration": cal_report, "metric": metric}
     return sub, report
+
+
+def _description(method: str, metric: str) -> str:
+    return BLEND_METHODS[method].replace("OOF AUC", f"OOF {METRIC_NAMES[metric]}")
+
+
+def _metric_values(y: pd.Series, p: Any, metric: str, key: str) -> dict[str, float | None]:
+    """{key}_auc, and {key}_{metric} for a run scored otherwise (ISIC 2024: pAUC)."""
+    return {f"{key}_{name}": METRICS[name](y, p) for name in dict.fromkeys(("auc", metric))}
 
 
 def run_blend(
@@ -251,21 +292,23 @@ def run_blend(
     out = Path(out)
     check_blend_config(cfg.blend)
     sample = read_sample_submission(sample_submission) if sample_submission is not None else None
-    sub, report = blend_runs(run_dirs, sample, cfg.blend)
+    competition = runs_competition([Path(d) for d in run_dirs], cfg.competition)
+    sub, report = blend_runs(run_dirs, sample, cfg.blend, competition)
+    metric = report["metric"]
     for run in report["runs"]:
-        log.info("blend: %s (%s) OOF AUC %s, weight %.3f", run["path"], run["stage"] or "stage unknown",
-                 fmt_auc(run["oof_auc"]), run["weight"])
+        log.info("blend: %s (%s) OOF %s, weight %.3f", run["path"], run["stage"] or "stage unknown",
+                 _scores(run, metric), run["weight"])
     tab = report["tabular_weight"]
     if tab is not None:
         log.info("blend: image/metadata weight as found %.3f/%.3f%s", 1 - tab["found"], tab["found"],
                  "" if tab["fixed"] is None else f", fixed by blend.tabular_weight to {1 - tab['used']:.3f}/{tab['used']:.3f}")
     log.info(
-        "blend: %s; blended OOF AUC %s on %d common ids; %d test predictions -> %s", BLEND_METHODS[report["method"]],
-        fmt_auc(report["blended_oof_auc"]), report["n_common_oof"], report["n_test"], out,
+        "blend: %s; blended OOF %s on %d common ids; %d test predictions -> %s", report["method_description"],
+        _scores(report, metric, "blended_oof"), report["n_common_oof"], report["n_test"], out,
     )
     report["submission"] = str(out)
     report["sample_submission"] = None if sample_submission is None else str(sample_submission)
-    write_csv(out, sub[SUBMISSION_COLUMNS])
+    write_csv(out, competition.user_table(sub[SUBMISSION_COLUMNS]))  # isic_id,target for ISIC 2024
     write_json(out.parent / "blend.json", report)
     save_run_info(out.parent, cfg, "blend")
     return report

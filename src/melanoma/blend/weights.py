@@ -1,6 +1,6 @@
 """The weight search of the `weighted` blend: non-negative weights on a grid of `blend.step`, summing to 1, that
-maximise the AUC of the weighted mean of the runs' OOF ranks (`fit_weights`), and the ranks themselves
-(`to_ranks`). stage.py mixes the runs with them."""
+maximise the runs' metric (AUC, or ISIC 2024's pAUC above 80% TPR) of the weighted mean of their OOF ranks
+(`fit_weights`), and the ranks themselves (`to_ranks`). stage.py mixes the runs with them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from melanoma.errors import ConfigError
+from melanoma.scoring import partial_auc
 
 _AUC_TOL = 1e-12  # AUC differences below this are ties (float noise of summing ranks)
 _MAX_ITER = 100_000  # safety cap of the coordinate search; every accepted move strictly improves the AUC
@@ -35,8 +36,9 @@ def step_units(step: float) -> int:
     return max(1, int(round(1.0 / float(step))))
 
 
-def fit_weights(oofs: list[pd.Series], y: Any, step: float) -> np.ndarray:
-    """Non-negative weights summing to 1 that maximise the AUC of the weighted mean of the OOF ranks.
+def fit_weights(oofs: list[pd.Series], y: Any, step: float, metric: str = "auc") -> np.ndarray:
+    """Non-negative weights summing to 1 that maximise the `metric` ("auc" | "pauc": melanoma.scoring.partial_auc)
+    of the weighted mean of the OOF ranks (the search below is written for AUC; pAUC takes its place).
 
     `oofs` are the runs' OOF predictions, aligned on the same index (same rows, same order); `y` the
     0/1 targets of those rows. The weight grid is {0, step, ..., 1}, with step rounded to 1/n.
@@ -70,8 +72,10 @@ def fit_weights(oofs: list[pd.Series], y: Any, step: float) -> np.ndarray:
     if not np.isfinite(R).all():
         raise ValueError("fit_weights: the OOF predictions contain NaN or infinity")
 
-    def score(units: np.ndarray) -> float:
-        return _fast_auc(pos, R @ units.astype(np.float64), n_pos, n_neg)  # scale-free: no need to normalise
+    def score(units: np.ndarray) -> float:  # both scale-free: no need to normalise the units
+        if metric == "pauc":
+            return float(partial_auc(pos, R @ units.astype(np.float64)))
+        return _fast_auc(pos, R @ units.astype(np.float64), n_pos, n_neg)
 
     return _search_pair(score, n) if k == 2 else _search_simplex(score, k, n)
 

@@ -21,7 +21,7 @@ import pandas as pd
 from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line, read_csv_file
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.data.competition import ID_COLUMNS, METRICS, SIIM2020, Competition, internal_ids
+from melanoma.data.competition import ID_COLUMNS, METRICS, SIIM2020, Competition, internal_ids, profile_of_columns
 
 OOF_COLUMNS = [ID, TARGET, "pred", "fold"]
 OPTIONAL_OOF_COLUMNS = ["pred_plain"]  # the image model's prediction without TTA
@@ -146,6 +146,16 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     oof = read_predictions(run_dir / "oof.csv", "pred", target=True, required=("fold",), scale=scale)
     test = read_predictions(run_dir / "test_pred.csv", TARGET, scale=scale)
     return oof, test
+
+
+def run_competition(run_dir: str | Path) -> Competition:
+    """The competition a run folder belongs to, by the id column of its oof.csv (siim2020 when it names neither
+    or cannot be read: read_run says why)."""
+    try:
+        columns = pd.read_csv(Path(run_dir) / "oof.csv", nrows=0).columns
+    except (OSError, ValueError):
+        return SIIM2020
+    return profile_of_columns(columns)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -118,7 +118,8 @@ def _run_section(run: Run, meta: pd.DataFrame, labels, cfg: Config, seed: int, t
         raise InputError(f"report: {run.path}: the OOF predictions have only one class, so nothing to score")
     test_df = _labelled_test(run, labels, notes)
     test = _frame(test_df, meta) if test_df is not None else None
-    sec: dict[str, Any] = {"label": run.label, "path": str(run.path), "stage": run.stage, "figures": {}}
+    sec: dict[str, Any] = {"label": run.label, "path": str(run.path), "stage": run.stage, "metric": run.metric,
+                           "figures": {}}
     sec["oof"] = _evaluate(oof, cfg, seed, f"report: {run.label} OOF", with_fold=True)
     sec["test"] = _evaluate(test, cfg, seed, f"report: {run.label} test", False) if test is not None else None
     sec["operating_points"] = operating_points(
@@ -157,7 +158,9 @@ def report(cfg: Config, run_dirs: list[str | Path], out: str | Path) -> dict[str
                                         "calibration": cfg.report.calibration,
                                         "sensitivities": list(cfg.report.sensitivities),
                                         "min_positives": cfg.report.min_positives},
-                           "notes": notes, "runs": [], "figures": {}}
+                           "notes": notes, "runs": [], "figures": {},
+                           # the summary leads with pAUC when every run is scored on it (ISIC 2024)
+                           "metric": "pauc" if all(r.metric == "pauc" for r in runs) else "auc"}
     out = Path(out)
     with staged_dir(out, "report") as stage:
         for run in runs:
@@ -184,12 +187,21 @@ def report(cfg: Config, run_dirs: list[str | Path], out: str | Path) -> dict[str
         write_json(stage / "report.json", rep)
         write_text(stage / "report.html", html.page(rep, stage))
     for s in rep["runs"]:
-        test = s["test"]
-        log.info("report: %s OOF AUC %s [%s], pAUC %s%s", s["label"], fmt_auc(s["oof"]["auc"]["value"]),
-                 ", ".join(f"{v:.4f}" for v in s["oof"]["auc"]["ci"] or []), fmt_auc(s["oof"]["pauc"]["value"]),
-                 "" if test is None else f"; test AUC {fmt_auc(test['auc']['value'])}")
+        log.info("report: %s %s", s["label"], _headline(s))
     log.info("report: %s (%.0f s)", out / "report.html", rep["seconds"])
     return rep
+
+
+def _headline(sec: dict[str, Any]) -> str:
+    """'OOF AUC 0.9 [0.88, 0.92], pAUC 0.15; test AUC 0.9', the run's headline metric first (with its interval)."""
+    oof, test = sec["oof"], sec["test"]
+    first, second = ("pauc", "auc") if sec.get("metric") == "pauc" else ("auc", "pauc")
+    ci = ", ".join(f"{v:.4f}" for v in oof[first]["ci"] or [])
+    text = f"OOF {NAMES[first]} {fmt_auc(oof[first]['value'])} [{ci}], {NAMES[second]} {fmt_auc(oof[second]['value'])}"
+    return text + ("" if test is None else f"; test {NAMES[first]} {fmt_auc(test[first]['value'])}")
+
+
+NAMES = {"auc": "AUC", "pauc": "pAUC"}
 
 
 def compare(cfg: Config, run_a: str | Path, run_b: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -208,8 +220,9 @@ def compare(cfg: Config, run_a: str | Path, run_b: str | Path, out: str | Path |
     meta, notes = metadata(paths.data, paths.tfrecords)
     patients = joined[ID].map(meta[PATIENT]) if len(meta) else pd.Series([None] * len(joined))
     seed = cfg.seed if cfg.report.seed is None else cfg.report.seed
+    metric = "pauc" if a.metric == b.metric == "pauc" else "auc"  # ISIC 2024 runs lead with pAUC
     res = compare_pair(joined[f"{TARGET}_a"].to_numpy(), joined["pred_a"].to_numpy(), joined["pred_b"].to_numpy(),
-                       cluster_codes(patients), cfg.report.bootstrap, seed)
+                       cluster_codes(patients), cfg.report.bootstrap, seed, metric)
     res.update({"run_a": str(run_a), "run_b": str(run_b), "n_a": int(len(a.oof)), "n_b": int(len(b.oof)),
                 "seed": seed, "resampling": "images (no patient ids)" if patients.isna().all() else "patients",
                 "notes": [n for n in notes if "patient" in n]})
@@ -220,12 +233,23 @@ def compare(cfg: Config, run_a: str | Path, run_b: str | Path, out: str | Path |
 
 def format_compare(res: dict[str, Any]) -> str:
     ci = res["ci"]
-    return "\n".join([
+    on = (f" on {res['n']} common images ({res['positives']} malignant), {res['bootstrap']} resamples of "
+          f"{res['units']} {res['resampling'].split(' ')[0]}")
+    lines = [
         f"A {res['run_a']}: OOF AUC {res['auc_a']:.4f}",
         f"B {res['run_b']}: OOF AUC {res['auc_b']:.4f}",
-        f"difference A - B: {res['diff']:+.4f}" + (f" [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "")
-        + f" on {res['n']} common images ({res['positives']} malignant), {res['bootstrap']} resamples of "
-          f"{res['units']} {res['resampling'].split(' ')[0]}",
+        f"difference A - B: {res['diff']:+.4f}" + (f" [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "") + on,
         f"DeLong: z = {res['delong']['z']:.3f}, p = {res['delong']['p']:.4g}",
+    ]
+    p = res.get("pauc")
+    if p is None:
+        return "\n".join(lines)
+    pci = p["ci"]
+    return "\n".join([  # ISIC 2024: the competition's pAUC first, AUC (and DeLong's test of it) after
+        f"A {res['run_a']}: OOF pAUC {p['a']:.4f}, AUC {res['auc_a']:.4f}",
+        f"B {res['run_b']}: OOF pAUC {p['b']:.4f}, AUC {res['auc_b']:.4f}",
+        f"pAUC difference A - B: {p['diff']:+.4f}" + (f" [95% CI {pci[0]:+.4f}, {pci[1]:+.4f}]" if pci else "") + on,
+        f"AUC difference A - B: {res['diff']:+.4f}" + (f" [95% CI {ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""),
+        f"DeLong (AUC): z = {res['delong']['z']:.3f}, p = {res['delong']['p']:.4g}",
     ])
 

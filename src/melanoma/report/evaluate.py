@@ -33,11 +33,11 @@ def thin(*arrays: np.ndarray, n: int = MAX_POINTS) -> list[list[float]]:
 class _Target:
     """One ranked subset (all images, or a subgroup) whose metrics are taken on every resample."""
 
-    def __init__(self, y: np.ndarray, s: np.ndarray, rows: np.ndarray, curves: bool):
+    def __init__(self, y: np.ndarray, s: np.ndarray, rows: np.ndarray, curves: bool, names: tuple[str, ...] = ("auc",)):
         self.ranked, order = M.Ranked.of(y[rows], s[rows])
         self.cols = rows[order]  # columns of the weight matrix, in this subset's score order
         self.curves = curves
-        self.values: dict[str, list[np.ndarray]] = {k: [] for k in (M.RANKING if curves else ("auc",))}
+        self.values: dict[str, list[np.ndarray]] = {k: [] for k in (M.RANKING if curves else names)}
         self.bands: dict[str, list[np.ndarray]] = {"roc": [], "pr": []}
 
     def add(self, w: np.ndarray) -> None:
@@ -135,11 +135,14 @@ def operating_points(y_oof, s_oof, sensitivities: list[float], test: tuple[np.nd
     return rows
 
 
-def compare_pair(y, s_a, s_b, codes: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """Paired difference in AUC (A - B) on the same images: patient-bootstrap interval and DeLong's test."""
+def compare_pair(y, s_a, s_b, codes: np.ndarray, n_boot: int, seed: int, metric: str = "auc") -> dict[str, Any]:
+    """Paired difference in AUC (A - B) on the same images: patient-bootstrap interval and DeLong's test; with
+    metric "pauc" also the difference in pAUC above 80% TPR and its interval from the same resamples
+    (`pauc`: a, b, diff, ci; DeLong's test is for the full AUC only)."""
     y = np.asarray(y, dtype=np.float64)
-    a = _Target(y, np.asarray(s_a, dtype=np.float64), np.arange(len(y)), curves=False)
-    b = _Target(y, np.asarray(s_b, dtype=np.float64), np.arange(len(y)), curves=False)
+    names = tuple(dict.fromkeys(("auc", metric)))
+    a = _Target(y, np.asarray(s_a, dtype=np.float64), np.arange(len(y)), curves=False, names=names)
+    b = _Target(y, np.asarray(s_b, dtype=np.float64), np.arange(len(y)), curves=False, names=names)
     with progress(n_boot, "compare: bootstrap") as bar:
         for w in M.resample_weights(codes, n_boot, seed):
             a.add(w)
@@ -148,7 +151,12 @@ def compare_pair(y, s_a, s_b, codes: np.ndarray, n_boot: int, seed: int) -> dict
     diffs = (np.concatenate(a.values["auc"]) - np.concatenate(b.values["auc"])) if n_boot else np.array([])
     dl = M.delong(y, s_a, s_b)
     finite = diffs[np.isfinite(diffs)]
-    return {"n": int(len(y)), "positives": int(y.sum()), "units": int(codes.max()) + 1, "bootstrap": int(n_boot),
-            "auc_a": dl["auc_a"], "auc_b": dl["auc_b"], "diff": dl["diff"], "ci": M.interval(diffs),
-            "share_a_better": float(np.mean(finite > 0)) if finite.size else None,
-            "delong": {"z": dl["z"], "p": dl["p"], "se": dl["se"]}}
+    out = {"n": int(len(y)), "positives": int(y.sum()), "units": int(codes.max()) + 1, "bootstrap": int(n_boot),
+           "auc_a": dl["auc_a"], "auc_b": dl["auc_b"], "diff": dl["diff"], "ci": M.interval(diffs),
+           "share_a_better": float(np.mean(finite > 0)) if finite.size else None,
+           "delong": {"z": dl["z"], "p": dl["p"], "se": dl["se"]}, "metric": metric}
+    if metric != "auc":
+        pa, pb = (M.ranking_metrics(y, np.asarray(s, dtype=np.float64))[metric] for s in (s_a, s_b))
+        boot = (np.concatenate(a.values[metric]) - np.concatenate(b.values[metric])) if n_boot else np.array([])
+        out[metric] = {"a": pa, "b": pb, "diff": pa - pb, "ci": M.interval(boot)}
+    return out

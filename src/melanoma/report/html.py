@@ -66,11 +66,14 @@ def _splits(entry: dict) -> list[tuple[str, dict]]:
 
 
 def _summary(rep: dict) -> str:
-    rows = [[esc(run["label"]), split, str(ev["n"]), str(ev["positives"]), str(ev["units"]), with_ci(ev["auc"]),
-             with_ci(ev["pauc"]), with_ci(ev["ap"]), num(ev["brier"], 4), num(ev["ece"], 4)]
+    # The headline metric first: pAUC where every run is scored on it (ISIC 2024), else AUC.
+    order = ("pauc", "auc") if rep.get("metric") == "pauc" else ("auc", "pauc")
+    names = {"auc": "AUC [95% CI]", "pauc": "pAUC above 80% TPR (0-0.2)"}
+    rows = [[esc(run["label"]), split, str(ev["n"]), str(ev["positives"]), str(ev["units"]),
+             *(with_ci(ev[m]) for m in order), with_ci(ev["ap"]), num(ev["brier"], 4), num(ev["ece"], 4)]
             for run in rep["runs"] for split, ev in _splits(run)]
-    return table(["run", "set", "images", "malignant", "resampled units", "AUC [95% CI]",
-                  "pAUC above 80% TPR (0-0.2)", "average precision", "Brier", "ECE"], rows)
+    return table(["run", "set", "images", "malignant", "resampled units", *(names[m] for m in order),
+                  "average precision", "Brier", "ECE"], rows)
 
 
 def _operating(rep: dict) -> str:

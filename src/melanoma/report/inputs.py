@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from melanoma.data.competition import ID_COLUMNS, SIIM2020, detect
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import InputError, input_error
 from melanoma.files import read_json
@@ -36,6 +37,11 @@ class Run:
     test: pd.DataFrame  # image_name, pred
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the run's config.yaml as a mapping (may be empty)
+
+    @property
+    def metric(self) -> str:
+        """Its headline metric: "pauc" where its metrics say so (ISIC 2024), else "auc"."""
+        return "pauc" if isinstance(self.metrics, dict) and self.metrics.get("metric") == "pauc" else "auc"
 
     @property
     def fold_dirs(self) -> list[Path]:
@@ -100,7 +106,8 @@ def _blend(path: Path) -> Run:
         raise input_error(sub_path, f"the submission of {path} is missing")
     sub = read_predictions(sub_path, TARGET)
     test = pd.DataFrame({ID: sub[ID].astype(str), "pred": sub[TARGET]})
-    return Run("blend", path.parent, "blend", oof, test, {"blended_oof_auc": info.get("blended_oof_auc")},
+    return Run("blend", path.parent, "blend", oof, test, {"blended_oof_auc": info.get("blended_oof_auc"),
+                                                           "metric": info.get("metric", "auc")},
                _yaml(path.parent / "config.yaml"))
 
 
@@ -149,10 +156,26 @@ def _csv(path: Path, wanted: set[str]) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, usecols=lambda c: c in wanted, dtype={ID: "string", PATIENT: "string"})
+        return pd.read_csv(path, usecols=lambda c: c in wanted,
+                           dtype={**{c: "string" for c in ID_COLUMNS}, PATIENT: "string"})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         log.warning("report: cannot read %s (%s); its metadata is left out", path, e)
         return None
+
+
+def _competition_csv(data_dir: Path, split: str) -> pd.DataFrame | None:
+    """The data folder's train or test metadata in the package's names (ISIC 2024's isic_id and site column
+    renamed, its torso halves merged), the columns a report uses; None when absent or unreadable."""
+    found = detect(data_dir)
+    profile = found[0] if found is not None else SIIM2020
+    names = {profile.id_column: ID, profile.site_column: SITE}
+    df = _csv(profile.csv_path(data_dir, split), {ID, *PATIENT_META, "width", "height", *names})
+    if df is None:
+        return None
+    df = df.rename(columns={k: v for k, v in names.items() if k != v})
+    if SITE in df.columns:
+        df[SITE] = df[SITE].replace(profile.site_values)
+    return df if ID in df.columns else None
 
 
 def metadata(data_dir: str | Path | None, tfrec_dir: str | Path | None) -> tuple[pd.DataFrame, list[str]]:
@@ -160,13 +183,14 @@ def metadata(data_dir: str | Path | None, tfrec_dir: str | Path | None) -> tuple
     notes: list[str] = []
     frames = []
     if data_dir is not None:
-        for name in ("train.csv", "test.csv"):
-            df = _csv(Path(data_dir) / name, {ID, *PATIENT_META, "width", "height"})
-            if df is not None and ID in df.columns:
+        for split in ("train", "test"):
+            df = _competition_csv(Path(data_dir), split)
+            if df is not None:
                 frames.append(df)
     meta = pd.concat(frames, ignore_index=True).drop_duplicates(ID) if frames else pd.DataFrame({ID: []})
     if not frames:
-        notes.append(f"no train.csv/test.csv in {data_dir}: no patient ids or metadata subgroups")
+        notes.append(f"no train.csv/test.csv (or ISIC 2024's train-metadata.csv/test-metadata.csv) in {data_dir}: "
+                     "no patient ids or metadata subgroups")
     meta[ID] = meta[ID].astype(str)
     sizes = _sizes(tfrec_dir)
     if sizes is not None and not {"width", "height"} <= set(meta.columns):
