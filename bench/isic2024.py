@@ -1,6 +1,8 @@
-"""ISIC 2024 (issue 27): the feature builder on 400,000 rows, and a streamed pass over HDF5 tiles.
+"""ISIC 2024 (issue 27): the feature builder and the tabular stage on 400,000 rows, and a streamed pass over
+HDF5 tiles.
 
     .venv/bin/python bench/isic2024.py [--rows 400000] [--patients 1000] [--tiles 20000] [--seed 0]
+        [--parts features,tabular,hdf5] [--model auto] [--test-rows 2000]
 
 1. Features: synthetic training metadata from the demo generator's metadata part
    (scripts/make_isic2024_demo.py: 55 real columns, values drawn from the 100 real rows), scaled up to --rows
@@ -11,6 +13,10 @@
    `write_tiles`, then one streamed pass `TileFile.chunks(size=1024)` -> JPEG bytes over all of them (the
    file was just written, so it is read from the page cache: the rate of h5py and the reader, not of a disk),
    and a PIL decode of the first 2,000 for scale. Projected to 401,059 and 500,000 tiles.
+3. Tabular stage: the same training metadata (and --test-rows test rows of other patients) written as
+   train-metadata.csv / test-metadata.csv, `melanoma folds` (5 patient folds), then `melanoma tabular` with the
+   defaults for ISIC 2024 (--model: auto trains lgbm and hgb; 3 seeds, 20 negatives per positive): seconds of each
+   step (CSV writing excluded) and the peak RSS; the OOF pAUC and AUC it reaches on this synthetic signal.
 Runs in one process; nothing is written outside a temporary folder, removed at the end.
 """
 
@@ -49,16 +55,21 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-def bench_features(demo, rows: int, patients: int, seed: int) -> None:
+def make_train(demo, rows: int, patients: int, seed: int, share: float = 0.001) -> pd.DataFrame:
+    """`rows` rows of training metadata of about `patients` patients (the demo generator's metadata part)."""
     rng = np.random.default_rng(seed)
-    start = time.perf_counter()
     # lognormal tiles per patient (sigma 0.5, clipped): mean about median * exp(0.125); the last patient is cut
     median = rows / patients / np.exp(0.125)
-    train = demo.make_metadata(demo.load_template(), rng, patients, median, 0.001)
+    train = demo.make_metadata(demo.load_template(), rng, patients, median, share)
     while len(train) < rows:
         median *= 1.05
-        train = demo.make_metadata(demo.load_template(), rng, patients, median, 0.001)
-    train = train.iloc[:rows].reset_index(drop=True)
+        train = demo.make_metadata(demo.load_template(), rng, patients, median, share)
+    return train.iloc[:rows].reset_index(drop=True)
+
+
+def bench_features(demo, rows: int, patients: int, seed: int) -> None:
+    start = time.perf_counter()
+    train = make_train(demo, rows, patients, seed)
     made = time.perf_counter() - start
     before = peak_rss_gb()
     meta_gb = train.memory_usage(deep=True).sum() / 1024**3
@@ -74,6 +85,40 @@ def bench_features(demo, rows: int, patients: int, seed: int) -> None:
     print(f"features: fit {fitted:.2f} s, fit + transform {seconds:.1f} s -> {out.shape[0]:,} x {out.shape[1]} "
           f"({out.memory_usage(deep=True).sum() / 1024**3:.2f} GB); peak RSS {after:.2f} GB "
           f"(+{after - before:.2f} GB over the metadata)")
+
+
+def bench_tabular(demo, rows: int, patients: int, test_rows: int, seed: int, model: str, folder: Path) -> None:
+    from melanoma.config import Config, apply_overrides
+    from melanoma.data.folds import run_folds
+    from melanoma.tabular.stage import run_tabular
+
+    train = make_train(demo, rows, patients, seed)
+    test = make_train(demo, test_rows, max(1, test_rows // 400), seed + 1)
+    test = test[~test.patient_id.isin(train.patient_id) & ~test.isic_id.isin(train.isic_id)]
+    data = folder / "data"
+    data.mkdir()
+    train.to_csv(data / "train-metadata.csv", index=False)
+    test.loc[:, list(demo.TEST_COLUMNS)].to_csv(data / "test-metadata.csv", index=False)
+    cfg = apply_overrides(Config(), {"tabular.model": model})
+    before = peak_rss_gb()
+    start = time.perf_counter()
+    run_folds(cfg, data, folder / "folds.csv")
+    folds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = run_tabular(cfg, data, folder / "folds.csv", folder / "tabular")
+    seconds = time.perf_counter() - start
+    print(f"tabular: {len(train):,} training rows ({int(train.target.sum())} malignant), {len(test):,} test rows; "
+          f"folds {folds:.1f} s; tabular (--model {model}: {', '.join(metrics.get('models', {}))}) {seconds:.0f} s "
+          f"-> OOF pAUC {metrics['oof_pauc']:.4f}, AUC {metrics['oof_auc']:.4f} ({metrics['model']}); peak RSS "
+          f"{peak_rss_gb():.2f} GB (before {before:.2f} GB)")
+    for name in metrics.get("models", {}):
+        sub = folder / "tabular" / name / "metrics.json"
+        if sub.is_file():
+            import json
+
+            m = json.loads(sub.read_text())
+            print(f"  {name}: {m['seconds']:.0f} s, OOF pAUC {m['oof_pauc']:.4f}, AUC {m['oof_auc']:.4f}, rounds per "
+                  f"fold and seed {[f['rounds'] for f in m['folds'].values()]}")
 
 
 def bench_hdf5(demo, n: int, seed: int, folder: Path) -> None:
@@ -113,14 +158,23 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--tiles", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default="features,tabular,hdf5", help="which of features, tabular, hdf5 to run")
+    ap.add_argument("--model", default="auto", help="tabular.model of the tabular part")
+    ap.add_argument("--test-rows", type=int, default=2000, help="test rows of the tabular part")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     demo = _demo_module()
-    bench_features(demo, args.rows, args.patients, args.seed)
+    if "features" in parts:
+        bench_features(demo, args.rows, args.patients, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        bench_hdf5(demo, args.tiles, args.seed, Path(tmp))
+        if "tabular" in parts:
+            (Path(tmp) / "tab").mkdir()
+            bench_tabular(demo, args.rows, args.patients, args.test_rows, args.seed, args.model, Path(tmp) / "tab")
+        if "hdf5" in parts:
+            bench_hdf5(demo, args.tiles, args.seed, Path(tmp))
     print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

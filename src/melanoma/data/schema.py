@@ -98,7 +98,9 @@ def read_csv_file(path: str | Path, dtype: dict[str, str], not_found: str = "fil
     if not path.is_file():
         raise input_error(path, not_found)
     try:
-        return pd.read_csv(path, dtype=dtype)
+        # low_memory=False: the types of a column are inferred from all of it, not chunk by chunk (ISIC 2024's
+        # mostly empty mel_mitotic_index would otherwise come out mixed, with a DtypeWarning)
+        return pd.read_csv(path, dtype=dtype, low_memory=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
         raise input_error(path, f"not a readable CSV: {' '.join(str(e).split())}") from None
 

@@ -1,11 +1,18 @@
-"""The `tabular` stage: metadata-only models (sex, age, anatomical site, patient context, image size and
-colour statistics) on the CNNs' folds.
+"""The `tabular` stage: metadata-only models on the CNNs' folds, one recipe per competition (the profile's
+`tabular`): SIIM-ISIC 2020's metadata models (sex, age, anatomical site, patient context, image size and colour
+statistics), ISIC 2024's boosted trees on the 3D-TBP lesion measurements; either with image runs' out-of-fold
+predictions as features.
 
     features   the column lists, the patient-context ("ugly duckling") features, the ColumnTransformers
     imagestats file size and colour statistics from the JPEGs or the TFRecords
     sources    joining image sizes and image statistics to the metadata rows
     models     the estimators and the registry TABULAR_MODELS (mlp_smote, logreg, gbm, lgbm, hgb)
-    stage      the fold loop, the choice among models (auto, all) and run_tabular
+    stage      the 2020 fold loop, the choice among models (auto, all), RECIPES and run_tabular
+    isic2024   the ISIC 2024 feature builder (ISIC2024Features)
+    boosters   the ISIC 2024 models: SeededBoosters over lgbm, hgb, xgboost, catboost
+    tbp        the ISIC 2024 recipe: features, fold loop on pAUC, run folder
+    image_runs image runs' predictions as features (tabular.image_runs)
+    choice     what the recipes share: ModelRun, the best model, stale model folders
     commands   the `tabular` command (flags, action, output plan): imports nothing heavy
 
 The names below load lazily (PEP 562), so `import melanoma.tabular.commands` never imports scikit-learn.
@@ -36,6 +43,7 @@ def __getattr__(name: str):
         return ConfigError
     if name in _WHERE:
         return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    if name in ("features", "imagestats", "sources", "models", "stage", "commands"):
+    if name in ("features", "imagestats", "sources", "models", "stage", "commands", "isic2024", "boosters", "tbp",
+                "image_runs", "choice"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -137,14 +138,18 @@ class _CatBoostMetric:
 
 def _catboost_frame(X: pd.DataFrame) -> pd.DataFrame:
     """CatBoost takes categories as text, never NaN: a missing category becomes its own level."""
-    cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
-    return X.assign(**{c: X[c].astype("object").where(X[c].notna(), "missing").astype(str) for c in cats})
+    return X.assign(**{c: X[c].astype(object).where(X[c].notna(), "missing").astype(str).astype(object)
+                       for c in _categories(X)})
+
+
+def _categories(X: pd.DataFrame) -> list[str]:
+    return [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
 
 
 def _catboost_train(s: dict, X, y, rounds: int, seed: int, valid, score: Callable):
     cb = require("catboost")
+    cats = _categories(X)
     X = _catboost_frame(X)
-    cats = [c for c in X.columns if X[c].dtype == object]
     model = cb.CatBoostClassifier(
         iterations=rounds, learning_rate=s["learning_rate"],
         depth=min(16, max(1, math.ceil(math.log2(s["num_leaves"])))),  # symmetric trees: 2**depth leaves
@@ -152,9 +157,11 @@ def _catboost_train(s: dict, X, y, rounds: int, seed: int, valid, score: Callabl
         subsample=s["bagging_fraction"], random_seed=seed, thread_count=1, verbose=0, allow_writing_files=False,
         cat_features=cats, eval_metric=_CatBoostMetric(score) if valid is not None else None,
         early_stopping_rounds=s["early_stopping_rounds"] if valid is not None else None)
-    if valid is None:
-        return model.fit(X, y), rounds
-    model.fit(X, y, eval_set=(_catboost_frame(valid[0]), valid[1]), use_best_model=False)
+    with warnings.catch_warnings():  # CatBoost would like numba for a Python metric; it runs without
+        warnings.filterwarnings("ignore", message="Failed to import numba")
+        if valid is None:
+            return model.fit(X, y), rounds
+        model.fit(X, y, eval_set=(_catboost_frame(valid[0]), valid[1]), use_best_model=False)
     return model, max(1, int(model.get_best_iteration()) + 1)
 
 

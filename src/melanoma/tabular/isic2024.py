@@ -17,6 +17,9 @@ the levels of the categorical columns; `transform(any_metadata)` returns one row
 - `CATEGORICAL` columns as pandas `category` with the levels seen in fit (unseen levels become missing), for
   LightGBM's native categorical splits.
 
+It takes the metadata under the file's names (isic_id, anatom_site_general) or as melanoma.data.schema.read_train
+gives it (image_name, anatom_site_general_challenge): the tabular stage's recipe (melanoma.tabular.tbp) uses it so.
+
 Never features (`TRAIN_ONLY` and `NOT_FEATURES`): the columns only the training metadata has, and
 identifiers and bookkeeping. The transformer reads only the columns it names, so an extra column (an R-style
 row number, a fold) is ignored, and nothing is derived from the excluded ones. Everything is vectorised

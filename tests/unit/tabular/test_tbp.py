@@ -120,6 +120,22 @@ def test_undersample_and_the_estimator_api():
     assert not hasattr(clone(est), "models_")
 
 
+@pytest.mark.parametrize("name", ["hgb", "xgboost", "catboost"])
+def test_every_library_learns_with_categories_and_missing_values(name):
+    pytest.importorskip(boosters.PACKAGES[name])  # xgboost and catboost are options: tested where installed
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(30, int), np.zeros(270, int)]
+    X = pd.DataFrame({"a": np.where(rng.random(300) < 0.1, np.nan, rng.normal(size=300) + 1.5 * y),
+                      "site": pd.Categorical(np.where(rng.random(300) < 0.1, None, rng.choice(["x", "y", "z"], 300)),
+                                             categories=["x", "y", "z"])}).astype({"a": "float32"})
+    est = boosters.SeededBoosters(library=name, seeds=2, negative_ratio=3, min_child_samples=3, num_leaves=4,
+                                  learning_rate=0.1, max_rounds=50, early_stopping_rounds=5, seed=3)
+    groups = np.arange(300) // 3
+    p = est.fit(X, y, groups=groups).predict_proba(X)[:, 1]
+    assert est.rows_kept_ == [120, 120] and all(1 <= r <= 50 for r in est.rounds_)
+    assert partial_auc(y, p) > 0.06 and np.isfinite(p).all()  # a random ranking: about 0.02
+
+
 def test_image_runs_add_their_signal(small, image_run, tabular_alone, tmp_path):
     _, data, folds = small
     alone = tabular_alone[1]["oof_pauc"]
