@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import logging
 import os
 import platform
 import resource
@@ -167,6 +168,8 @@ def main() -> None:
           f"{platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     demo = _demo_module()
+    if "tabular" in parts:  # the stage's own log lines: per fold and model, pAUC, rows kept and rounds
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if "features" in parts:
         bench_features(demo, args.rows, args.patients, args.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from melanoma.errors import ConfigError
-from melanoma.scoring import partial_auc
+from melanoma.scoring import fast_partial_auc
 
 _AUC_TOL = 1e-12  # AUC differences below this are ties (float noise of summing ranks)
 _MAX_ITER = 100_000  # safety cap of the coordinate search; every accepted move strictly improves the AUC
@@ -37,7 +37,7 @@ def step_units(step: float) -> int:
 
 
 def fit_weights(oofs: list[pd.Series], y: Any, step: float, metric: str = "auc") -> np.ndarray:
-    """Non-negative weights summing to 1 that maximise the `metric` ("auc" | "pauc": melanoma.scoring.partial_auc)
+    """Non-negative weights summing to 1 that maximise the `metric` ("auc" | "pauc": melanoma.scoring's pAUC)
     of the weighted mean of the OOF ranks (the search below is written for AUC; pAUC takes its place).
 
     `oofs` are the runs' OOF predictions, aligned on the same index (same rows, same order); `y` the
@@ -74,7 +74,7 @@ def fit_weights(oofs: list[pd.Series], y: Any, step: float, metric: str = "auc")
 
     def score(units: np.ndarray) -> float:  # both scale-free: no need to normalise the units
         if metric == "pauc":
-            return float(partial_auc(pos, R @ units.astype(np.float64)))
+            return float(fast_partial_auc(pos, R @ units.astype(np.float64)))
         return _fast_auc(pos, R @ units.astype(np.float64), n_pos, n_neg)
 
     return _search_pair(score, n) if k == 2 else _search_simplex(score, k, n)

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from melanoma.data.competition import METRICS
 from melanoma.errors import ConfigError
+from melanoma.scoring import fast_partial_auc
 from melanoma.tabular.models import inner_split
 
 PACKAGES = {"lgbm": "lightgbm", "hgb": "sklearn", "xgboost": "xgboost", "catboost": "catboost"}
@@ -90,12 +91,25 @@ def _hgb_train(s: dict, X, y, rounds: int, seed: int, valid, score: Callable):
               max_features=s["feature_fraction"], categorical_features="from_dtype", random_state=seed)
     if valid is None:
         return HistGradientBoostingClassifier(max_iter=rounds, early_stopping=False, **kw).fit(X, y), rounds
+    # Early stopping in warm-started chunks, each new round scored once from the staged predictions:
+    # scikit-learn's own early stopping with a scorer predicts with every tree at every round.
     Xv, yv = valid
-    model = HistGradientBoostingClassifier(
-        max_iter=rounds, early_stopping=True, n_iter_no_change=s["early_stopping_rounds"],
-        scoring=lambda est, Xs, ys: score(ys, est.predict_proba(Xs)[:, 1]), **kw)
-    model.fit(X, y, X_val=Xv, y_val=yv)
-    return model, max(1, int(np.argmax(model.validation_score_)))  # [0] is before the first round
+    patience = int(s["early_stopping_rounds"])
+    model = HistGradientBoostingClassifier(warm_start=True, early_stopping=False, **kw)
+    best, best_round, done = -np.inf, 0, 0
+    while done < rounds and best_round > done - patience:
+        # doubling chunks: a few refits (each bins X again), staged passes linear in the rounds overall
+        model.set_params(max_iter=min(max(2 * done, patience), rounds)).fit(X, y)
+        for i, p in enumerate(model.staged_predict_proba(Xv), start=1):
+            if i > best_round + patience:  # stopped here: later rounds of the chunk are never looked at
+                break
+            value = score(yv, p[:, 1]) if i > done else None
+            if value is not None and value > best + 1e-12:
+                best, best_round = value, i
+        if int(model.n_iter_) <= done:  # no round added: nothing left to split
+            break
+        done = int(model.n_iter_)
+    return model, max(1, best_round)
 
 
 def _xgboost_train(s: dict, X, y, rounds: int, seed: int, valid, score: Callable):
@@ -215,7 +229,7 @@ class SeededBoosters(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
         train, _ = LIBRARIES[self.library]
-        score = METRICS[self.metric]
+        score = fast_partial_auc if self.metric == "pauc" else METRICS[self.metric]  # scored every round
         split = inner_split(y01, groups, self.validation_fraction, self.seed) if self.early_stopping else None
         self.early_stopped_ = split is not None
         self.models_, self.rounds_, self.rows_kept_ = [], [], []

@@ -310,7 +310,7 @@ def run_metadata(cfg: Config, competition: Competition, data_dir: str | Path, fo
                 config_mod.save_run_info(stage / name, sub_cfg, "tabular")
         metrics = results.write_run(stage, top.oof, top.test_pred, extra)
         config_mod.save_run_info(stage, cfg, "tabular")
-    remove_stale_model_dirs(Path(out_dir), names if len(names) > 1 else [], list(models.TABULAR_MODELS))
+    remove_stale_model_dirs(Path(out_dir), names if len(names) > 1 else [], [*models.TABULAR_MODELS, *tbp.MODELS])
     chosen = f" (best of {len(names)} models: {best})" if len(names) > 1 else ""
     log.info("tabular: OOF AUC %s%s over %d images, %d folds -> %s", scoring.fmt_auc(metrics["oof_auc"]), chosen,
              len(top.oof), len(fold_ids), out_dir)

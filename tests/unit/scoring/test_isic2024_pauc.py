@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import auc, roc_auc_score, roc_curve
 
 from melanoma.report.metrics import ranking_metrics
-from melanoma.scoring import partial_auc
+from melanoma.scoring import fast_partial_auc, partial_auc
 from melanoma.scoring import auc as results_auc
 
 
@@ -93,3 +93,18 @@ def test_bad_input_is_a_clear_error(y, p, match):
         partial_auc(y, p)
     with pytest.raises(ValueError, match="min_tpr must be in"):
         partial_auc([0, 1], [0.1, 0.2], min_tpr=1.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fast_form_agrees_with_the_reference(seed):
+    """fast_partial_auc (early stopping, blend weights) gives partial_auc's number: ties, rounding to few
+    distinct scores, few positives, logits."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 3000))
+    y = (rng.random(n) < rng.uniform(0.01, 0.5)).astype(int)
+    y[:2] = [0, 1]
+    p = rng.random(n) + y * rng.uniform(0, 1)
+    for scores in (p, np.round(p, 1), np.round(p, 3), np.log(p + 1e-3)):
+        assert fast_partial_auc(y, scores) == pytest.approx(partial_auc(y, scores), abs=1e-12)
+    assert fast_partial_auc(y, p, min_tpr=0.5) == pytest.approx(partial_auc(y, p, min_tpr=0.5), abs=1e-12)
+    assert fast_partial_auc(np.zeros(5), np.arange(5)) is None
