@@ -193,7 +193,7 @@ class SeededBoosters(ClassifierMixin, BaseEstimator):
 
     def __init__(self, library="lgbm", seeds=3, negative_ratio=20, metric="pauc", max_rounds=2000,
                  learning_rate=0.02, num_leaves=7, min_child_samples=100, feature_fraction=0.6,
-                 bagging_fraction=0.8, lambda_l2=5.0, early_stopping=True, early_stopping_rounds=50,
+                 bagging_fraction=0.8, lambda_l2=5.0, early_stopping=True, early_stopping_rounds=200,
                  validation_fraction=0.2, rounds_without_validation=200, seed=42):
         self.library = library
         self.seeds = seeds
