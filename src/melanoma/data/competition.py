@@ -18,11 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import pandas as pd
-
-from melanoma.scoring import auc, partial_auc
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +54,8 @@ class Competition:
 
     def score(self, y, p) -> float | None:
         """The competition's metric (None for one class only)."""
+        from melanoma.scoring import METRICS  # scikit-learn: loaded by the stages that score, not by every reader
+
         return METRICS[self.metric](y, p)
 
     def user_table(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -65,7 +63,6 @@ class Competition:
         return df.rename(columns={ID: self.id_column}) if self.id_column != ID else df
 
 
-METRICS: dict[str, Callable] = {"auc": auc, "pauc": partial_auc}
 METRIC_NAMES = {"auc": "AUC", "pauc": "pAUC>80%TPR"}
 
 SIIM2020 = Competition(

@@ -50,10 +50,15 @@ def _predict(args, load) -> None:
 def _predict_plan(args, cfg) -> Plan:
     images: list[Path] = [args.images]
     if Path(args.images).is_file():  # a CSV: the images it lists are inputs too (bad CSVs stop here, one line)
+        from melanoma.data.hdf5 import TILE_SEP
         from melanoma.serve.predict import PATH, list_images
 
-        images += [Path(q) for q in list_images(args.images, cfg.predict.image_dir)[PATH]]
-    return [Out(args.out, own=csv_with("image_name", "path", "probability"))], {
+        listed = list_images(args.images, cfg.predict.image_dir)[PATH]
+        images += sorted({Path(q.split(TILE_SEP)[0] if TILE_SEP in q else q) for q in listed})  # tiles: their file
+    from melanoma.data.competition import ID_COLUMNS
+
+    ours = [csv_with(idc, "path", "probability") for idc in ID_COLUMNS]  # image_name, or ISIC 2024's isic_id
+    return [Out(args.out, own=lambda p: any(own(p) for own in ours))], {
         "--model": args.model, "--images": images, "--image-dir": cfg.predict.image_dir}
 
 
