@@ -40,7 +40,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
                  ["prepare", "--data", data, "--out", root / "tfrec", "--size", "32", "--n-folds", "2",
                   "--folds-file", root / "folds.csv"],
                  ["train", "--tfrecords", root / "tfrec", "--out", root / "image", "--weights", "none",
-                  "--epochs", "1", "--batch-size", "16", "--set", "n_folds=2", "--set", "train.ema=0",
+                  "--epochs", "1", "--batch-size", "16", "--set", "n_folds=2",
                   "--set", "train.tensorboard=false"],
                  ["export", root / "image", "--out", root / "model"],
                  ["predict", "--model", root / "model", "--images", data / "test-metadata.csv",

@@ -46,7 +46,7 @@ from melanoma.data.reader import count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
                                       collect, curves, epoch_seconds, load_model_weights, read_history,
                                       save_weights_atomic, start_run_folder, tensorboard_available)
-from melanoma.image.schedules import make_loss, make_schedule
+from melanoma.image.schedules import make_loss, make_optimizer, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
 from melanoma.runtime.place import detect
 from melanoma.scoring import auc, fmt_auc
@@ -227,8 +227,7 @@ def _compile(s: Session) -> None:
                               augment=to_dict(tcfg.augment) if s.in_model else None,
                               classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta_fusion)
         s.model.compile(
-            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay, use_ema=tcfg.ema > 0,
-                                             ema_momentum=tcfg.ema or 0.99),
+            optimizer=make_optimizer(tcfg, s.schedule),
             loss=head_loss(tcfg) if s.labels is not None
             else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),
             metrics=[keras.metrics.AUC(name="auc") if head_classes(tcfg)[1] is None
