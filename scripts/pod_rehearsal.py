@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FROZEN = ["--set", "train.optimizer.lr_max_per_image=1e-12", "--set", "train.optimizer.lr_min=0", "--set", "train.bn_momentum=0.999999"]
+FROZEN = ["--set", "train.optimizer.lr_max_per_image=1e-12", "--set", "train.optimizer.lr_min=0",
+          "--set", "train.bn_momentum=0.999999"]
 
 
 def free_port() -> int:
@@ -41,8 +42,8 @@ def free_port() -> int:
 
 def train_command(rec: str, out: Path, devices: int, hosts: int, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "melanoma", "train", "--tfrecords", rec, "--out", str(out),
-            "--set", "train.devices.backend=jax", "--set", f"train.devices.cpu_replicas={devices}", "--set", f"train.devices.hosts={hosts}",
-            "--set", "train.checkpoints.tensorboard=false", *extra]
+            "--set", "train.devices.backend=jax", "--set", f"train.devices.cpu_replicas={devices}",
+            "--set", f"train.devices.hosts={hosts}", "--set", "train.checkpoints.tensorboard=false", *extra]
 
 
 def env_for(index: int | None, port: int, heartbeat: int) -> dict[str, str]:

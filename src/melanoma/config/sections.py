@@ -143,8 +143,8 @@ class BlendConfig:
         'Calibrate the blended score into a probability: none | isotonic | platt (fitted on the blended OOF) | the '
         'path of a calibrator.json written by `melanoma report` (fitted on the same kind of score).')
     partial: bool = setting(False,
-        'When training stopped at train.checkpoints.time_budget with folds left, `melanoma run` skips tabular and blend (no '
-        'submission) until a later session finishes them; true: blend the finished folds anyway')
+        'When training stopped at train.checkpoints.time_budget with folds left, `melanoma run` skips tabular and '
+        'blend (no submission) until a later session finishes them; true: blend the finished folds anyway')
 
 
 @dataclass

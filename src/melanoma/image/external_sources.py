@@ -33,7 +33,8 @@ MELANOMA_NAMES = {"mel", "melanoma"}
 
 
 def resolve_external(ref: str, size: int, place=None) -> str:
-    """The folder of a train.sources.external entry; a dataset that is neither a folder nor attached is one clear error."""
+    """The folder of a train.sources.external entry; a dataset that is neither a folder nor attached is one clear
+    error."""
     from melanoma.runtime.datasets import external_dataset
     from melanoma.runtime.place import detect, locate
 
@@ -46,8 +47,8 @@ def resolve_external(ref: str, size: int, place=None) -> str:
         place = detect(None)
     found = locate(place, "dataset", slug) if place.name == "kaggle" else None
     if found is None:
-        raise ConfigError(f"train.sources.external: dataset {slug} ({ref}) is not attached here: attach it to the notebook "
-                          "(`melanoma kaggle push` does), or give the folder of its TFRecords")
+        raise ConfigError(f"train.sources.external: dataset {slug} ({ref}) is not attached here: attach it to the "
+                          "notebook (`melanoma kaggle push` does), or give the folder of its TFRecords")
     log.info("train.sources.external: %s -> %s (%s)", ref, found[0], found[1])
     return str(found[0])
 
@@ -107,8 +108,8 @@ def external_sources(cfg, place=None, competition_tfrecords: str | None = None) 
 
 
 def configured_sources(cfg, tfrec_dir: str | None = None, place=None) -> list[ExtraSource]:
-    """train.sources.external, train.sources.pseudo and (issue 15) train.sources.synthetic as sources; external images that duplicate
-    a competition image of `tfrec_dir` are dropped where both have hashes."""
+    """train.sources.external, train.sources.pseudo and (issue 15) train.sources.synthetic as sources; external
+    images that duplicate a competition image of `tfrec_dir` are dropped where both have hashes."""
     tcfg = cfg.train
     sources = external_sources(cfg, place, tfrec_dir)
     if tcfg.sources.pseudo:

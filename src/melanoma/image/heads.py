@@ -148,8 +148,9 @@ class Labels:
 
 
     def without_diagnosis(self, ds):
-        """Records of another data set (train.sources.external, pseudo, synthetic: image/extras.py), whose diagnosis codes
-        are not in this vocabulary: read as missing, so target 1 is melanoma and the rest the map's default."""
+        """Records of another data set (train.sources: external, pseudo, synthetic; image/extras.py), whose
+        diagnosis codes are not in this vocabulary: read as missing, so target 1 is melanoma and the rest the map's
+        default."""
         import tensorflow as tf
 
         return ds.map(lambda ex: {**ex, DIAGNOSIS: tf.constant(-1, tf.int64)},

@@ -198,8 +198,8 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
     """Whether the run resumes the folder's work; raises before anything is trained or moved when it cannot.
 
     A folder written with the same settings keeps its finished folds and epoch backups. One with other settings
-    is refused unless train.checkpoints.resume is false (--restart). A folder whose earlier try made no progress (it failed
-    before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
+    is refused unless train.checkpoints.resume is false (--restart). A folder whose earlier try made no progress (it
+    failed before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
     """
     state_path = out_dir / "resume.json"
     if out_dir.exists() and not out_dir.is_dir():
@@ -214,8 +214,8 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
         # moved aside); with others, the failed try never blocks the corrected run.
         return same
     if not same:
-        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
-                          "or --restart (train.checkpoints.resume=false) to start it over (the old folds are kept aside)")
+        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, or "
+                          "--restart (train.checkpoints.resume=false) to start it over (the old folds are kept aside)")
     previous = state.get("backend", "tensorflow")
     if backups and previous != backend:
         # Finished folds are plain files; an interrupted fold's optimizer backup is only resumed where it began.

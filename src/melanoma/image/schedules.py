@@ -64,17 +64,19 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int):
     """The learning rate per step; its peak scales with the global batch (lr_max_per_image x batch)."""
-    peak = tcfg.optimizer.lr_max_per_image * global_batch
-    warmup, sustain = tcfg.optimizer.warmup_epochs * steps_per_epoch, tcfg.optimizer.sustain_epochs * steps_per_epoch
-    if tcfg.optimizer.schedule == "exponential":
-        return WarmupExponentialDecay(tcfg.optimizer.lr_start, peak, tcfg.optimizer.lr_min, warmup, sustain, tcfg.optimizer.decay, steps_per_epoch)
-    return WarmupCosineDecay(tcfg.optimizer.lr_start, peak, tcfg.optimizer.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
+    opt = tcfg.optimizer
+    peak = opt.lr_max_per_image * global_batch
+    warmup, sustain = opt.warmup_epochs * steps_per_epoch, opt.sustain_epochs * steps_per_epoch
+    if opt.schedule == "exponential":
+        return WarmupExponentialDecay(opt.lr_start, peak, opt.lr_min, warmup, sustain, opt.decay, steps_per_epoch)
+    return WarmupCosineDecay(opt.lr_start, peak, opt.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
 
 
 def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
-    if tcfg.imbalance.loss == "bce":
-        return keras.losses.BinaryCrossentropy(label_smoothing=tcfg.imbalance.label_smoothing)
-    balanced = tcfg.imbalance.focal_alpha is not None  # focal (the config allows only bce | focal)
+    imb = tcfg.imbalance
+    if imb.loss == "bce":
+        return keras.losses.BinaryCrossentropy(label_smoothing=imb.label_smoothing)
+    balanced = imb.focal_alpha is not None  # focal (the config allows only bce | focal)
     return keras.losses.BinaryFocalCrossentropy(
-        apply_class_balancing=balanced, alpha=tcfg.imbalance.focal_alpha if balanced else 0.25, gamma=tcfg.imbalance.focal_gamma,
-        label_smoothing=tcfg.imbalance.label_smoothing)
+        apply_class_balancing=balanced, alpha=imb.focal_alpha if balanced else 0.25, gamma=imb.focal_gamma,
+        label_smoothing=imb.label_smoothing)

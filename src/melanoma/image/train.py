@@ -94,16 +94,17 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     """The `train` stage. Returns the metrics written to OUT/metrics.json.
 
     Re-running the same command into the same folder resumes it: finished folds are kept, and the current
-    fold continues from its last completed epoch (model and optimizer state restored). When train.checkpoints.time_budget
-    stops it with folds left, the result also has "complete": False and "left" (what the next session resumes).
+    fold continues from its last completed epoch (model and optimizer state restored). When
+    train.checkpoints.time_budget stops it with folds left, the result also has "complete": False and "left" (what
+    the next session resumes).
     Devices, distribution and dtype policy are set up for this call only (backend.devices_scope).
     """
     keras.utils.set_random_seed(cfg.seed)
-    tcfg = cfg.train
-    backend, why = resolve_backend(tcfg.devices.backend)  # checks that the running Keras is the one asked for
-    start_hosts(tcfg.devices.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
-    check_devices(tcfg.devices.tpu, tcfg.devices.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
-    with host_failures(), devices_scope(tcfg.devices.tpu, tcfg.devices.cpu_replicas) as devices:
+    dev = cfg.train.devices
+    backend, why = resolve_backend(dev.backend)  # checks that the running Keras is the one asked for
+    start_hosts(dev.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
+    check_devices(dev.tpu, dev.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
+    with host_failures(), devices_scope(dev.tpu, dev.cpu_replicas) as devices:
         return _train(_open_session(cfg, tfrec_dir, Path(out_dir), backend, why, devices))
 
 
@@ -186,8 +187,9 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.devices.precision, devices.kind),
-                augment_in_model(tcfg, devices.kind), host=this_host())
+    s = Session(cfg, out_dir, shardset, folds, backend, devices,
+                resolve_precision(tcfg.devices.precision, devices.kind), augment_in_model(tcfg, devices.kind),
+                host=this_host())
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
     s.labels = labels_for(tcfg, shardset)
@@ -225,7 +227,8 @@ def _compile(s: Session) -> None:
                               augment=to_dict(tcfg.augment) if s.in_model else None,
                               classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta.fusion)
         s.model.compile(
-            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.optimizer.weight_decay, use_ema=tcfg.checkpoints.ema > 0,
+            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.optimizer.weight_decay,
+                                             use_ema=tcfg.checkpoints.ema > 0,
                                              ema_momentum=tcfg.checkpoints.ema or 0.99),
             loss=head_loss(tcfg) if s.labels is not None
             else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),

@@ -56,7 +56,8 @@ def problems(cfg: Any, paths: dict[str, dict[str, str]], backend: str, versions:
         add(f"no TFRecords in {tfrecords}", f"attach the public TFRecords at prepare.size={cfg.prepare.size}, add "
             "prepare to stages, or set paths.tfrecords")
     if backend == "jax" and not versions.get("jax"):
-        add("train.devices.backend is jax but jax is not installed", "pip install 'melanoma[jax]' (CPU) or 'jax[tpu]' (TPU)")
+        add("train.devices.backend is jax but jax is not installed",
+            "pip install 'melanoma[jax]' (CPU) or 'jax[tpu]' (TPU)")
     if not (versions.get("tensorflow") or versions.get("tensorflow-cpu") or versions.get("tensorflow-tpu")):
         add("TensorFlow is not installed (tf.data reads the TFRecords on every backend)",
             "pip install tensorflow-cpu (on a TPU image, never over its own build)")
@@ -96,7 +97,8 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     except ConfigError as e:
         backend, why = None, str(e)
     report: dict[str, Any] = {"place": place.name, "paths": paths, "backend": backend, "backend_reason": why,
-                              "tpu_attached": tpu, "tpu_expected": expected_tpu(cfg.train.devices.tpu), "versions": versions}
+                              "tpu_attached": tpu, "tpu_expected": expected_tpu(cfg.train.devices.tpu),
+                              "versions": versions}
     if backend and devices:
         try:
             report["devices"] = list_devices(backend)
@@ -107,8 +109,8 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     report["recipe"] = recipe_summary(cfg)
     report["problems"] = problems(cfg, paths, backend or "tensorflow", versions, tpu)
     dev = report.get("devices", {})
-    wrong = device_problem(cfg.train.devices.tpu, cfg.train.devices.allow_cpu_fallback, backend, dev["kind"], dev["count"]) \
-        if backend and "kind" in dev else None
+    wrong = device_problem(cfg.train.devices.tpu, cfg.train.devices.allow_cpu_fallback, backend, dev["kind"],
+                           dev["count"]) if backend and "kind" in dev else None
     if wrong:  # what `train` would refuse: first, it costs the whole session (and says more than the same
         # problem found from the environment alone)
         report["problems"] = [p for p in report["problems"] if not p["problem"].startswith("a TPU is attached")]

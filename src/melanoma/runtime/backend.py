@@ -38,8 +38,8 @@ def resolve_backend(setting: str, environ: Mapping[str, str] | None = None,
     env = environ.get("KERAS_BACKEND")
     if setting != "auto":
         if running and running != setting:
-            raise ConfigError(f"train.devices.backend={setting}, but Keras is already running on {running} in this process: "
-                              f"start a new process (the backend is fixed when Keras is imported)")
+            raise ConfigError(f"train.devices.backend={setting}, but Keras is already running on {running} in this "
+                              f"process: start a new process (the backend is fixed when Keras is imported)")
         if env and env != setting:
             raise ConfigError(f"train.devices.backend={setting} conflicts with KERAS_BACKEND={env} in the environment: "
                               f"unset KERAS_BACKEND, or set train.devices.backend to {env} or auto")
@@ -89,8 +89,8 @@ def set_cpu_devices(n: int, environ: dict[str, str]) -> None:
     if "jax" in sys.modules and environ is os.environ:
         have = len(sys.modules["jax"].devices("cpu"))  # already started: too late to change its device count
         if have != n:
-            raise ConfigError(f"train.devices.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in this "
-                              "process: set it before anything imports jax")
+            raise ConfigError(f"train.devices.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in "
+                              "this process: set it before anything imports jax")
 
 
 # --------------------------------------------------------------------------------------------------------
