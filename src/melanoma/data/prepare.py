@@ -317,7 +317,7 @@ def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, ite
     # a duplicate left out of the shards: tabular needs a size for every row of train.csv and test.csv.
     sizes = pd.DataFrame({ID: items[ID], "split": _split_of(items), "width": decoded["w"], "height": decoded["h"]})
     write_output(out, "image_sizes.csv", sizes[ok].to_csv(index=False).encode())
-    # Content hashes (dHash, 16 hex digits; empty for flat images): train.external drops an external image
+    # Content hashes (dHash, 16 hex digits; empty for flat images): train.sources.external drops an external image
     # whose hash equals one of these competition images (image/external.py).
     hashes = pd.DataFrame({ID: items[ID], "split": _split_of(items), "image_hash": [
         f"{int(h):016x}" if h is not None and not pd.isna(h) else "" for h in decoded["dhash"]]})

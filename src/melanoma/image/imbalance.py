@@ -81,17 +81,17 @@ def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig, class_counts: tuple[int
     With `class_counts` (the diagnosis head) the class weights are per class (multiclass_weights)."""
     if n_pos == 0 or n_neg == 0:
         raise ConfigError(f"the training folds have {n_pos} malignant and {n_neg} benign images: both are needed")
-    oversample = tcfg.oversample
-    if tcfg.positive_share is not None:
-        share, natural = tcfg.positive_share, n_pos / (n_pos + n_neg)
+    oversample = tcfg.imbalance.oversample
+    if tcfg.imbalance.positive_share is not None:
+        share, natural = tcfg.imbalance.positive_share, n_pos / (n_pos + n_neg)
         if not natural <= share < 1:
-            raise ConfigError(f"train.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
+            raise ConfigError(f"train.imbalance.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
                               f"training folds up to all-malignant), got {share}")
         oversample = share / (1 - share) * n_neg / n_pos
     if class_counts:
-        return Imbalance(n_pos, n_neg, oversample, multiclass_weights(class_counts, tcfg.class_weight),
+        return Imbalance(n_pos, n_neg, oversample, multiclass_weights(class_counts, tcfg.imbalance.class_weight),
                          tuple(class_counts), melanoma)
-    return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
+    return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.imbalance.class_weight))
 
 
 def training_counts(shardset: Manifest, index: pd.DataFrame, fold: int, extra: dict[Shard, tuple[int, int]]

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from melanoma.config import Config, to_dict
+from melanoma.config import Config
+from melanoma.config.aliases import flat_train
 from melanoma.data.competition import SIIM2020, Competition
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
@@ -35,7 +36,7 @@ log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 
 
 class FoldLog(keras.callbacks.Callback):
-    """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.time_budget's
+    """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.checkpoints.time_budget's
     projections) and save the weights when validation AUC improves.
 
     Each row records the optimizer's own step count at the epoch's end (`step`) and the learning rate of its
@@ -81,7 +82,7 @@ BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
 
 @contextlib.contextmanager
 def ema_weights(model: keras.Model, on: bool = True):
-    """The optimizer's moving average of the weights (train.ema) in the model for the block, then the raw
+    """The optimizer's moving average of the weights (train.checkpoints.ema) in the model for the block, then the raw
     weights back. Keras keeps the average in the optimizer (`use_ema`); this is its SwapEMAWeights swap."""
     if not on:
         yield
@@ -177,7 +178,8 @@ def _can_skip_objects() -> bool:
 
 def fingerprint(cfg: Config, shardset: Manifest) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
-    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_FINGERPRINTED}
+    # The flat layout of before issue 25 (its keys in NOT_FINGERPRINTED too): folders written before still resume.
+    settings = {k: v for k, v in flat_train(cfg.train).items() if k not in NOT_FINGERPRINTED}
     data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
     blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -197,13 +199,13 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
     """Whether the run resumes the folder's work; raises before anything is trained or moved when it cannot.
 
     A folder written with the same settings keeps its finished folds and epoch backups. One with other settings
-    is refused unless train.resume is false (--restart). A folder whose earlier try made no progress (it failed
-    before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
+    is refused unless train.checkpoints.resume is false (--restart). A folder whose earlier try made no progress (it
+    failed before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
     """
     state_path = out_dir / "resume.json"
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file, not a run folder: choose another --out")
-    if not (cfg.train.resume and state_path.is_file()):
+    if not (cfg.train.checkpoints.resume and state_path.is_file()):
         return False
     done, backups = fold_progress(out_dir)
     state = read_json(state_path)
@@ -213,13 +215,13 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
         # moved aside); with others, the failed try never blocks the corrected run.
         return same
     if not same:
-        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
-                          "or --restart (train.resume=false) to start it over (the old folds are kept aside)")
+        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, or "
+                          "--restart (train.checkpoints.resume=false) to start it over (the old folds are kept aside)")
     previous = state.get("backend", "tensorflow")
     if backups and previous != backend:
         # Finished folds are plain files; an interrupted fold's optimizer backup is only resumed where it began.
         raise ConfigError(f"{out_dir}: {backups[0]} was interrupted on the {previous} backend: resume it with "
-                          f"--set train.backend={previous}, or use another --out")
+                          f"--set train.devices.backend={previous}, or use another --out")
     log.info("train: resuming %s (finished: %s; interrupted: %s)", out_dir, ", ".join(done) or "none",
              ", ".join(backups) or "none")
     return True

@@ -64,25 +64,27 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int):
     """The learning rate per step; its peak scales with the global batch (lr_max_per_image x batch)."""
-    peak = tcfg.lr_max_per_image * global_batch
-    warmup, sustain = tcfg.warmup_epochs * steps_per_epoch, tcfg.sustain_epochs * steps_per_epoch
-    if tcfg.schedule == "exponential":
-        return WarmupExponentialDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.decay, steps_per_epoch)
-    return WarmupCosineDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
+    opt = tcfg.optimizer
+    peak = opt.lr_max_per_image * global_batch
+    warmup, sustain = opt.warmup_epochs * steps_per_epoch, opt.sustain_epochs * steps_per_epoch
+    if opt.schedule == "exponential":
+        return WarmupExponentialDecay(opt.lr_start, peak, opt.lr_min, warmup, sustain, opt.decay, steps_per_epoch)
+    return WarmupCosineDecay(opt.lr_start, peak, opt.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
 
 
 def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
-    if tcfg.loss == "bce":
-        return keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing)
-    balanced = tcfg.focal_alpha is not None  # focal (the config allows only bce | focal)
+    imb = tcfg.imbalance
+    if imb.loss == "bce":
+        return keras.losses.BinaryCrossentropy(label_smoothing=imb.label_smoothing)
+    balanced = imb.focal_alpha is not None  # focal (the config allows only bce | focal)
     return keras.losses.BinaryFocalCrossentropy(
-        apply_class_balancing=balanced, alpha=tcfg.focal_alpha if balanced else 0.25, gamma=tcfg.focal_gamma,
-        label_smoothing=tcfg.label_smoothing)
+        apply_class_balancing=balanced, alpha=imb.focal_alpha if balanced else 0.25, gamma=imb.focal_gamma,
+        label_smoothing=imb.label_smoothing)
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
 class WarmEMAAdamW(keras.optimizers.AdamW):
-    """AdamW whose moving average of the weights (train.ema) warms up: momentum min(ema, (1 + t) / (10 + t))
+    """AdamW whose moving average of the weights (train.checkpoints.ema) warms up: momentum min(ema, (1 + t) / (10 + t))
     at step t, the `num_updates` form of TensorFlow's ExponentialMovingAverage. With a fixed 0.99, a run of a few
     dozen steps would validate and predict with weights still close to their random start; with the warm-up
     the average spans about the last t/10 steps early on and the last 1/(1 - ema) steps once t is large."""
@@ -101,6 +103,6 @@ class WarmEMAAdamW(keras.optimizers.AdamW):
 
 
 def make_optimizer(tcfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
-    """AdamW on the schedule, with the warmed-up weight average when train.ema is set."""
-    return WarmEMAAdamW(schedule, weight_decay=tcfg.weight_decay, use_ema=tcfg.ema > 0,
-                        ema_momentum=tcfg.ema or 0.99)
+    """AdamW on the schedule, with the warmed-up weight average when train.checkpoints.ema is set."""
+    return WarmEMAAdamW(schedule, weight_decay=tcfg.optimizer.weight_decay,
+                        use_ema=tcfg.checkpoints.ema > 0, ema_momentum=tcfg.checkpoints.ema or 0.99)

@@ -95,16 +95,17 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     """The `train` stage. Returns the metrics written to OUT/metrics.json.
 
     Re-running the same command into the same folder resumes it: finished folds are kept, and the current
-    fold continues from its last completed epoch (model and optimizer state restored). When train.time_budget
-    stops it with folds left, the result also has "complete": False and "left" (what the next session resumes).
+    fold continues from its last completed epoch (model and optimizer state restored). When
+    train.checkpoints.time_budget stops it with folds left, the result also has "complete": False and "left" (what
+    the next session resumes).
     Devices, distribution and dtype policy are set up for this call only (backend.devices_scope).
     """
     keras.utils.set_random_seed(cfg.seed)
-    tcfg = cfg.train
-    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
-    start_hosts(tcfg.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
-    check_devices(tcfg.tpu, tcfg.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
-    with host_failures(), devices_scope(tcfg.tpu, tcfg.cpu_replicas) as devices:
+    dev = cfg.train.devices
+    backend, why = resolve_backend(dev.backend)  # checks that the running Keras is the one asked for
+    start_hosts(dev.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
+    check_devices(dev.tpu, dev.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
+    with host_failures(), devices_scope(dev.tpu, dev.cpu_replicas) as devices:
         return _train(_open_session(cfg, tfrec_dir, Path(out_dir), backend, why, devices))
 
 
@@ -125,11 +126,11 @@ def _train(s: Session) -> dict:
         save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
                                                 "replicas": s.replicas, "precision": s.precision,
                                                 "hosts": s.host.count,
-                                                "metadata_layout": META_LAYOUT if cfg.train.metadata else None})
-    budget = Budget.for_session(resolve_hours(cfg.train.time_budget, detect(cfg).name, cfg.stages))
+                                                "metadata_layout": META_LAYOUT if cfg.train.meta.enabled else None})
+    budget = Budget.for_session(resolve_hours(cfg.train.checkpoints.time_budget, detect(cfg).name, cfg.stages))
     if budget.hours is not None:
-        log.info("train: time budget %.2f h (train.time_budget=%s), %.2f h of it used before training",
-                 budget.hours, cfg.train.time_budget, budget.used_hours())
+        log.info("train: time budget %.2f h (train.checkpoints.time_budget=%s), %.2f h of it used before training",
+                 budget.hours, cfg.train.checkpoints.time_budget, budget.used_hours())
     for fold in s.folds:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)
@@ -188,8 +189,9 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
-                augment_in_model(tcfg, devices.kind), host=this_host())
+    s = Session(cfg, out_dir, shardset, folds, backend, devices,
+                resolve_precision(tcfg.devices.precision, devices.kind), augment_in_model(tcfg, devices.kind),
+                host=this_host())
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
     s.labels = labels_for(tcfg, shardset)
@@ -212,8 +214,8 @@ def _plan_folds(s: Session) -> None:
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
     planned = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
                                / s.global_batch))
-    s.steps = epoch_steps(planned, s.cfg.train.steps_per_execution)
-    s.tensorboard = s.cfg.train.tensorboard and tensorboard_available()  # checked (and warned about) once
+    s.steps = epoch_steps(planned, s.cfg.train.devices.steps_per_execution)
+    s.tensorboard = s.cfg.train.checkpoints.tensorboard and tensorboard_available()  # checked (and warned about) once
 
 
 def _compile(s: Session) -> None:
@@ -223,17 +225,17 @@ def _compile(s: Session) -> None:
     s.schedule = make_schedule(tcfg, s.steps, s.global_batch)
     with s.devices.scope(), dtype_policy(s.precision):
         s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
-                              meta_dim=META_DIM if tcfg.metadata else 0,
+                              meta_dim=META_DIM if tcfg.meta.enabled else 0,
                               augment=to_dict(tcfg.augment) if s.in_model else None,
-                              classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta_fusion)
+                              classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta.fusion)
         s.model.compile(
             optimizer=make_optimizer(tcfg, s.schedule),
             loss=head_loss(tcfg) if s.labels is not None
             else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),
             metrics=[keras.metrics.AUC(name="auc") if head_classes(tcfg)[1] is None
                      else MelanomaAUC(head_classes(tcfg)[1], name="auc")],  # the column that is the prediction
-            steps_per_execution=tcfg.steps_per_execution,
-            jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
+            steps_per_execution=tcfg.devices.steps_per_execution,
+            jit_compile=jit_compile(tcfg.devices.jit_compile, s.devices.kind, s.backend),
         )
         s.predictor = tta_model(s.model, tcfg, head_classes(tcfg)[1], seed=s.cfg.seed)
     s.initial_weights = s.model.get_weights()
@@ -283,7 +285,7 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
 def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget) -> bool:
     """fit() the fold's epochs (resumed from its backup) while the time budget allows; True when all ran."""
     tcfg, fold_dir = s.cfg.train, s.out_dir / f"fold{fold}"
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.ema > 0)
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.checkpoints.ema > 0)
     epoch_images = s.steps * s.global_batch
     predicted = len(prediction_views(tcfg)) * (n_val + len(s.test_names))
 
@@ -298,11 +300,11 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.host_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
                        augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None,
+                       labels=s.labels, class_weight=imb.weights if tcfg.imbalance.class_weight != "none" else None,
                        host=s.host)
     log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
     val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.host_batch,
-                                meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels, host=s.host)
+                                meta=tcfg.meta.enabled, pad=s.replicas > 1, labels=s.labels, host=s.host)
     reset(s.model, s.initial_weights)
     # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
@@ -313,7 +315,7 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     try:
         s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
                     validation_data=val_ds,
-                    callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.ema > 0) + [stop],
+                    callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.checkpoints.ema > 0) + [stop],
                     verbose=tcfg.verbose if is_writer() else 0,  # one progress line per job, process 0's
                     shuffle=False)  # shuffled in tf.data; class weights as sample weights
     finally:
@@ -327,7 +329,7 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
 
 
 def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool = False) -> list:
-    # With train.ema, validation sees the averaged weights (swapped in around each evaluation only, so the
+    # With train.checkpoints.ema, validation sees the averaged weights (swapped in around each evaluation only, so the
     # epoch backup keeps the raw weights and their average apart); the end of fit leaves the average in place.
     callbacks = [keras.callbacks.SwapEMAWeights()] if ema else []
     callbacks += [fold_log,
@@ -341,7 +343,7 @@ def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool =
 def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Path:
     """The fold's weights to predict with: the best epoch's (already saved by FoldLog), or the last."""
     weights_file = fold_dir / BEST
-    if tcfg.checkpoint == "last" or not weights_file.is_file():
+    if tcfg.checkpoints.keep == "last" or not weights_file.is_file():
         weights_file = fold_dir / LAST
         save_weights_atomic(model, weights_file)
     else:

@@ -84,7 +84,8 @@ def run_pipeline(cfg: Config) -> dict:
         from melanoma.runtime.backend import resolve_backend
         from melanoma.runtime.devices import check_devices
 
-        check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, resolve_backend(cfg.train.backend)[0])
+        dev = cfg.train.devices
+        check_devices(dev.tpu, dev.allow_cpu_fallback, resolve_backend(dev.backend)[0])
     timings: dict[str, float] = {}
     active = list(cfg.stages)  # the stages still to run (a time-budget stop drops the ones after train)
     from melanoma.runtime.hosts import barrier, is_writer
@@ -121,8 +122,8 @@ def run_pipeline(cfg: Config) -> dict:
     if left and not cfg.blend.partial:
         # Blending the finished folds would make a submission that looks final; the next session finishes them.
         active[:] = [s for s in active if s not in ("tabular", "blend", "report")]
-        log.warning("== tabular, blend, report: skipped: training stopped at train.time_budget with folds left "
-                    "(%s); blend.partial=true blends the finished folds anyway", left)
+        log.warning("== tabular, blend, report: skipped: training stopped at train.checkpoints.time_budget with folds "
+                    "left (%s); blend.partial=true blends the finished folds anyway", left)
     blend, report_error = _after_training(cfg, paths, image_runs, timed)
     summary = _summary(cfg, paths, image_runs, blend, timings)
     if left:

@@ -13,7 +13,7 @@ from melanoma.outputs import Out, csv_with, json_with, run_inputs
 def _export_arguments(p) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `melanoma train`")
     p.add_argument("--out", type=Path, required=True, help="artefact folder to write, e.g. model/")
-    config_flags(p, "export.tfrecords", "export.report", "export.combine", "export.folds", "train.backend")
+    config_flags(p, "export.tfrecords", "export.report", "export.combine", "export.folds", "train.devices.backend")
 
 
 def _export(args, load) -> None:
@@ -38,7 +38,7 @@ def _predict_arguments(p) -> None:
     p.add_argument("--images", type=Path, required=True,
                    help="a folder of images, or a CSV with image_name or path (and optional metadata columns)")
     p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
-    config_flags(p, "predict.image_dir", "predict.batch_size", "predict.workers", "train.backend")
+    config_flags(p, "predict.image_dir", "predict.batch_size", "predict.workers", "train.devices.backend")
 
 
 def _predict(args, load) -> None:
@@ -64,7 +64,7 @@ def _predict_plan(args, cfg) -> Plan:
 
 def _serve_arguments(p) -> None:
     p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
-    config_flags(p, "serve.host", "serve.port", "serve.threshold", "train.backend")
+    config_flags(p, "serve.host", "serve.port", "serve.threshold", "train.devices.backend")
 
 
 def _serve(args, load) -> None:
