@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config
-from melanoma.data.competition import PROFILES, resolve
+from melanoma.data.competition import PROFILES, announce, resolve
 from melanoma.data.check import degenerate_summary, format_leakage_report, leakage_report
 from melanoma.data.decode import bad_images, decode_all
 from melanoma.data.dedup import drop_duplicates, find_duplicates, read_duplicates_csv, trusted_pairs
@@ -174,6 +174,7 @@ def _run(cfg: Config, data_dir: Path, out: str, folds_path, settings: ImageSetti
          csv_pairs, vocab: dict) -> dict:
     """prepare, once its inputs are valid and its output folder is claimed: decode, dedup, folds, shards."""
     pcfg = cfg.prepare
+    announce(resolve(cfg.competition, data_dir))  # the folder is ours: the work starts
     importlib.import_module("tensorflow")  # before the clock starts: importing it takes seconds
     start = time.perf_counter()
     decoded, chunk_keys, skipped = _decode(cfg, items, settings, work)

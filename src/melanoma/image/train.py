@@ -40,7 +40,7 @@ from melanoma.image.models import MelanomaAUC, build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.inputs import train_dataset, validation_dataset
 from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
-from melanoma.data.competition import resolve
+from melanoma.data.competition import announce, resolve
 from melanoma.data.manifest import Manifest
 from melanoma.data.reader import count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
@@ -145,6 +145,7 @@ def _train(s: Session) -> dict:
 def _collect(s: Session) -> dict:
     """runfolder.collect by process 0; the other hosts read its metrics once written."""
     competition = resolve(s.cfg.competition, None, s.shardset.details.get("competition"))
+    announce(competition)
     metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision, competition) if is_writer() else None
     barrier("train: collected")
     return metrics if metrics is not None else read_json(s.out_dir / "metrics.json")
