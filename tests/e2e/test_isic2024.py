@@ -68,6 +68,9 @@ def test_metrics_lead_with_partial_auc(trained):
     assert metrics["metric"] == "pauc"
     assert 0.0 <= metrics["oof_pauc"] <= 0.2 and 0.0 <= metrics["oof_auc"] <= 1.0
     assert set(metrics["fold_pauc"]) == {"0", "1"}
+    done = json.loads((trained["root"] / "image" / "fold0" / "done.json").read_text())
+    history = pd.read_csv(trained["root"] / "image" / "fold0" / "history.csv")
+    assert done["monitor"] == "val_pauc" and "val_pauc" in history.columns  # the best epoch by pAUC
 
 
 def test_predict_reads_the_real_test_tiles(trained):

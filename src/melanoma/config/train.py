@@ -77,6 +77,16 @@ class ImbalanceConfig:
         'or: draw malignant images at this share (overrides oversample)')
     class_weight: Literal["none", "balanced", "sqrt"] = setting("none",
         'none | balanced | sqrt: loss weights computed from the training folds')
+    negative_ratio: Annotated[float, Range(0, min_open=True)] | None = setting(None,
+        'Benign images drawn per malignant one in each epoch (ISIC 2024 has 0.1% malignant): an epoch then holds '
+        'each malignant image about once and a fresh sample of the benign ones, and is that much shorter. None: '
+        'every image each epoch (with oversample / positive_share)')
+
+    def problem(self) -> str | None:
+        """What is wrong across this section's fields (None: nothing); checked at load, once each field is valid."""
+        if self.negative_ratio is not None and (self.positive_share is not None or self.oversample != 1):
+            return "negative_ratio sets the malignant share of an epoch itself: leave positive_share and oversample unset"
+        return None
 
 
 @dataclass

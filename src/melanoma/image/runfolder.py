@@ -37,7 +37,7 @@ log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 
 class FoldLog(keras.callbacks.Callback):
     """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.checkpoints.time_budget's
-    projections) and save the weights when validation AUC improves.
+    projections) and save the weights when the monitored validation metric improves (val_auc; val_pauc for ISIC 2024).
 
     Each row records the optimizer's own step count at the epoch's end (`step`) and the learning rate of its
     last step, schedule(step - 1): what was used, not what was planned. Listed before BackupAndRestore, so an
@@ -45,11 +45,12 @@ class FoldLog(keras.callbacks.Callback):
     its own row.
     """
 
-    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int, ema: bool = False):
+    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int, ema: bool = False, monitor: str = "val_auc"):
         super().__init__()
         self.fold_dir, self.schedule, self.steps, self.ema = fold_dir, schedule, steps_per_epoch, ema
+        self.monitor = monitor  # val_auc, or val_pauc where the competition is scored by partial AUC
         self.history = read_history(fold_dir)
-        self.best = best_auc(self.history)
+        self.best = best_auc(self.history, monitor)
         self.started = budget.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -70,7 +71,7 @@ class FoldLog(keras.callbacks.Callback):
                                  ignore_index=True) if len(self.history) else pd.DataFrame([row])
         if is_writer():  # process 0 of several hosts (every host computes the same row)
             write_csv(self.fold_dir / "history.csv", self.history)
-        current = row.get("val_auc")
+        current = row.get(self.monitor)
         if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
             self.best = current
             with ema_weights(self.model, self.ema):  # the weights that were validated
@@ -114,10 +115,11 @@ def epoch_seconds(out_dir: Path) -> list[float]:
     return [float(x) for h in histories if "seconds" in h.columns for x in h["seconds"].dropna()]
 
 
-def best_auc(history: pd.DataFrame) -> float | None:
-    if "val_auc" not in history.columns or history["val_auc"].isna().all():
+def best_auc(history: pd.DataFrame, monitor: str = "val_auc") -> float | None:
+    """The best value of the monitored validation metric so far (None before any epoch)."""
+    if monitor not in history.columns or history[monitor].isna().all():
         return None
-    return float(history["val_auc"].max())
+    return float(history[monitor].max())
 
 
 def save_weights_atomic(model: keras.Model, path: Path, optimizer: bool = True) -> None:

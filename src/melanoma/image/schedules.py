@@ -6,11 +6,14 @@ of saved optimizer state and must not change.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
 
 from melanoma.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
@@ -106,3 +109,14 @@ def make_optimizer(tcfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
     """AdamW on the schedule, with the warmed-up weight average when train.checkpoints.ema is set."""
     return WarmEMAAdamW(schedule, weight_decay=tcfg.optimizer.weight_decay,
                         use_ema=tcfg.checkpoints.ema > 0, ema_momentum=tcfg.checkpoints.ema or 0.99)
+
+
+def epoch_steps(planned: int, steps_per_execution: int) -> int:
+    """The planned steps per epoch rounded up to a multiple of steps_per_execution: Keras runs whole groups of
+    that many steps (on JAX it pulls them even past steps_per_epoch), so any other count would shift the
+    learning-rate schedule away from the one planned and logged."""
+    steps = math.ceil(planned / steps_per_execution) * steps_per_execution
+    if steps != planned:
+        log.info("train: %d steps per epoch (%d planned, rounded up to a multiple of steps_per_execution %d, "
+                 "so every epoch runs exactly the steps the schedule counts)", steps, planned, steps_per_execution)
+    return steps

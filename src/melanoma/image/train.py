@@ -28,7 +28,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime.backend import resolve_backend, resolve_precision
-from melanoma.runtime.devices import Devices, check_devices, devices_scope, dtype_policy
+from melanoma.runtime.devices import Devices, augment_in_model, check_devices, devices_scope, dtype_policy, jit_compile
 from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
 from melanoma.runtime.hosts import Host, barrier, host_failures, is_writer, start_hosts, this_host
 from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
@@ -36,17 +36,18 @@ from melanoma.image.external_sources import configured_sources
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import (diagnosis_plans, every_column, head_classes, head_loss, labels_for,
                                   residual_fusion)
-from melanoma.image.models import MelanomaAUC, build_model
+from melanoma.image.metrics import validation_metrics
+from melanoma.image.models import build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.inputs import train_dataset, validation_dataset
 from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
-from melanoma.data.competition import announce, resolve
+from melanoma.data.competition import Competition, announce, resolve
 from melanoma.data.manifest import Manifest
 from melanoma.data.reader import count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
                                       collect, curves, epoch_seconds, load_model_weights, read_history,
                                       save_weights_atomic, start_run_folder, tensorboard_available)
-from melanoma.image.schedules import make_loss, make_optimizer, make_schedule
+from melanoma.image.schedules import epoch_steps, make_loss, make_optimizer, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
 from melanoma.runtime.place import detect
 from melanoma.scoring import auc, fmt_auc
@@ -77,6 +78,11 @@ class Session:
     extras: list = None  # image/extras.py ExtraSource: external, pseudo-labelled, synthetic training data
     labels: object = None  # heads.Labels of a diagnosis head (None: the binary head)
     host: Host = Host()  # this process among the hosts (runtime/hosts.py): it reads its part of each batch
+    monitor: str = "val_auc"  # the history column that picks the best epoch (val_pauc for ISIC 2024)
+
+    @property
+    def competition(self) -> Competition:
+        return resolve(self.cfg.competition, None, self.shardset.details.get("competition"))
 
     @property
     def host_batch(self) -> int:
@@ -144,7 +150,7 @@ def _train(s: Session) -> dict:
 
 def _collect(s: Session) -> dict:
     """runfolder.collect by process 0; the other hosts read its metrics once written."""
-    competition = resolve(s.cfg.competition, None, s.shardset.details.get("competition"))
+    competition = s.competition
     announce(competition)
     metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision, competition) if is_writer() else None
     barrier("train: collected")
@@ -224,6 +230,7 @@ def _compile(s: Session) -> None:
     Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters."""
     tcfg = s.cfg.train
     s.schedule = make_schedule(tcfg, s.steps, s.global_batch)
+    metrics, s.monitor = validation_metrics(tcfg, s.competition)
     with s.devices.scope(), dtype_policy(s.precision):
         s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
                               meta_dim=META_DIM if tcfg.meta.enabled else 0,
@@ -233,8 +240,7 @@ def _compile(s: Session) -> None:
             optimizer=make_optimizer(tcfg, s.schedule),
             loss=head_loss(tcfg) if s.labels is not None
             else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),
-            metrics=[keras.metrics.AUC(name="auc") if head_classes(tcfg)[1] is None
-                     else MelanomaAUC(head_classes(tcfg)[1], name="auc")],  # the column that is the prediction
+            metrics=metrics,
             steps_per_execution=tcfg.devices.steps_per_execution,
             jit_compile=jit_compile(tcfg.devices.jit_compile, s.devices.kind, s.backend),
         )
@@ -267,10 +273,12 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
     predict_start = budget.now()
     oof = _predict_fold(s, fold, val, s.shardset.validation([fold]), fold_dir)
     budget.predictions.append(budget.now() - predict_start)
-    best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
+    best = best_auc(history, s.monitor)
+    best_epoch = int(history.loc[history[s.monitor].idxmax(), "epoch"]) if best is not None else None
     extra_images = fold_counts(s.extras, fold)
     info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
-            "best_epoch": best_epoch, "best_val_auc": best_auc(history),
+            "best_epoch": best_epoch, "best_val_auc": best_auc(history), "monitor": s.monitor,
+            f"best_{s.monitor}": best,
             "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
             "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share,
             "extra_images": extra_images, "external_images": extra_images.get("external", 0)}
@@ -286,7 +294,7 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
 def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget) -> bool:
     """fit() the fold's epochs (resumed from its backup) while the time budget allows; True when all ran."""
     tcfg, fold_dir = s.cfg.train, s.out_dir / f"fold{fold}"
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.checkpoints.ema > 0)
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.checkpoints.ema > 0, monitor=s.monitor)
     epoch_images = s.steps * s.global_batch
     predicted = len(prediction_views(tcfg)) * (n_val + len(s.test_names))
 
@@ -372,29 +380,3 @@ def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
     model.set_weights(weights)
     for var in model.optimizer.variables:
         var.assign(keras.ops.zeros(var.shape, var.dtype))
-
-
-def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") -> bool | str:
-    """XLA helps on GPUs and TPUs but makes TensorFlow's EfficientNet training steps about 10x slower on a CPU.
-    JAX always compiles: uncompiled JAX runs op by op."""
-    if setting is not None:
-        return setting
-    return "auto" if device != "cpu" or backend == "jax" else False
-
-
-def epoch_steps(planned: int, steps_per_execution: int) -> int:
-    """The planned steps per epoch rounded up to a multiple of steps_per_execution: Keras runs whole groups of
-    that many steps (on JAX it pulls them even past steps_per_epoch), so any other count would shift the
-    learning-rate schedule away from the one planned and logged."""
-    steps = math.ceil(planned / steps_per_execution) * steps_per_execution
-    if steps != planned:
-        log.info("train: %d steps per epoch (%d planned, rounded up to a multiple of steps_per_execution %d, "
-                 "so every epoch runs exactly the steps the schedule counts)", steps, planned, steps_per_execution)
-    return steps
-
-
-def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
-    return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
-
-
-_backup_callback = backup_callback  # its older name (tests)

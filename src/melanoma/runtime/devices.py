@@ -146,3 +146,16 @@ def check_devices(tpu: str, allow_cpu_fallback: bool, backend: str) -> None:
     problem = device_problem(tpu, allow_cpu_fallback, backend, *probe_devices(backend))
     if problem:
         raise ConfigError(problem)
+
+
+def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") -> bool | str:
+    """XLA helps on GPUs and TPUs but makes TensorFlow's EfficientNet training steps about 10x slower on a CPU.
+    JAX always compiles: uncompiled JAX runs op by op."""
+    if setting is not None:
+        return setting
+    return "auto" if device != "cpu" or backend == "jax" else False
+
+
+def augment_in_model(tcfg, device: str) -> bool:
+    """Augmentation as a layer on the accelerator (train.augment.where: model, or auto off the CPU)."""
+    return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
