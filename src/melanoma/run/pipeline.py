@@ -138,7 +138,10 @@ def run_pipeline(cfg: Config) -> dict:
 def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: Result | None, timings: dict) -> dict:
     summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
     for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
-        summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
+        metrics = read_metrics(run_dir)
+        summary[f"{name}_oof_auc"] = metrics.get("oof_auc")
+        if metrics.get("metric") == "pauc":  # ISIC 2024: its metric first
+            summary[f"{name}_oof_pauc"] = metrics.get("oof_pauc")
     if cfg.variants:
         summary.pop("image_oof_auc")
         summary["variants_oof_auc"] = {r.name: read_metrics(r).get("oof_auc") for _, r in image_runs}
@@ -188,7 +191,9 @@ def _after_training(cfg: Config, paths: RunPaths, image_runs: list, timed) -> tu
 
 def format_summary(summary: dict) -> str:
     lines = ["", "Summary"]
-    for key, label in (("image_oof_auc", "image model OOF AUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
+    for key, label in (("image_oof_pauc", "image model OOF pAUC"), ("image_oof_auc", "image model OOF AUC"),
+                       ("tabular_oof_pauc", "tabular model OOF pAUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
+                       ("blend_oof_pauc", "blended OOF pAUC"),
                        ("blend_oof_auc", "blended OOF AUC"), ("test_auc", "held-out test AUC")):
         if key in summary:
             lines.append(f"  {label:<24} {fmt_auc(summary[key])}")
