@@ -9,7 +9,7 @@ TF_EXTRA ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TF_EXTRA)
 
-.PHONY: install demo test test-all rehearse clean
+.PHONY: install demo demo-isic2024 test test-all rehearse clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/melanoma run --config configs/demo.yaml
+
+# ISIC 2024: a synthetic set in the competition's layout (HDF5 tiles, tbp_lv_* metadata), then every stage on it.
+demo-isic2024: install
+	test -f data/isic2024_demo/train-metadata.csv || $(BIN)/python scripts/make_isic2024_demo.py --out data/isic2024_demo
+	$(BIN)/melanoma run --config configs/isic2024_demo.yaml
 
 test: install
 	$(BIN)/lint-imports --no-cache
@@ -35,3 +40,4 @@ rehearse: install
 
 clean:
 	rm -rf runs/demo tfrecords/demo submissions/submission.csv submissions/blend.json
+	rm -rf runs/isic2024_demo tfrecords/isic2024_demo submissions/isic2024_submission.csv submissions/isic2024_blend.json

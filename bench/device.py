@@ -10,7 +10,7 @@ on a GPU; JAX with bfloat16), each backend in a process of its own, from synthet
   TTA inference: images/s of the prediction model with the Kaggle TPU config's views (plain, 3 flips, 8 random),
       all made on the device; each image counts once (views/s = images/s x views).
 Batches are uint8 (pipeline.train_dataset), models and compile settings as `melanoma train` makes them
-(AdamW, the default loss, AUC, XLA as train.jit_compile says, steps_per_execution), and on JAX with several
+(AdamW, the default loss, AUC, XLA as train.devices.jit_compile says, steps_per_execution), and on JAX with several
 devices the batches go through DataParallel and the device prefetch, as in training. Each figure is timed after
 warm-up steps that include the compile (reported apart). It prints a table, then the rows for bench/RESULTS.md.
 
@@ -145,7 +145,7 @@ def worker(args) -> None:
             with devices.scope(), dtype_policy(precision):
                 model = build_model(name, size, None, tcfg.dropout,
                                     augment=to_dict(tcfg.augment) if where == "model" else None)
-                model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.weight_decay),
+                model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.optimizer.weight_decay),
                               loss=make_loss(tcfg), metrics=[keras.metrics.AUC(name="auc")],
                               steps_per_execution=spe, jit_compile=jit_compile(None, kind, backend))
             ds = train_dataset(shards, tcfg, shardset.image_size, batch, None, 0, augment=where == "data")

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     rec = prepared(args)
     run = args.runs / args.name
     run.parent.mkdir(parents=True, exist_ok=True)
-    sets = ["train.weights=none", "train.tensorboard=false"]
+    sets = ["train.weights=none", "train.checkpoints.tensorboard=false"]
     if args.train_size == "records":
         sets.append(f"train.size={args.prep_size}")
     elif args.train_size != "recipe":

@@ -156,8 +156,8 @@ def compiled_model(name: str, size: int, jit: bool | str):
 
     tcfg = TrainConfig()
     model = build_model(name, size, weights=None, dropout=tcfg.dropout, bn_momentum=tcfg.bn_momentum)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.weight_decay), loss=make_loss(tcfg),
-                  metrics=[keras.metrics.AUC(name="auc")], jit_compile=jit)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.optimizer.weight_decay),
+                  loss=make_loss(tcfg), metrics=[keras.metrics.AUC(name="auc")], jit_compile=jit)
     return model
 
 
@@ -223,9 +223,9 @@ def step_only(args: argparse.Namespace) -> dict:
     with devices.scope():
         model = build_model(args.model, args.size, None, tcfg.dropout,
                             augment=to_dict(tcfg.augment) if args.backend_augment else None)
-        model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.weight_decay), loss=make_loss(tcfg),
-                      metrics=[keras.metrics.AUC(name="auc")], jit_compile=jit_compile(None, devices.kind,
-                                                                                      devices.backend))
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=tcfg.optimizer.weight_decay),
+                      loss=make_loss(tcfg), metrics=[keras.metrics.AUC(name="auc")],
+                      jit_compile=jit_compile(None, devices.kind, devices.backend))
     t = time.perf_counter()
     model.train_on_batch(x, y)  # compiles
     compile_s = time.perf_counter() - t

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FROZEN = ["--set", "train.lr_max_per_image=1e-12", "--set", "train.lr_min=0", "--set", "train.bn_momentum=0.999999"]
+FROZEN = ["--set", "train.optimizer.lr_max_per_image=1e-12", "--set", "train.optimizer.lr_min=0",
+          "--set", "train.bn_momentum=0.999999"]
 
 
 def free_port() -> int:
@@ -41,13 +42,13 @@ def free_port() -> int:
 
 def train_command(rec: str, out: Path, devices: int, hosts: int, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "melanoma", "train", "--tfrecords", rec, "--out", str(out),
-            "--set", "train.backend=jax", "--set", f"train.cpu_replicas={devices}", "--set", f"train.hosts={hosts}",
-            "--set", "train.tensorboard=false", *extra]
+            "--set", "train.devices.backend=jax", "--set", f"train.devices.cpu_replicas={devices}",
+            "--set", f"train.devices.hosts={hosts}", "--set", "train.checkpoints.tensorboard=false", *extra]
 
 
 def env_for(index: int | None, port: int, heartbeat: int) -> dict[str, str]:
     # Without the caller's backend choice (a test process that ran the CLI has KERAS_BACKEND set) or XLA flags:
-    # these runs say train.backend=jax and their device counts themselves.
+    # these runs say train.devices.backend=jax and their device counts themselves.
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
     env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
                 "MELANOMA_HEARTBEAT_SECONDS": str(heartbeat)})

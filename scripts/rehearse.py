@@ -42,9 +42,9 @@ DEMO = ROOT / "data" / "demo"
 SLUG = "melanoma-tpu"  # kaggle.slug's default: the chained session finds its previous output by it
 COMPETITION = "siim-isic-melanoma-classification"
 TINY = ("n_folds=2 train.model=small_cnn_32 train.size=32 train.epochs=1 train.weights=none train.batch_size=4 "
-        "train.tta=0 train.tta_flips=false train.steps_per_execution=1 tabular.epochs=2 tabular.gbm_max_iter=20 "
-        "tabular.lgbm_max_rounds=20 tabular.hgb_max_iter=20 tabular.gbm_importance_repeats=0")
-JAX8 = "train.backend=jax train.cpu_replicas=8"
+        "train.tta=0 train.tta_flips=false train.devices.steps_per_execution=1 tabular.epochs=2 "
+        "tabular.gbm_max_iter=20 tabular.lgbm_max_rounds=20 tabular.hgb_max_iter=20 tabular.gbm_importance_repeats=0")
+JAX8 = "train.devices.backend=jax train.devices.cpu_replicas=8"
 KERNEL = ["ipykernel"]  # every image runs notebooks in an ipykernel
 
 

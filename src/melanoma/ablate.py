@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config, apply_overrides, to_dict
+from melanoma.config.aliases import flat_train, new_key, old_leaf, tell
 from melanoma.data.schema import ID, PATIENT, TARGET
 from melanoma.errors import ConfigError, InputError
 from melanoma.files import write_csv, write_json, write_text
@@ -51,7 +52,8 @@ def parse_vary(items: list[str]) -> list[tuple[str, list[Any]]]:
     out: list[tuple[str, list[Any]]] = []
     for item in items:
         key, sep, values = item.partition("=")
-        key = key.strip()
+        spelled, key = key.strip(), new_key(key.strip())  # an old train key (train.ema) varies the one it moved to
+        tell([(spelled, key)] if spelled != key else [])
         if not sep or not key or not values.strip():
             raise ConfigError(f"--vary {item!r}: expected KEY=V1,V2 (e.g. train.head=binary,diagnosis)")
         if key in ("seed", "paths") or key.startswith("paths."):
@@ -100,7 +102,7 @@ def setting_hash(cfg: Config) -> str:
     """A hash of what changes a run's result (the data, folds, prepare and train sections; not the seed):
     an edited base config never reuses a run of another one, and the same setting reached through other
     --vary keys does."""
-    d = to_dict(cfg)
+    d = to_dict(cfg) | {"train": flat_train(cfg.train)}  # the layout of before issue 25: older folders match
     return _hash({k: d[k] for k in ("n_folds", "data", "prepare", "train")} | {"data_dir": d["paths"]["data"]})
 
 
@@ -110,7 +112,7 @@ def setting_folder(runs: Path, setting: Setting, cfg: Config) -> Path:
     found = sorted(runs.glob(f"{h}-*")) if runs.is_dir() else []
     if found:
         return found[0]
-    words = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(f"{k.split('.')[-1]}-{v}" for k, v in setting))[:80]
+    words = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(f"{old_leaf(k)}-{v}" for k, v in setting))[:80]
     return runs / f"{h}-{words}"
 
 

@@ -65,14 +65,14 @@ def _load(args: argparse.Namespace):
         from melanoma.runtime.backend import use_backend
         from melanoma.runtime.devices import check_devices
 
-        backend = use_backend(cfg.train.backend, cfg.train.cpu_replicas)
+        backend = use_backend(cfg.train.devices.backend, cfg.train.devices.cpu_replicas)
         if cmd.devices is not None:  # the commands that train (train, run)
             from melanoma.runtime.hosts import start_hosts
 
-            start_hosts(cfg.train.hosts, backend)  # a pod slice's hosts join before the devices are listed
+            start_hosts(cfg.train.devices.hosts, backend)  # a pod slice's hosts join before the devices are listed
         if cmd.devices is not None and cmd.devices(cfg):
             # A TPU that is not there is refused here, in seconds, before TensorFlow or any stage is loaded.
-            check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend)
+            check_devices(cfg.train.devices.tpu, cfg.train.devices.allow_cpu_fallback, backend)
     return cfg
 
 

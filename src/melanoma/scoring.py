@@ -86,5 +86,9 @@ def auc(y_true: Any, y_pred: Any) -> float | None:
 
 
 
+# The competitions' metrics by the name their profile and metrics.json use (melanoma.data.competition).
+METRICS = {"auc": auc, "pauc": partial_auc}
+
+
 def fmt_auc(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

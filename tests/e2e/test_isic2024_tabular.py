@@ -53,3 +53,29 @@ def test_tabular_on_image_runs_then_blend_to_an_isic_id_submission(tmp_path, cap
     lines = [line for line in err.splitlines() if line.startswith("melanoma: error:")]
     assert code == 2 and len(lines) == 1 and "line 2: its fold for" in lines[0] and "folds.csv" in lines[0], err
     assert not (tmp_path / "leaky").exists()
+
+
+def test_run_stacks_on_the_image_run_it_trains_and_tabular_never_writes_into_one(tmp_path, capsys, monkeypatch):
+    """`melanoma run` with tabular.image_runs naming its own image run: an output of its train stage, not an input
+    the guard would refuse; `tabular --out` into an image run it reads is refused in one line."""
+    import os
+
+    import melanoma.run
+
+    for var in ("KERAS_BACKEND", "MELANOMA_BACKEND_REASON", "XLA_FLAGS"):  # use_backend sets them: put them back
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+    seen = []
+    monkeypatch.setattr(melanoma.run, "run_pipeline", lambda cfg: seen.append(cfg.tabular.image_runs) or {"seconds": {}})
+    runs = tmp_path / "runs"
+    code, _, err = cli(capsys, "run", "--set", f"paths.data={tmp_path}/data", "--set", f"paths.tfrecords={tmp_path}/tf",
+                       "--set", f"paths.runs={runs}", "--set", f"paths.submission={tmp_path}/sub/submission.csv",
+                       "--set", f"tabular.image_runs=[{runs}/image]")
+    assert code == 0, err
+    assert seen == [[f"{runs}/image"]]
+    (runs / "image").mkdir(parents=True)
+    code, _, err = cli(capsys, "tabular", "--data", tmp_path / "data", "--folds-file", runs / "folds.csv",
+                       "--out", runs / "image", "--image-runs", runs / "image")
+    lines = [line for line in err.splitlines() if line.startswith("melanoma: error:")]
+    assert code == 2 and len(lines) == 1 and "is also an input" in lines[0], err

@@ -52,10 +52,7 @@ def train_args(rec: Path, out: Path, epochs: int = 3, *extra: str) -> list[str]:
     return ["train", "--tfrecords", str(rec), "--out", str(out), "--model", "simple_cnn", "--size", "32",
             "--epochs", str(epochs), "--batch-size", "8", "--weights", "none", "--set", f"n_folds={N_FOLDS}",
             "--set", "train.lr_max_per_image=1e-3", "--set", "train.warmup_epochs=0",
-            "--set", "train.tensorboard=false",
-            # a few dozen steps: the scratch recipe's average of the weights (EMA 0.99, about the last 100 steps)
-            # would still be close to the initial weights; tests of the EMA itself: tests/unit/image/test_ema.py
-            "--set", "train.ema=0", *extra]
+            "--set", "train.tensorboard=false", *extra]
 
 
 def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:

@@ -34,3 +34,21 @@ def test_an_upward_import_inside_a_function_breaks_the_layers(tmp_path):
     assert res.returncode == 1
     assert "layers: imports only go down BROKEN" in res.stdout
     assert "melanoma.data.schema -> melanoma.report.build" in res.stdout
+
+
+def test_no_package_module_is_loaded_past_the_checker():
+    """import-linter reads import statements: a melanoma module loaded through importlib or __import__ with a
+    computed name would be an import it never checks (the lazy package __init__s use plain import statements)."""
+    import ast
+
+    hidden = []
+    for path in sorted((ROOT / "src" / "melanoma").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and (
+                    (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                    or (isinstance(node.func, ast.Name) and node.func.id == "__import__")):
+                arg = node.args[0] if node.args else None
+                external = isinstance(arg, ast.Constant) and not str(arg.value).startswith("melanoma")
+                if not external:
+                    hidden.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not hidden, hidden

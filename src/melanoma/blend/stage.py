@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import BlendConfig, Config, save_run_info
-from melanoma.data.competition import METRIC_NAMES, METRICS, PROFILES, Competition
+from melanoma.data.competition import METRIC_NAMES, PROFILES, Competition
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.data.runs import headline, read_metrics, read_run, run_competition
 from melanoma.blend.weights import fit_weights, step_units, to_ranks
-from melanoma.scoring import auc, fmt_auc
+from melanoma.scoring import METRICS, auc, fmt_auc
 from melanoma.runtime.paths import RunPaths
 from melanoma.runtime.stage import Result
 from melanoma.data.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission

@@ -49,6 +49,7 @@ from melanoma.config.sections import (  # noqa: F401  (re-exported: `from melano
 )
 from melanoma.errors import ConfigError
 from melanoma.files import write_json, write_text
+from melanoma.config.aliases import canonical, new_key, tell
 from melanoma.config.recipes import with_recipe
 from melanoma.config.typed import build, set_path, yaml_value
 
@@ -76,13 +77,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    for item in overrides or []:
+    canonical(raw)  # the file's old train keys in their sections first, so a --set of either spelling wins
+    _set_overrides(raw, overrides or [])
+    return _build_config(raw)
+
+
+def _set_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
+    """`key.path=value` items into the raw config, an old train key at its new place."""
+    spelled: dict[str, str] = {}  # new key -> the --set spelling of it
+    for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key.path=value")
-        parsed = yaml_value(value, f"--set {key.strip()}") if value.strip() else None
-        set_path(raw, key.strip().split("."), parsed)
-    return _build_config(raw)
+        key = key.strip()
+        if spelled.setdefault(new_key(key), key) != key:
+            raise ConfigError(f"--set {spelled[new_key(key)]} and --set {key} are one setting, its old and its new "
+                              f"key: keep --set {new_key(key)}")
+        parsed = yaml_value(value, f"--set {key}") if value.strip() else None
+        set_path(raw, new_key(key).split("."), parsed)
+    tell([(key, new) for new, key in spelled.items() if key != new])
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -113,7 +126,8 @@ def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
     raw = to_dict(cfg) if in_code else copy.deepcopy(cfg._raw)
     for key, value in values.items():
         if value is not None:
-            set_path(raw, key.split("."), value)
+            set_path(raw, new_key(key).split("."), value)
+    tell([(key, new_key(key)) for key in values if new_key(key) != key])
     out = _build_config(raw)
     if in_code:
         del out._raw  # still made in code: every value counts as set
@@ -123,6 +137,7 @@ def apply_overrides(cfg: Config, values: dict[str, Any]) -> Config:
 
 def _build_config(raw: dict[str, Any]) -> Config:
     """The typed config of what the user set, with the chosen training recipe's defaults under it."""
+    raw = canonical(raw)  # old train keys a value brought in (--set train={ema: 0.5}) in their sections too
     filled, _, why = with_recipe(raw)
     cfg = build(Config, filled, "")
     cfg._raw = raw  # what the user set, before the recipe: apply_overrides and is_explicit read it
@@ -131,11 +146,12 @@ def _build_config(raw: dict[str, Any]) -> Config:
 
 
 def is_explicit(cfg: Config, key: str) -> bool:
-    """Whether the config file, a --set or a flag named `key` (rather than it keeping a default)."""
+    """Whether the config file, a --set or a flag named `key` (rather than it keeping a default); `key` in
+    either spelling (train.backend or train.devices.backend)."""
     node: Any = getattr(cfg, "_raw", None)
     if node is None:
         return True
-    for part in key.split("."):
+    for part in new_key(key).split("."):
         if not isinstance(node, dict) or part not in node:
             return False
         node = node[part]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from melanoma.config.aliases import new_key, old_leaf
+
 # Namespace attribute of a parsed command: {dest: config key} of its generated flags.
 KEYS_ATTR = "_config_keys"
 
@@ -48,9 +50,11 @@ class ConfigField:
 
 
 def config_field(key: str) -> ConfigField:
-    """The setting behind a dotted config key (KeyError when there is none)."""
+    """The setting behind a dotted config key, old train keys too (KeyError when there is none); its `key` is
+    the current one."""
     from melanoma.config import Config
 
+    key = new_key(key)
     cls, parts = Config, key.split(".")
     for i, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
@@ -152,10 +156,11 @@ def flag_kwargs(f: ConfigField) -> dict[str, Any]:
 
 
 def flag_name(f: ConfigField) -> str:
-    """`--epochs` for train.epochs; `--no-gradcam` for a setting that is on by default (report.gradcam)."""
+    """`--epochs` for train.epochs; `--no-gradcam` for a setting that is on by default (report.gradcam). A train
+    key that moved into a section keeps the flag of its old name (`--metadata` for train.meta.enabled)."""
     if f.key in NAMES:
         return NAMES[f.key]
-    name = f.key.rsplit(".", 1)[-1].replace("_", "-")
+    name = old_leaf(f.key).replace("_", "-")
     return f"--no-{name}" if f.type is bool and not f.optional and f.default else f"--{name}"
 
 
@@ -174,8 +179,14 @@ def _recipe_sets(key: str) -> bool:
     be the value used)."""
     from melanoma.config.recipes import RECIPES
 
-    section, _, name = key.partition(".")
-    return section == "train" and any(name in recipe for recipe in RECIPES.values())
+    section, *path = key.split(".")
+    for recipe in RECIPES.values() if section == "train" else ():
+        node: Any = recipe
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return True
+    return False
 
 
 def config_flags(p: argparse.ArgumentParser, *keys: str, renames: dict[str, str] | None = None,
@@ -183,17 +194,19 @@ def config_flags(p: argparse.ArgumentParser, *keys: str, renames: dict[str, str]
     """Add a flag for each config key: the flag sets that key (over --config and --set).
 
     `renames` gives a flag another name than the field's (`{"paths.tfrecords": "--out"}`); `helps` another
-    help where the command's meaning differs from the field's comment (an inverted switch); `nargs` lets a list
-    setting take several values after one flag, with their metavar (`{"tabular.image_runs": ("+", "RUN")}`:
-    `--image-runs A B`).
+    help where the command's meaning differs from the field's comment (an inverted switch). A key may be an
+    old train key: the flag then sets the key it moved to. `nargs` lets a list setting take several values after
+    one flag, with their metavar (`{"tabular.image_runs": ("+", "RUN")}`: `--image-runs A B`).
     """
-    renames, helps, nargs = renames or {}, helps or {}, nargs or {}
+    renames = {new_key(k): v for k, v in (renames or {}).items()}
+    helps = {new_key(k): v for k, v in (helps or {}).items()}
+    nargs = {new_key(k): v for k, v in (nargs or {}).items()}
     mapping = p.get_default(KEYS_ATTR)
     if mapping is None:
         mapping = {}
         p.set_defaults(**{KEYS_ATTR: mapping})
-    for key in keys:
-        f = config_field(key)
+    for f in map(config_field, keys):
+        key = f.key
         name = renames.get(key) or flag_name(f)
         dest = name.lstrip("-").replace("-", "_")
         kwargs = flag_kwargs(f)

@@ -10,7 +10,7 @@
   lean on it). Chosen by measurement on ISIC 2017 (bench/scratch.py, bench/RESULTS.md "scratch recipe").
   Issue 28 (bench/RESULTS.md "scratch recipe, round 2"): new photos often come without metadata, and the
   jointly trained metadata model then ranked them worse than an image-only model (0.705 against 0.736 on the
-  validation images). So the metadata joins as a residual on an image-only output (meta_fusion residual:
+  validation images). So the metadata joins as a residual on an image-only output (meta.fusion residual:
   without metadata the ranking is the image-only model's), with metadata dropout so the all-missing vector is
   seen in training; the weights are averaged (EMA 0.99) and the last epoch's are kept (the best epoch by a
   401-image validation fold picked early, metadata-carried epochs), and the three flips are averaged at test
@@ -33,20 +33,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         "size": 32,
         "epochs": 60,
         "batch_size": 32,
-        "schedule": "cosine",
-        "lr_start": 1e-4,
-        "lr_max_per_image": 6.25e-5,  # peak 2e-3 at a global batch of 32
-        "lr_min": 1e-6,
-        "warmup_epochs": 2.0,
         "bn_momentum": 0.9,
-        "label_smoothing": 0.0,
-        "metadata": True,
-        "meta_fusion": "residual",
-        "meta_dropout": 0.1,
-        "meta_row_dropout": 0.3,
-        "ema": 0.99,
-        "checkpoint": "last",
         "tta_flips": True,
+        "optimizer": {
+            "schedule": "cosine",
+            "lr_start": 1e-4,
+            "lr_max_per_image": 6.25e-5,  # peak 2e-3 at a global batch of 32
+            "lr_min": 1e-6,
+            "warmup_epochs": 2.0,
+        },
+        "imbalance": {"label_smoothing": 0.0},
+        "meta": {"enabled": True, "fusion": "residual", "field_dropout": 0.1, "row_dropout": 0.3},
+        "checkpoints": {"ema": 0.99, "keep": "last"},
         "augment": {"shear": 0.0, "hue": 0.0, "saturation": 0.0, "contrast": 0.0, "brightness": 0.0},
     },
 }
@@ -79,21 +77,21 @@ def choose(train_raw: dict[str, Any]) -> tuple[str, str]:
 def describe(tcfg: Any, why: str) -> str:
     """The log line of the resolved training settings: `scratch (weights none) -> small_cnn_32 @ 32 px, 60
     epochs, ...; why ...`. From the config itself, so keys the user set show as they are."""
-    t = tcfg
+    t, opt, meta = tcfg, tcfg.optimizer, tcfg.meta
     parts = [f"{t.model} @ {t.size} px", f"{t.epochs} epochs x batch {t.batch_size}",
-             f"{t.schedule} schedule, peak LR {t.lr_max_per_image * t.batch_size:.1e} per replica"]
-    if t.metadata:
-        parts.append(f"metadata {'as a residual on the image-only output' if t.meta_fusion == 'residual' else 'joined'}"
-                     f" with dropout {t.meta_dropout:g} per field and {t.meta_row_dropout:g} per row")
+             f"{opt.schedule} schedule, peak LR {opt.lr_max_per_image * t.batch_size:.1e} per replica"]
+    if meta.enabled:
+        parts.append(f"metadata {'as a residual on the image-only output' if meta.fusion == 'residual' else 'joined'}"
+                     f" with dropout {meta.field_dropout:g} per field and {meta.row_dropout:g} per row")
     else:
         parts.append("image only")
-    if t.ema:
-        parts.append(f"EMA of the weights {t.ema:g}")
-    if t.label_smoothing:
-        parts.append(f"label smoothing {t.label_smoothing:g}")
+    if t.checkpoints.ema:
+        parts.append(f"EMA of the weights {t.checkpoints.ema:g}")
+    if t.imbalance.label_smoothing:
+        parts.append(f"label smoothing {t.imbalance.label_smoothing:g}")
     views = (["flips"] if t.tta_flips else []) + ([f"{t.tta} random passes"] if t.tta else [])
     parts.append(f"TTA {' + '.join(views)}" if views else "no TTA")
-    parts.append(f"{t.checkpoint} epoch's weights")
+    parts.append(f"{t.checkpoints.keep} epoch's weights")
     short, _, rest = why.partition(";")
     return f"{t.recipe} ({short}) -> {', '.join(parts)}; why: {WHY.get(t.recipe, '')}" + (f";{rest}" if rest else "")
 
@@ -119,7 +117,7 @@ def with_recipe(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None, str]:
 
 
 def _fill(section: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> list[str]:
-    """Fill unset keys of `section` from `defaults` (nested for augment); returns the keys filled."""
+    """Fill unset keys of `section` from `defaults` (nested for the sections); returns the keys filled."""
     filled = []
     blocked = {k for group in LINKED for k in group if any(g in section for g in group)} if not prefix else set()
     for key, value in defaults.items():

@@ -157,8 +157,8 @@ class BlendConfig:
         'Calibrate the blended score into a probability: none | isotonic | platt (fitted on the blended OOF) | the '
         'path of a calibrator.json written by `melanoma report` (fitted on the same kind of score).')
     partial: bool = setting(False,
-        'When training stopped at train.time_budget with folds left, `melanoma run` skips tabular and blend (no '
-        'submission) until a later session finishes them; true: blend the finished folds anyway')
+        'When training stopped at train.checkpoints.time_budget with folds left, `melanoma run` skips tabular and '
+        'blend (no submission) until a later session finishes them; true: blend the finished folds anyway')
 
 
 @dataclass
@@ -244,7 +244,7 @@ class SynthConfig:
     The defaults are the seeds' recipe: least-squares GAN loss, cycle weight 10, identity weight 1, Adam 2e-4 with
     beta1 0.5, instance norm, a U-Net (256 px) or ResNet-9 (224 px) generator and a 70x70 PatchGAN."""
 
-    out: str | None = setting(None, 'folder to write (default: train.synthetic)')
+    out: str | None = setting(None, 'folder to write (default: train.sources.synthetic)')
     generator: Literal["unet", "resnet9"] = setting("unet",
         'unet: pix2pix U-Net with skips | resnet9: ResNet blocks between 2 down/up-samplings')
     size: Annotated[int, Range(16, 1024)] = setting(256,

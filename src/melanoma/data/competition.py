@@ -20,11 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import pandas as pd
-
-from melanoma.scoring import auc, partial_auc
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +59,8 @@ class Competition:
 
     def score(self, y, p) -> float | None:
         """The competition's metric (None for one class only)."""
+        from melanoma.scoring import METRICS  # scikit-learn: loaded by the stages that score, not by every reader
+
         return METRICS[self.metric](y, p)
 
     def user_table(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +68,6 @@ class Competition:
         return df.rename(columns={ID: self.id_column}) if self.id_column != ID else df
 
 
-METRICS: dict[str, Callable] = {"auc": auc, "pauc": partial_auc}
 METRIC_NAMES = {"auc": "AUC", "pauc": "pAUC>80%TPR"}
 
 SIIM2020 = Competition(
@@ -99,11 +96,12 @@ def detect(data_dir: str | Path | None) -> tuple[Competition, str] | None:
 
 
 _said: set[tuple[str, str]] = set()
+_why: dict[str, str] = {}  # the reason of the last resolve per competition, for announce
 
 
 def resolve(choice: str, data_dir: str | Path | None = None, recorded: str | None = None) -> Competition:
     """The profile for the config's `competition` (auto | a name): a name wins; auto asks the data folder, then
-    what prepare recorded (`recorded`, from the manifest), else siim2020. Logged once per choice and reason."""
+    what prepare recorded (`recorded`, from the manifest), else siim2020 (`announce` logs it)."""
     if choice != "auto":
         profile, why = PROFILES[choice], "set in the config"
     else:
@@ -114,10 +112,17 @@ def resolve(choice: str, data_dir: str | Path | None = None, recorded: str | Non
             profile, why = PROFILES[recorded], "recorded by prepare in the TFRecords manifest"
         else:
             profile, why = SIIM2020, "the default (no competition file found; set competition: to choose)"
+    _why[profile.name] = why
+    return profile
+
+
+def announce(profile: Competition) -> None:
+    """Log which competition and why, once per choice and reason: called by a stage once its inputs are valid
+    (a refused command prints its one error line and nothing else)."""
+    why = _why.get(profile.name, "set in code")
     if (profile.name, why) not in _said:
         _said.add((profile.name, why))
         log.info("competition: %s (%s), metric %s", profile.name, why, profile.metric_name)
-    return profile
 
 
 def internal_ids(df: pd.DataFrame) -> pd.DataFrame:

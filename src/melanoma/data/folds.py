@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoma.data.competition import ID_COLUMNS, SIIM2020, Competition, internal_ids, resolve
+from melanoma.data.competition import ID_COLUMNS, SIIM2020, Competition, internal_ids, resolve, announce
 from melanoma.data.schema import ID, PATIENT, TARGET, check_unique_ids, read_train
 from melanoma.config import Config, save_run_info
 from melanoma.data.dedup import union_groups
@@ -182,6 +182,7 @@ def run_folds(cfg: Config, data_dir: str | Path, out: str | Path, tfrecords_dir:
         raise input_error(competition.csv_path(data_dir, "train"), f"{n_patients} patients cannot fill "
                                                                    f"{cfg.n_folds} folds: use --n-folds {n_patients} or fewer")
     folds = make_folds(train, cfg.n_folds, cfg.seed, public_csv=public)
+    announce(competition)
     write_folds(folds, out, cfg, competition)
     return folds
 

@@ -13,7 +13,7 @@ The codes are the records' (`melanoma.data.records`): an index into the vocabula
 serving side (numpy, no TensorFlow import) compute the very same vector. A model trained on another layout
 has a differently shaped input: `layout_problem` names it in one line instead of a shape error.
 
-Training blanks fields at random (`train.meta_dropout` per field, `train.meta_row_dropout` for the whole row;
+Training blanks fields at random (`train.meta.field_dropout` per field, `train.meta.row_dropout` for the whole row;
 `blank_metadata` in melanoma.image.inputs), so the network learns to score with any field missing; validation,
 TTA and prediction never blank anything.
 """

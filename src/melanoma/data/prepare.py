@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import Config
-from melanoma.data.competition import PROFILES, resolve
+from melanoma.data.competition import PROFILES, announce, resolve
 from melanoma.data.check import degenerate_summary, format_leakage_report, leakage_report
 from melanoma.data.decode import bad_images, decode_all
 from melanoma.data.dedup import drop_duplicates, find_duplicates, read_duplicates_csv, trusted_pairs
@@ -174,6 +174,7 @@ def _run(cfg: Config, data_dir: Path, out: str, folds_path, settings: ImageSetti
          csv_pairs, vocab: dict) -> dict:
     """prepare, once its inputs are valid and its output folder is claimed: decode, dedup, folds, shards."""
     pcfg = cfg.prepare
+    announce(resolve(cfg.competition, data_dir))  # the folder is ours: the work starts
     importlib.import_module("tensorflow")  # before the clock starts: importing it takes seconds
     start = time.perf_counter()
     decoded, chunk_keys, skipped = _decode(cfg, items, settings, work)
@@ -317,7 +318,7 @@ def _write_outputs(cfg: Config, out: str, folds: pd.DataFrame, dedup: Dedup, ite
     # a duplicate left out of the shards: tabular needs a size for every row of train.csv and test.csv.
     sizes = pd.DataFrame({ID: items[ID], "split": _split_of(items), "width": decoded["w"], "height": decoded["h"]})
     write_output(out, "image_sizes.csv", sizes[ok].to_csv(index=False).encode())
-    # Content hashes (dHash, 16 hex digits; empty for flat images): train.external drops an external image
+    # Content hashes (dHash, 16 hex digits; empty for flat images): train.sources.external drops an external image
     # whose hash equals one of these competition images (image/external.py).
     hashes = pd.DataFrame({ID: items[ID], "split": _split_of(items), "image_hash": [
         f"{int(h):016x}" if h is not None and not pd.isna(h) else "" for h in decoded["dhash"]]})

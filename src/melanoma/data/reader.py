@@ -23,7 +23,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 # Folders of extra training data: their fold-k shards train fold k only (or every fold), never folds to validate.
-EXTRA_FORMATS = {SYNTHETIC: ("synth", "train.synthetic"), PSEUDO: ("pseudo", "train.pseudo")}
+EXTRA_FORMATS = {SYNTHETIC: ("synth", "train.sources.synthetic"), PSEUDO: ("pseudo", "train.sources.pseudo")}
 
 
 def find_shards(tfrec_dir: str, n_folds: int = 5) -> Manifest:

@@ -21,7 +21,8 @@ import pandas as pd
 from melanoma.data.schema import ID, TARGET, check_unique_ids, csv_line, read_csv_file
 from melanoma.errors import input_error
 from melanoma.files import read_json, write_csv, write_json
-from melanoma.data.competition import ID_COLUMNS, METRICS, SIIM2020, Competition, internal_ids, profile_of_columns
+from melanoma.data.competition import ID_COLUMNS, SIIM2020, Competition, internal_ids, profile_of_columns
+from melanoma.scoring import METRICS
 
 OOF_COLUMNS = [ID, TARGET, "pred", "fold"]
 OPTIONAL_OOF_COLUMNS = ["pred_plain"]  # the image model's prediction without TTA

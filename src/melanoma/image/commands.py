@@ -16,10 +16,11 @@ TRAIN_WRITES = ("oof.csv", "test_pred.csv", "metrics.json", "config.yaml", "run.
 
 def _train_arguments(p) -> None:
     config_flags(p, "paths.tfrecords", "train.model", "train.size", "train.epochs", "train.batch_size", "train.folds",
-                 "train.weights", "train.tta", "train.oversample", "train.class_weight", "train.positive_share",
-                 "train.loss", "train.tta_flips", "train.metadata", "train.precision", "train.backend",
-                 "train.resume", "seed", renames={"train.resume": "--restart"},
-                 helps={"train.resume": "start the run folder over instead of resuming it"})
+                 "train.weights", "train.tta", "train.imbalance.oversample", "train.imbalance.class_weight",
+                 "train.imbalance.positive_share", "train.imbalance.loss", "train.tta_flips", "train.meta.enabled",
+                 "train.devices.precision", "train.devices.backend", "train.checkpoints.resume", "seed",
+                 renames={"train.checkpoints.resume": "--restart"},
+                 helps={"train.checkpoints.resume": "start the run folder over instead of resuming it"})
     p.add_argument("--out", type=Path, help="run folder to write")
 
 
@@ -36,9 +37,9 @@ def train_out(path, flag: str = "--out") -> Out:
 
 
 def train_inputs(cfg, tfrecords) -> dict[str, Any]:
-    t = cfg.train
-    return {"--tfrecords": tfrecords, "--weights": existing(t.weights), "train.pseudo": t.pseudo,
-            "train.synthetic": t.synthetic, "train.external": [existing(e) for e in t.external]}
+    src = cfg.train.sources
+    return {"--tfrecords": tfrecords, "--weights": existing(cfg.train.weights), "train.sources.pseudo": src.pseudo,
+            "train.sources.synthetic": src.synthetic, "train.sources.external": [existing(e) for e in src.external]}
 
 
 def _train_plan(args, cfg) -> Plan:

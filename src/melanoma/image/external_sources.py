@@ -1,4 +1,4 @@
-"""`train.external`: public external TFRecords (e.g. ISIC 2019) as an extra training source of every fold.
+"""`train.sources.external`: public external TFRecords (e.g. ISIC 2019) as an extra training source of every fold.
 
 An entry is a folder (local or gs://), a Kaggle dataset OWNER/SLUG, or a name of the one slug table
 `kaggle.api.EXTERNAL_DATASETS` ("isic2019": Chris Deotte's `isic2019-{size}x{size}` sets, at prepare.size).
@@ -33,22 +33,23 @@ MELANOMA_NAMES = {"mel", "melanoma"}
 
 
 def resolve_external(ref: str, size: int, place=None) -> str:
-    """The folder of a train.external entry; a dataset that is neither a folder nor attached is one clear error."""
+    """The folder of a train.sources.external entry; a dataset that is neither a folder nor attached is one clear
+    error."""
     from melanoma.runtime.datasets import external_dataset
     from melanoma.runtime.place import detect, locate
 
     slug = external_dataset(ref, size)
     if slug is None:
         if "://" not in ref and not Path(ref).is_dir():
-            raise ConfigError(f"train.external: {ref} is not a folder")
+            raise ConfigError(f"train.sources.external: {ref} is not a folder")
         return ref
     if place is None:  # on Kaggle only the place matters here, and it needs no config (Colab's roots do)
         place = detect(None)
     found = locate(place, "dataset", slug) if place.name == "kaggle" else None
     if found is None:
-        raise ConfigError(f"train.external: dataset {slug} ({ref}) is not attached here: attach it to the notebook "
-                          "(`melanoma kaggle push` does), or give the folder of its TFRecords")
-    log.info("train.external: %s -> %s (%s)", ref, found[0], found[1])
+        raise ConfigError(f"train.sources.external: dataset {slug} ({ref}) is not attached here: attach it to the "
+                          "notebook (`melanoma kaggle push` does), or give the folder of its TFRecords")
+    log.info("train.sources.external: %s -> %s (%s)", ref, found[0], found[1])
     return str(found[0])
 
 
@@ -86,20 +87,20 @@ def duplicate_names(folder: str, competition_tfrecords: str | None) -> frozenset
 
 
 def external_sources(cfg, place=None, competition_tfrecords: str | None = None) -> list[ExtraSource]:
-    """A source per train.external entry, relabelled from its companion CSV, competition duplicates dropped."""
+    """A source per train.sources.external entry, relabelled from its companion CSV, competition duplicates dropped."""
     import dataclasses
 
     tcfg, sources = cfg.train, []
-    share = tcfg.external_share
-    for ref in tcfg.external:
+    share = tcfg.sources.external_share
+    for ref in tcfg.sources.external:
         folder = resolve_external(ref, cfg.prepare.size, place)
         labels = companion_labels(folder)
         drop = duplicate_names(folder, competition_tfrecords)
         if drop is None:
-            log.info("train.external %s: no image hashes on both sides (an image_hash column): duplicates of "
+            log.info("train.sources.external %s: no image hashes on both sides (an image_hash column): duplicates of "
                      "competition images are not dropped", ref)
         elif drop:
-            log.info("train.external %s: %d images are duplicates of competition images (same hash): dropped",
+            log.info("train.sources.external %s: %d images are duplicates of competition images (same hash): dropped",
                      ref, len(drop))
         for s in sources_from_folder("external", folder, share):
             sources.append(dataclasses.replace(s, labels=labels, drop=drop or frozenset()))
@@ -107,12 +108,12 @@ def external_sources(cfg, place=None, competition_tfrecords: str | None = None) 
 
 
 def configured_sources(cfg, tfrec_dir: str | None = None, place=None) -> list[ExtraSource]:
-    """train.external, train.pseudo and (issue 15) train.synthetic as sources; external images that duplicate
-    a competition image of `tfrec_dir` are dropped where both have hashes."""
+    """train.sources.external, train.sources.pseudo and (issue 15) train.sources.synthetic as sources; external
+    images that duplicate a competition image of `tfrec_dir` are dropped where both have hashes."""
     tcfg = cfg.train
     sources = external_sources(cfg, place, tfrec_dir)
-    if tcfg.pseudo:
-        sources += sources_from_folder("pseudo", tcfg.pseudo, tcfg.pseudo_share)
-    if tcfg.synthetic:
-        sources += sources_from_folder("synthetic", tcfg.synthetic, tcfg.synthetic_share)
+    if tcfg.sources.pseudo:
+        sources += sources_from_folder("pseudo", tcfg.sources.pseudo, tcfg.sources.pseudo_share)
+    if tcfg.sources.synthetic:
+        sources += sources_from_folder("synthetic", tcfg.sources.synthetic, tcfg.sources.synthetic_share)
     return sources

@@ -83,9 +83,8 @@ def head_classes(tcfg) -> tuple[int, int | None]:
 
 
 def residual_fusion(tcfg) -> bool:
-    """Whether the model joins the metadata as a residual on an image-only output (train.meta_fusion)."""
-    return bool(getattr(tcfg, "metadata", False)) and getattr(tcfg, "meta_fusion", "joint") == "residual" \
-        and tcfg.head == "binary"
+    """Whether the model joins the metadata as a residual on an image-only output (train.meta.fusion)."""
+    return bool(tcfg.meta.enabled) and tcfg.meta.fusion == "residual" and tcfg.head == "binary"
 
 
 def every_column(loss):
@@ -149,8 +148,9 @@ class Labels:
 
 
     def without_diagnosis(self, ds):
-        """Records of another data set (train.external, pseudo, synthetic: image/extras.py), whose diagnosis codes
-        are not in this vocabulary: read as missing, so target 1 is melanoma and the rest the map's default."""
+        """Records of another data set (train.sources: external, pseudo, synthetic; image/extras.py), whose
+        diagnosis codes are not in this vocabulary: read as missing, so target 1 is melanoma and the rest the map's
+        default."""
         import tensorflow as tf
 
         return ds.map(lambda ex: {**ex, DIAGNOSIS: tf.constant(-1, tf.int64)},
@@ -212,7 +212,7 @@ def head_loss(tcfg):
     """Categorical cross-entropy with the train config's label smoothing (focal: its categorical form)."""
     import keras
 
-    if tcfg.loss == "focal":
-        return keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=tcfg.focal_gamma,
-                                                         label_smoothing=tcfg.label_smoothing)
-    return keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing)
+    if tcfg.imbalance.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=tcfg.imbalance.focal_gamma,
+                                                         label_smoothing=tcfg.imbalance.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.imbalance.label_smoothing)

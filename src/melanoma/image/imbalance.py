@@ -26,6 +26,7 @@ class Imbalance:
     # Diagnosis head: training images per class (melanoma included) and melanoma's class; () for the binary head
     class_counts: tuple[int, ...] = ()
     melanoma: int = 1
+    negative_ratio: float | None = None  # benign images drawn per malignant one in an epoch (train.imbalance)
 
     @property
     def natural_share(self) -> float:
@@ -52,6 +53,8 @@ class Imbalance:
 
     @property
     def epoch_images(self) -> int:
+        if self.negative_ratio is not None:  # every malignant image about once, with its share of benign ones
+            return min(self.n_pos + self.n_neg, int(round(self.n_pos * (1 + self.negative_ratio))))
         return int(round(self.n_neg + self.oversample * self.n_pos))
 
     def describe(self) -> str:
@@ -60,8 +63,10 @@ class Imbalance:
             weights = f"images x class weight per class {per_class}"
         else:
             weights = f"class weights 0: {self.weights[0]:.3f}, 1: {self.weights[1]:.3f}"
+        drawn = (f"negative_ratio {self.negative_ratio:g} -> {self.epoch_images} images an epoch, "
+                 if self.negative_ratio is not None else f"oversample x{self.oversample:g} -> ")
         return (f"{self.n_pos + self.n_neg} training images, {self.n_pos} malignant ({self.natural_share:.2%}); "
-                f"oversample x{self.oversample:g} -> {self.sampled_share:.2%} of images drawn; {weights} "
+                f"{drawn}{self.sampled_share:.2%} of images drawn; {weights} "
                 f"-> malignant share of the loss {self.loss_share:.2%}")
 
 
@@ -81,17 +86,23 @@ def imbalance(n_pos: int, n_neg: int, tcfg: TrainConfig, class_counts: tuple[int
     With `class_counts` (the diagnosis head) the class weights are per class (multiclass_weights)."""
     if n_pos == 0 or n_neg == 0:
         raise ConfigError(f"the training folds have {n_pos} malignant and {n_neg} benign images: both are needed")
-    oversample = tcfg.oversample
-    if tcfg.positive_share is not None:
-        share, natural = tcfg.positive_share, n_pos / (n_pos + n_neg)
+    oversample = tcfg.imbalance.oversample
+    if tcfg.imbalance.positive_share is not None:
+        share, natural = tcfg.imbalance.positive_share, n_pos / (n_pos + n_neg)
         if not natural <= share < 1:
-            raise ConfigError(f"train.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
+            raise ConfigError(f"train.imbalance.positive_share must be in [{natural:.4f}, 1) (the natural share of the "
                               f"training folds up to all-malignant), got {share}")
         oversample = share / (1 - share) * n_neg / n_pos
+    ratio = tcfg.imbalance.negative_ratio
+    if ratio is not None and ratio * n_pos < n_neg:  # else there are too few benign images to thin out
+        oversample = n_neg / (ratio * n_pos)  # the share 1 / (1 + ratio), drawn over a shorter epoch
+    else:
+        ratio = None
     if class_counts:
-        return Imbalance(n_pos, n_neg, oversample, multiclass_weights(class_counts, tcfg.class_weight),
-                         tuple(class_counts), melanoma)
-    return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.class_weight))
+        return Imbalance(n_pos, n_neg, oversample, multiclass_weights(class_counts, tcfg.imbalance.class_weight),
+                         tuple(class_counts), melanoma, ratio)
+    return Imbalance(n_pos, n_neg, oversample, class_weights(n_pos, n_neg, tcfg.imbalance.class_weight),
+                     negative_ratio=ratio)
 
 
 def training_counts(shardset: Manifest, index: pd.DataFrame, fold: int, extra: dict[Shard, tuple[int, int]]

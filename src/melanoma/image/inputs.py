@@ -75,7 +75,7 @@ def meta_vector(ex: dict) -> tf.Tensor:
 
 def blank_metadata(ex: dict, field_rate: float, row_rate: float) -> dict:
     """Training only: each of sex, age and site set to missing (-1) with probability `field_rate`, and the whole
-    row with probability `row_rate` (train.meta_dropout, train.meta_row_dropout), so the network learns to
+    row with probability `row_rate` (train.meta.field_dropout, train.meta.row_dropout), so the network learns to
     score images whose metadata is partly or wholly absent, as new photos often are."""
     row = tf.random.uniform([]) < row_rate
     out = dict(ex)
@@ -109,7 +109,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     From `tcfg`: size, augment, shuffle_buffer, metadata (and its dropout: meta_dropout, meta_row_dropout),
     cache. With `pos_share`, positives and negatives are read as two streams and drawn at that rate
     (oversampling); with None they come at their natural rate.
-    `augment` False: no augmentation here (it runs inside the model). With `tcfg.metadata` the inputs are
+    `augment` False: no augmentation here (it runs inside the model). With `tcfg.meta.enabled` the inputs are
     {"image", "meta"}. `tcfg.cache` keeps the encoded records in memory after the first pass (small
     datasets, or repeated epochs from slow storage). `extras` (image/extras.py ExtraSource, already chosen for
     the fold) are mixed in by sample_from_datasets, weighted against `base_images` (the shards' images drawn
@@ -118,7 +118,7 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
     generator, prefetch.py). On several hosts `batch` is this host's part of the global batch, read from its
     own part of the records (host_records).
     """
-    size, meta, cache, shuffle_buffer = tcfg.size, tcfg.metadata, tcfg.cache, tcfg.shuffle_buffer
+    size, meta, cache, shuffle_buffer = tcfg.size, tcfg.meta.enabled, tcfg.cache, tcfg.shuffle_buffer
     acfg = tcfg.augment if augment else None
     paths = [s.path for s in shards]
     fields = ("image", TARGET, "soft_target") + (META_FIELDS if meta else ())
@@ -143,8 +143,8 @@ def train_dataset(shards: list[Shard], tcfg: TrainConfig, stored_size: int | Non
         ds = _mix_extras(ds, extras, base_images or sum(s.count for s in shards), fields, seed, labels)
         stored_size = None  # extra data may be stored at another side (ISIC 2019 at 512, ours at 384): resize all
     label = _label if labels is None else labels.one_hot
-    if meta and (tcfg.meta_dropout > 0 or tcfg.meta_row_dropout > 0):
-        ds = ds.map(lambda ex: blank_metadata(ex, tcfg.meta_dropout, tcfg.meta_row_dropout),
+    if meta and (tcfg.meta.field_dropout > 0 or tcfg.meta.row_dropout > 0):
+        ds = ds.map(lambda ex: blank_metadata(ex, tcfg.meta.field_dropout, tcfg.meta.row_dropout),
                     num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.map(lambda ex: (_inputs(ex, size, stored_size, meta), label(ex)),
                 num_parallel_calls=AUTOTUNE, deterministic=False)

@@ -381,19 +381,3 @@ def melanoma_output(model: keras.Model, column: int | None) -> keras.Model:
     if column is None:
         return model
     return keras.Model(model.input, SelectColumn(column, name="melanoma")(model.output), name=model.name)
-
-
-class MelanomaAUC(keras.metrics.AUC):
-    """AUC of melanoma vs rest on a diagnosis head: the melanoma column of the one-hot label (exactly the
-    record's target, see heads) against the melanoma column of the softmax."""
-
-    def __init__(self, column: int, **kwargs):
-        super().__init__(**kwargs)
-        self.column = int(column)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        c = self.column
-        return super().update_state(y_true[:, c:c + 1], y_pred[:, c:c + 1], sample_weight=sample_weight)
-
-    def get_config(self):
-        return {**super().get_config(), "column": self.column}

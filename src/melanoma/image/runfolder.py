@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from melanoma.config import Config, to_dict
+from melanoma.config import Config
+from melanoma.config.aliases import flat_train
 from melanoma.data.competition import SIIM2020, Competition
 from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
@@ -35,8 +36,8 @@ log = logging.getLogger("melanoma.image.train")  # the stage's one logger
 
 
 class FoldLog(keras.callbacks.Callback):
-    """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.time_budget's
-    projections) and save the weights when validation AUC improves.
+    """After each epoch: rewrite history.csv (atomically, with the epoch's seconds: train.checkpoints.time_budget's
+    projections) and save the weights when the monitored validation metric improves (val_auc; val_pauc for ISIC 2024).
 
     Each row records the optimizer's own step count at the epoch's end (`step`) and the learning rate of its
     last step, schedule(step - 1): what was used, not what was planned. Listed before BackupAndRestore, so an
@@ -44,11 +45,12 @@ class FoldLog(keras.callbacks.Callback):
     its own row.
     """
 
-    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int, ema: bool = False):
+    def __init__(self, fold_dir: Path, schedule, steps_per_epoch: int, ema: bool = False, monitor: str = "val_auc"):
         super().__init__()
         self.fold_dir, self.schedule, self.steps, self.ema = fold_dir, schedule, steps_per_epoch, ema
+        self.monitor = monitor  # val_auc, or val_pauc where the competition is scored by partial AUC
         self.history = read_history(fold_dir)
-        self.best = best_auc(self.history)
+        self.best = best_auc(self.history, monitor)
         self.started = budget.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -69,7 +71,7 @@ class FoldLog(keras.callbacks.Callback):
                                  ignore_index=True) if len(self.history) else pd.DataFrame([row])
         if is_writer():  # process 0 of several hosts (every host computes the same row)
             write_csv(self.fold_dir / "history.csv", self.history)
-        current = row.get("val_auc")
+        current = row.get(self.monitor)
         if current is not None and np.isfinite(current) and (self.best is None or current > self.best):
             self.best = current
             with ema_weights(self.model, self.ema):  # the weights that were validated
@@ -81,7 +83,7 @@ BEST, LAST, DONE = "best.weights.h5", "last.weights.h5", "done.json"
 
 @contextlib.contextmanager
 def ema_weights(model: keras.Model, on: bool = True):
-    """The optimizer's moving average of the weights (train.ema) in the model for the block, then the raw
+    """The optimizer's moving average of the weights (train.checkpoints.ema) in the model for the block, then the raw
     weights back. Keras keeps the average in the optimizer (`use_ema`); this is its SwapEMAWeights swap."""
     if not on:
         yield
@@ -113,10 +115,11 @@ def epoch_seconds(out_dir: Path) -> list[float]:
     return [float(x) for h in histories if "seconds" in h.columns for x in h["seconds"].dropna()]
 
 
-def best_auc(history: pd.DataFrame) -> float | None:
-    if "val_auc" not in history.columns or history["val_auc"].isna().all():
+def best_auc(history: pd.DataFrame, monitor: str = "val_auc") -> float | None:
+    """The best value of the monitored validation metric so far (None before any epoch)."""
+    if monitor not in history.columns or history[monitor].isna().all():
         return None
-    return float(history["val_auc"].max())
+    return float(history[monitor].max())
 
 
 def save_weights_atomic(model: keras.Model, path: Path, optimizer: bool = True) -> None:
@@ -177,7 +180,8 @@ def _can_skip_objects() -> bool:
 
 def fingerprint(cfg: Config, shardset: Manifest) -> str:
     """What a resumed run must share with the folds already in its folder: the training settings and data."""
-    settings = {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_FINGERPRINTED}
+    # The flat layout of before issue 25 (its keys in NOT_FINGERPRINTED too): folders written before still resume.
+    settings = {k: v for k, v in flat_train(cfg.train).items() if k not in NOT_FINGERPRINTED}
     data = [shardset.image_size] + [(Path(s.path).name, s.split, s.fold, s.count) for s in shardset.shards]
     blob = json.dumps({"train": settings, "seed": cfg.seed, "n_folds": cfg.n_folds, "data": data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -197,13 +201,13 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
     """Whether the run resumes the folder's work; raises before anything is trained or moved when it cannot.
 
     A folder written with the same settings keeps its finished folds and epoch backups. One with other settings
-    is refused unless train.resume is false (--restart). A folder whose earlier try made no progress (it failed
-    before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
+    is refused unless train.checkpoints.resume is false (--restart). A folder whose earlier try made no progress (it
+    failed before an epoch ended) holds nothing to keep, so it never blocks a corrected re-run.
     """
     state_path = out_dir / "resume.json"
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file, not a run folder: choose another --out")
-    if not (cfg.train.resume and state_path.is_file()):
+    if not (cfg.train.checkpoints.resume and state_path.is_file()):
         return False
     done, backups = fold_progress(out_dir)
     state = read_json(state_path)
@@ -213,13 +217,13 @@ def check_run_folder(out_dir: Path, cfg: Config, shardset: Manifest, backend: st
         # moved aside); with others, the failed try never blocks the corrected run.
         return same
     if not same:
-        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, "
-                          "or --restart (train.resume=false) to start it over (the old folds are kept aside)")
+        raise ConfigError(f"{out_dir} holds a training run with other settings or data: use another --out, or "
+                          "--restart (train.checkpoints.resume=false) to start it over (the old folds are kept aside)")
     previous = state.get("backend", "tensorflow")
     if backups and previous != backend:
         # Finished folds are plain files; an interrupted fold's optimizer backup is only resumed where it began.
         raise ConfigError(f"{out_dir}: {backups[0]} was interrupted on the {previous} backend: resume it with "
-                          f"--set train.backend={previous}, or use another --out")
+                          f"--set train.devices.backend={previous}, or use another --out")
     log.info("train: resuming %s (finished: %s; interrupted: %s)", out_dir, ", ".join(done) or "none",
              ", ".join(backups) or "none")
     return True

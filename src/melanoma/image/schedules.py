@@ -6,11 +6,14 @@ of saved optimizer state and must not change.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
 
 from melanoma.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
@@ -64,17 +67,56 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_schedule(tcfg: TrainConfig, steps_per_epoch: int, global_batch: int):
     """The learning rate per step; its peak scales with the global batch (lr_max_per_image x batch)."""
-    peak = tcfg.lr_max_per_image * global_batch
-    warmup, sustain = tcfg.warmup_epochs * steps_per_epoch, tcfg.sustain_epochs * steps_per_epoch
-    if tcfg.schedule == "exponential":
-        return WarmupExponentialDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.decay, steps_per_epoch)
-    return WarmupCosineDecay(tcfg.lr_start, peak, tcfg.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
+    opt = tcfg.optimizer
+    peak = opt.lr_max_per_image * global_batch
+    warmup, sustain = opt.warmup_epochs * steps_per_epoch, opt.sustain_epochs * steps_per_epoch
+    if opt.schedule == "exponential":
+        return WarmupExponentialDecay(opt.lr_start, peak, opt.lr_min, warmup, sustain, opt.decay, steps_per_epoch)
+    return WarmupCosineDecay(opt.lr_start, peak, opt.lr_min, warmup, sustain, tcfg.epochs * steps_per_epoch)
 
 
 def make_loss(tcfg: TrainConfig) -> keras.losses.Loss:
-    if tcfg.loss == "bce":
-        return keras.losses.BinaryCrossentropy(label_smoothing=tcfg.label_smoothing)
-    balanced = tcfg.focal_alpha is not None  # focal (the config allows only bce | focal)
+    imb = tcfg.imbalance
+    if imb.loss == "bce":
+        return keras.losses.BinaryCrossentropy(label_smoothing=imb.label_smoothing)
+    balanced = imb.focal_alpha is not None  # focal (the config allows only bce | focal)
     return keras.losses.BinaryFocalCrossentropy(
-        apply_class_balancing=balanced, alpha=tcfg.focal_alpha if balanced else 0.25, gamma=tcfg.focal_gamma,
-        label_smoothing=tcfg.label_smoothing)
+        apply_class_balancing=balanced, alpha=imb.focal_alpha if balanced else 0.25, gamma=imb.focal_gamma,
+        label_smoothing=imb.label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class WarmEMAAdamW(keras.optimizers.AdamW):
+    """AdamW whose moving average of the weights (train.checkpoints.ema) warms up: momentum min(ema, (1 + t) / (10 + t))
+    at step t, the `num_updates` form of TensorFlow's ExponentialMovingAverage. With a fixed 0.99, a run of a few
+    dozen steps would validate and predict with weights still close to their random start; with the warm-up
+    the average spans about the last t/10 steps early on and the last 1/(1 - ema) steps once t is large."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        t = keras.ops.cast(self.iterations, "float32")
+        # Step 0 copies the weights (as Keras does); then the warm-up, capped at ema_momentum.
+        momentum = keras.ops.where(keras.ops.equal(t, 0.0), 0.0,
+                                   keras.ops.minimum(self.ema_momentum, (1.0 + t) / (10.0 + t)))
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = keras.ops.cast(momentum, var.dtype)
+                average.assign(m * average + (1.0 - m) * var)
+
+
+def make_optimizer(tcfg: TrainConfig, schedule) -> keras.optimizers.Optimizer:
+    """AdamW on the schedule, with the warmed-up weight average when train.checkpoints.ema is set."""
+    return WarmEMAAdamW(schedule, weight_decay=tcfg.optimizer.weight_decay,
+                        use_ema=tcfg.checkpoints.ema > 0, ema_momentum=tcfg.checkpoints.ema or 0.99)
+
+
+def epoch_steps(planned: int, steps_per_execution: int) -> int:
+    """The planned steps per epoch rounded up to a multiple of steps_per_execution: Keras runs whole groups of
+    that many steps (on JAX it pulls them even past steps_per_epoch), so any other count would shift the
+    learning-rate schedule away from the one planned and logged."""
+    steps = math.ceil(planned / steps_per_execution) * steps_per_execution
+    if steps != planned:
+        log.info("train: %d steps per epoch (%d planned, rounded up to a multiple of steps_per_execution %d, "
+                 "so every epoch runs exactly the steps the schedule counts)", steps, planned, steps_per_execution)
+    return steps

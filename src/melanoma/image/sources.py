@@ -1,7 +1,8 @@
 """Extra training sources: records that train some folds but are never validated and never in the OOF.
 
-External data (`train.external`), pseudo-labelled test images (`train.pseudo`) and synthetic images (issue 15:
-`train.synthetic`) all come in through one type, `ExtraSource(kind, shards, share, folds)`:
+External data (`train.sources.external`), pseudo-labelled test images (`train.sources.pseudo`) and synthetic
+images (issue 15: `train.sources.synthetic`) all come in through one type, `ExtraSource(kind, shards, share,
+folds)`:
 
 - `kind`: a name ("external", "pseudo", "synthetic", ...): the log and each fold's `done.json` (hence
   `metrics.json` "folds") count a fold's extra images per kind (`extra_images`).
@@ -21,12 +22,12 @@ Where sources come from:
   manifest.json, else the files `train*.tfrec` of the public layout, counts from the names). A shard may carry
   the source tag "KIND:K" (for example "synthetic:3"): it then trains fold K only. Shards tagged with another
   kind are ignored.
-- `configured_sources(cfg, ...)` (what `train` calls): train.external, train.pseudo, and train.synthetic /
-  train.synthetic_share when the config has them.
+- `configured_sources(cfg, ...)` (what `train` calls): train.sources.external, train.sources.pseudo, and
+  train.sources.synthetic / train.sources.synthetic_share when the config has them.
 
 A synthetic writer therefore writes its shards and a manifest.json like prepare's (image_size, n_folds,
 shards: file, split "train", fold K, count, train_only true, source "synthetic:K") and sets
-`train.synthetic: DIR`; nothing else is needed for its shards to train fold K alone, at most at the share.
+`train.sources.synthetic: DIR`; nothing else is needed for its shards to train fold K alone, at most at the share.
 """
 
 from __future__ import annotations

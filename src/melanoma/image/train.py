@@ -28,7 +28,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.errors import ConfigError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.runtime.backend import resolve_backend, resolve_precision
-from melanoma.runtime.devices import Devices, check_devices, devices_scope, dtype_policy
+from melanoma.runtime.devices import Devices, augment_in_model, check_devices, devices_scope, dtype_policy, jit_compile
 from melanoma.runtime.budget import Budget, BudgetStop, resolve_hours
 from melanoma.runtime.hosts import Host, barrier, host_failures, is_writer, start_hosts, this_host
 from melanoma.image.sources import describe, epoch_images, fold_counts, for_fold
@@ -36,17 +36,18 @@ from melanoma.image.external_sources import configured_sources
 from melanoma.image.imbalance import Imbalance, imbalance, training_counts
 from melanoma.image.heads import (diagnosis_plans, every_column, head_classes, head_loss, labels_for,
                                   residual_fusion)
-from melanoma.image.models import MelanomaAUC, build_model
+from melanoma.image.metrics import validation_metrics
+from melanoma.image.models import build_model
 from melanoma.image.prefetch import DevicePrefetch, wanted as prefetch_wanted
 from melanoma.image.inputs import train_dataset, validation_dataset
 from melanoma.data.metadata import LAYOUT as META_LAYOUT, META_DIM
-from melanoma.data.competition import resolve
+from melanoma.data.competition import Competition, announce, resolve
 from melanoma.data.manifest import Manifest
 from melanoma.data.reader import count_targets, find_shards, read_index
 from melanoma.image.runfolder import (BEST, DONE, LAST, FoldLog, backup_callback, best_auc, check_run_folder,
                                       collect, curves, epoch_seconds, load_model_weights, read_history,
                                       save_weights_atomic, start_run_folder, tensorboard_available)
-from melanoma.image.schedules import make_loss, make_schedule
+from melanoma.image.schedules import epoch_steps, make_loss, make_optimizer, make_schedule
 from melanoma.image.tta import mean_views, predict, prediction_views, tta_model, views_batch
 from melanoma.runtime.place import detect
 from melanoma.scoring import auc, fmt_auc
@@ -77,6 +78,11 @@ class Session:
     extras: list = None  # image/extras.py ExtraSource: external, pseudo-labelled, synthetic training data
     labels: object = None  # heads.Labels of a diagnosis head (None: the binary head)
     host: Host = Host()  # this process among the hosts (runtime/hosts.py): it reads its part of each batch
+    monitor: str = "val_auc"  # the history column that picks the best epoch (val_pauc for ISIC 2024)
+
+    @property
+    def competition(self) -> Competition:
+        return resolve(self.cfg.competition, None, self.shardset.details.get("competition"))
 
     @property
     def host_batch(self) -> int:
@@ -95,16 +101,17 @@ def train(cfg: Config, tfrec_dir: str | Path, out_dir: str | Path) -> dict:
     """The `train` stage. Returns the metrics written to OUT/metrics.json.
 
     Re-running the same command into the same folder resumes it: finished folds are kept, and the current
-    fold continues from its last completed epoch (model and optimizer state restored). When train.time_budget
-    stops it with folds left, the result also has "complete": False and "left" (what the next session resumes).
+    fold continues from its last completed epoch (model and optimizer state restored). When
+    train.checkpoints.time_budget stops it with folds left, the result also has "complete": False and "left" (what
+    the next session resumes).
     Devices, distribution and dtype policy are set up for this call only (backend.devices_scope).
     """
     keras.utils.set_random_seed(cfg.seed)
-    tcfg = cfg.train
-    backend, why = resolve_backend(tcfg.backend)  # checks that the running Keras is the one asked for
-    start_hosts(tcfg.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
-    check_devices(tcfg.tpu, tcfg.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
-    with host_failures(), devices_scope(tcfg.tpu, tcfg.cpu_replicas) as devices:
+    dev = cfg.train.devices
+    backend, why = resolve_backend(dev.backend)  # checks that the running Keras is the one asked for
+    start_hosts(dev.hosts, backend)  # a pod slice's hosts join before the devices are listed (once)
+    check_devices(dev.tpu, dev.allow_cpu_fallback, backend)  # a TPU that is not there: refused before any work
+    with host_failures(), devices_scope(dev.tpu, dev.cpu_replicas) as devices:
         return _train(_open_session(cfg, tfrec_dir, Path(out_dir), backend, why, devices))
 
 
@@ -125,11 +132,11 @@ def _train(s: Session) -> dict:
         save_run_info(s.out_dir, cfg, "train", {"backend": s.backend, "devices": s.devices.detail,
                                                 "replicas": s.replicas, "precision": s.precision,
                                                 "hosts": s.host.count,
-                                                "metadata_layout": META_LAYOUT if cfg.train.metadata else None})
-    budget = Budget.for_session(resolve_hours(cfg.train.time_budget, detect(cfg).name, cfg.stages))
+                                                "metadata_layout": META_LAYOUT if cfg.train.meta.enabled else None})
+    budget = Budget.for_session(resolve_hours(cfg.train.checkpoints.time_budget, detect(cfg).name, cfg.stages))
     if budget.hours is not None:
-        log.info("train: time budget %.2f h (train.time_budget=%s), %.2f h of it used before training",
-                 budget.hours, cfg.train.time_budget, budget.used_hours())
+        log.info("train: time budget %.2f h (train.checkpoints.time_budget=%s), %.2f h of it used before training",
+                 budget.hours, cfg.train.checkpoints.time_budget, budget.used_hours())
     for fold in s.folds:
         if (s.out_dir / f"fold{fold}" / DONE).is_file():
             log.info("fold %d: finished in an earlier run, kept", fold)
@@ -143,7 +150,8 @@ def _train(s: Session) -> dict:
 
 def _collect(s: Session) -> dict:
     """runfolder.collect by process 0; the other hosts read its metrics once written."""
-    competition = resolve(s.cfg.competition, None, s.shardset.details.get("competition"))
+    competition = s.competition
+    announce(competition)
     metrics = collect(s.out_dir, s.cfg, s.replicas, s.precision, competition) if is_writer() else None
     barrier("train: collected")
     return metrics if metrics is not None else read_json(s.out_dir / "metrics.json")
@@ -188,8 +196,9 @@ def _open_session(cfg: Config, tfrec_dir: str | Path, out_dir: Path, backend: st
     bad = [k for k in folds if not 0 <= k < shardset.n_folds]
     if bad:
         raise ConfigError(f"train.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
-    s = Session(cfg, out_dir, shardset, folds, backend, devices, resolve_precision(tcfg.precision, devices.kind),
-                augment_in_model(tcfg, devices.kind), host=this_host())
+    s = Session(cfg, out_dir, shardset, folds, backend, devices,
+                resolve_precision(tcfg.devices.precision, devices.kind), augment_in_model(tcfg, devices.kind),
+                host=this_host())
     log.info("train: backend %s (%s), %s", backend, why, devices.detail)
     s.extras = configured_sources(cfg, str(tfrec_dir))
     s.labels = labels_for(tcfg, shardset)
@@ -212,8 +221,8 @@ def _plan_folds(s: Session) -> None:
     # One step count for every fold (they differ by a few images), so one compiled model serves all folds.
     planned = max(1, math.ceil(max(epoch_images(p.epoch_images, for_fold(s.extras, k)) for k, p in s.plans.items())
                                / s.global_batch))
-    s.steps = epoch_steps(planned, s.cfg.train.steps_per_execution)
-    s.tensorboard = s.cfg.train.tensorboard and tensorboard_available()  # checked (and warned about) once
+    s.steps = epoch_steps(planned, s.cfg.train.devices.steps_per_execution)
+    s.tensorboard = s.cfg.train.checkpoints.tensorboard and tensorboard_available()  # checked (and warned about) once
 
 
 def _compile(s: Session) -> None:
@@ -221,20 +230,19 @@ def _compile(s: Session) -> None:
     Tracing a model costs about a minute on a CPU and several on a TPU: paying it once per run matters."""
     tcfg = s.cfg.train
     s.schedule = make_schedule(tcfg, s.steps, s.global_batch)
+    metrics, s.monitor = validation_metrics(tcfg, s.competition)
     with s.devices.scope(), dtype_policy(s.precision):
         s.model = build_model(tcfg.model, tcfg.size, tcfg.weights, tcfg.dropout, tcfg.bn_momentum,
-                              meta_dim=META_DIM if tcfg.metadata else 0,
+                              meta_dim=META_DIM if tcfg.meta.enabled else 0,
                               augment=to_dict(tcfg.augment) if s.in_model else None,
-                              classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta_fusion)
+                              classes=head_classes(tcfg)[0], meta_fusion=tcfg.meta.fusion)
         s.model.compile(
-            optimizer=keras.optimizers.AdamW(s.schedule, weight_decay=tcfg.weight_decay, use_ema=tcfg.ema > 0,
-                                             ema_momentum=tcfg.ema or 0.99),
+            optimizer=make_optimizer(tcfg, s.schedule),
             loss=head_loss(tcfg) if s.labels is not None
             else every_column(make_loss(tcfg)) if residual_fusion(tcfg) else make_loss(tcfg),
-            metrics=[keras.metrics.AUC(name="auc") if head_classes(tcfg)[1] is None
-                     else MelanomaAUC(head_classes(tcfg)[1], name="auc")],  # the column that is the prediction
-            steps_per_execution=tcfg.steps_per_execution,
-            jit_compile=jit_compile(tcfg.jit_compile, s.devices.kind, s.backend),
+            metrics=metrics,
+            steps_per_execution=tcfg.devices.steps_per_execution,
+            jit_compile=jit_compile(tcfg.devices.jit_compile, s.devices.kind, s.backend),
         )
         s.predictor = tta_model(s.model, tcfg, head_classes(tcfg)[1], seed=s.cfg.seed)
     s.initial_weights = s.model.get_weights()
@@ -265,10 +273,12 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
     predict_start = budget.now()
     oof = _predict_fold(s, fold, val, s.shardset.validation([fold]), fold_dir)
     budget.predictions.append(budget.now() - predict_start)
-    best_epoch = int(history.loc[history["val_auc"].idxmax(), "epoch"]) if best_auc(history) is not None else None
+    best = best_auc(history, s.monitor)
+    best_epoch = int(history.loc[history[s.monitor].idxmax(), "epoch"]) if best is not None else None
     extra_images = fold_counts(s.extras, fold)
     info = {"images": len(val), "seconds": round(time.perf_counter() - start, 1), "weights": weights_file.name,
-            "best_epoch": best_epoch, "best_val_auc": best_auc(history),
+            "best_epoch": best_epoch, "best_val_auc": best_auc(history), "monitor": s.monitor,
+            f"best_{s.monitor}": best,
             "oof_auc": auc(val[TARGET], oof["pred"]), "oof_auc_no_tta": auc(val[TARGET], oof["pred_plain"]),
             "sampled_positive_share": imb.sampled_share, "loss_positive_share": imb.loss_share,
             "extra_images": extra_images, "external_images": extra_images.get("external", 0)}
@@ -284,7 +294,7 @@ def _train_fold(s: Session, fold: int, budget: Budget) -> bool:
 def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget) -> bool:
     """fit() the fold's epochs (resumed from its backup) while the time budget allows; True when all ran."""
     tcfg, fold_dir = s.cfg.train, s.out_dir / f"fold{fold}"
-    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.ema > 0)
+    fold_log = FoldLog(fold_dir, s.schedule, s.steps, ema=tcfg.checkpoints.ema > 0, monitor=s.monitor)
     epoch_images = s.steps * s.global_batch
     predicted = len(prediction_views(tcfg)) * (n_val + len(s.test_names))
 
@@ -299,11 +309,11 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     ds = train_dataset(s.shardset.train(exclude=[fold]), tcfg, s.shardset.image_size, s.host_batch,
                        imb.sampled_share if abs(imb.oversample - 1) > 1e-9 else None, s.cfg.seed + fold,
                        augment=not s.in_model, extras=for_fold(s.extras, fold), base_images=imb.epoch_images,
-                       labels=s.labels, class_weight=imb.weights if tcfg.class_weight != "none" else None,
+                       labels=s.labels, class_weight=imb.weights if tcfg.imbalance.class_weight != "none" else None,
                        host=s.host)
     log.info("fold %d: %s", fold, describe(s.extras, fold, imb.epoch_images) or "no extra training data")
     val_ds = validation_dataset(s.shardset.validation([fold]), tcfg.size, s.shardset.image_size, s.host_batch,
-                                meta=tcfg.metadata, pad=s.replicas > 1, labels=s.labels, host=s.host)
+                                meta=tcfg.meta.enabled, pad=s.replicas > 1, labels=s.labels, host=s.host)
     reset(s.model, s.initial_weights)
     # BackupAndRestore sets the model's starting epoch when it restores a fold, and Keras keeps it for later
     # fit calls: without this, the fold after a resumed one would start at the resumed fold's epoch.
@@ -314,7 +324,7 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
     try:
         s.model.fit(ahead.batches() if ahead else ds, epochs=tcfg.epochs, steps_per_epoch=s.steps,
                     validation_data=val_ds,
-                    callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.ema > 0) + [stop],
+                    callbacks=_callbacks(s.tensorboard, fold_dir, fold_log, tcfg.checkpoints.ema > 0) + [stop],
                     verbose=tcfg.verbose if is_writer() else 0,  # one progress line per job, process 0's
                     shuffle=False)  # shuffled in tf.data; class weights as sample weights
     finally:
@@ -328,7 +338,7 @@ def _fit_fold(s: Session, fold: int, imb: Imbalance, n_val: int, budget: Budget)
 
 
 def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool = False) -> list:
-    # With train.ema, validation sees the averaged weights (swapped in around each evaluation only, so the
+    # With train.checkpoints.ema, validation sees the averaged weights (swapped in around each evaluation only, so the
     # epoch backup keeps the raw weights and their average apart); the end of fit leaves the average in place.
     callbacks = [keras.callbacks.SwapEMAWeights()] if ema else []
     callbacks += [fold_log,
@@ -342,7 +352,7 @@ def _callbacks(tensorboard: bool, fold_dir: Path, fold_log: FoldLog, ema: bool =
 def _final_weights(model: keras.Model, tcfg: TrainConfig, fold_dir: Path) -> Path:
     """The fold's weights to predict with: the best epoch's (already saved by FoldLog), or the last."""
     weights_file = fold_dir / BEST
-    if tcfg.checkpoint == "last" or not weights_file.is_file():
+    if tcfg.checkpoints.keep == "last" or not weights_file.is_file():
         weights_file = fold_dir / LAST
         save_weights_atomic(model, weights_file)
     else:
@@ -370,29 +380,3 @@ def reset(model: keras.Model, weights: list[np.ndarray]) -> None:
     model.set_weights(weights)
     for var in model.optimizer.variables:
         var.assign(keras.ops.zeros(var.shape, var.dtype))
-
-
-def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") -> bool | str:
-    """XLA helps on GPUs and TPUs but makes TensorFlow's EfficientNet training steps about 10x slower on a CPU.
-    JAX always compiles: uncompiled JAX runs op by op."""
-    if setting is not None:
-        return setting
-    return "auto" if device != "cpu" or backend == "jax" else False
-
-
-def epoch_steps(planned: int, steps_per_execution: int) -> int:
-    """The planned steps per epoch rounded up to a multiple of steps_per_execution: Keras runs whole groups of
-    that many steps (on JAX it pulls them even past steps_per_epoch), so any other count would shift the
-    learning-rate schedule away from the one planned and logged."""
-    steps = math.ceil(planned / steps_per_execution) * steps_per_execution
-    if steps != planned:
-        log.info("train: %d steps per epoch (%d planned, rounded up to a multiple of steps_per_execution %d, "
-                 "so every epoch runs exactly the steps the schedule counts)", steps, planned, steps_per_execution)
-    return steps
-
-
-def augment_in_model(tcfg: TrainConfig, device: str) -> bool:
-    return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")
-
-
-_backup_callback = backup_callback  # its older name (tests)

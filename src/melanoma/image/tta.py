@@ -137,7 +137,7 @@ def predict(tm: keras.Model, shards: list[Shard], names: np.ndarray, tcfg: Train
     records, and every host gets everyone's predictions (predict_on_hosts).
     """
     views, host = prediction_views(tcfg), this_host()
-    ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, meta=tcfg.metadata, pad=pad, host=host)
+    ds = predict_dataset(shards, names, tcfg.size, stored_size, batch, meta=tcfg.meta.enabled, pad=pad, host=host)
     with progress_bar(len(names), f"predict ({len(views)} view{'s' * (len(views) > 1)})") as bar:
         if host.count > 1:
             res = predict_on_hosts(tm, ds, bar)

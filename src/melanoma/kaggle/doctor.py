@@ -56,13 +56,14 @@ def problems(cfg: Any, paths: dict[str, dict[str, str]], backend: str, versions:
         add(f"no TFRecords in {tfrecords}", f"attach the public TFRecords at prepare.size={cfg.prepare.size}, add "
             "prepare to stages, or set paths.tfrecords")
     if backend == "jax" and not versions.get("jax"):
-        add("train.backend is jax but jax is not installed", "pip install 'melanoma[jax]' (CPU) or 'jax[tpu]' (TPU)")
+        add("train.devices.backend is jax but jax is not installed",
+            "pip install 'melanoma[jax]' (CPU) or 'jax[tpu]' (TPU)")
     if not (versions.get("tensorflow") or versions.get("tensorflow-cpu") or versions.get("tensorflow-tpu")):
         add("TensorFlow is not installed (tf.data reads the TFRecords on every backend)",
             "pip install tensorflow-cpu (on a TPU image, never over its own build)")
     if tpu and backend == "tensorflow" and not tensorflow_can_use_tpu():
         add("a TPU is attached but TensorFlow here has no TPU build, so training would run on the CPU",
-            "set train.backend=auto (or jax)")
+            "set train.devices.backend=auto (or jax)")
     weights = str(cfg.train.weights)
     if weights.lower() not in ("none", "imagenet", "") and not Path(weights).expanduser().is_file():
         add(f"train.weights file {weights} not found", "use none, imagenet or an existing .h5 file")
@@ -92,30 +93,31 @@ def doctor(cfg: Any, place: Place | None = None, devices: bool = True) -> dict[s
     versions = {"melanoma": __version__, "python": platform.python_version(), **framework_versions()}
     tpu = tpu_attached()
     try:
-        backend, why = resolve_backend(cfg.train.backend)
+        backend, why = resolve_backend(cfg.train.devices.backend)
     except ConfigError as e:
         backend, why = None, str(e)
     report: dict[str, Any] = {"place": place.name, "paths": paths, "backend": backend, "backend_reason": why,
-                              "tpu_attached": tpu, "tpu_expected": expected_tpu(cfg.train.tpu), "versions": versions}
+                              "tpu_attached": tpu, "tpu_expected": expected_tpu(cfg.train.devices.tpu),
+                              "versions": versions}
     if backend and devices:
         try:
             report["devices"] = list_devices(backend)
         except (ImportError, RuntimeError) as e:
             report["devices"] = {"error": str(e)}
     kind = report.get("devices", {}).get("kind", "cpu")
-    report["precision"] = resolve_precision(cfg.train.precision, kind)
+    report["precision"] = resolve_precision(cfg.train.devices.precision, kind)
     report["recipe"] = recipe_summary(cfg)
     report["problems"] = problems(cfg, paths, backend or "tensorflow", versions, tpu)
     dev = report.get("devices", {})
-    wrong = device_problem(cfg.train.tpu, cfg.train.allow_cpu_fallback, backend, dev["kind"], dev["count"]) \
-        if backend and "kind" in dev else None
+    wrong = device_problem(cfg.train.devices.tpu, cfg.train.devices.allow_cpu_fallback, backend, dev["kind"],
+                           dev["count"]) if backend and "kind" in dev else None
     if wrong:  # what `train` would refuse: first, it costs the whole session (and says more than the same
         # problem found from the environment alone)
         report["problems"] = [p for p in report["problems"] if not p["problem"].startswith("a TPU is attached")]
         problem, fix = wrong.split(": ", 1)
         report["problems"].insert(0, {"problem": problem, "fix": fix})
     if backend is None:
-        report["problems"].insert(0, {"problem": why, "fix": "see train.backend in the config"})
+        report["problems"].insert(0, {"problem": why, "fix": "see train.devices.backend in the config"})
     return report
 
 

@@ -145,7 +145,7 @@ def kernel_metadata(cfg: Any, kid: str, accelerator: str, code_file: str) -> dic
     for ref in (k.source, k.wheels):  # the package's own dataset; offline, the wheels `kaggle wheels` built
         if ref and _notebook_source(ref).startswith("/kaggle/input/"):
             datasets.append(dataset_ref(ref, owner))
-    for ref in cfg.train.external:  # external training data (EXTERNAL_DATASETS names at the configured size)
+    for ref in cfg.train.sources.external:  # external training data (EXTERNAL_DATASETS names at the configured size)
         slug = external_dataset(ref, cfg.prepare.size)
         if slug and slug not in datasets:
             datasets.append(slug)

@@ -15,7 +15,7 @@ from melanoma.outputs import Out, run_folder, run_inputs
 
 def _arguments(p) -> None:
     p.add_argument("--runs", nargs="+", required=True, type=Path, metavar="RUN", help="run folders to blend")
-    p.add_argument("--out", required=True, type=Path, help="folder for the shards (then train.pseudo: OUT)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the shards (then train.sources.pseudo: OUT)")
     config_flags(p, "pseudo.min_confidence", "paths.tfrecords")
 
 

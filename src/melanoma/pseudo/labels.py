@@ -1,4 +1,4 @@
-"""`melanoma pseudo`: soft-labelled test images as train-only shards (`train.pseudo: DIR` trains on them).
+"""`melanoma pseudo`: soft-labelled test images as train-only shards (`train.sources.pseudo: DIR` trains on them).
 
 The runs' test predictions are blended (melanoma.blend, joined by image_name, never by row order) and
 calibrated into probabilities (`pseudo.calibrate`, fitted on the blended OOF). A test image is kept when its

@@ -84,7 +84,7 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
     from melanoma.data.metadata import META_DIM, layout_problem
     from melanoma.report.gradcam import GradCAM
 
-    if train.get("metadata"):
+    if (train.get("meta") or {}).get("enabled"):
         info = read_json(run.path / "run.json") if (run.path / "run.json").is_file() else {}
         problem = layout_problem(info.get("metadata_layout"), run.path)
         if problem:
@@ -101,9 +101,9 @@ def heat_maps(run: Run, rows: pd.DataFrame, recs: dict[str, dict]) -> tuple[dict
             continue
         if not names:
             continue
-        meta = bool(train.get("metadata"))
-        fusion = train.get("meta_fusion", "joint")
-        head = SimpleNamespace(head=train.get("head", "binary"), metadata=meta, meta_fusion=fusion,
+        meta = bool((train.get("meta") or {}).get("enabled"))
+        fusion = (train.get("meta") or {}).get("fusion", "joint")
+        head = SimpleNamespace(head=train.get("head", "binary"), meta=SimpleNamespace(enabled=meta, fusion=fusion),
                                class_map=train.get("class_map", "winners9"))
         outputs, column = head_classes(head)
         # Residual metadata: the prediction column sees the image through a stop-gradient; its image-only column

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from melanoma.config.aliases import canonical
 from melanoma.data.competition import ID_COLUMNS, SIIM2020, detect
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
-from melanoma.errors import InputError, input_error
+from melanoma.errors import ConfigError, InputError, input_error
 from melanoma.files import read_json
 from melanoma.data.runs import read_metrics, read_predictions, read_run
 
@@ -53,9 +54,10 @@ def _yaml(path: Path) -> dict[str, Any]:
 
     try:
         raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    except (OSError, yaml.YAMLError):
+        # A run written before issue 25 has the flat train keys: read in the current layout all the same.
+        return canonical(raw) if isinstance(raw, dict) else {}
+    except (OSError, yaml.YAMLError, ConfigError):
         return {}
-    return raw if isinstance(raw, dict) else {}
 
 
 def _stage(folder: Path) -> str:

@@ -3,6 +3,8 @@ at the config's paths."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from melanoma.config.command import Command, Plan, no_arguments
 from melanoma.blend.commands import blend_outputs
 from melanoma.data.commands import prepare_inputs, prepare_out
@@ -35,8 +37,16 @@ def _plan(args, cfg) -> Plan:
               "paths.tfrecords": None if "prepare" in stages else p.tfrecords,
               "paths.folds": None if "folds" in stages else p.folds,
               "paths.sample_submission": cfg.paths.sample_submission, "paths.test_labels": p.test_labels,
-              "tabular.image_runs": run_inputs(cfg.tabular.image_runs) if "tabular" in stages else []}
+              "tabular.image_runs": _image_run_inputs(cfg, p, stages)}
     return outputs, inputs
+
+
+def _image_run_inputs(cfg, p, stages: set[str]) -> list:
+    """What tabular reads of tabular.image_runs, less the image runs this run trains (outputs of its train)."""
+    if "tabular" not in stages:
+        return []
+    trained = {str(d.resolve()) for _, d in image_run_configs(cfg, p)} if "train" in stages else set()
+    return run_inputs([r for r in cfg.tabular.image_runs if str(Path(r).resolve()) not in trained])
 
 
 COMMANDS = [

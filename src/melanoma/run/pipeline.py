@@ -84,7 +84,8 @@ def run_pipeline(cfg: Config) -> dict:
         from melanoma.runtime.backend import resolve_backend
         from melanoma.runtime.devices import check_devices
 
-        check_devices(cfg.train.tpu, cfg.train.allow_cpu_fallback, resolve_backend(cfg.train.backend)[0])
+        dev = cfg.train.devices
+        check_devices(dev.tpu, dev.allow_cpu_fallback, resolve_backend(dev.backend)[0])
     timings: dict[str, float] = {}
     active = list(cfg.stages)  # the stages still to run (a time-budget stop drops the ones after train)
     from melanoma.runtime.hosts import barrier, is_writer
@@ -121,8 +122,8 @@ def run_pipeline(cfg: Config) -> dict:
     if left and not cfg.blend.partial:
         # Blending the finished folds would make a submission that looks final; the next session finishes them.
         active[:] = [s for s in active if s not in ("tabular", "blend", "report")]
-        log.warning("== tabular, blend, report: skipped: training stopped at train.time_budget with folds left "
-                    "(%s); blend.partial=true blends the finished folds anyway", left)
+        log.warning("== tabular, blend, report: skipped: training stopped at train.checkpoints.time_budget with folds "
+                    "left (%s); blend.partial=true blends the finished folds anyway", left)
     blend, report_error = _after_training(cfg, paths, image_runs, timed)
     summary = _summary(cfg, paths, image_runs, blend, timings)
     if left:
@@ -137,7 +138,10 @@ def run_pipeline(cfg: Config) -> dict:
 def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: Result | None, timings: dict) -> dict:
     summary = {"seconds": timings, "submission": str(paths.submission) if blend else None}
     for name, run_dir in (("image", paths.image_run), ("tabular", paths.tabular_run)):
-        summary[f"{name}_oof_auc"] = read_metrics(run_dir).get("oof_auc")
+        metrics = read_metrics(run_dir)
+        summary[f"{name}_oof_auc"] = metrics.get("oof_auc")
+        if metrics.get("metric") == "pauc":  # ISIC 2024: its metric first
+            summary[f"{name}_oof_pauc"] = metrics.get("oof_pauc")
     if cfg.variants:
         summary.pop("image_oof_auc")
         summary["variants_oof_auc"] = {r.name: read_metrics(r).get("oof_auc") for _, r in image_runs}
@@ -187,7 +191,9 @@ def _after_training(cfg: Config, paths: RunPaths, image_runs: list, timed) -> tu
 
 def format_summary(summary: dict) -> str:
     lines = ["", "Summary"]
-    for key, label in (("image_oof_auc", "image model OOF AUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
+    for key, label in (("image_oof_pauc", "image model OOF pAUC"), ("image_oof_auc", "image model OOF AUC"),
+                       ("tabular_oof_pauc", "tabular model OOF pAUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
+                       ("blend_oof_pauc", "blended OOF pAUC"),
                        ("blend_oof_auc", "blended OOF AUC"), ("test_auc", "held-out test AUC")):
         if key in summary:
             lines.append(f"  {label:<24} {fmt_auc(summary[key])}")

@@ -1,7 +1,7 @@
 """The Keras backend (TensorFlow or JAX) and the precision a run trains with.
 
 Kaggle's and Colab's TPU images ship `tensorflow-cpu` beside `jax[tpu]`: TensorFlow cannot use their TPUs,
-Keras on JAX can. So `train.backend: auto` picks JAX when a TPU is attached and no TPU build of TensorFlow is
+Keras on JAX can. So `train.devices.backend: auto` picks JAX when a TPU is attached and no TPU build of TensorFlow is
 installed, and TensorFlow otherwise. The backend is fixed when Keras is first imported, so `use_backend` must run
 before that (the CLI calls it while loading the config); asking for another backend afterwards is an error.
 The devices themselves are melanoma.runtime.devices; what the machine has (TPU files, installed frameworks),
@@ -29,20 +29,20 @@ XLA_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 
 def resolve_backend(setting: str, environ: Mapping[str, str] | None = None,
                     modules: Mapping[str, Any] | None = None, tpu: bool | None = None) -> tuple[str, str]:
-    """(backend, why) for train.backend = auto | tensorflow | jax."""
+    """(backend, why) for train.devices.backend = auto | tensorflow | jax."""
     environ = os.environ if environ is None else environ
     modules = sys.modules if modules is None else modules
     if setting not in BACKENDS:
-        raise ConfigError(f"train.backend must be one of {BACKENDS}, got {setting!r}")
+        raise ConfigError(f"train.devices.backend must be one of {BACKENDS}, got {setting!r}")
     running = _running_backend(modules)
     env = environ.get("KERAS_BACKEND")
     if setting != "auto":
         if running and running != setting:
-            raise ConfigError(f"train.backend={setting}, but Keras is already running on {running} in this process: "
-                              f"start a new process (the backend is fixed when Keras is imported)")
+            raise ConfigError(f"train.devices.backend={setting}, but Keras is already running on {running} in this "
+                              f"process: start a new process (the backend is fixed when Keras is imported)")
         if env and env != setting:
-            raise ConfigError(f"train.backend={setting} conflicts with KERAS_BACKEND={env} in the environment: "
-                              f"unset KERAS_BACKEND, or set train.backend to {env} or auto")
+            raise ConfigError(f"train.devices.backend={setting} conflicts with KERAS_BACKEND={env} in the environment: "
+                              f"unset KERAS_BACKEND, or set train.devices.backend to {env} or auto")
         return setting, "set in the config"
     if running:
         return running, "Keras was already imported with it"
@@ -89,8 +89,8 @@ def set_cpu_devices(n: int, environ: dict[str, str]) -> None:
     if "jax" in sys.modules and environ is os.environ:
         have = len(sys.modules["jax"].devices("cpu"))  # already started: too late to change its device count
         if have != n:
-            raise ConfigError(f"train.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in this "
-                              "process: set it before anything imports jax")
+            raise ConfigError(f"train.devices.cpu_replicas={n}, but JAX already started with {have} CPU device(s) in "
+                              "this process: set it before anything imports jax")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def resolve_precision(setting: str, device: str) -> str:
     """bfloat16 on TPUs (native; Keras keeps BatchNorm and the float32 output layer in float32), float16 on
     GPUs (tensor cores, with loss scaling), float32 on CPUs."""
     if setting not in PRECISIONS:
-        raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {setting!r}")
+        raise ConfigError(f"train.devices.precision must be one of {PRECISIONS}, got {setting!r}")
     if setting != "auto":
         return setting
     return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device, "float32")

@@ -1,4 +1,4 @@
-"""`train.time_budget`: stop between epochs before a session's time runs out, so the next session resumes.
+"""`train.checkpoints.time_budget`: stop between epochs before a session's time runs out, so the next session resumes.
 
 A Kaggle session ends after 9 hours, killing whatever runs. With a budget, training starts an epoch only when
 its projected end, plus the fold's predictions, falls inside it; otherwise it stops cleanly: the fold's epoch

@@ -7,7 +7,7 @@ strategy. Either way a run sees a `Devices`: its backend, device kind and count,
 process (the tabular MLP after a JAX run) runs as it would alone.
 
 A TPU that cannot be opened makes JAX fall back to the CPU silently; `device_problem` turns that into one line
-when the environment or the config says a TPU is meant to be there (`train.allow_cpu_fallback` accepts it).
+when the environment or the config says a TPU is meant to be there (`train.devices.allow_cpu_fallback` accepts it).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _jax_devices(cpu_replicas: int) -> Devices:
     devices = jax.devices()  # every host's (runtime/hosts.py joined them); cpu_replicas counts this host's
     kind, local, hosts = devices[0].platform, jax.local_device_count(), jax.process_count()  # tpu | gpu | cpu
     if kind == "cpu" and cpu_replicas > 1 and local != cpu_replicas:
-        raise ConfigError(f"train.cpu_replicas={cpu_replicas}, but JAX started with {local} CPU device(s): "
+        raise ConfigError(f"train.devices.cpu_replicas={cpu_replicas}, but JAX started with {local} CPU device(s): "
                           "the device count is fixed when jax is imported (run through the melanoma command)")
     if kind == "cpu" and cpu_replicas == 1 and hosts == 1:
         devices = devices[:1]
@@ -134,9 +134,9 @@ def device_problem(tpu: str, allow_cpu_fallback: bool, backend: str, kind: str, 
                  "libtpu does not match jax, or the notebook landed on a machine without one; restart the session "
                  "with the TPU accelerator, keep jax out of the notebook's own kernel and use the image's jax[tpu]")
     else:
-        cause = "TensorFlow here has no TPU build: set train.backend=auto (or jax)"
+        cause = "TensorFlow here has no TPU build: set train.devices.backend=auto (or jax)"
     return (f"a TPU is expected ({why}) but {backend} sees {count} x {kind}: {cause}; or set "
-            f"train.allow_cpu_fallback=true to train on the {kind} on purpose")
+            f"train.devices.allow_cpu_fallback=true to train on the {kind} on purpose")
 
 
 def check_devices(tpu: str, allow_cpu_fallback: bool, backend: str) -> None:
@@ -146,3 +146,16 @@ def check_devices(tpu: str, allow_cpu_fallback: bool, backend: str) -> None:
     problem = device_problem(tpu, allow_cpu_fallback, backend, *probe_devices(backend))
     if problem:
         raise ConfigError(problem)
+
+
+def jit_compile(setting: bool | None, device: str, backend: str = "tensorflow") -> bool | str:
+    """XLA helps on GPUs and TPUs but makes TensorFlow's EfficientNet training steps about 10x slower on a CPU.
+    JAX always compiles: uncompiled JAX runs op by op."""
+    if setting is not None:
+        return setting
+    return "auto" if device != "cpu" or backend == "jax" else False
+
+
+def augment_in_model(tcfg, device: str) -> bool:
+    """Augmentation as a layer on the accelerator (train.augment.where: model, or auto off the CPU)."""
+    return tcfg.augment.where == "model" or (tcfg.augment.where == "auto" and device != "cpu")

@@ -2,7 +2,7 @@
 
 On a pod slice every host runs the same `melanoma train` / `melanoma run`; `start_hosts` joins them with
 `jax.distributed.initialize` before anything lists the devices, so `jax.devices()` is the global device list
-and Keras' DataParallel spans every host. `train.hosts`: auto (several hosts when the environment says so:
+and Keras' DataParallel spans every host. `train.devices.hosts`: auto (several hosts when the environment says so:
 `JAX_COORDINATOR_ADDRESS` with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, or a TPU runtime listing several
 workers in `TPU_WORKER_HOSTNAMES` / `TPU_PROCESS_ADDRESSES`), 1 (one host, nothing started) or N (a pod slice
 of N hosts: JAX finds the others from the TPU runtime, or from the JAX_* variables).
@@ -38,20 +38,20 @@ class HostPlan:
 
 
 def plan_hosts(setting: int | str, environ: Mapping[str, str] | None = None) -> HostPlan:
-    """How many processes the job has and how they find each other, from train.hosts and the environment."""
+    """How many processes the job has and how they find each other, from train.devices.hosts and the environment."""
     env = os.environ if environ is None else environ
     if setting not in ("auto",) and not (isinstance(setting, int) and setting >= 1):
-        raise ConfigError(f"train.hosts must be auto or a whole number >= 1, got {setting!r}")
+        raise ConfigError(f"train.devices.hosts must be auto or a whole number >= 1, got {setting!r}")
     coordinator = env.get("JAX_COORDINATOR_ADDRESS") or None
     count, index = _int_env(env, "JAX_NUM_PROCESSES"), _int_env(env, "JAX_PROCESS_ID")
     if coordinator and (count is None or index is None):
         raise ConfigError("JAX_COORDINATOR_ADDRESS is set without JAX_NUM_PROCESSES and JAX_PROCESS_ID: set all "
                           "three on every host (process 0's host:port, the host count, this host's index)")
     if setting == 1:
-        return HostPlan(1, None, 0, "train.hosts=1")
+        return HostPlan(1, None, 0, "train.devices.hosts=1")
     if coordinator:
         if setting != "auto" and setting != count:
-            raise ConfigError(f"train.hosts={setting}, but JAX_NUM_PROCESSES={count}: make them agree")
+            raise ConfigError(f"train.devices.hosts={setting}, but JAX_NUM_PROCESSES={count}: make them agree")
         if not 0 <= index < count:
             raise ConfigError(f"JAX_PROCESS_ID={index} is not in 0..{count - 1} (JAX_NUM_PROCESSES={count})")
         return HostPlan(count, coordinator, index, f"JAX_COORDINATOR_ADDRESS={coordinator}")
@@ -61,7 +61,7 @@ def plan_hosts(setting: int | str, environ: Mapping[str, str] | None = None) -> 
         if len(workers) > 1:
             return HostPlan(len(workers), None, None, f"the TPU runtime lists {len(workers)} workers")
         return HostPlan(1, None, 0, "one host (no JAX_COORDINATOR_ADDRESS, no TPU workers listed)")
-    return HostPlan(setting, None, None, f"train.hosts={setting}, the others found by JAX's TPU detection")
+    return HostPlan(setting, None, None, f"train.devices.hosts={setting}, the others found by JAX's TPU detection")
 
 
 def _int_env(env: Mapping[str, str], name: str) -> int | None:
@@ -80,7 +80,7 @@ def start_hosts(setting: int | str, backend: str, environ: Mapping[str, str] | N
     if plan.count == 1:
         return plan
     if backend != "jax":
-        raise ConfigError(f"{plan.why}: several hosts train on the JAX backend only; set train.backend=jax")
+        raise ConfigError(f"{plan.why}: several hosts train on the JAX backend only; set train.devices.backend=jax")
     import jax
 
     if jax.distributed.is_initialized():  # joined already (the CLI does it before a stage calls this)

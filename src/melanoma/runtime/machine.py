@@ -51,7 +51,7 @@ def tensorflow_can_use_tpu() -> bool:
 
 def expected_tpu(tpu: str = "auto", environ: Mapping[str, str] | None = None, dev: str = "/dev") -> str | None:
     """Why a TPU is expected here, or None: the accelerator the notebook was pushed with, a TPU VM's or
-    Colab's TPU variables, TPU device files, or train.tpu naming one."""
+    Colab's TPU variables, TPU device files, or train.devices.tpu naming one."""
     environ = os.environ if environ is None else environ
     pushed = environ.get(ACCELERATOR_ENV, "")
     if pushed.lower().startswith("tpu"):
@@ -62,7 +62,7 @@ def expected_tpu(tpu: str = "auto", environ: Mapping[str, str] | None = None, de
     if local_tpu_devices(environ, dev):
         return f"TPU device files in {dev}"
     if tpu not in ("auto", "none"):
-        return f"train.tpu={tpu}"
+        return f"train.devices.tpu={tpu}"
     return None
 
 

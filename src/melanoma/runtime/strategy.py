@@ -49,7 +49,7 @@ def split_cpu(n: int) -> None:
         pass
     have = len(tf.config.list_logical_devices("CPU"))
     if have != n:
-        raise ConfigError(f"train.cpu_replicas={n}, but TensorFlow already started with {have} CPU device(s): "
+        raise ConfigError(f"train.devices.cpu_replicas={n}, but TensorFlow already started with {have} CPU device(s): "
                           "set it before anything else uses TensorFlow in this process")
 
 

@@ -15,7 +15,7 @@ def _train_arguments(p) -> None:
     p.add_argument("--masks", type=Path, required=True, help="folder of ISIC_x_segmentation.png masks")
     p.add_argument("--out", type=Path, required=True, help="folder for segmenter.keras, metrics.json, figures")
     config_flags(p, "segment.size", "segment.epochs", "segment.steps_per_epoch", "segment.batch_size",
-                 "segment.learning_rate", "segment.val_share", "segment.seed", "train.backend",
+                 "segment.learning_rate", "segment.val_share", "segment.seed", "train.devices.backend",
                  renames={"segment.steps_per_epoch": "--steps"})
 
 
@@ -23,7 +23,7 @@ def _mask_arguments(p) -> None:
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="folder for NAME_segmentation.png")
     p.add_argument("--segmenter", help="a `segment train` folder (default: the classical method)")
-    config_flags(p, "train.backend")
+    config_flags(p, "train.devices.backend")
 
 
 def _train(args: argparse.Namespace, load: Load) -> None:

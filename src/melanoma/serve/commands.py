@@ -13,7 +13,7 @@ from melanoma.outputs import Out, csv_with, json_with, run_inputs
 def _export_arguments(p) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `melanoma train`")
     p.add_argument("--out", type=Path, required=True, help="artefact folder to write, e.g. model/")
-    config_flags(p, "export.tfrecords", "export.report", "export.combine", "export.folds", "train.backend")
+    config_flags(p, "export.tfrecords", "export.report", "export.combine", "export.folds", "train.devices.backend")
 
 
 def _export(args, load) -> None:
@@ -38,7 +38,7 @@ def _predict_arguments(p) -> None:
     p.add_argument("--images", type=Path, required=True,
                    help="a folder of images, or a CSV with image_name or path (and optional metadata columns)")
     p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
-    config_flags(p, "predict.image_dir", "predict.batch_size", "predict.workers", "train.backend")
+    config_flags(p, "predict.image_dir", "predict.batch_size", "predict.workers", "train.devices.backend")
 
 
 def _predict(args, load) -> None:
@@ -50,16 +50,21 @@ def _predict(args, load) -> None:
 def _predict_plan(args, cfg) -> Plan:
     images: list[Path] = [args.images]
     if Path(args.images).is_file():  # a CSV: the images it lists are inputs too (bad CSVs stop here, one line)
+        from melanoma.data.hdf5 import TILE_SEP
         from melanoma.serve.predict import PATH, list_images
 
-        images += [Path(q) for q in list_images(args.images, cfg.predict.image_dir)[PATH]]
-    return [Out(args.out, own=csv_with("image_name", "path", "probability"))], {
+        listed = list_images(args.images, cfg.predict.image_dir)[PATH]
+        images += sorted({Path(q.split(TILE_SEP)[0] if TILE_SEP in q else q) for q in listed})  # tiles: their file
+    from melanoma.data.competition import ID_COLUMNS
+
+    ours = [csv_with(idc, "path", "probability") for idc in ID_COLUMNS]  # image_name, or ISIC 2024's isic_id
+    return [Out(args.out, own=lambda p: any(own(p) for own in ours))], {
         "--model": args.model, "--images": images, "--image-dir": cfg.predict.image_dir}
 
 
 def _serve_arguments(p) -> None:
     p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
-    config_flags(p, "serve.host", "serve.port", "serve.threshold", "train.backend")
+    config_flags(p, "serve.host", "serve.port", "serve.threshold", "train.devices.backend")
 
 
 def _serve(args, load) -> None:

@@ -64,7 +64,7 @@ def finished_folds(run_dir: Path, wanted: list[int] | None) -> dict[int, Path]:
 def check_metadata_layout(run_dir: Path, run_cfg: Config) -> None:
     """A metadata run trained before the current layout (run.json without it) is refused in one line: its
     models take a vector of another width (melanoma.data.metadata)."""
-    if not run_cfg.train.metadata:
+    if not run_cfg.train.meta.enabled:
         return
     info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     problem = metadata.layout_problem(info.get("metadata_layout"), run_dir)
@@ -119,9 +119,9 @@ def load_fold_model(run_cfg: Config, weights: Path):
     from melanoma.data.metadata import META_DIM
 
     t = run_cfg.train
-    meta_dim = META_DIM if t.metadata else 0
+    meta_dim = META_DIM if t.meta.enabled else 0
     k, column = head_classes(t)  # a diagnosis head's (or residual metadata's) model outputs only that column
-    fusion = t.meta_fusion
+    fusion = t.meta.fusion
     try:
         return melanoma_output(build_model(t.model, t.size, str(weights), t.dropout, meta_dim=meta_dim, classes=k,
                                            meta_fusion=fusion), column)
@@ -196,7 +196,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
     if t.tta and not flips:
         log.info("export: the run averaged %d random TTA passes; random passes are not exported", t.tta)
     models = [load_fold_model(run_cfg, w) for w in weights.values()]
-    model = combined_model(models, ecfg.combine, flips, t.size, t.metadata)
+    model = combined_model(models, ecfg.combine, flips, t.size, t.meta.enabled)
     # default: the report `melanoma run` writes beside the run (PATHS.runs/report), or one inside the run folder
     report_dir = Path(ecfg.report) if ecfg.report else next(
         (d for d in (run_dir / "report", run_dir.parent / "report") if d.is_dir()), None)
@@ -219,8 +219,8 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
                   "weights": [str(w.relative_to(run_dir)) for w in weights.values()]},
         "input": {"size": t.size, "stored_size": stored, "prepare": prep, "layout": "NHWC", "dtype": "uint8",
                   "range": [0, 255], "note": "melanoma.data.images.model_input(bytes, prepare, size, stored_size)"},
-        "metadata": {**metadata.info(t.metadata, vocab), "fusion": t.meta_fusion if t.metadata else None,
-                     "dropout": {"field": t.meta_dropout, "row": t.meta_row_dropout} if t.metadata else None},
+        "metadata": {**metadata.info(t.meta.enabled, vocab), "fusion": t.meta.fusion if t.meta.enabled else None,
+                     "dropout": {"field": t.meta.field_dropout, "row": t.meta.row_dropout} if t.meta.enabled else None},
         "tta": {"flips": bool(flips), "random_passes_in_training": t.tta},
         "calibrator": calibrator,
         "thresholds": thresholds or dict(DEFAULT_THRESHOLDS),
@@ -232,7 +232,7 @@ def export(cfg: Config, run_dir: str | Path, out: str | Path) -> dict:
         model.save(stage / MODEL_FILE)
         info["formats"]["keras"] = MODEL_FILE
         info["formats"]["savedmodel"] = _savedmodel(model, stage) if ecfg.savedmodel else "off"
-        info["formats"]["onnx"] = _onnx(model, stage, t.size, t.metadata) if ecfg.onnx else "off"
+        info["formats"]["onnx"] = _onnx(model, stage, t.size, t.meta.enabled) if ecfg.onnx else "off"
         prep["lesion"] = ship_segmenter(prep["lesion"], stage)
         write_json(stage / INFO_FILE, info)
         _remove_previous(out)

@@ -20,21 +20,28 @@ from melanoma.config import Config
 from melanoma.data.schema import AGE, ID, SEX, SITE, csv_line
 from melanoma.errors import input_error
 from melanoma.files import write_csv
+from melanoma.data.competition import ISIC2024, PROFILES, internal_ids
+from melanoma.data.hdf5 import read_source, split_tile_source
 from melanoma.data.images import BadImage
 from melanoma.serve.artifact import Artifact, BadMetadata
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PATH = "path"
+TILE_SUFFIXES = (".hdf5", ".h5")  # an ISIC 2024 tile file (melanoma.data.hdf5)
 
 
 def list_images(source: str | Path, image_dir: str | Path | None = None) -> pd.DataFrame:
     """image_name, path (and any metadata columns) from a folder of images or a CSV.
 
     A CSV names each image by `path` (relative to the CSV's folder, or absolute) or by `image_name`, found
-    as IMAGE_DIR/NAME.jpg (IMAGE_DIR: predict.image_dir, else the CSV's folder).
+    as IMAGE_DIR/NAME.jpg (IMAGE_DIR: predict.image_dir, else the CSV's folder). ISIC 2024: an HDF5 tile file
+    (every tile), or a metadata CSV with `isic_id` whose tiles are in its sibling `<name>-image.hdf5` (or the
+    tile file predict.image_dir names); the predictions then carry `isic_id`.
     """
     source = Path(source)
+    if source.suffix.lower() in TILE_SUFFIXES and source.is_file():
+        return _tiles(source, None)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -43,9 +50,12 @@ def list_images(source: str | Path, image_dir: str | Path | None = None) -> pd.D
     if not source.is_file():
         raise input_error(source, "not found: give a folder of images or a CSV")
     try:
-        df = pd.read_csv(source, dtype={ID: "string", PATH: "string", SEX: "string", SITE: "string"})
+        df = pd.read_csv(source, dtype={c: "string" for c in (ID, PATH, SEX, SITE, ISIC2024.id_column,
+                                                                  ISIC2024.site_column)})
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:  # EmptyDataError is a ValueError
         raise input_error(source, f"not a readable CSV: {' '.join(str(e).split())}") from None
+    if ISIC2024.id_column in df.columns and PATH not in df.columns:
+        return _tiles(_tile_file(source, image_dir), df)
     if PATH not in df.columns and ID not in df.columns:
         raise input_error(source, f"needs a '{PATH}' or an '{ID}' column (columns: {', '.join(df.columns)})", 1)
     if df.empty:
@@ -62,6 +72,34 @@ def list_images(source: str | Path, image_dir: str | Path | None = None) -> pd.D
     df[PATH] = paths
     if ID not in df.columns:
         df[ID] = [Path(p).stem for p in paths]
+    return df.reset_index(drop=True)
+
+
+def _tile_file(csv: Path, image_dir: str | Path | None) -> Path:
+    """The tile file of an ISIC 2024 metadata CSV: predict.image_dir when it is one, else the CSV's sibling
+    (test-metadata.csv -> test-image.hdf5, as the competition ships them)."""
+    if image_dir is not None and Path(image_dir).suffix.lower() in TILE_SUFFIXES:
+        return Path(image_dir)
+    stem = csv.stem[:-len("-metadata")] if csv.stem.endswith("-metadata") else csv.stem
+    return Path(image_dir or csv.parent) / f"{stem}-image.hdf5"
+
+
+def _tiles(path: Path, df: pd.DataFrame | None) -> pd.DataFrame:
+    """Rows for ISIC 2024 tiles: every tile of the file, or the CSV's isic_ids (each must have a tile), with the
+    CSV's metadata in the package's names (the 2024 site column, its torso halves as torso)."""
+    from melanoma.data.hdf5 import TileFile, tile_source
+
+    with TileFile(path) as tiles:
+        if df is None:
+            df = pd.DataFrame({ISIC2024.id_column: tiles.ids()})
+        if df.empty:
+            raise input_error(path, "no tiles to predict")
+        tiles.require(df[ISIC2024.id_column].astype(str), "the CSV")
+    df = internal_ids(df).rename(columns={ISIC2024.site_column: SITE})
+    if SITE in df.columns:
+        df[SITE] = df[SITE].str.strip().str.lower().replace(ISIC2024.site_values)
+    df[PATH] = [tile_source(path, n) for n in df[ID]]
+    df.attrs["competition"] = ISIC2024.name  # predictions are written with isic_id
     return df.reset_index(drop=True)
 
 
@@ -91,8 +129,11 @@ def meta_vectors(art: Artifact, df: pd.DataFrame, source: str | Path) -> np.ndar
 def _read(art: Artifact, path: str) -> np.ndarray | str:
     """The model input of one file, or the reason it has none."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        if split_tile_source(path) is not None:
+            data = read_source(path)
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
         return art.preprocess(data)
     except BadImage as e:
         return str(e)
@@ -134,7 +175,7 @@ def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str
                 prob[rows] = art.predict(x, None if meta is None else meta[rows])
             bar.update(len(results))
     result = _table(art, df, prob, errors)
-    write_csv(out, result)
+    write_csv(out, PROFILES[df.attrs.get("competition", "siim2020")].user_table(result))
     bad = result[result["error"] != ""]
     for _, row in bad.head(20).iterrows():
         log.warning("predict: %s: %s", row[PATH], row["error"])

@@ -12,7 +12,7 @@ from melanoma.outputs import Out, run_folder
 
 def _arguments(p) -> None:
     config_flags(p, "paths.tfrecords", "synth.out", "synth.generator", "synth.size", "synth.steps", "synth.folds",
-                 "train.backend", "seed", renames={"synth.folds": "--fold-ids"})
+                 "train.devices.backend", "seed", renames={"synth.folds": "--fold-ids"})
 
 
 def run_synth_command(args: argparse.Namespace, load: Load) -> None:
@@ -20,9 +20,9 @@ def run_synth_command(args: argparse.Namespace, load: Load) -> None:
     from melanoma.runtime.paths import resolve_paths
 
     cfg = load(args)  # fixes the backend before the first Keras import (keras=True below)
-    out = cfg.synth.out or cfg.train.synthetic
+    out = cfg.synth.out or cfg.train.sources.synthetic
     if out is None:
-        raise ConfigError("synth: no output folder: give --out (or set synth.out or train.synthetic)")
+        raise ConfigError("synth: no output folder: give --out (or set synth.out or train.sources.synthetic)")
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"{out}: exists and is a file, not a folder: choose another --out")
     from melanoma.synth.stage import synth  # after the config is valid: a bad value never waits for Keras
@@ -37,12 +37,12 @@ SETTINGS = "settings.json"  # synth/stage.py SETTINGS (not imported: that module
 def _plan(args, cfg) -> Plan:
     from melanoma.runtime.paths import resolve_paths
 
-    out = cfg.synth.out or cfg.train.synthetic
+    out = cfg.synth.out or cfg.train.sources.synthetic
     return [Out(out, folder=True, own=run_folder("synth", markers=(SETTINGS,)), writes=(SETTINGS, "manifest.json"))], \
         {"--tfrecords": resolve_paths(cfg).tfrecords}
 
 
 COMMANDS = [
     Command("synth", "CycleGAN benign -> malignant per fold: synthetic melanomas in train-only shards "
-            "(train.synthetic)", _arguments, run_synth_command, plan=_plan, keras=True),
+            "(train.sources.synthetic)", _arguments, run_synth_command, plan=_plan, keras=True),
 ]

@@ -42,7 +42,7 @@ def synth(cfg: Config, tfrec_dir: str, out: str | Path) -> dict:
         raise ConfigError(f"synth.folds: fold {bad[0]} does not exist (the records have {shardset.n_folds} folds)")
     settings = _settings(cfg, tfrec_dir, shardset)
     _check_folder(out, settings)  # refuses before anything is written
-    backend, why = resolve_backend(cfg.train.backend)
+    backend, why = resolve_backend(cfg.train.devices.backend)
     log.info("synth: backend %s (%s); %s generator at %d px, %d steps per fold, folds %s", backend, why,
              scfg.generator, scfg.size, scfg.steps, folds)
     write_json(out / SETTINGS, settings)

@@ -18,8 +18,6 @@ predictions as features.
 The names below load lazily (PEP 562), so `import melanoma.tabular.commands` never imports scikit-learn.
 """
 
-import importlib
-
 _HOMES = {  # submodule -> the names it defines
     "features": ("CATEGORICAL COLOR_CONTEXT COLOR_STATS CONTEXT FEATURE_COLUMNS FILE_CONTEXT FILE_SIZE IMAGE_COLUMNS "
                  "META MISSING NUMERIC SIZE SIZE_CONTEXT context_columns feature_table make_features make_gbm_features "
@@ -42,8 +40,12 @@ def __getattr__(name: str):
 
         return ConfigError
     if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    if name in ("features", "imagestats", "sources", "models", "stage", "commands", "isic2024", "boosters", "tbp",
-                "image_runs", "choice"):
-        return importlib.import_module(f"{__name__}.{name}")
+        # Import statements (not importlib), so import-linter sees them; all of them load scikit-learn anyway.
+        import melanoma.tabular.choice
+        import melanoma.tabular.features
+        import melanoma.tabular.models
+        import melanoma.tabular.sources
+        import melanoma.tabular.stage
+
+        return getattr(getattr(melanoma.tabular, _WHERE[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

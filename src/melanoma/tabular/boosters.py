@@ -27,9 +27,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from melanoma.data.competition import METRICS
 from melanoma.errors import ConfigError
-from melanoma.scoring import fast_partial_auc
+from melanoma.scoring import METRICS, fast_partial_auc
 from melanoma.tabular.models import inner_split
 
 PACKAGES = {"lgbm": "lightgbm", "hgb": "sklearn", "xgboost": "xgboost", "catboost": "catboost"}

@@ -30,7 +30,7 @@ from melanoma.files import staged_dir, write_csv
 from melanoma.data.folds import read_folds
 from melanoma.runtime.paths import RunPaths
 from melanoma.runtime.stage import Result
-from melanoma.data.competition import Competition, resolve
+from melanoma.data.competition import Competition, announce, resolve
 from melanoma.tabular import models, sources, tbp
 from melanoma.tabular.image_runs import image_run_features
 from melanoma.tabular.choice import ModelRun, best_of, remove_stale_model_dirs
@@ -274,6 +274,7 @@ def run_metadata(cfg: Config, competition: Competition, data_dir: str | Path, fo
     train = read_train(data_dir, cfg.data.patient_id, competition)
     test = read_test(data_dir, cfg.data.patient_id, competition)
     folds = read_folds(folds_path, train)
+    announce(competition)
     train, test, sizes_from = sources.add_image_sizes(train, test, sizes_dir, tcfg.image_size)
     train, test, stats = sources.add_image_stats(train, test, data_dir, sizes_dir, tcfg.image_stats, out_dir)
     df = train.merge(folds[[ID, "fold"]], on=ID, how="inner", validate="one_to_one")

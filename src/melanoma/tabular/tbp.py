@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from melanoma.config import Config, TabularConfig, save_run_info
 from melanoma.data import runs as results
-from melanoma.data.competition import Competition
+from melanoma.data.competition import Competition, announce
 from melanoma.data.folds import read_folds
 from melanoma.data.schema import ID, PATIENT, TARGET, csv_line, read_test, read_train
 from melanoma.errors import ConfigError, input_error
@@ -125,6 +125,7 @@ def read_tables(cfg: Config, competition: Competition, data_dir: str | Path, fol
     folds = read_folds(folds_path, train)
     for split, df in (("train", train), ("test", test)):
         _check_numbers(df, competition.csv_path(data_dir, split))
+    announce(competition)
     df = train.merge(folds[[ID, "fold"]], on=ID, how="inner", validate="one_to_one")
     df["fold"] = df["fold"].astype("int64")
     return df, test

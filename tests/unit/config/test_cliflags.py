@@ -62,8 +62,8 @@ def test_literal_fields_give_argparse_choices():
                 seen += 1
     assert seen >= 10
     train = dict(ALL)["train"]
-    assert generated(train)["train.class_weight"].choices == ("none", "balanced", "sqrt")
-    assert generated(train)["train.backend"].choices == ("auto", "tensorflow", "jax")
+    assert generated(train)["train.imbalance.class_weight"].choices == ("none", "balanced", "sqrt")
+    assert generated(train)["train.devices.backend"].choices == ("auto", "tensorflow", "jax")
 
 
 def test_flag_values_reach_the_config_through_one_function():
@@ -71,12 +71,13 @@ def test_flag_values_reach_the_config_through_one_function():
         ["train", "--fold-ids", "0,2", "--restart", "--tta-flips", "--class-weight", "sqrt", "--epochs", "3",
          "--tfrecords", "gs://bucket/tf", "--out", "run"])
     values = config_values(args)
-    assert values == {"train.folds": [0, 2], "train.resume": False, "train.tta_flips": True,
-                      "train.class_weight": "sqrt", "train.epochs": 3, "paths.tfrecords": "gs://bucket/tf"}
+    assert values == {"train.folds": [0, 2], "train.checkpoints.resume": False, "train.tta_flips": True,
+                      "train.imbalance.class_weight": "sqrt", "train.epochs": 3, "paths.tfrecords": "gs://bucket/tf"}
     from melanoma.config import apply_overrides
 
     cfg = apply_overrides(Config(), values)
-    assert cfg.train.folds == [0, 2] and cfg.train.resume is False and cfg.paths.tfrecords == "gs://bucket/tf"
+    assert cfg.train.folds == [0, 2] and cfg.train.checkpoints.resume is False
+    assert cfg.paths.tfrecords == "gs://bucket/tf"
     # flags not given set nothing: the config file and --set decide
     assert config_values(cli.build_parser().parse_args(["train"])) == {}
 

@@ -12,7 +12,7 @@ def test_defaults_yaml_and_overrides(tmp_path):
     cfg = load_config(path, ["train.model=efficientnet_b3", "train.folds=0,2", "train.lr_min=1e-7"])
     assert cfg.seed == 7 and cfg.train.epochs == 3 and cfg.train.augment.rotate == 15.0
     assert cfg.train.model == "efficientnet_b3" and cfg.train.folds == [0, 2]
-    assert cfg.train.lr_min == pytest.approx(1e-7)
+    assert cfg.train.optimizer.lr_min == pytest.approx(1e-7)
     assert cfg.tabular == Config().tabular  # untouched sections keep their defaults
 
 

@@ -11,13 +11,29 @@ from melanoma.config.recipes import RECIPES
 from helpers.paths import ROOT
 
 # The public TPU fine-tuning schedule (issue 18: unchanged for runs with weights).
-FINETUNE = {"model": "efficientnet_b0", "size": 256, "epochs": 12, "batch_size": 32, "schedule": "exponential",
-            "lr_start": 5e-6, "lr_max_per_image": 1.25e-6, "lr_min": 1e-6, "warmup_epochs": 5.0, "decay": 0.8,
-            "label_smoothing": 0.05, "bn_momentum": None, "metadata": False}
+FINETUNE = {"model": "efficientnet_b0", "size": 256, "epochs": 12, "batch_size": 32,
+            "optimizer.schedule": "exponential", "optimizer.lr_start": 5e-6, "optimizer.lr_max_per_image": 1.25e-6,
+            "optimizer.lr_min": 1e-6, "optimizer.warmup_epochs": 5.0, "optimizer.decay": 0.8,
+            "imbalance.label_smoothing": 0.05, "bn_momentum": None, "meta.enabled": False}
 
 
 def values(tcfg: TrainConfig, keys) -> dict:
-    return {k: getattr(tcfg, k) for k in keys}
+    """{dotted key under train: its value} (`optimizer.lr_min` reads tcfg.optimizer.lr_min)."""
+    out = {}
+    for k in keys:
+        node = tcfg
+        for part in k.split("."):
+            node = getattr(node, part)
+        out[k] = node
+    return out
+
+
+def flat(recipe: dict, prefix: str = "") -> dict:
+    """A recipe's nested defaults as {dotted key: value}."""
+    out = {}
+    for k, v in recipe.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def test_auto_with_weights_is_finetune_and_unchanged():
@@ -32,18 +48,18 @@ def test_auto_with_weights_is_finetune_and_unchanged():
 def test_kaggle_tpu_config_keeps_its_schedule():
     cfg = load_config(ROOT / "configs" / "kaggle_tpu.yaml")
     assert cfg.train.recipe == "finetune"
-    t = cfg.train
-    assert (t.lr_start, t.lr_max_per_image, t.lr_min, t.warmup_epochs, t.decay, t.schedule, t.label_smoothing) == (
-        5e-6, 1.25e-6, 1e-6, 5.0, 0.8, "exponential", 0.05)
-    assert (t.model, t.size, t.epochs, t.metadata, t.bn_momentum) == ("efficientnet_b5", 384, 12, False, None)
+    t, o = cfg.train, cfg.train.optimizer
+    assert (o.lr_start, o.lr_max_per_image, o.lr_min, o.warmup_epochs, o.decay, o.schedule) == (
+        5e-6, 1.25e-6, 1e-6, 5.0, 0.8, "exponential")
+    assert t.imbalance.label_smoothing == 0.05
+    assert (t.model, t.size, t.epochs, t.meta.enabled, t.bn_momentum) == ("efficientnet_b5", 384, 12, False, None)
 
 
 def test_auto_without_weights_is_scratch():
     cfg = load_config(None, ["train.weights=none"])
-    scratch = RECIPES["scratch"]
+    scratch = flat(RECIPES["scratch"])
     assert cfg.train.recipe == "scratch"
-    assert values(cfg.train, [k for k in scratch if k != "augment"]) == {k: v for k, v in scratch.items()
-                                                                          if k != "augment"}
+    assert values(cfg.train, scratch) == scratch
     assert cfg.train.augment.hue == 0 and cfg.train.augment.shear == 0
     assert cfg.train.augment.rotate == 180.0  # keys the recipe does not name keep their defaults
     summary = recipe_summary(cfg)
@@ -60,17 +76,18 @@ def test_explicit_keys_win_over_the_recipe(tmp_path):
     path.write_text("train:\n  weights: none\n  epochs: 7\n  augment:\n    hue: 0.02\n")
     cfg = load_config(path, ["train.lr_min=1e-5"])
     assert cfg.train.recipe == "scratch"
-    assert (cfg.train.epochs, cfg.train.augment.hue, cfg.train.lr_min) == (7, 0.02, 1e-5)
+    assert (cfg.train.epochs, cfg.train.augment.hue, cfg.train.optimizer.lr_min) == (7, 0.02, 1e-5)
     assert cfg.train.augment.saturation == 0  # still from the recipe
-    assert cfg.train.schedule == "cosine"
+    assert cfg.train.optimizer.schedule == "cosine"
     assert is_explicit(cfg, "train.epochs") and not is_explicit(cfg, "train.schedule")
+    assert is_explicit(cfg, "train.lr_min") and is_explicit(cfg, "train.optimizer.lr_min")  # either spelling
 
 
 def test_a_named_model_keeps_the_default_size():
     # the recipe's 32 px belongs to its small network, not to a backbone the user chose
     cfg = load_config(None, ["train.weights=none", "train.model=efficientnet_b0"])
     assert (cfg.train.model, cfg.train.size) == ("efficientnet_b0", 256)
-    assert cfg.train.lr_max_per_image == RECIPES["scratch"]["lr_max_per_image"]
+    assert cfg.train.optimizer.lr_max_per_image == RECIPES["scratch"]["optimizer"]["lr_max_per_image"]
 
 
 def test_explicit_recipe_wins_over_auto():

@@ -90,7 +90,7 @@ def test_manifests_of_earlier_versions_still_load(tmp_path):
         {"file": "train00-5.tfrec", "split": "train", "fold": -1, "count": 5, "train_only": True,
          "source": "pseudo", "positives": 1}]}))
     assert read_manifest(str(pseudo)).format == PSEUDO
-    with pytest.raises(InputError, match="melanoma pseudo.*train.pseudo"):  # never read as competition folds
+    with pytest.raises(InputError, match="melanoma pseudo.*train.sources.pseudo"):  # never read as competition folds
         find_shards(str(pseudo))
 
 
@@ -192,5 +192,5 @@ def test_synth_index_is_a_manifest_rebuilt_fold_by_fold(tmp_path):
     assert [(s.fold, s.source) for s in m.shards] == [(0, "synthetic:0"), (2, "synthetic:2")]  # fold order
     assert read_index(tmp_path)["folds"]["2"]["images"] == 4
     assert sorted(next(iter(s.folds)) for s in sources_from_folder("synthetic", str(tmp_path))) == [0, 2]
-    with pytest.raises(InputError, match="melanoma synth.*train.synthetic"):
+    with pytest.raises(InputError, match="melanoma synth.*train.sources.synthetic"):
         find_shards(str(tmp_path))

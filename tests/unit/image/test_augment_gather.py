@@ -82,4 +82,5 @@ def test_tf_data_last_batch_of_unknown_size_still_warps():
                      input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.float32)])
     out = fn(tf.constant(img)).numpy()
     want = flat_batch_transform(tf.constant(img), affine_matrices(*[tf.constant(a) for a in args], 16), tf_ops())
-    np.testing.assert_allclose(out, want.numpy(), atol=1e-5)
+    # A compiled graph and eager ops round differently: a few float32 ulps at pixel values near 255 (1.5e-5 each).
+    np.testing.assert_allclose(out, want.numpy(), atol=1e-4)

@@ -4,6 +4,7 @@ with, while the raw weights keep training (and are what the epoch backup holds).
 from __future__ import annotations
 
 import keras
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -46,3 +47,24 @@ def test_best_weights_are_the_average_and_the_raw_weights_come_back(tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
     with ema_weights(model, on=False):  # off: nothing swapped
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.trainable_variables[0]), raw[0])
+
+
+def _averaged_after_20_steps(cls) -> tuple[float, float]:
+    var = keras.Variable(np.zeros(1, np.float32))
+    opt = cls(0.05, weight_decay=0.0, use_ema=True, ema_momentum=0.99)
+    opt.build([var])
+    for _ in range(20):
+        opt.apply([tf.constant([-1.0])], [var])  # Adam moves the weight by about lr a step: to about 1.0
+    return float(keras.ops.convert_to_numpy(var)[0]), float(keras.ops.convert_to_numpy(
+        opt._model_variables_moving_average[0])[0])
+
+
+def test_the_average_warms_up_so_a_short_run_is_not_its_initial_weights():
+    """Momentum min(ema, (1 + t) / (10 + t)): after 20 steps the average has followed the weights most of the
+    way, where Keras' fixed 0.99 is still near the starting point (what made tiny test runs predict badly)."""
+    from melanoma.image.schedules import WarmEMAAdamW
+
+    raw, warm = _averaged_after_20_steps(WarmEMAAdamW)
+    raw_fixed, fixed = _averaged_after_20_steps(keras.optimizers.AdamW)
+    assert raw == pytest.approx(raw_fixed) and raw > 0.9
+    assert warm > 0.8 * raw and fixed < 0.2 * raw

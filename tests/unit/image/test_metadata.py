@@ -115,8 +115,8 @@ def test_predict_without_metadata_scores_the_image_alone_and_says_how_many(meta_
     cfg, data, run, model = meta_model
     info = json.loads((model / "model.json").read_text())["metadata"]
     assert info["used"] and info["layout"] == LAYOUT and info["dim"] == META_DIM and info["columns"] == list(COLUMNS)
-    assert info["dropout"] == {"field": cfg.train.meta_dropout, "row": 0.5}
-    assert info["fusion"] == cfg.train.meta_fusion
+    assert info["dropout"] == {"field": cfg.train.meta.field_dropout, "row": 0.5}
+    assert info["fusion"] == cfg.train.meta.fusion
     art = Artifact.load(model)
     test = pd.read_csv(data / "test.csv")
     names = list(test.image_name)

@@ -57,11 +57,11 @@ def test_class_weights_and_oversampling_arithmetic():
 def test_imbalance_rejects_bad_settings():
     from melanoma.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train.oversample: expected a number >= 1, got 0.5"):
+    with pytest.raises(ConfigError, match="train.imbalance.oversample: expected a number >= 1, got 0.5"):
         apply_overrides(Config(), {"train.oversample": 0.5})  # refused when the config loads
     with pytest.raises(ConfigError, match="both are needed"):
         imbalance(0, 90, Config().train)
-    with pytest.raises(ConfigError, match="train.class_weight"):
+    with pytest.raises(ConfigError, match="train.imbalance.class_weight"):
         apply_overrides(Config(), {"train.class_weight": "square"})
 
 

@@ -136,7 +136,7 @@ def test_model_takes_uint8_and_casts_inside():
 
 
 def test_epoch_steps_round_up_to_whole_groups():
-    from melanoma.image.train import epoch_steps
+    from melanoma.image.schedules import epoch_steps
 
     assert epoch_steps(104, 16) == 112 and epoch_steps(112, 16) == 112 and epoch_steps(10, 1) == 10
     assert epoch_steps(1, 32) == 32

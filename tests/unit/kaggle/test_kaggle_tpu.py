@@ -201,11 +201,11 @@ def test_what_makes_a_tpu_expected(tmp_path):
     assert expected_tpu("auto", {"MELANOMA_ACCELERATOR": "TpuV5E8"}, dev) == "MELANOMA_ACCELERATOR=TpuV5E8"
     assert expected_tpu("auto", {"MELANOMA_ACCELERATOR": "NvidiaTeslaT4"}, dev) is None  # pushed for a GPU
     assert expected_tpu("auto", {"COLAB_TPU_ADDR": "10.0.0.2:8470"}, dev).startswith("COLAB_TPU_ADDR")
-    assert expected_tpu("local", {}, dev) == "train.tpu=local"
+    assert expected_tpu("local", {}, dev) == "train.devices.tpu=local"
     env = {"ISTPUVM": "1"}
     problem = device_problem("auto", False, "jax", "cpu", 8, env, dev)
     assert problem.startswith("a TPU is expected (ISTPUVM=1 in the environment) but jax sees 8 x cpu: ")
-    assert "train.allow_cpu_fallback=true" in problem and "\n" not in problem
+    assert "train.devices.allow_cpu_fallback=true" in problem and "\n" not in problem
     assert device_problem("auto", True, "jax", "cpu", 8, env, dev) is None  # accepted on purpose
     assert device_problem("auto", False, "jax", "tpu", 8, env, dev) is None
     assert device_problem("auto", False, "jax", "cpu", 1, {}, dev) is None  # no TPU expected: a CPU run
@@ -226,7 +226,7 @@ def test_train_refuses_a_tpu_it_cannot_see_before_any_work(tmp_path):
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("melanoma: error:")]
     assert res.returncode == 2 and len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "a TPU is expected (ISTPUVM=1 in the environment) but jax sees 1 x cpu" in errors[0]
-    assert "train.allow_cpu_fallback=true" in errors[0] and not out.exists()
+    assert "train.devices.allow_cpu_fallback=true" in errors[0] and not out.exists()
 
 
 def test_doctor_lists_the_missing_tpu_first(monkeypatch):
@@ -240,7 +240,7 @@ def test_doctor_lists_the_missing_tpu_first(monkeypatch):
     assert report["tpu_expected"] == "ISTPUVM=1 in the environment"
     first = report["problems"][0]
     assert first["problem"] == "a TPU is expected (ISTPUVM=1 in the environment) but jax sees 1 x cpu"
-    assert "train.allow_cpu_fallback=true" in first["fix"]
+    assert "train.devices.allow_cpu_fallback=true" in first["fix"]
     cfg = load_config(ROOT / "configs" / "kaggle_tpu.yaml", ["train.allow_cpu_fallback=true"])
     assert not any("TPU is expected" in p["problem"] for p in doctor.doctor(cfg, Place("local"))["problems"])
 

@@ -28,7 +28,7 @@ def test_plan_from_train_hosts_and_the_environment():
 
 
 @pytest.mark.parametrize("setting, env, message", [
-    (8, JAX_ENV, "train.hosts=8, but JAX_NUM_PROCESSES=4"),
+    (8, JAX_ENV, "train.devices.hosts=8, but JAX_NUM_PROCESSES=4"),
     ("auto", {"JAX_COORDINATOR_ADDRESS": "h:1"}, "without JAX_NUM_PROCESSES and JAX_PROCESS_ID"),
     ("auto", {**JAX_ENV, "JAX_PROCESS_ID": "4"}, "JAX_PROCESS_ID=4 is not in 0..3"),
     ("auto", {**JAX_ENV, "JAX_NUM_PROCESSES": "four"}, "JAX_NUM_PROCESSES='four' is not a whole number"),

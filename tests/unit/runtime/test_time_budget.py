@@ -29,15 +29,15 @@ def test_auto_is_a_little_under_a_kaggle_session_and_none_elsewhere():
 def test_the_setting_takes_auto_hours_or_none(value, expected):
     from melanoma.config import load_config
 
-    assert load_config(None, [f"train.time_budget={value}"]).train.time_budget == expected
+    assert load_config(None, [f"train.time_budget={value}"]).train.checkpoints.time_budget == expected
 
 
 def test_a_bad_setting_is_refused():
     from melanoma.config import load_config
 
-    with pytest.raises(ConfigError, match="train.time_budget"):
+    with pytest.raises(ConfigError, match="train.checkpoints.time_budget"):
         load_config(None, ["train.time_budget=-1"])
-    with pytest.raises(ConfigError, match="train.time_budget"):
+    with pytest.raises(ConfigError, match="train.checkpoints.time_budget"):
         load_config(None, ["train.time_budget=soon"])
 
 

@@ -265,7 +265,7 @@ def test_synthetic_share_caps_the_share_of_a_batch_and_other_folds_get_none(tfre
                                         "positives": 200, "train_only": True, "source": "synthetic:0"}]}))
     cfg = apply_overrides(Config(), {"train.size": 32, "train.synthetic": str(folder),
                                      "train.synthetic_share": 0.25})
-    sources = sources_from_folder("synthetic", str(folder), cfg.train.synthetic_share)
+    sources = sources_from_folder("synthetic", str(folder), cfg.train.sources.synthetic_share)
     shardset = find_shards(str(tfrecords), N_FOLDS)
 
     def share(fold: int, batches: int = 30) -> float:
