@@ -13,7 +13,7 @@ from melanoma.cli import main
 from melanoma.data.submission import check_submission_file
 
 SETTINGS = ["--set", "tabular.seeds=1", "--set", "tabular.negative_ratio=4", "--set", "tabular.lgbm_min_child_samples=5",
-            "--set", "tabular.lgbm_max_rounds=60", "--set", "tabular.early_stopping_rounds=10"]
+            "--set", "tabular.lgbm_max_rounds=60", "--set", "tabular.pauc_patience=10"]
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

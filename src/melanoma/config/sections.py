@@ -119,9 +119,11 @@ class TabularConfig:
         'there; cached in RUN/image_stats.csv) | off')
     inner_validation: Annotated[float, Range(0, 0.5, min_open=True)] = setting(0.2,
         'lgbm and hgb: early stopping on this share of the training patients, held out whole, then a refit')
-    early_stopping_rounds: PositiveInt | None = setting(None,
-        'rounds without a better inner-validation score before stopping (None: 50 on the log-loss of siim2020; 200 '
-        "on isic2024's pAUC, a step function of a few positives that stays flat for dozens of rounds)")
+    early_stopping_rounds: PositiveInt = setting(50, 'rounds without a better inner-validation score before stopping '
+                                                     "(siim2020's lgbm and hgb, on the log-loss)")
+    pauc_patience: PositiveInt = setting(200,
+        "isic2024: rounds without a better pAUC of the held-out patients before the trees stop (pAUC on a few dozen "
+        'positives stays flat for dozens of rounds: 50 stopped some seeds after a handful)')
     lgbm_max_rounds: PositiveInt = setting(2000, "lgbm: boosting rounds at most (early stopping ends sooner)")
     lgbm_learning_rate: Positive = setting(0.02, "lgbm: shrinkage per round")
     lgbm_num_leaves: Annotated[int, Range(2)] = setting(7, "lgbm: leaves per tree")

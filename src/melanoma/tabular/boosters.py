@@ -17,7 +17,6 @@ so their score is measured on the true mix of classes.
 
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
 from typing import Any, Callable
@@ -37,7 +36,15 @@ PACKAGES = {"lgbm": "lightgbm", "hgb": "sklearn", "xgboost": "xgboost", "catboos
 def require(name: str) -> Any:
     """The package behind model `name`, or one ConfigError naming it when it is not installed."""
     try:
-        return importlib.import_module(PACKAGES[name])
+        if name == "lgbm":  # import statements: every one is an external package, never a melanoma module
+            import lightgbm as package
+        elif name == "hgb":
+            import sklearn as package
+        elif name == "xgboost":
+            import xgboost as package
+        else:
+            import catboost as package
+        return package
     except ImportError:
         raise ConfigError(f"tabular.model {name} needs the {PACKAGES[name]} package, which is not installed: "
                           f"pip install {PACKAGES[name]}, or choose lgbm") from None

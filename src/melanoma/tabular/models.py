@@ -342,20 +342,15 @@ def _settings(tcfg: TabularConfig, prefix: str, renamed: dict[str, str] | None =
     return {renamed.get(k, k[len(prefix):]): v for k, v in dataclasses.asdict(tcfg).items() if k.startswith(prefix)}
 
 
-def stopping_rounds(tcfg: TabularConfig) -> int:
-    """tabular.early_stopping_rounds of the siim2020 boosters (None: 50)."""
-    return 50 if tcfg.early_stopping_rounds is None else int(tcfg.early_stopping_rounds)
-
-
 def _lgbm(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
     return _on_gbm_features(tcfg, LightGBMClassifier(
-        **_settings(tcfg, "lgbm_"), early_stopping_rounds=stopping_rounds(tcfg),
+        **_settings(tcfg, "lgbm_"), early_stopping_rounds=tcfg.early_stopping_rounds,
         validation_fraction=tcfg.inner_validation, seed=seed))
 
 
 def _hgb(tcfg: TabularConfig, seed: int, y: Any | None = None) -> SkPipeline:
     return _on_gbm_features(tcfg, TunedHGBClassifier(
-        **_settings(tcfg, "hgb_", {"hgb_max_iter": "max_rounds"}), early_stopping_rounds=stopping_rounds(tcfg),
+        **_settings(tcfg, "hgb_", {"hgb_max_iter": "max_rounds"}), early_stopping_rounds=tcfg.early_stopping_rounds,
         validation_fraction=tcfg.inner_validation, seed=seed))
 
 

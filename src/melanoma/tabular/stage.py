@@ -143,7 +143,7 @@ def _model_settings(name: str, tcfg: TabularConfig) -> dict[str, Any]:
     settings = {f.name[len(prefix):]: getattr(tcfg, f.name) for f in dataclasses.fields(tcfg)
                 if f.name.startswith(prefix) and f.name != "gbm_importance_repeats"}
     if name in models.GROUPED_MODELS:
-        settings.update(inner_validation=tcfg.inner_validation, early_stopping_rounds=models.stopping_rounds(tcfg))
+        settings.update(inner_validation=tcfg.inner_validation, early_stopping_rounds=tcfg.early_stopping_rounds)
     return {name: settings}
 
 

@@ -23,7 +23,7 @@ from melanoma.tabular.stage import run_tabular
 
 # Small trees and few rounds: a dozen patients, about 15 malignant tiles.
 FAST = dict(model="lgbm", seeds=2, lgbm_min_child_samples=5, lgbm_num_leaves=4, lgbm_learning_rate=0.1,
-            lgbm_max_rounds=100, early_stopping_rounds=10, negative_ratio=4)
+            lgbm_max_rounds=100, pauc_patience=10, negative_ratio=4)
 
 
 def cfg(**kw) -> Config:
