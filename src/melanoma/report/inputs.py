@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config.aliases import canonical
-from melanoma.data.competition import ID_COLUMNS, SIIM2020, detect
+from melanoma.data.competition import ID_COLUMNS, SIIM2020, detect, internal_ids
 from melanoma.data.schema import AGE, ID, PATIENT, SEX, SITE, TARGET
 from melanoma.errors import ConfigError, InputError, input_error
 from melanoma.files import read_json
@@ -141,16 +141,17 @@ def read_runs(paths: list[str | Path]) -> list[Run]:
 
 
 def test_labels(path: str | Path | None) -> pd.DataFrame | None:
-    """image_name,target of the held-out test set, or None when no labels file is configured."""
+    """image_name,target of the held-out test set (the file may name ISIC 2024's isic_id), or None when no labels
+    file is configured."""
     if path is None:
         return None
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "test labels file not found (paths.test_labels)")
-    df = pd.read_csv(path, dtype={ID: "string"})
+    df = internal_ids(pd.read_csv(path, dtype={c: "string" for c in ID_COLUMNS}))
     for col in (ID, TARGET):
         if col not in df.columns:
-            raise input_error(path, f"missing column '{col}' (expected image_name,target)", 1)
+            raise input_error(path, f"missing column '{col}' (expected image_name,target or isic_id,target)", 1)
     return pd.DataFrame({ID: df[ID].astype(str), TARGET: _numeric(df, TARGET, path).astype(int)})
 
 

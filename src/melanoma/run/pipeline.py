@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoma.config import STAGES, Config
+from melanoma.data.competition import ID_COLUMNS, internal_ids
 from melanoma.data.schema import ID, TARGET
 from melanoma.runtime.place import detect, previous_runs
 from melanoma.errors import ConfigError, input_error
@@ -31,11 +32,15 @@ log = logging.getLogger("melanoma.run")
 
 
 def test_auc(submission: Path, labels: Path) -> float | None:
-    """AUC of a submission against held-out labels (image_name,target), joined by image_name."""
+    """AUC of a submission against held-out labels (image_name,target or ISIC 2024's isic_id,target), joined by
+    id."""
     if not labels.is_file():
         raise input_error(labels, "test labels file not found")
-    sub = pd.read_csv(submission, dtype={ID: "string"})
-    truth = pd.read_csv(labels, dtype={ID: "string"})
+    ids = {c: "string" for c in ID_COLUMNS}
+    sub = internal_ids(pd.read_csv(submission, dtype=ids))
+    truth = internal_ids(pd.read_csv(labels, dtype=ids))
+    if ID not in truth.columns:
+        raise input_error(labels, f"missing column '{ID}' (expected {ID},{TARGET} or isic_id,{TARGET})", 1)
     joined = truth.merge(sub, on=ID, suffixes=("_true", "_pred"), validate="one_to_one")
     if len(joined) != len(truth):
         raise input_error(labels, f"only {len(joined)} of its {len(truth)} ids are in {submission}")
