@@ -41,6 +41,10 @@ def test_tabular_on_image_runs_then_blend_to_an_isic_id_submission(tmp_path, cap
     assert pd.read_csv(sub).columns.tolist() == ["isic_id", "target"]
     assert check_submission_file(sub, data / "sample_submission.csv") == len(pd.read_csv(data / "sample_submission.csv"))
 
+    from melanoma.run.pipeline import test_auc  # the run summary's held-out score: isic_id on both sides
+
+    assert 0.0 <= test_auc(sub, data / "test_labels.csv") <= 1.0
+
     code, out, err = cli(capsys, "compare", runs / "tabular", image, "--data", data, "--bootstrap", "50")
     assert code == 0, err
     assert out.splitlines()[0].startswith(f"A {runs / 'tabular'}: OOF pAUC ")

@@ -17,6 +17,7 @@ def test_report_leads_with_pauc_and_reads_the_2024_metadata(tmp_path, caplog):
     image = write_image_run(tmp_path / "image", folds, data, signal=0.5, seed=1)
     tabular = write_image_run(tmp_path / "tabular", folds, data, signal=0.2, seed=2)
     cfg = apply_overrides(Config(), {"paths.data": str(data), "paths.tfrecords": str(tmp_path / "no-records"),
+                                     "paths.test_labels": str(data / "test_labels.csv"),  # isic_id,target
                                      "report.bootstrap": 30, "report.gallery_size": 0, "report.gradcam": False,
                                      "report.min_positives": 1})
     run_blend(cfg, [image, tabular], tmp_path / "sub" / "submission.csv", data / "sample_submission.csv")
