@@ -79,10 +79,19 @@ def tell(used: list[tuple[str, str]]) -> None:
     log.info("%s%s (the old key%s still work%s)", shown, more, *(("s", "") if len(fresh) > 1 else ("", "s")))
 
 
+# Train settings added since issue 25 -> their off value: left out of the flat layout while off, so a run folder
+# trained before them still resumes (its fingerprint is unchanged) and ablate's folders keep their names.
+ADDED_SINCE: dict[str, Any] = {"imbalance.negative_ratio": None}
+
+
 def flat_train(tcfg: Any) -> dict[str, Any]:
     """The train section as a mapping in the flat layout of before issue 25, so that what was hashed from it
     (a run folder's fingerprint, ablate's setting folders) stays the same and older folders still match."""
     flat = dataclasses.asdict(tcfg)
+    for key, off in ADDED_SINCE.items():  # a setting added later, left at its off value, hashes as before it existed
+        section, name = key.split(".")
+        if flat[section].get(name, off) == off:
+            flat[section].pop(name, None)
     for old, new in MOVED.items():
         section, name = new.split(".")[1:]
         flat[old.split(".", 1)[1]] = flat[section].pop(name)
