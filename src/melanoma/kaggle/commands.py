@@ -125,19 +125,8 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
     if action == "download":
         files = kaggle.download(api, args.out, k.competition, args.csv_only, args.tfrecords, args.no_competition)
         print(f"{len(files)} file(s) downloaded into {args.out}")
-    elif action == "push" and _inference(args):
-        _push_inference(args, cfg, api, creds, kaggle, notebooks)
     elif action == "push":
-        src = args.kernels / notebooks.NOTEBOOK_SOURCE
-        if not src.is_file():
-            raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
-        kid = notebooks.kernel_id(k, creds)
-        folder = notebooks.write_push_folder(cfg, args.out, kid, k.accelerator, src.read_text())
-        if args.dry_run:
-            print(f"wrote {folder}/kernel-metadata.json and {notebooks.NOTEBOOKS['kaggle']} (not pushed)")
-            return
-        result = kaggle.push(api, folder)
-        print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
+        (_push_inference if _inference(args) else _push)(args, cfg, api, creds, kaggle, notebooks)
     elif action in ("status", "output"):
         kid = args.kernel or notebooks.kernel_id(k, creds)
         if action == "status":
@@ -152,6 +141,20 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
             print(f"{len(files)} file(s) of {kid} in {out}")
     else:
         _submit(args, cfg, api, kaggle)
+
+
+def _push(args: argparse.Namespace, cfg, api, creds, kaggle, notebooks) -> None:
+    """The training notebook (kernels/notebook.ipy)."""
+    src = args.kernels / notebooks.NOTEBOOK_SOURCE
+    if not src.is_file():
+        raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
+    kid = notebooks.kernel_id(cfg.kaggle, creds)
+    folder = notebooks.write_push_folder(cfg, args.out, kid, cfg.kaggle.accelerator, src.read_text())
+    if args.dry_run:
+        print(f"wrote {folder}/kernel-metadata.json and {notebooks.NOTEBOOKS['kaggle']} (not pushed)")
+        return
+    result = kaggle.push(api, folder)
+    print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
 
 
 def _inference(args: argparse.Namespace) -> bool:
@@ -294,7 +297,7 @@ COMMANDS = [
     Command("kaggle upload-models", "ISIC 2024: image runs (exported) + a tabular run's models -> a bundle folder "
             "and a private Kaggle dataset", _upload_models_arguments, run_kaggle_command, plan=_upload_models_plan,
             keras=True),
-    Command("kaggle notebook", "regenerate kernels/*.ipynb from kernels/notebook.ipy", _notebook_arguments,
+    Command("kaggle notebook", "regenerate kernels/*.ipynb from kernels/*.ipy", _notebook_arguments,
             run_kaggle_command, common=False,
             exempt="regenerates the fixed kernels/*.ipynb from kernels/notebook.ipy; no flag names an output"),
     Command("submit", "validate a submission against the sample submission, then submit it", _submit_arguments,
