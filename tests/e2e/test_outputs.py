@@ -76,6 +76,8 @@ CASES = {
     "ablate": (["ablate", "--vary", "train.epochs=1,2", "--set", "paths.data=W/data", "--out", "W/data"], True),
     "kaggle push": (["kaggle", "push", "--dry-run", "--kernels", "W/kernels", "--out", "W/kernels"], True),
     "kaggle wheels": (["kaggle", "wheels", "--owner", "alice", "--out", "W/repo"], True),
+    "infer": (["infer", "--bundle", "W/model", "--data", "W/data", "--out", "W/model/model.json"], True),
+    "kaggle upload-models": (["kaggle", "upload-models", "W/run_a", "--no-upload", "--out", "W/run_a"], True),
     # No local input: the output is a folder the command did not write (only --force replaces it).
     "kaggle download": (["kaggle", "download", "--csv-only", "--out", "W/downloads"], False),
     "kaggle output": (["kaggle", "output", "alice/melanoma-tpu", "--out", "W/data"], False),

@@ -260,6 +260,27 @@ def push(api: Any, folder: str | Path) -> dict[str, Any]:
     return result
 
 
+def upload_dataset(api: Any, folder: str | Path, ref: str, message: str) -> dict[str, Any]:
+    """A private dataset OWNER/SLUG from FOLDER (its dataset-metadata.json names it): a new version when it exists
+    (`kaggle datasets version -p FOLDER --dir-mode zip`), else created (`kaggle datasets create`). Subfolders go up
+    as zips, which Kaggle unpacks; the notebook also unpacks any it finds packed."""
+    exists = True
+    try:
+        api.dataset_status(ref)
+    except (Exception, SystemExit):  # noqa: BLE001 - the client says "not found" through any exception type
+        exists = False
+    if exists:
+        resp = _call(f"kaggle datasets version {ref}", api.dataset_create_version, str(folder), message,
+                     quiet=True, dir_mode="zip")
+    else:
+        resp = _call(f"kaggle datasets create {ref}", api.dataset_create_new, str(folder), public=False, quiet=True,
+                     dir_mode="zip")
+    error = getattr(resp, "error", None)
+    if error:
+        raise KaggleError(f"kaggle datasets {'version' if exists else 'create'} {ref}: {error}")
+    return {"ref": ref, "created": not exists, "url": getattr(resp, "url", None) or f"https://www.kaggle.com/datasets/{ref}"}
+
+
 def _name(value: Any) -> str:
     """An API enum (or string) as a lower-case word: SubmissionStatus.COMPLETE -> complete."""
     return str(getattr(value, "name", value) or "").rsplit(".", 1)[-1].lower()

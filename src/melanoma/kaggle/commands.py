@@ -1,4 +1,4 @@
-"""`melanoma kaggle download|push|status|output|wheels|notebook`, `melanoma submit` and `melanoma doctor`: their
+"""`melanoma kaggle download|push|status|output|wheels|upload-models|notebook`, `melanoma submit` and `melanoma doctor`: their
 flags, actions and output plans.
 
 The CLI hands these over whole; this is the only place it reaches melanoma.kaggle.api.
@@ -38,6 +38,13 @@ def _push_arguments(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="write the push folder, do not push")
     p.add_argument("--out", type=Path, default=Path("build/kaggle-kernel"), help="the push folder")
     p.add_argument("--kernels", type=Path, default=Path("kernels"), help="folder with notebook.ipy")
+    p.add_argument("--competition", choices=("siim2020", "isic2024"), default="siim2020",
+                   help="siim2020 (the training notebook, default) or isic2024 (its code competition)")
+    p.add_argument("--kind", choices=("training", "inference"), default=None,
+                   help="isic2024: inference (default; internet off, kernels/isic2024_inference.ipy)")
+    p.add_argument("--bundle", metavar="OWNER/SLUG",
+                   help="isic2024 inference: the models dataset `kaggle upload-models` made (default: "
+                        "<owner>/melanoma-isic2024-models)")
 
 
 def _kernel_argument(p) -> None:
@@ -55,6 +62,18 @@ def _wheels_arguments(p) -> None:
     p.add_argument("--platform", default="manylinux2014_x86_64", help="pip --platform of the image")
     p.add_argument("--owner", type=kaggle_owner,
                    help="dataset owner (default: kaggle.username or the credentials' user)")
+
+
+def _upload_models_arguments(p) -> None:
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                   help="image runs (`train`) and at most one ISIC 2024 tabular run (`tabular`)")
+    p.add_argument("--out", type=Path, default=Path("build/melanoma-isic2024-models"), help="the bundle folder")
+    p.add_argument("--slug", default="melanoma-isic2024-models", type=kaggle_owner, help="the dataset's slug")
+    p.add_argument("--owner", type=kaggle_owner,
+                   help="dataset owner (default: kaggle.username or the credentials' user)")
+    p.add_argument("--message", default=None, help="the new version's notes (default: the package version)")
+    p.add_argument("--no-upload", action="store_true", help="build the bundle folder only")
+    config_flags(p, "export.tfrecords", "train.devices.backend")
 
 
 def _notebook_arguments(p) -> None:
@@ -91,8 +110,14 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
         print(f"wrote {out}: upload it with `kaggle datasets create -p {out}`, then set kaggle.wheels={owner}/"
               "melanoma-wheels and kaggle.internet=false")
         return
+    if action == "upload-models":
+        _upload_models(args, cfg, kaggle)
+        return
     if action == "submit":  # a broken file is reported before (and without) any credentials
         _check_submission(args, cfg, kaggle)
+    if action == "push" and args.competition == "isic2024" and not _inference(args):
+        raise kaggle.KaggleError("kaggle push --competition isic2024: only the inference notebook is built "
+                                 "(--kind inference); train with `melanoma run` and upload the models")
     if action == "push" and args.dry_run:  # no client needed; credentials only to name the kernel's owner
         creds = None if k.username else kaggle.check_credentials()
     else:
@@ -101,16 +126,7 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
         files = kaggle.download(api, args.out, k.competition, args.csv_only, args.tfrecords, args.no_competition)
         print(f"{len(files)} file(s) downloaded into {args.out}")
     elif action == "push":
-        src = args.kernels / notebooks.NOTEBOOK_SOURCE
-        if not src.is_file():
-            raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
-        kid = notebooks.kernel_id(k, creds)
-        folder = notebooks.write_push_folder(cfg, args.out, kid, k.accelerator, src.read_text())
-        if args.dry_run:
-            print(f"wrote {folder}/kernel-metadata.json and {notebooks.NOTEBOOKS['kaggle']} (not pushed)")
-            return
-        result = kaggle.push(api, folder)
-        print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
+        (_push_inference if _inference(args) else _push)(args, cfg, api, creds, kaggle, notebooks)
     elif action in ("status", "output"):
         kid = args.kernel or notebooks.kernel_id(k, creds)
         if action == "status":
@@ -125,6 +141,69 @@ def run_kaggle_command(args: argparse.Namespace, load: Callable[..., Any]) -> No
             print(f"{len(files)} file(s) of {kid} in {out}")
     else:
         _submit(args, cfg, api, kaggle)
+
+
+def _push(args: argparse.Namespace, cfg, api, creds, kaggle, notebooks) -> None:
+    """The training notebook (kernels/notebook.ipy)."""
+    src = args.kernels / notebooks.NOTEBOOK_SOURCE
+    if not src.is_file():
+        raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
+    kid = notebooks.kernel_id(cfg.kaggle, creds)
+    folder = notebooks.write_push_folder(cfg, args.out, kid, cfg.kaggle.accelerator, src.read_text())
+    if args.dry_run:
+        print(f"wrote {folder}/kernel-metadata.json and {notebooks.NOTEBOOKS['kaggle']} (not pushed)")
+        return
+    result = kaggle.push(api, folder)
+    print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
+
+
+def _inference(args: argparse.Namespace) -> bool:
+    return args.competition == "isic2024" and args.kind in (None, "inference")
+
+
+def _push_inference(args: argparse.Namespace, cfg, api, creds, kaggle, notebooks) -> None:
+    """The ISIC 2024 inference notebook: internet off, the wheels and bundle datasets attached."""
+    src = args.kernels / notebooks.INFERENCE_SOURCE
+    if not src.is_file():
+        raise kaggle.KaggleError(f"{src}: notebook source not found (run from the repository root)")
+    owner = cfg.kaggle.username or (creds.username if creds else None)
+    if not owner:
+        raise kaggle.KaggleError("no Kaggle username for the kernel id: set kaggle.username")
+    accelerator = cfg.kaggle.accelerator
+    if accelerator == "tpu":  # the code competition scores CPU or GPU notebooks; a T4 predicts tiles fast
+        log.info("kaggle push: the ISIC 2024 inference notebook runs on a GPU (T4), not a TPU")
+        accelerator = "gpu"
+    kid = f"{owner}/melanoma-isic2024-inference"
+    bundle = args.bundle or f"{owner}/melanoma-isic2024-models"
+    folder = notebooks.write_inference_folder(cfg, args.out, kid, accelerator, src.read_text(), bundle)
+    if args.dry_run:
+        print(f"wrote {folder}/kernel-metadata.json and {notebooks.INFERENCE_NOTEBOOK} (not pushed)")
+        return
+    result = kaggle.push(api, folder)
+    print(f"pushed {kid}: version {result['version_number']}, {result['url']}")
+
+
+def _upload_models(args: argparse.Namespace, cfg, kaggle) -> None:
+    """Build the bundle (credentials first unless --no-upload: one clear line before the export runs)."""
+    from melanoma import __version__
+    from melanoma.kaggle.bundle import build_bundle
+
+    api = None
+    if args.no_upload:
+        owner = args.owner or cfg.kaggle.username or "YOUR-KAGGLE-NAME"
+    else:
+        api, creds = kaggle.connect()
+        owner = args.owner or cfg.kaggle.username or creds.username
+        if not owner:
+            raise kaggle.KaggleError("no owner for the dataset: pass --owner or set kaggle.username")
+    ref = f"{owner}/{args.slug}"
+    build_bundle(cfg, args.runs, args.out, ref)
+    if api is None:
+        print(f"wrote {args.out} (not uploaded): `melanoma infer --bundle {args.out}` uses it as it is")
+        return
+    r = kaggle.upload_dataset(api, args.out, ref, args.message or f"melanoma {__version__}")
+    print(f"{'created' if r['created'] else 'new version of'} {ref}: {r['url']}; push the notebook with "
+          f"`melanoma kaggle push --competition isic2024 --bundle {ref}`")
 
 
 def _check_submission(args: argparse.Namespace, cfg, kaggle) -> None:
@@ -188,6 +267,14 @@ def _output_plan(args, cfg) -> Plan:
     return [Out(args.out, folder=True, own=lambda q: (q / OUTPUT_MARKER).is_file())], {}
 
 
+def _upload_models_plan(args, cfg) -> Plan:
+    from melanoma.outputs import run_inputs
+
+    own = lambda q: (q / "bundle.json").is_file() or (q / "dataset-metadata.json").is_file()  # noqa: E731
+    return [Out(args.out, folder=True, own=own, writes=("bundle.json", "dataset-metadata.json", "tabular"))], \
+        {"RUNS": run_inputs(args.runs)}
+
+
 def _wheels_plan(args, cfg) -> Plan:
     own = lambda q: all(f.suffix == ".whl" or f.name == "dataset-metadata.json" or DEBRIS.match(f.name)  # noqa: E731
                         for f in q.iterdir())
@@ -207,7 +294,10 @@ COMMANDS = [
             plan=_output_plan),
     Command("kaggle wheels", "a dataset folder of wheels for notebooks with the internet off", _wheels_arguments,
             run_kaggle_command, plan=_wheels_plan),
-    Command("kaggle notebook", "regenerate kernels/*.ipynb from kernels/notebook.ipy", _notebook_arguments,
+    Command("kaggle upload-models", "ISIC 2024: image runs (exported) + a tabular run's models -> a bundle folder "
+            "and a private Kaggle dataset", _upload_models_arguments, run_kaggle_command, plan=_upload_models_plan,
+            keras=True),
+    Command("kaggle notebook", "regenerate kernels/*.ipynb from kernels/*.ipy", _notebook_arguments,
             run_kaggle_command, common=False,
             exempt="regenerates the fixed kernels/*.ipynb from kernels/notebook.ipy; no flag names an output"),
     Command("submit", "validate a submission against the sample submission, then submit it", _submit_arguments,

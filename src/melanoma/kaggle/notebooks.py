@@ -21,6 +21,13 @@ log = logging.getLogger("melanoma.kaggle.api")  # kaggle's one logger
 
 NOTEBOOK_SOURCE = "notebook.ipy"  # in kernels/: the one source of both generated notebooks
 NOTEBOOKS = {"kaggle": "melanoma_kaggle.ipynb", "colab": "melanoma_colab.ipynb"}
+# ISIC 2024's code competition: the internet-off inference notebook, a Kaggle notebook of its own source.
+INFERENCE_SOURCE = "isic2024_inference.ipy"
+INFERENCE_NOTEBOOK = "melanoma_isic2024_inference.ipynb"
+ISIC2024_COMPETITION = "isic-2024-challenge"
+# every generated notebook: (source, target, notebook)
+GENERATED = [(NOTEBOOK_SOURCE, target, name) for target, name in NOTEBOOKS.items()] + \
+    [(INFERENCE_SOURCE, "kaggle", INFERENCE_NOTEBOOK)]
 
 
 def parse_cells(text: str, target: str) -> list[tuple[str, str]]:
@@ -86,12 +93,12 @@ def notebook_json(nb: dict[str, Any]) -> str:
 def build_notebooks(kernels_dir: str | Path, check: bool = False) -> list[Path]:
     """Write (or with check=True: compare) every generated notebook in kernels/; return the stale ones."""
     kernels_dir = Path(kernels_dir)
-    src = kernels_dir / NOTEBOOK_SOURCE
-    if not src.is_file():
-        raise KaggleError(f"{src}: notebook source not found (run from the repository root)")
-    text, stale = src.read_text(), []
-    for target, name in NOTEBOOKS.items():
-        path, content = kernels_dir / name, notebook_json(build_notebook(text, target))
+    stale = []
+    for source, target, name in GENERATED:
+        src = kernels_dir / source
+        if not src.is_file():
+            raise KaggleError(f"{src}: notebook source not found (run from the repository root)")
+        path, content = kernels_dir / name, notebook_json(build_notebook(src.read_text(), target))
         if not path.is_file() or path.read_text() != content:
             stale.append(path)
             if not check:
@@ -173,4 +180,34 @@ def write_push_folder(cfg: Any, folder: str | Path, kid: str, accelerator: str, 
     nb = build_notebook(notebook_text, "kaggle", params)
     write_text(folder / NOTEBOOKS["kaggle"], notebook_json(nb))
     write_json(folder / "kernel-metadata.json", kernel_metadata(cfg, kid, accelerator, NOTEBOOKS["kaggle"]))
+    return folder
+
+
+def inference_metadata(cfg: Any, kid: str, accelerator: str, code_file: str, bundle: str) -> dict[str, Any]:
+    """kernel-metadata.json of the ISIC 2024 inference notebook: internet off (a code competition's rule), the
+    competition, the wheels dataset and the bundle dataset attached."""
+    k = cfg.kaggle
+    if not k.wheels:
+        raise KaggleError("set kaggle.wheels to your wheels dataset (`melanoma kaggle wheels`, then upload it): the "
+                          "inference notebook runs with the internet off")
+    owner = kid.split("/")[0]
+    meta = {"id": kid, "title": kid.split("/")[1].replace("-", " ").capitalize(), "code_file": code_file,
+            "language": "python", "kernel_type": "notebook", "is_private": k.private, "enable_internet": False,
+            "competition_sources": [ISIC2024_COMPETITION],
+            "dataset_sources": [dataset_ref(k.wheels, owner), dataset_ref(bundle, owner)],
+            "kernel_sources": [], "model_sources": []}
+    meta.update(ACCELERATORS[accelerator])
+    return meta
+
+
+def write_inference_folder(cfg: Any, folder: str | Path, kid: str, accelerator: str, notebook_text: str,
+                           bundle: str) -> Path:
+    """The push folder of the ISIC 2024 inference notebook, with WHEELS and BUNDLE set to their mounts."""
+    folder = Path(folder)
+    meta = inference_metadata(cfg, kid, accelerator, INFERENCE_NOTEBOOK, bundle)
+    owner = kid.split("/")[0]
+    params = {"WHEELS": _notebook_source(dataset_ref(cfg.kaggle.wheels, owner)),
+              "BUNDLE": _notebook_source(dataset_ref(bundle, owner))}
+    write_text(folder / INFERENCE_NOTEBOOK, notebook_json(build_notebook(notebook_text, "kaggle", params)))
+    write_json(folder / "kernel-metadata.json", meta)
     return folder

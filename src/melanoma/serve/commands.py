@@ -1,4 +1,4 @@
-"""`melanoma export`, `predict` and `serve`: their flags, actions (export.py, predict.py, app.py, imported when the
+"""`melanoma export`, `predict`, `infer` and `serve`: their flags, actions (export.py, predict.py, app.py, imported when the
 command runs) and output plans."""
 
 from __future__ import annotations
@@ -62,6 +62,29 @@ def _predict_plan(args, cfg) -> Plan:
         "--model": args.model, "--images": images, "--image-dir": cfg.predict.image_dir}
 
 
+def _infer_arguments(p) -> None:
+    p.add_argument("--bundle", type=Path, required=True,
+                   help="the folder `melanoma kaggle upload-models` builds (bundle.json, image models, tabular models)")
+    p.add_argument("--data", type=Path, required=True, help="the folder of test-metadata.csv and test-image.hdf5")
+    p.add_argument("--out", type=Path, required=True, help="submission CSV to write (isic_id,target)")
+    config_flags(p, "predict.batch_size", "predict.workers", "train.devices.backend")
+
+
+def _infer(args, load) -> None:
+    from melanoma.serve.infer import run_infer
+
+    run_infer(load(args), args.bundle, args.data, args.out)
+
+
+def _infer_plan(args, cfg) -> Plan:
+    from melanoma.serve.infer import timing_path
+
+    out = Path(args.out)
+    return [Out(out, own=csv_with("isic_id", "target")),
+            Out(timing_path(out), own=json_with("projected_tiles", "steps"))], {
+        "--bundle": [args.bundle, Path(args.bundle) / "bundle.json"], "--data": args.data}
+
+
 def _serve_arguments(p) -> None:
     p.add_argument("--model", type=Path, required=True, help="folder written by `melanoma export`")
     config_flags(p, "serve.host", "serve.port", "serve.threshold", "train.devices.backend")
@@ -82,6 +105,8 @@ COMMANDS = [
             _export, plan=_export_plan, keras=True),
     Command("predict", "batch prediction on image files with an exported model", _predict_arguments, _predict,
             plan=_predict_plan, keras=True),
+    Command("infer", "ISIC 2024 inference: a bundle's image and tabular models on test-metadata.csv + "
+            "test-image.hdf5 -> submission.csv", _infer_arguments, _infer, plan=_infer_plan, keras=True),
     Command("serve", "REST service for an exported model (FastAPI under uvicorn)", _serve_arguments, _serve,
             exempt="serves requests; writes nothing", keras=True),
 ]

@@ -141,23 +141,17 @@ def _read(art: Artifact, path: str) -> np.ndarray | str:
         return f"cannot read: {e.strerror or e}"
 
 
-def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str | Path) -> pd.DataFrame:
-    """The `predict` command: writes OUT (a row per image) and returns it."""
+def score_images(art: Artifact, df: pd.DataFrame, meta: np.ndarray | None, batch: int, workers: int | None,
+                 desc: str = "predict") -> tuple[np.ndarray, list[str]]:
+    """(probability per row of df, NaN where unreadable; the reason per row, "" where scored), under a progress
+    bar. Images are read in a thread pool one batch ahead of the model."""
     from melanoma.progress import progress_bar
 
-    pcfg = cfg.predict
-    art = Artifact.load(model_dir)
-    df = list_images(images, pcfg.image_dir)
-    meta = meta_vectors(art, df, images)
-    if art.settings.lesion != "none":  # the lesion step prepare applied, with the exported segmenter or classical
-        log.info("predict: lesion %s before the resize (%s)", art.settings.lesion,
-                 art.settings.segmenter or "classical mask")
-    n, batch = len(df), pcfg.batch_size
+    n = len(df)
     prob = np.full(n, np.nan)
     errors = [""] * n
     starts = list(range(0, n, batch))
-    workers = pcfg.workers or (os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool, progress_bar(n, "predict") as bar:
+    with ThreadPoolExecutor(workers or (os.cpu_count() or 1)) as pool, progress_bar(n, desc) as bar:
         def submit(start: int) -> list[Future]:
             return [pool.submit(_read, art, p) for p in df[PATH].iloc[start:start + batch]]
 
@@ -174,6 +168,20 @@ def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str
                 x = np.stack([results[i] for i in ok])
                 prob[rows] = art.predict(x, None if meta is None else meta[rows])
             bar.update(len(results))
+    return prob, errors
+
+
+def run_predict(cfg: Config, model_dir: str | Path, images: str | Path, out: str | Path) -> pd.DataFrame:
+    """The `predict` command: writes OUT (a row per image) and returns it."""
+    pcfg = cfg.predict
+    art = Artifact.load(model_dir)
+    df = list_images(images, pcfg.image_dir)
+    meta = meta_vectors(art, df, images)
+    if art.settings.lesion != "none":  # the lesion step prepare applied, with the exported segmenter or classical
+        log.info("predict: lesion %s before the resize (%s)", art.settings.lesion,
+                 art.settings.segmenter or "classical mask")
+    n = len(df)
+    prob, errors = score_images(art, df, meta, pcfg.batch_size, pcfg.workers)
     result = _table(art, df, prob, errors)
     write_csv(out, PROFILES[df.attrs.get("competition", "siim2020")].user_table(result))
     bad = result[result["error"] != ""]

@@ -27,6 +27,7 @@ class ModelRun:
     test_pred: pd.DataFrame
     extra: dict[str, Any]
     oof_auc: float | None
+    members: list[Any] = dataclasses.field(default_factory=list)  # the fitted models behind test_pred (isic2024)
 
 
 def best_of(names: list[str], scores: dict[str, float | None]) -> str:

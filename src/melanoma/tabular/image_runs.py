@@ -77,7 +77,7 @@ def _check(run: Path, oof: pd.DataFrame, test: pd.DataFrame, train: pd.DataFrame
                                            f"({int(differ.sum())} such id(s)): {fix}", csv_line(int(row['index'])))
 
 
-def _normalised(values: dict[str, np.ndarray], index: pd.Index, patients: pd.Series) -> pd.DataFrame:
+def normalised(values: dict[str, np.ndarray], index: pd.Index, patients: pd.Series) -> pd.DataFrame:
     num = pd.DataFrame(values, index=index, dtype=np.float64)
     z, rank = within_patient(num, patient_codes(patients))
     return pd.concat([num.astype("float32"), z, rank], axis=1)
@@ -102,5 +102,5 @@ def image_run_features(run_dirs: list[str | Path], train: pd.DataFrame, test: pd
         info.append({"path": str(run), "column": column(i), "n_oof": int(len(oof)), "n_test": int(len(pred)),
                      "metric": metric, f"oof_{metric}": value})
         log.info("tabular: image run %s -> features %s, %s_pz, %s_prank", run, column(i), column(i), column(i))
-    return (_normalised(train_values, pd.Index(train[ID]), train[PATIENT]),
-            _normalised(test_values, pd.Index(test[ID]), test[PATIENT]), info)
+    return (normalised(train_values, pd.Index(train[ID]), train[PATIENT]),
+            normalised(test_values, pd.Index(test[ID]), test[PATIENT]), info)

@@ -38,7 +38,7 @@ from melanoma.data.schema import ID, PATIENT, TARGET, csv_line, read_test, read_
 from melanoma.errors import ConfigError, input_error
 from melanoma.files import staged_dir
 from melanoma.scoring import auc, fmt_auc
-from melanoma.tabular import boosters, models
+from melanoma.tabular import boosters, models, saved
 from melanoma.tabular.choice import ModelRun, best_of, remove_stale_model_dirs
 from melanoma.tabular.image_runs import image_run_features
 from melanoma.tabular.isic2024 import RAW_NUMERIC, ISIC2024Features
@@ -124,9 +124,11 @@ def read_tables(cfg: Config, competition: Competition, data_dir: str | Path, fol
 
 
 def feature_tables(df: pd.DataFrame, test: pd.DataFrame, tcfg: TabularConfig, competition: Competition,
-                   folds_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
-    """(training features, test features, the image runs used), indexed by id; never a train-only column."""
-    features = ISIC2024Features().fit(df)
+                   folds_path: str | Path, features: ISIC2024Features | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """(training features, test features, the image runs used), indexed by id; never a train-only column.
+    `features`: the transformer to fit (the run keeps it for inference, melanoma.tabular.saved)."""
+    features = (features or ISIC2024Features()).fit(df)
     X = features.transform(df).set_axis(pd.Index(df[ID]), axis=0)
     Xt = features.transform(test).set_axis(pd.Index(test[ID]), axis=0)
     banned = set(competition.train_only)
@@ -162,12 +164,13 @@ def fit_model(name: str, cfg: Config, competition: Competition, X: pd.DataFrame,
               df: pd.DataFrame, folds_path: str | Path) -> ModelRun:
     """Model `name` on every fold: out-of-fold predictions of every training row, test predictions."""
     tcfg, start = cfg.tabular, time.perf_counter()
-    oof_parts, test_preds, per_fold, gains = [], [], {}, []
+    oof_parts, test_preds, per_fold, gains, members = [], [], {}, [], []
     for k in sorted(int(f) for f in df["fold"].unique()):
         est, val = _fold(name, cfg, competition, X, df, k, folds_path)
         pred = _predict(est, X.iloc[val])
         if tcfg.test_predictions == "fold_mean":
             test_preds.append(_predict(est, Xt))
+            members.append(est)
         oof_parts.append(pd.DataFrame({ID: X.index[val], TARGET: df[TARGET].to_numpy()[val], "pred": pred,
                                        "fold": k}))
         per_fold[str(k)] = {"rows": int(len(df) - len(val)), "rows_kept": est.rows_kept_, "rounds": est.rounds_,
@@ -183,7 +186,7 @@ def fit_model(name: str, cfg: Config, competition: Competition, X: pd.DataFrame,
         est = booster(name, tcfg, competition.metric, cfg.seed)
         with threadpool_limits(limits=1):
             est.fit(X, df[TARGET].to_numpy(), groups=df[PATIENT].to_numpy(dtype=object))
-        test_preds = [_predict(est, Xt)]
+        test_preds, members = [_predict(est, Xt)], [est]
     oof = pd.concat(oof_parts, ignore_index=True)
     extra = {"model": name, "features": [str(c) for c in X.columns], "seeds": seeds(tcfg),
              "negative_ratio": negative_ratio(tcfg), "test_predictions": tcfg.test_predictions,
@@ -191,7 +194,7 @@ def fit_model(name: str, cfg: Config, competition: Competition, X: pd.DataFrame,
                     if k not in ("library", "seed")}, "folds": per_fold, **_importances(gains),
              "n_test": int(len(Xt)), "seconds": round(time.perf_counter() - start, 1)}
     test_pred = pd.DataFrame({ID: Xt.index, TARGET: np.mean(test_preds, axis=0)})
-    return ModelRun(name, oof, test_pred, extra, competition.score(oof[TARGET], oof["pred"]))
+    return ModelRun(name, oof, test_pred, extra, competition.score(oof[TARGET], oof["pred"]), members)
 
 
 def _importances(gains: list[dict[str, float]]) -> dict[str, Any]:
@@ -210,7 +213,8 @@ def run_tbp(cfg: Config, competition: Competition, data_dir: str | Path, folds_p
     tcfg, start = cfg.tabular, time.perf_counter()
     names = model_names(tcfg)
     df, test = read_tables(cfg, competition, data_dir, folds_path)
-    X, Xt, image_info = feature_tables(df, test, tcfg, competition, folds_path)
+    features = ISIC2024Features()
+    X, Xt, image_info = feature_tables(df, test, tcfg, competition, folds_path, features)
     log.info("tabular: %d features (%d from %d image run(s)) for %d training and %d test tiles; %s, %d seed(s), "
              "%s negatives per positive", X.shape[1], 3 * len(image_info), len(image_info), len(X), len(Xt),
              ", ".join(names), seeds(tcfg), negative_ratio(tcfg) or "all")
@@ -229,10 +233,18 @@ def run_tbp(cfg: Config, competition: Competition, data_dir: str | Path, folds_p
         if len(names) > 1:
             for name, run in runs.items():
                 results.write_run(stage / name, run.oof, run.test_pred, run.extra, competition)
+                saved.save_models(stage / name / saved.MODELS_DIR, features, run.members, list(X.columns), image_info,
+                                  cfg.data.patient_id)
                 save_run_info(stage / name, dataclasses.replace(cfg, tabular=dataclasses.replace(tcfg, model=name)),
                               "tabular")
         metrics = results.write_run(stage, runs[best].oof, runs[best].test_pred, extra, competition)
+        # the chosen model's fitted members, for `melanoma infer` (melanoma.tabular.saved)
+        saved.save_models(stage / saved.MODELS_DIR, features, runs[best].members, list(X.columns), image_info,
+                          cfg.data.patient_id)
         save_run_info(stage, cfg, "tabular")
+    for folder in [Path(out_dir) / n for n in names] if len(names) > 1 else []:
+        saved.remove_stale_members(folder / saved.MODELS_DIR)
+    saved.remove_stale_members(Path(out_dir) / saved.MODELS_DIR)
     remove_stale_model_dirs(Path(out_dir), names if len(names) > 1 else [], [*models.TABULAR_MODELS, *MODELS])
     log.info("tabular: OOF %s %s, AUC %s%s over %d tiles, %d folds -> %s", competition.metric_name,
              fmt_auc(metrics[f"oof_{competition.metric}"]), fmt_auc(metrics["oof_auc"]),

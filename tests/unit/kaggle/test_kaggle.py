@@ -405,7 +405,7 @@ def test_committed_notebooks_are_generated_from_the_source():
     assert notebooks.build_notebooks(ROOT / "kernels", check=True) == [], "run `melanoma kaggle notebook`"
     import nbformat
 
-    for name in notebooks.NOTEBOOKS.values():  # valid nbformat 4.5 (cell ids included), as Jupyter reads it
+    for _, _, name in notebooks.GENERATED:  # valid nbformat 4.5 (cell ids included), as Jupyter reads it
         nbformat.validate(nbformat.read(ROOT / "kernels" / name, as_version=4))
 
 
@@ -476,3 +476,90 @@ print("ok")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
+
+
+# --------------------------------------------------------------------------------------------------------
+# ISIC 2024: the models dataset and the inference notebook
+
+
+class DatasetApi(FakeApi):
+    """FakeApi plus the dataset calls of `kaggle upload-models`; `existing` names the datasets already there."""
+
+    def __init__(self, existing=()):
+        super().__init__()
+        self.existing = set(existing)
+
+    def dataset_status(self, ref):
+        self.calls.append(("dataset_status", ref))
+        if ref not in self.existing:
+            raise ValueError("404 Not Found")
+        return "ready"
+
+    def dataset_create_new(self, folder, public=False, quiet=False, dir_mode="skip"):
+        meta = json.loads((Path(folder) / "dataset-metadata.json").read_text())
+        self.calls.append(("create", meta["id"], public, dir_mode, sorted(p.name for p in Path(folder).iterdir())))
+        return SimpleNamespace(error="", url=f"https://www.kaggle.com/datasets/{meta['id']}")
+
+    def dataset_create_version(self, folder, version_notes, quiet=False, dir_mode="skip"):
+        self.calls.append(("version", version_notes, dir_mode))
+        return SimpleNamespace(error="", url="")
+
+
+def _tabular_run(root: Path) -> Path:
+    """A tabular run folder with saved models (no image runs), as `melanoma tabular` writes it."""
+    run = root / "tab"
+    (run / "models").mkdir(parents=True)
+    (run / "models" / "models.json").write_text(json.dumps({"format_version": 1, "members": ["member0.joblib"],
+                                                            "image_runs": [], "features": []}))
+    (run / "models" / "member0.joblib").write_bytes(b"x")
+    (run / "run.json").write_text(json.dumps({"package": "melanoma", "stage": "tabular"}))
+    (run / "metrics.json").write_text(json.dumps({"model": "lgbm"}))
+    return run
+
+
+@pytest.mark.parametrize("existing, call", [((), "create"), (("alice/melanoma-isic2024-models",), "version")])
+def test_upload_models_creates_or_versions_a_private_dataset(no_credentials, monkeypatch, tmp_path, capsys,
+                                                             existing, call):
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    api = DatasetApi(existing)
+    monkeypatch.setattr(kaggle, "make_api", lambda: api)
+    run = _tabular_run(tmp_path)
+    code, out, err = run_cli(capsys, "kaggle", "upload-models", run, "--out", tmp_path / "bundle")
+    assert code == 0, err
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert bundle["tabular"] == "tabular" and bundle["image_models"] == [] and bundle["tabular_model"] == "lgbm"
+    assert (tmp_path / "bundle" / "tabular" / "models" / "member0.joblib").is_file()
+    done = [c for c in api.calls if c[0] == call]
+    assert len(done) == 1 and "alice/melanoma-isic2024-models" in out
+    if call == "create":
+        assert done[0][1:4] == ("alice/melanoma-isic2024-models", False, "zip")  # private; folders as zips
+        assert "dataset-metadata.json" in done[0][4] and "tabular" in done[0][4]
+
+
+def test_upload_models_refuses_what_is_no_run_before_any_upload(fake_api, tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    code, _, err = run_cli(capsys, "kaggle", "upload-models", tmp_path / "nothing", "--out", tmp_path / "b")
+    assert code == 2 and "not an image run" in err and err.count("\n") == 1
+    assert not any(c[0] in ("create", "version") for c in fake_api.calls)
+
+
+def test_push_isic2024_inference_notebook_is_offline(no_credentials, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    base = ["kaggle", "push", "--dry-run", "--competition", "isic2024", "--set", "kaggle.username=alice",
+            "--out", tmp_path / "push"]
+    code, _, err = run_cli(capsys, *base)
+    assert code != 0 and "kaggle.wheels" in err  # offline: the wheels dataset is required
+    code, out, err = run_cli(capsys, *base, "--set", "kaggle.wheels=melanoma-wheels", "--bundle", "bob/models")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "push" / "kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["competition_sources"] == ["isic-2024-challenge"]
+    assert meta["dataset_sources"] == ["alice/melanoma-wheels", "bob/models"]
+    assert meta["id"] == "alice/melanoma-isic2024-inference" and meta["machine_shape"] == "NvidiaTeslaT4"
+    nb = json.loads((tmp_path / "push" / meta["code_file"]).read_text())
+    code_text = "".join("".join(c["source"]) for c in nb["cells"])
+    assert 'WHEELS = "/kaggle/input/datasets/alice/melanoma-wheels"' in code_text
+    assert 'BUNDLE = "/kaggle/input/datasets/bob/models"' in code_text
+    assert '"--no-index", "--find-links", WHEELS' in code_text and 'melanoma("infer"' in code_text
+    code, _, err = run_cli(capsys, *base, "--kind", "training")
+    assert code != 0 and "only the inference notebook" in err
