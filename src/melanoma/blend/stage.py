@@ -35,7 +35,7 @@ from melanoma.errors import ConfigError, InputError, SubmissionError
 from melanoma.files import read_json, write_csv, write_json
 from melanoma.data.runs import headline, read_metrics, read_run, run_competition
 from melanoma.blend.weights import fit_weights, step_units, to_ranks
-from melanoma.scoring import METRICS, auc, fmt_auc
+from melanoma.scoring import METRICS, fmt_auc
 from melanoma.runtime.paths import RunPaths
 from melanoma.runtime.stage import Result
 from melanoma.data.submission import SUBMISSION_COLUMNS, example_id, read_sample_submission, validate_submission
@@ -318,5 +318,7 @@ def run(cfg: Config, paths: RunPaths) -> Result:
     """The `blend` stage (melanoma.runtime.stage): PATHS.runs (default: the image and tabular runs) -> PATHS.submission."""
     runs = list(paths.runs) if paths.runs is not None else [paths.image_run, paths.tabular_run]
     report = run_blend(cfg, runs, paths.submission, paths.sample_submission)
-    return Result("blend", {"submission": paths.submission}, {"blended_oof_auc": report.get("blended_oof_auc")},
-                  detail=report)
+    scores = {"blended_oof_auc": report.get("blended_oof_auc")}
+    if "blended_oof_pauc" in report:  # ISIC 2024 runs
+        scores["blended_oof_pauc"] = report["blended_oof_pauc"]
+    return Result("blend", {"submission": paths.submission}, scores, detail=report)

@@ -23,7 +23,7 @@ from melanoma.data.schema import ID, TARGET
 from melanoma.runtime.place import detect, previous_runs
 from melanoma.errors import ConfigError, input_error
 from melanoma.data.runs import read_metrics
-from melanoma.scoring import auc, fmt_auc
+from melanoma.scoring import METRICS, fmt_auc
 from melanoma.run.stages import STAGES as STAGE_RUNS
 from melanoma.runtime.paths import RunPaths, image_run_configs, resolve_paths
 from melanoma.runtime.stage import Result
@@ -31,9 +31,9 @@ from melanoma.runtime.stage import Result
 log = logging.getLogger("melanoma.run")
 
 
-def test_auc(submission: Path, labels: Path) -> float | None:
-    """AUC of a submission against held-out labels (image_name,target or ISIC 2024's isic_id,target), joined by
-    id."""
+def test_auc(submission: Path, labels: Path, metric: str = "auc") -> float | None:
+    """AUC (or `metric`: pauc) of a submission against held-out labels (image_name,target or ISIC 2024's
+    isic_id,target), joined by id."""
     if not labels.is_file():
         raise input_error(labels, "test labels file not found")
     ids = {c: "string" for c in ID_COLUMNS}
@@ -44,7 +44,7 @@ def test_auc(submission: Path, labels: Path) -> float | None:
     joined = truth.merge(sub, on=ID, suffixes=("_true", "_pred"), validate="one_to_one")
     if len(joined) != len(truth):
         raise input_error(labels, f"only {len(joined)} of its {len(truth)} ids are in {submission}")
-    return auc(joined[f"{TARGET}_true"], joined[f"{TARGET}_pred"])
+    return METRICS[metric](joined[f"{TARGET}_true"], joined[f"{TARGET}_pred"])
 
 
 def adopt_finished_folds(previous: Path, run_dir: Path) -> list[str]:
@@ -152,8 +152,12 @@ def _summary(cfg: Config, paths: RunPaths, image_runs: list, blend: Result | Non
         summary["variants_oof_auc"] = {r.name: read_metrics(r).get("oof_auc") for _, r in image_runs}
     if blend:
         summary["blend_oof_auc"] = blend.metrics.get("blended_oof_auc")
+        if blend.metrics.get("blended_oof_pauc") is not None:  # ISIC 2024: its metric first
+            summary["blend_oof_pauc"] = blend.metrics["blended_oof_pauc"]
         if paths.test_labels is not None:
             summary["test_auc"] = test_auc(paths.submission, paths.test_labels)
+            if "blend_oof_pauc" in summary:
+                summary["test_pauc"] = test_auc(paths.submission, paths.test_labels, "pauc")
     return summary
 
 
@@ -199,7 +203,8 @@ def format_summary(summary: dict) -> str:
     for key, label in (("image_oof_pauc", "image model OOF pAUC"), ("image_oof_auc", "image model OOF AUC"),
                        ("tabular_oof_pauc", "tabular model OOF pAUC"), ("tabular_oof_auc", "tabular model OOF AUC"),
                        ("blend_oof_pauc", "blended OOF pAUC"),
-                       ("blend_oof_auc", "blended OOF AUC"), ("test_auc", "held-out test AUC")):
+                       ("blend_oof_auc", "blended OOF AUC"), ("test_pauc", "held-out test pAUC"),
+                       ("test_auc", "held-out test AUC")):
         if key in summary:
             lines.append(f"  {label:<24} {fmt_auc(summary[key])}")
     for name, value in summary.get("variants_oof_auc", {}).items():
