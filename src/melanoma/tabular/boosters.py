@@ -201,22 +201,8 @@ class SeededBoosters(ClassifierMixin, BaseEstimator):
                  learning_rate=0.02, num_leaves=7, min_child_samples=100, feature_fraction=0.6,
                  bagging_fraction=0.8, lambda_l2=5.0, early_stopping=True, early_stopping_rounds=200,
                  validation_fraction=0.2, rounds_without_validation=200, seed=42):
-        self.library = library
-        self.seeds = seeds
-        self.negative_ratio = negative_ratio
-        self.metric = metric
-        self.max_rounds = max_rounds
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.feature_fraction = feature_fraction
-        self.bagging_fraction = bagging_fraction
-        self.lambda_l2 = lambda_l2
-        self.early_stopping = early_stopping
-        self.early_stopping_rounds = early_stopping_rounds
-        self.validation_fraction = validation_fraction
-        self.rounds_without_validation = rounds_without_validation
-        self.seed = seed
+        # scikit-learn's contract: every argument stored as given, under its own name (get_params, clone)
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})
 
     def _settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction",

@@ -46,13 +46,8 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden=(64, 32), dropout=0.2, epochs=40, batch_size=256, learning_rate=1e-3,
                  seed=42, verbose=0):
-        self.hidden = hidden
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.seed = seed
-        self.verbose = verbose
+        # scikit-learn's contract: every argument stored as given, under its own name (get_params, clone)
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})
 
     def _build(self, n_features: int):
         import keras
@@ -176,19 +171,8 @@ class LightGBMClassifier(_EarlyStoppedBooster):
                  feature_fraction=0.6, bagging_fraction=0.8, lambda_l2=5.0, early_stopping=True,
                  early_stopping_rounds=50, validation_fraction=0.2, rounds_without_validation=200,
                  metric="binary_logloss", seed=42):
-        self.max_rounds = max_rounds
-        self.learning_rate = learning_rate
-        self.metric = metric
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.feature_fraction = feature_fraction
-        self.bagging_fraction = bagging_fraction
-        self.lambda_l2 = lambda_l2
-        self.early_stopping = early_stopping
-        self.early_stopping_rounds = early_stopping_rounds
-        self.validation_fraction = validation_fraction
-        self.rounds_without_validation = rounds_without_validation
-        self.seed = seed
+        # scikit-learn's contract: every argument stored as given, under its own name (get_params, clone)
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})
 
     def _params(self) -> dict[str, Any]:
         return {"objective": "binary", "metric": self.metric, "learning_rate": float(self.learning_rate),
@@ -233,17 +217,8 @@ class TunedHGBClassifier(_EarlyStoppedBooster):
     def __init__(self, max_rounds=1000, learning_rate=0.03, max_leaf_nodes=7, min_samples_leaf=100,
                  l2_regularization=5.0, max_features=0.6, early_stopping=True, early_stopping_rounds=50,
                  validation_fraction=0.2, rounds_without_validation=200, seed=42):
-        self.max_rounds = max_rounds
-        self.learning_rate = learning_rate
-        self.max_leaf_nodes = max_leaf_nodes
-        self.min_samples_leaf = min_samples_leaf
-        self.l2_regularization = l2_regularization
-        self.max_features = max_features
-        self.early_stopping = early_stopping
-        self.early_stopping_rounds = early_stopping_rounds
-        self.validation_fraction = validation_fraction
-        self.rounds_without_validation = rounds_without_validation
-        self.seed = seed
+        # scikit-learn's contract: every argument stored as given, under its own name (get_params, clone)
+        vars(self).update({k: v for k, v in locals().items() if k != "self"})
 
     def _booster(self, rounds: int, **kw) -> HistGradientBoostingClassifier:
         return HistGradientBoostingClassifier(
