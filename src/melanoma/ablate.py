@@ -35,6 +35,8 @@ import pandas as pd
 
 from melanoma.config import Config, apply_overrides, to_dict
 from melanoma.config.aliases import flat_train, new_key, old_leaf, tell
+from melanoma.data.competition import ID_COLUMNS, internal_ids
+from melanoma.data.runs import headline, read_metrics
 from melanoma.data.schema import ID, PATIENT, TARGET
 from melanoma.errors import ConfigError, InputError
 from melanoma.files import write_csv, write_json, write_text
@@ -197,31 +199,34 @@ def label(setting: Setting) -> str:
 
 
 def _oof(run_dir: Path) -> pd.Series:
-    oof = pd.read_csv(run_dir / "oof.csv", dtype={ID: "string"})
+    oof = internal_ids(pd.read_csv(run_dir / "oof.csv", dtype={c: "string" for c in ID_COLUMNS}))
     return oof.set_index(ID)[["target", "pred"]]
 
 
 def table(cfg: Config, base: Setting, runs: dict[Setting, dict[int, Path]], folds: Path) -> dict[str, Any]:
-    """Rows of the table: per-seed AUCs, mean and t-interval over seeds, paired difference against the base."""
+    """Rows of the table: per-seed scores (the runs' metric: AUC, or pAUC for ISIC 2024; the `auc_*` keys hold it),
+    mean and t-interval over seeds, paired difference against the base."""
     from melanoma.report import metrics as M
     from melanoma.report.evaluate import compare_pair
 
-    patients = pd.read_csv(folds, dtype={ID: "string", PATIENT: "string"}).set_index(ID)[PATIENT]
+    metric = headline(read_metrics(next(iter(runs[base].values()))))[0]
+    folds_table = internal_ids(pd.read_csv(folds, dtype={**{c: "string" for c in ID_COLUMNS}, PATIENT: "string"}))
+    patients = folds_table.set_index(ID)[PATIENT]
     n_boot = cfg.report.bootstrap
     boot_seed = cfg.seed if cfg.report.seed is None else cfg.report.seed
     rows = []
     for setting, by_seed in runs.items():
         oofs = {s: _oof(p) for s, p in by_seed.items()}
-        aucs = {s: M.ranking_metrics(o[TARGET].to_numpy(), o["pred"].to_numpy())["auc"] for s, o in oofs.items()}
+        aucs = {s: M.ranking_metrics(o[TARGET].to_numpy(), o["pred"].to_numpy())[metric] for s, o in oofs.items()}
         row: dict[str, Any] = {"setting": label(setting), **dict(setting), "base": setting == base,
                                **{f"auc_seed{s}": a for s, a in aucs.items()}}
         row.update(seed_interval(list(aucs.values())))
         if setting != base:
             base_oofs = {s: _oof(p) for s, p in runs[base].items()}
-            row.update(paired(oofs, base_oofs, patients, n_boot, boot_seed, compare_pair))
+            row.update(paired(oofs, base_oofs, patients, n_boot, boot_seed, compare_pair, metric))
         rows.append(row)
-    return {"rows": rows, "bootstrap": n_boot,
-            "p_value": "paired patient bootstrap of the mean over seeds of the AUC difference (two-sided)"}
+    return {"rows": rows, "bootstrap": n_boot, "metric": metric,
+            "p_value": f"paired patient bootstrap of the mean over seeds of the {metric} difference (two-sided)"}
 
 
 def seed_interval(aucs: list[float]) -> dict[str, Any]:
@@ -238,7 +243,7 @@ def seed_interval(aucs: list[float]) -> dict[str, Any]:
 
 
 def paired(oofs: dict[int, pd.DataFrame], base_oofs: dict[int, pd.DataFrame], patients: pd.Series, n_boot: int,
-           boot_seed: int, compare_pair) -> dict[str, Any]:
+           boot_seed: int, compare_pair, metric: str = "auc") -> dict[str, Any]:
     """Mean over seeds of the AUC difference against the base on the same seed and images, its patient-bootstrap
     interval and p-value, and each seed's `compare` (DeLong p)."""
     from melanoma.report import metrics as M
@@ -252,9 +257,12 @@ def paired(oofs: dict[int, pd.DataFrame], base_oofs: dict[int, pd.DataFrame], pa
     per_seed, diffs = {}, []
     for s in seeds:
         a, b = oofs[s].loc[common, "pred"].to_numpy(), base_oofs[s].loc[common, "pred"].to_numpy()
-        res = compare_pair(y, a, b, codes, 0, boot_seed)  # the point difference and DeLong; the bootstrap is below
-        per_seed[s] = {"diff": res["diff"], "delong_p": res["delong"]["p"]}
-        diffs.append(_boot_diffs(y, a, b, codes, n_boot, boot_seed))  # same seed: the same patient draws
+        if metric == "auc":
+            res = compare_pair(y, a, b, codes, 0, boot_seed)  # the point difference and DeLong (AUC only)
+            per_seed[s] = {"diff": res["diff"], "delong_p": res["delong"]["p"]}
+        else:
+            per_seed[s] = {"diff": M.ranking_metrics(y, a)[metric] - M.ranking_metrics(y, b)[metric], "delong_p": None}
+        diffs.append(_boot_diffs(y, a, b, codes, n_boot, boot_seed, metric))  # same seed: the same patient draws
     mean_diff = float(np.mean([v["diff"] for v in per_seed.values()]))
     out: dict[str, Any] = {"diff_vs_base": mean_diff, "diff_ci_low": None, "diff_ci_high": None, "p_value": None,
                            "per_seed": per_seed}
@@ -268,16 +276,16 @@ def paired(oofs: dict[int, pd.DataFrame], base_oofs: dict[int, pd.DataFrame], pa
     return out
 
 
-def _boot_diffs(y, a, b, codes, n_boot: int, seed: int) -> np.ndarray:
-    """AUC(a) - AUC(b) on each patient resample (report/metrics.py's weights: the same seed, the same draws)."""
+def _boot_diffs(y, a, b, codes, n_boot: int, seed: int, metric: str = "auc") -> np.ndarray:
+    """score(a) - score(b) on each patient resample (report/metrics.py's weights: the same seed, the same draws)."""
     from melanoma.report import metrics as M
 
+    score = M.RANKING[metric]
     ra, oa = M.Ranked.of(y, a)
     rb, ob = M.Ranked.of(y, b)
     out = []
     for w in M.resample_weights(codes, n_boot, seed):
-        out.append(M.auc_from_counts(*M.cumulative_counts(ra, w[:, oa]))
-                   - M.auc_from_counts(*M.cumulative_counts(rb, w[:, ob])))
+        out.append(score(*M.cumulative_counts(ra, w[:, oa])) - score(*M.cumulative_counts(rb, w[:, ob])))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -289,7 +297,8 @@ def _fmt(v: Any, signed: bool = False) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     seeds = result["seeds"]
-    head = ["setting"] + [f"AUC seed {s}" for s in seeds] + ["mean", "95% CI (seeds)", "diff vs base",
+    name = "pAUC" if result.get("metric") == "pauc" else "AUC"
+    head = ["setting"] + [f"{name} seed {s}" for s in seeds] + ["mean", "95% CI (seeds)", "diff vs base",
                                                             "95% CI (patients)", "p"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:

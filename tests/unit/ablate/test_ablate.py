@@ -134,3 +134,31 @@ def test_ablate_refuses_a_bad_grid_in_one_line_before_writing(tmp_path, capsys):
     assert main(["ablate", "--vary", "train.head=binary", "--seeds", "0", "--out", str(out)]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_table_scores_isic2024_runs_by_partial_auc(tmp_path):
+    """Runs whose metrics.json says metric: pauc (ISIC 2024, oof.csv keyed by isic_id) are tabled in pAUC."""
+    from melanoma.ablate import markdown, table
+    from melanoma.scoring import partial_auc
+
+    rng = np.random.default_rng(1)
+    n = 400
+    ids = [f"ISIC_{i:07d}" for i in range(n)]
+    y = (rng.random(n) < 0.1).astype(int)
+    pd.DataFrame({"isic_id": ids, "patient_id": [f"IP_{i // 4}" for i in range(n)], "target": y,
+                  "fold": np.arange(n) % 2}).to_csv(tmp_path / "folds.csv", index=False)
+    runs = {}
+    for name, noise in ((("train.epochs", 1),), 0.4), ((("train.epochs", 2),), 1.2):
+        run = tmp_path / f"run{noise}"
+        run.mkdir()
+        pd.DataFrame({"isic_id": ids, "target": y, "pred": 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, noise, n)))),
+                      "fold": np.arange(n) % 2}).to_csv(run / "oof.csv", index=False)
+        (run / "metrics.json").write_text(json.dumps({"metric": "pauc"}))
+        runs[name] = {0: run}
+    base = next(iter(runs))
+    result = table(Config(), base, runs, tmp_path / "folds.csv")
+    oof = pd.read_csv(runs[base][0] / "oof.csv")
+    assert result["metric"] == "pauc"
+    assert result["rows"][0]["auc_seed0"] == pytest.approx(partial_auc(oof.target, oof.pred), abs=1e-9)
+    assert result["rows"][1]["diff_vs_base"] < 0 and result["rows"][1]["per_seed"][0]["delong_p"] is None
+    assert markdown({**result, "seeds": [0]}).startswith("| setting | pAUC seed 0 |")
