@@ -17,7 +17,7 @@ from helpers.runs import N_FOLDS, write_learnable_records
 
 SCRIPT = ROOT / "scripts" / "pod_rehearsal.py"
 TINY = ["train.model=simple_cnn", "train.size=32", "train.batch_size=4", "train.weights=none",
-        f"n_folds={N_FOLDS}", "train.folds=[0]", "train.warmup_epochs=0"]
+        f"n_folds={N_FOLDS}", "train.folds=[0]", "train.optimizer.warmup_epochs=0"]
 
 
 def rehearse(rec: Path, out: Path, *extra: str, timeout: int = 1500) -> tuple[dict, subprocess.CompletedProcess]:

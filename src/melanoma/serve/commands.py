@@ -7,6 +7,7 @@ from pathlib import Path
 
 from melanoma.config.command import Command, Plan
 from melanoma.config.flags import config_flags
+from melanoma.errors import input_error
 from melanoma.outputs import Out, csv_with, json_with, run_inputs
 
 
@@ -80,6 +81,8 @@ def _infer_plan(args, cfg) -> Plan:
     from melanoma.serve.infer import timing_path
 
     out = Path(args.out)
+    if not out.name or out.is_dir():  # the timing file is named after it: OUT must be a file
+        raise input_error(out, "is a folder: give the submission file to write, e.g. --out submission.csv")
     return [Out(out, own=csv_with("isic_id", "target")),
             Out(timing_path(out), own=json_with("projected_tiles", "steps"))], {
         "--bundle": [args.bundle, Path(args.bundle) / "bundle.json"], "--data": args.data}
