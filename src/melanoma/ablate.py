@@ -36,7 +36,6 @@ import pandas as pd
 from melanoma.config import Config, apply_overrides, to_dict
 from melanoma.config.aliases import flat_train, new_key, old_leaf, tell
 from melanoma.data.competition import ID_COLUMNS, internal_ids
-from melanoma.data.runs import headline, read_metrics
 from melanoma.data.schema import ID, PATIENT, TARGET
 from melanoma.errors import ConfigError, InputError
 from melanoma.files import write_csv, write_json, write_text
@@ -206,6 +205,7 @@ def _oof(run_dir: Path) -> pd.Series:
 def table(cfg: Config, base: Setting, runs: dict[Setting, dict[int, Path]], folds: Path) -> dict[str, Any]:
     """Rows of the table: per-seed scores (the runs' metric: AUC, or pAUC for ISIC 2024; the `auc_*` keys hold it),
     mean and t-interval over seeds, paired difference against the base."""
+    from melanoma.data.runs import headline, read_metrics  # scikit-learn: not when the CLI starts
     from melanoma.report import metrics as M
     from melanoma.report.evaluate import compare_pair
 
