@@ -167,6 +167,9 @@ class SourcesConfig:
 
 @dataclass
 class TrainConfig:
+    """The image model (`melanoma train`): what it is, how long it trains, and its sections (optimizer, imbalance,
+    meta, devices, checkpoints, sources, augment). The old flat keys reach the sections through MOVED."""
+
     recipe: Literal["auto", "finetune", "scratch"] = setting("auto",
         'auto: finetune with weights (imagenet or a file), scratch with weights none. A recipe is a set of defaults '
         '(RECIPES below); any key the config file, a --set or a flag names still wins. The log says which and why.')
