@@ -14,28 +14,16 @@ import pytest
 
 from melanoma.cli import main
 
+from helpers.isic2024 import real_competition_folder
 from helpers.paths import ROOT
 
 REAL = ROOT / "tests" / "data" / "isic2024"
 
 
-def _competition_folder(root: Path) -> Path:
-    data = root / "isic-2024-challenge"
-    data.mkdir(parents=True)
-    train = pd.read_csv(REAL / "train-metadata-first100.csv", dtype={"isic_id": "string"})
-    train = train.drop(columns=[c for c in train.columns if c.startswith("Unnamed")])  # R's row-number column
-    train.loc[train.index % 8 == 3, "target"] = 1
-    train.to_csv(data / "train-metadata.csv", index=False)
-    shutil.copy(REAL / "train-image-first100.hdf5", data / "train-image.hdf5")
-    for name in ("test-metadata.csv", "test-image.hdf5", "sample_submission.csv"):
-        shutil.copy(REAL / name, data / name)
-    return data
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("isic2024")
-    data = _competition_folder(root)
+    data = real_competition_folder(root)
     for args in (["folds", "--data", data, "--out", root / "folds.csv", "--n-folds", "2"],
                  ["prepare", "--data", data, "--out", root / "tfrec", "--size", "32", "--n-folds", "2",
                   "--folds-file", root / "folds.csv"],

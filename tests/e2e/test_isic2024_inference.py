@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers.isic2024 import real_competition_folder
 from helpers.paths import ROOT
 from melanoma.cli import main
 from melanoma.data.submission import check_submission_file
@@ -25,19 +26,6 @@ TINY_TABULAR = ["--set", "tabular.seeds=1", "--set", "tabular.lgbm_max_rounds=20
                 "--set", "tabular.lgbm_min_child_samples=3", "--set", "tabular.negative_ratio=0"]
 
 
-def _competition_folder(root: Path) -> Path:
-    data = root / "isic-2024-challenge"
-    data.mkdir(parents=True)
-    train = pd.read_csv(REAL / "train-metadata-first100.csv", dtype={"isic_id": "string"})
-    train = train.drop(columns=[c for c in train.columns if c.startswith("Unnamed")])  # R's row-number column
-    train.loc[train.index % 8 == 3, "target"] = 1
-    train.to_csv(data / "train-metadata.csv", index=False)
-    shutil.copy(REAL / "train-image-first100.hdf5", data / "train-image.hdf5")
-    for name in ("test-metadata.csv", "test-image.hdf5", "sample_submission.csv"):
-        shutil.copy(REAL / name, data / name)
-    return data
-
-
 def cli(*args) -> None:
     assert main([str(a) for a in args]) == 0, args[:2]
 
@@ -45,7 +33,7 @@ def cli(*args) -> None:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("isic2024_infer")
-    data = _competition_folder(root)
+    data = real_competition_folder(root)
     cli("folds", "--data", data, "--out", root / "folds.csv", "--n-folds", "2")
     cli("prepare", "--data", data, "--out", root / "tfrec", "--size", "32", "--n-folds", "2",
         "--folds-file", root / "folds.csv")

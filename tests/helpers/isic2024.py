@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,3 +55,21 @@ def write_image_run(folder: Path, folds_csv: Path, data: Path, signal: float = 0
     (folder / "metrics.json").write_text(json.dumps({"metric": metric}))
     (folder / "run.json").write_text(json.dumps({"stage": "train"}))
     return folder
+
+
+REAL = ROOT / "tests" / "data" / "isic2024"  # the competition's own files (copied from ../shared with its README)
+
+
+def real_competition_folder(root: Path) -> Path:
+    """ROOT/isic-2024-challenge laid out as Kaggle mounts it, from the real files: the 100 published training rows
+    (all benign: every eighth is marked malignant, 13 in all) with their tiles, the 3-row test set, the sample."""
+    data = root / "isic-2024-challenge"
+    data.mkdir(parents=True)
+    train = pd.read_csv(REAL / "train-metadata-first100.csv", dtype={"isic_id": "string"})
+    train = train.drop(columns=[c for c in train.columns if c.startswith("Unnamed")])  # R's row-number column
+    train.loc[train.index % 8 == 3, "target"] = 1
+    train.to_csv(data / "train-metadata.csv", index=False)
+    shutil.copy(REAL / "train-image-first100.hdf5", data / "train-image.hdf5")
+    for name in ("test-metadata.csv", "test-image.hdf5", "sample_submission.csv"):
+        shutil.copy(REAL / name, data / name)
+    return data

@@ -63,6 +63,14 @@ class Competition:
 
         return METRICS[self.metric](y, p)
 
+    def internal_table(self, df: pd.DataFrame) -> pd.DataFrame:
+        """A table in the competition's own columns, in the package's names: the id and site columns renamed, the
+        site values stripped, lower-cased and mapped to the package's six (ISIC 2024's torso halves)."""
+        df = df.rename(columns={k: v for k, v in {self.id_column: ID, self.site_column: SITE}.items() if k != v})
+        if self.site_values and SITE in df.columns:
+            df[SITE] = df[SITE].str.strip().str.lower().replace(self.site_values)
+        return df
+
     def user_table(self, df: pd.DataFrame) -> pd.DataFrame:
         """A table about to be written for a user: the package's id column under the competition's name."""
         return df.rename(columns={ID: self.id_column}) if self.id_column != ID else df

@@ -116,7 +116,7 @@ def read_table(path: str | Path, split: str, patient_id: str = "required",
     path = Path(path)
     renames = {competition.id_column: ID, competition.site_column: SITE}
     df = read_csv_file(path, {c: "string" for c in (*STRING_COLUMNS, *renames)})
-    df = df.rename(columns={k: v for k, v in renames.items() if k != v})
+    df = competition.internal_table(df)
     required = [ID, TARGET, *META_COLUMNS] if split == "train" else [ID, *META_COLUMNS]
     if patient_id == "required":
         required.insert(1, PATIENT)
@@ -160,9 +160,6 @@ def _normalise_metadata(df: pd.DataFrame, path: Path, competition: Competition) 
         df[col] = raw.str.lower().replace("", pd.NA)
         if allowed is None:
             continue
-        if col == SITE:
-            df[col] = df[col].replace(competition.site_values)
-            allowed = (*allowed, *competition.site_values)
         shown = competition.site_column if col == SITE else col
         _first_bad(path, df[col].notna() & ~df[col].isin(allowed), lambda i: (
             f"{shown} {raw.iloc[i]!r} is not one of {', '.join(allowed)}: use one of them, or leave it empty "

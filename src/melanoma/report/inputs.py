@@ -175,9 +175,7 @@ def _competition_csv(data_dir: Path, split: str) -> pd.DataFrame | None:
     df = _csv(profile.csv_path(data_dir, split), {ID, *PATIENT_META, "width", "height", *names})
     if df is None:
         return None
-    df = df.rename(columns={k: v for k, v in names.items() if k != v})
-    if SITE in df.columns:
-        df[SITE] = df[SITE].replace(profile.site_values)
+    df = profile.internal_table(df)
     return df if ID in df.columns else None
 
 

@@ -20,7 +20,7 @@ from melanoma.config import Config
 from melanoma.data.schema import AGE, ID, SEX, SITE, csv_line
 from melanoma.errors import input_error
 from melanoma.files import write_csv
-from melanoma.data.competition import ISIC2024, PROFILES, internal_ids
+from melanoma.data.competition import ISIC2024, PROFILES
 from melanoma.data.hdf5 import read_source, split_tile_source
 from melanoma.data.images import BadImage
 from melanoma.serve.artifact import Artifact, BadMetadata
@@ -95,9 +95,7 @@ def _tiles(path: Path, df: pd.DataFrame | None) -> pd.DataFrame:
         if df.empty:
             raise input_error(path, "no tiles to predict")
         tiles.require(df[ISIC2024.id_column].astype(str), "the CSV")
-    df = internal_ids(df).rename(columns={ISIC2024.site_column: SITE})
-    if SITE in df.columns:
-        df[SITE] = df[SITE].str.strip().str.lower().replace(ISIC2024.site_values)
+    df = ISIC2024.internal_table(df)
     df[PATH] = [tile_source(path, n) for n in df[ID]]
     df.attrs["competition"] = ISIC2024.name  # predictions are written with isic_id
     return df.reset_index(drop=True)
